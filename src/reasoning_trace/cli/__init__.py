@@ -1,0 +1,83 @@
+"""The ``rtrace`` command line: a thin layer over ``DecisionLog`` (SPEC section 6).
+
+Each command parses its arguments, makes one library call, renders the result, and maps
+library errors to exit codes: 0 ok, 1 nothing found or a check failed, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import NotFound, QueryError, ReasoningTraceError, RecordError
+from ..log import DecisionLog
+from .render import print_decisions
+
+__all__ = ["cli", "main"]
+
+
+@click.group()
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Log root (default: $REASONING_TRACE_DIR, else the per-user data directory).",
+)
+@click.pass_context
+def cli(ctx: click.Context, root: str | None) -> None:
+    """rtrace: record, watch and audit an append-only decision log."""
+    ctx.obj = {"root": root}
+
+
+def open_log(ctx: click.Context, **kwargs: Any) -> DecisionLog:
+    """Open the log the global options name."""
+    return DecisionLog(ctx.obj["root"], **kwargs)
+
+
+@cli.command()
+@click.option("-n", "--lines", "limit", default=10, show_default=True, help="How many decisions.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+@click.pass_context
+def tail(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Show the newest decisions, oldest first."""
+    with open_log(ctx) as log:
+        print_decisions(log.recent(limit), as_json=as_json)
+
+
+@cli.command()
+@click.option("-n", "--count", default=36, show_default=True, help="Decisions to record.")
+@click.option("--seed", default=None, type=int, help="Random seed for a repeatable stream.")
+@click.pass_context
+def demo(ctx: click.Context, count: int, seed: int | None) -> None:
+    """Record a stream of four-voter gate decisions, then show the newest."""
+    from ..demo import run_gate
+
+    with open_log(ctx) as log:
+        run_gate(log, count, seed=seed)
+        click.echo(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
+        print_decisions(log.recent(10), as_json=False)
+
+
+def main() -> None:
+    """Entry point of the ``rtrace`` console script."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except NotFound as exc:
+        click.echo(f"rtrace: {exc}", err=True)
+        sys.exit(1)
+    except (RecordError, QueryError) as exc:
+        click.echo(f"rtrace: {exc}", err=True)
+        sys.exit(2)
+    except ReasoningTraceError as exc:
+        click.echo(f"rtrace: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(0)

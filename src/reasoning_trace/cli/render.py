@@ -1,0 +1,54 @@
+"""Rendering decisions: a rich table on a terminal, JSON Lines for machines."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..record import Decision
+
+__all__ = ["print_decisions"]
+
+
+def _votes_text(decision: Decision) -> Text:
+    """``4/4 pass`` in green, or the voters who voted against in red."""
+    against = [
+        voter for voter, vote in decision.votes.items()
+        if isinstance(vote, dict) and vote.get("passed") is False
+    ]
+    total = len(decision.votes)
+    if not against:
+        return Text(f"{total}/{total} pass", style="green")
+    return Text("✗ " + ", ".join(against), style="bold red")
+
+
+def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
+    """Print decisions as a table (terminal) or one stored line each (``--json``)."""
+    if as_json:
+        out = sys.stdout.buffer
+        for d in decisions:
+            out.write(d.line + b"\n")
+        out.flush()
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("seq", "time (UTC)", "action", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for column in ("votes", "subject", "reason"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        verdict = Text("approved", style="green") if d.approved else Text(
+            "REJECTED", style="bold red"
+        )
+        subject = " ".join(
+            f"{k}={v}" for k, v in d.subject.items() if k in ("agent_id", "version")
+        ) or " ".join(f"{k}={v}" for k, v in list(d.subject.items())[:2])
+        table.add_row(
+            str(d.seq), d.datetime_utc[:19].replace("T", " "), d.action, verdict,
+            _votes_text(d), subject, d.reason,
+        )
+    Console(soft_wrap=False).print(table)

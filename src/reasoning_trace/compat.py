@@ -1,0 +1,121 @@
+"""The original module's API (SPEC section 5), as one-shot uses of ``DecisionLog``.
+
+``record_decision`` never raises: it returns ``True`` once the decision is durable and ``False``
+with a logged warning when it was refused or could not be stored (and then nothing was written).
+Code that must not act on an unrecorded decision should call ``DecisionLog.record`` instead,
+which raises. The functions resolve the root through ``reasoning_trace._resolve_trace_dir`` at
+every call, so tests that monkeypatch it keep working. One ``DecisionLog`` per resolved root is
+kept open so that concurrent callers share the group commit.
+Tests: ``tests/test_compat.py``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import CorruptLine
+from .events import emit_decision
+from .files import resolve_root
+from .log import DecisionLog
+
+__all__ = ["_file_for", "_resolve_trace_dir", "read_recent", "record_decision"]
+
+logger = logging.getLogger("reasoning_trace")
+_logs: dict[str, DecisionLog] = {}
+_logs_lock = threading.Lock()
+
+
+def _resolve_trace_dir() -> str:
+    """The log root: ``$REASONING_TRACE_DIR``, else the per-user data directory."""
+    return str(resolve_root(None))
+
+
+def _package_resolver() -> str:
+    # Honour a monkeypatched ``reasoning_trace._resolve_trace_dir`` (or this module's).
+    package = sys.modules.get("reasoning_trace")
+    resolver = getattr(package, "_resolve_trace_dir", _resolve_trace_dir)
+    if resolver is _resolve_trace_dir:
+        resolver = globals()["_resolve_trace_dir"]
+    return str(resolve_root(resolver()))
+
+
+def _file_for(day: str | None = None) -> str:
+    """The day file for ``day`` (``YYYY-MM-DD``, default today in UTC)."""
+    if day is None:
+        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return str(resolve_root(_package_resolver()) / f"{day}.jsonl")
+
+
+def _log_for(root: str) -> DecisionLog:
+    with _logs_lock:
+        log = _logs.get(root)
+        if log is None:
+            log = _logs[root] = DecisionLog(root)
+        return log
+
+
+@atexit.register
+def _close_all() -> None:
+    with _logs_lock:
+        for log in _logs.values():
+            log.close()
+        _logs.clear()
+
+
+def record_decision(
+    action: str,
+    approved: bool,
+    votes: dict[str, Any],
+    subject: dict[str, Any],
+    reason: str = "",
+    event_bus_emit: bool = True,
+) -> bool:
+    """Record one consensus decision; ``True`` once durable, ``False`` if not recorded."""
+    try:
+        decision = _log_for(_package_resolver()).record(
+            action, bool(approved),
+            votes, subject, reason,
+        )
+    except Exception as exc:  # SPEC 5: this call never raises; the failure is logged
+        logger.warning("reasoning_trace: decision not recorded: %s", exc)
+        return False
+    if event_bus_emit:
+        emit_decision(decision)
+    return True
+
+
+def read_recent(limit: int = 200) -> list[dict[str, Any]]:
+    """The newest ``limit`` decisions as dicts, oldest first, across day files.
+
+    A corrupt line is not skipped in silence: it is logged with its file and place, and the
+    records around it are still returned.
+    """
+    log = _log_for(_package_resolver())
+    try:
+        return [d.to_dict() for d in log.recent(limit)]
+    except CorruptLine as exc:
+        logger.warning("reasoning_trace: %s", exc)
+        return [d.to_dict() for d in _recent_skipping(log, limit)]
+
+
+def _recent_skipping(log: DecisionLog, limit: int) -> list[Any]:
+    from .record import parse_record
+
+    store = log._store
+    out = []
+    for day in reversed(store.days()):  # type: ignore[attr-defined]
+        path = store.day_path(day)  # type: ignore[attr-defined]
+        for offset, line in store._lines_backward(path):  # type: ignore[attr-defined]
+            try:
+                out.append(parse_record(line, file=str(path), offset=offset))
+            except CorruptLine as exc:
+                logger.warning("reasoning_trace: skipped %s", exc)
+                continue
+            if len(out) >= limit:
+                return sorted(out, key=lambda d: d.seq)
+    return sorted(out, key=lambda d: d.seq)

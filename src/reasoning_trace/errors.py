@@ -1,0 +1,122 @@
+"""The exception tree of reasoning-trace.
+
+Every error the library raises on purpose is a ``ReasoningTraceError``::
+
+    ReasoningTraceError
+    ├── RecordError (ValueError)      a decision that cannot be recorded as given; names the field path
+    │   ├── RecordTooLarge            the line would exceed the size limit
+    │   └── RedactionError            a redaction rule failed; nothing unredacted is written
+    ├── ConflictError                 a caller-given id is already recorded with other content
+    ├── NotFound (LookupError)        no decision with that id or seq
+    ├── QueryError (ValueError)       a filter or time expression that cannot be understood
+    ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
+    └── StorageError (OSError)        the store could not read or durably write; nothing was written
+        └── LogRootMissing            the log's root directory vanished under a running log
+
+A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
+Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary with
+``raise ... from`` so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .record import Decision
+
+__all__ = [
+    "ConflictError",
+    "CorruptLine",
+    "LogRootMissing",
+    "NotFound",
+    "QueryError",
+    "ReasoningTraceError",
+    "RecordError",
+    "RecordTooLarge",
+    "RedactionError",
+    "StorageError",
+]
+
+
+class ReasoningTraceError(Exception):
+    """Base class of every error raised by reasoning-trace."""
+
+
+class RecordError(ReasoningTraceError, ValueError):
+    """A decision that cannot be recorded exactly as given.
+
+    ``path`` is the dotted field path of the offending value (``subject.new_content``), or the
+    top-level field name.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class RecordTooLarge(RecordError):
+    """The record's line would be longer than the log's ``max_line_bytes``."""
+
+
+class RedactionError(RecordError):
+    """A redaction rule raised or returned something unusable; the record is refused."""
+
+
+class ConflictError(ReasoningTraceError):
+    """A caller-given ``id`` is already in the log with different content.
+
+    ``stored`` is the decision already recorded under that id.
+    """
+
+    def __init__(self, decision_id: str, stored: Decision) -> None:
+        self.id = decision_id
+        self.stored = stored
+        super().__init__(
+            f"id {decision_id!r} is already recorded (seq {stored.seq}) with different content"
+        )
+
+
+class NotFound(ReasoningTraceError, LookupError):
+    """No decision with the given id or seq is in the log."""
+
+
+class QueryError(ReasoningTraceError, ValueError):
+    """A query filter or time expression that cannot be understood."""
+
+
+class CorruptLine(ReasoningTraceError):
+    """A line of a day file that is not a valid record.
+
+    In an audit log a bad line is evidence, so it is reported with its place, never skipped
+    in silence. ``line`` is 1-based when known (forward reads), else ``None``; ``offset`` is
+    the byte offset of the line's start.
+    """
+
+    def __init__(self, file: str, offset: int, problem: str, line: int | None = None) -> None:
+        self.file = file
+        self.offset = offset
+        self.line = line
+        self.problem = problem
+        where = f"{file}:{line}" if line is not None else f"{file} at byte {offset}"
+        super().__init__(f"{where}: {problem}")
+
+
+class StorageError(ReasoningTraceError, OSError):
+    """The store could not read or durably write. Nothing was written and no seq was used."""
+
+    def __init__(self, message: str, *args: Any) -> None:
+        super().__init__(message, *args)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LogRootMissing(StorageError):
+    """The root directory of an open log no longer exists.
+
+    The log does not silently start a new, empty history in its place: restore or recreate the
+    directory, and the next record lands after whatever the day files then hold.
+    """

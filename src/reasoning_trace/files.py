@@ -1,0 +1,585 @@
+"""The file store: day files of JSON lines under one root directory (SPEC sections 2 and 3).
+
+Layout::
+
+    <root>/<YYYY-MM-DD>.jsonl      the records, only ever appended to
+    <root>/quarantine/             torn tails cut off after a crash, kept for forensics
+    <root>/.rtrace/lock            writer lock; also caches the head (derived)
+    <root>/.rtrace/index.sqlite    id/seq index (derived)
+
+Writers on one host, in any number of threads and processes, serialise on an ``flock`` of the
+lock file; the ``seq`` and the instant of each record are taken under it, so the day file and the
+timestamp come from the same clock reading. The head (next seq, last day file, its size and
+inode) is cached in the lock file and trusted only when the day file's inode and size still
+match; otherwise it is recomputed from the tails of the day files, repairing torn tails on the
+way. Opening a log and appending to it therefore never scan it.
+
+A failed write is rolled back with ``ftruncate`` to the size before the batch, so a refused or
+failed batch leaves no partial line and consumes no seq.
+Tests: ``tests/test_files.py``, ``tests/test_processes.py`` (SIGKILL rounds, many writers).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import orjson
+import platformdirs
+
+from .errors import (
+    ConflictError,
+    CorruptLine,
+    LogRootMissing,
+    NotFound,
+    ReasoningTraceError,
+    StorageError,
+)
+from .index import Index
+from .record import Decision, Pending, parse_record
+from .store import AppendResult
+
+__all__ = ["FileStore", "Sync", "resolve_root", "resolve_sync"]
+
+logger = logging.getLogger("reasoning_trace")
+
+Sync = Literal["batch", "always", "never"]
+SYNC_MODES: tuple[Sync, ...] = ("batch", "always", "never")
+DERIVED_DIR = ".rtrace"
+_DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
+_CHUNK = 1 << 20
+_HEAD_BYTES = 96
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The log root: the argument, else ``$REASONING_TRACE_DIR``, else the per-user data dir.
+
+    Never relative to the working directory unless the caller passed a relative path.
+    """
+    if root is None or root == "":
+        root = os.environ.get("REASONING_TRACE_DIR") or os.path.join(
+            platformdirs.user_data_dir("reasoning-trace", appauthor=False), "log"
+        )
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+
+
+def resolve_sync(sync: str | None) -> Sync:
+    """The durability mode: the argument, else ``$REASONING_TRACE_SYNC``, else ``batch``."""
+    value = sync or os.environ.get("REASONING_TRACE_SYNC") or "batch"
+    if value not in SYNC_MODES:
+        raise ValueError(f"sync must be one of {', '.join(SYNC_MODES)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, exc: OSError) -> StorageError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StorageError(f"could not {action}: {reason}{where}", exc.errno or 0)
+
+
+class _Head:
+    """Where the log ends: next seq, the day file holding the last record, its size, inode."""
+
+    __slots__ = ("day", "ino", "next_seq", "size")
+
+    def __init__(self, next_seq: int, day: str | None, size: int, ino: int) -> None:
+        self.next_seq, self.day, self.size, self.ino = next_seq, day, size, ino
+
+    def encode(self) -> bytes:
+        text = f"{self.next_seq} {self.day or '-'} {self.size} {self.ino}\n".encode()
+        return text.ljust(_HEAD_BYTES, b" ")
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _Head | None:
+        parts = raw.split()
+        if len(parts) != 4:
+            return None
+        try:
+            day = parts[1].decode()
+            return cls(int(parts[0]), None if day == "-" else day, int(parts[2]), int(parts[3]))
+        except ValueError:
+            return None
+
+
+class FileStore:
+    """Day files under one root directory; see the module docstring."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        sync: Sync = "batch",
+        create: bool = True,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.sync: Sync = sync
+        self._clock = clock
+        if not self.root.is_dir():
+            if not create:
+                raise LogRootMissing(f"log root {self.root} does not exist")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(self.root.parent)
+            except OSError as exc:
+                raise _storage_error(f"create the log root {self.root}", exc) from exc
+        self._derived = self.root / DERIVED_DIR
+        self._lock_path = self._derived / "lock"
+        self._lock_fd: int | None = None
+        self._day_fd: tuple[str, int, int] | None = None  # (day, fd, inode) kept open
+        self._mutex = threading.Lock()  # one writer thread of this store at a time
+        self._index: Index | None = None
+        self._closed = False
+
+    # --- paths -------------------------------------------------------------------------------
+
+    def day_path(self, day: str) -> Path:
+        """The file holding the records of UTC day ``day``."""
+        return self.root / f"{day}.jsonl"
+
+    def days(self) -> list[str]:
+        """The days that have a day file, oldest first."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError as exc:
+            raise LogRootMissing(f"log root {self.root} does not exist") from exc
+        return sorted(m.group(1) for n in names if (m := _DAY_RE.match(n)))
+
+    # --- writer lock and head ----------------------------------------------------------------
+
+    def _lock(self) -> int:
+        """Take the cross-process writer lock; return its fd (which also stores the head)."""
+        while True:
+            if self._lock_fd is None:
+                if not self.root.is_dir():
+                    raise LogRootMissing(
+                        f"log root {self.root} was removed while the log was open; "
+                        "nothing was written (restore or recreate it to continue)"
+                    )
+                try:
+                    os.mkdir(self._derived)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError as exc:
+                    raise LogRootMissing(f"log root {self.root} was removed") from exc
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = self._lock_fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(self._lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            # The lock file was deleted or replaced while we waited: lock the current one.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._lock_fd = None
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _load_head(self, lock_fd: int) -> _Head:
+        """The cached head if it still matches the day file, else recomputed (and repaired)."""
+        head = _Head.decode(os.pread(lock_fd, _HEAD_BYTES, 0))
+        if head is not None:
+            if head.day is None:
+                if head.next_seq == 0 and not self.days():
+                    return head
+            else:
+                try:
+                    st = os.stat(self.day_path(head.day))
+                except FileNotFoundError:
+                    st = None
+                if st is not None and st.st_ino == head.ino and st.st_size == head.size:
+                    return head
+        return self._recover_head()
+
+    def _save_head(self, lock_fd: int, head: _Head) -> None:
+        os.pwrite(lock_fd, head.encode(), 0)
+
+    def _recover_head(self) -> _Head:
+        """Recompute the head from the day files' tails, quarantining torn tails."""
+        days = self.days()
+        for day in days:
+            self._repair_tail(day)
+        for day in reversed(days):
+            path = self.day_path(day)
+            for offset, line in self._lines_backward(path):
+                rec = parse_record(line, file=str(path), offset=offset)
+                st = os.stat(path)
+                return _Head(rec.seq + 1, day, st.st_size, st.st_ino)
+        return _Head(0, None, 0, 0)
+
+    def _repair_tail(self, day: str) -> None:
+        """Cut bytes after the last newline (a write torn by a crash) into ``quarantine/``."""
+        path = self.day_path(day)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                return
+            cut = size
+            while cut > 0:
+                start = max(0, cut - _CHUNK)
+                block = os.pread(fd, cut - start, start)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    cut = start + nl + 1
+                    break
+                cut = start
+            fragment = os.pread(fd, size - cut, cut)
+            qdir = self.root / "quarantine"
+            qdir.mkdir(exist_ok=True)
+            qpath = qdir / f"{day}.jsonl.{cut}.{time.time_ns()}.torn"
+            with open(qpath, "xb") as fh:
+                fh.write(fragment)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(qdir)
+            os.ftruncate(fd, cut)
+            os.fsync(fd)
+            logger.warning(
+                "reasoning_trace: cut a torn tail of %d bytes from %s at byte %d "
+                "(an unacknowledged write interrupted by a crash); kept in %s",
+                size - cut, path, cut, qpath,
+            )
+        finally:
+            os.close(fd)
+
+    # --- appending ---------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """The number of records (next seq), from the validated head."""
+        with self._mutex:
+            fd = self._lock()
+            try:
+                return self._load_head(fd).next_seq
+            finally:
+                self._unlock()
+
+    def append(self, batch: Sequence[Pending]) -> list[AppendResult]:
+        """Store ``batch`` under the writer lock; see ``Store.append``."""
+        if self._closed:
+            raise StorageError("the log is closed")
+        with self._mutex:
+            try:
+                fd = self._lock()
+            except OSError as exc:
+                if isinstance(exc, StorageError):
+                    raise
+                raise _storage_error(f"lock {self._lock_path}", exc) from exc
+            try:
+                return self._append_locked(fd, batch)
+            except (CorruptLine, StorageError):
+                raise
+            except OSError as exc:
+                raise _storage_error(f"append to {self.root}", exc) from exc
+            finally:
+                self._unlock()
+
+    def _append_locked(self, lock_fd: int, batch: Sequence[Pending]) -> list[AppendResult]:
+        head = self._load_head(lock_fd)
+        results: list[AppendResult | None] = [None] * len(batch)
+        if any(p.caller_id for p in batch):
+            self._resolve_ids(batch, results, head.next_seq)
+        seq = head.next_seq
+        groups: dict[str, list[bytes]] = {}
+        stored: list[tuple[int, int, int, bytes]] = []  # (index in batch, seq, micros, line)
+        for i, pending in enumerate(batch):
+            if results[i] is not None:
+                continue
+            micros = self._clock() // 1000
+            line = pending.compose(seq, micros)
+            day = line[len(pending.head) : len(pending.head) + 10].decode()
+            groups.setdefault(day, []).append(line)
+            stored.append((i, seq, micros, line))
+            seq += 1
+        if stored:
+            last_day, last_size, last_ino = self._write_groups(groups, head)
+            self._save_head(lock_fd, _Head(seq, last_day, last_size, last_ino))
+        by_id: dict[str, Decision] = {}
+        for i, s, micros, line in stored:
+            results[i] = decision = batch[i].decision(s, micros, line)
+            by_id[decision.id] = decision
+        for i, result in enumerate(results):
+            if isinstance(result, _SameBatch):
+                first = by_id[result.first.id]
+                same = first.content_key() == batch[i].content
+                results[i] = first if same else ConflictError(first.id, first)
+        return results  # type: ignore[return-value]
+
+    def _resolve_ids(
+        self, batch: Sequence[Pending], results: list[AppendResult | None], next_seq: int
+    ) -> None:
+        """Caller-given ids already stored (or earlier in this batch) become results."""
+        index = self._get_index()
+        seen: dict[str, Pending] = {}
+        for i, pending in enumerate(batch):
+            if not pending.caller_id:
+                continue
+            first = seen.get(pending.id)
+            if first is not None:
+                # A retry inside one batch: settled once the first copy is stored.
+                results[i] = _SameBatch(first)  # type: ignore[assignment]
+                continue
+            stored = index.find_id(pending.id, next_seq)
+            if stored is None:
+                seen[pending.id] = pending
+            elif stored.content_key() == pending.content:
+                results[i] = stored
+            else:
+                results[i] = ConflictError(pending.id, stored)
+
+    def _day_fd_for(self, day: str) -> tuple[int, bool]:
+        """An append fd for ``day``'s file, reusing the open one while its inode is current."""
+        path = self.day_path(day)
+        if self._day_fd is not None:
+            cached_day, fd, ino = self._day_fd
+            if cached_day == day:
+                try:
+                    if os.stat(path).st_ino == ino:
+                        return fd, False
+                except FileNotFoundError:
+                    pass
+            os.close(fd)
+            self._day_fd = None
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, flags)
+            created = False
+        self._day_fd = (day, fd, os.fstat(fd).st_ino)
+        return fd, created
+
+    def _write_groups(self, groups: dict[str, list[bytes]], head: _Head) -> tuple[str, int, int]:
+        """Write each day's lines; on any failure truncate every touched file back."""
+        touched: list[tuple[int, int, str]] = []
+        try:
+            for day, lines in groups.items():
+                fd, created = self._day_fd_for(day)
+                size = os.fstat(fd).st_size
+                if not created and day != head.day and size:
+                    self._repair_tail(day)
+                    size = os.fstat(fd).st_size
+                touched.append((fd, size, day))
+                if self.sync == "always":
+                    for line in lines:
+                        _write_all(fd, line + b"\n")
+                        os.fsync(fd)
+                else:
+                    _write_all(fd, b"\n".join(lines) + b"\n")
+                    if self.sync == "batch":
+                        os.fsync(fd)
+                if created and self.sync != "never":
+                    _fsync_dir(self.root)
+        except OSError as exc:
+            self._rollback(touched)
+            raise _storage_error(f"write to {self.day_path(day)}", exc) from exc
+        fd, _, day = touched[-1]
+        st = os.fstat(fd)
+        return day, st.st_size, st.st_ino
+
+    def _rollback(self, touched: list[tuple[int, int, str]]) -> None:
+        for fd, size, day in touched:
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError as exc:
+                # The next writer will find the size mismatch and quarantine the torn bytes.
+                logger.error("reasoning_trace: could not roll back %s: %s", self.day_path(day), exc)
+        if self._day_fd is not None:
+            os.close(self._day_fd[1])
+            self._day_fd = None
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _lines_backward(self, path: Path) -> Iterator[tuple[int, bytes]]:
+        """Complete lines of ``path`` from the last to the first, with their offsets."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            end = os.fstat(fd).st_size
+            pos, carry = end, b""
+            first = True
+            while pos > 0:
+                start = max(0, pos - 65536)
+                block = os.pread(fd, pos - start, start) + carry
+                pos = start
+                parts = block.split(b"\n")
+                if first:
+                    parts.pop()  # bytes after the last newline: torn or still being written
+                    first = False
+                carry = parts[0] if pos > 0 else b""
+                body = parts[1:] if pos > 0 else parts
+                offset = pos + len(parts[0]) + 1 if pos > 0 else 0
+                offsets = []
+                for part in body:
+                    offsets.append(offset)
+                    offset += len(part) + 1
+                for off, part in zip(reversed(offsets), reversed(body)):
+                    if part:
+                        yield off, part
+        finally:
+            os.close(fd)
+
+    def lines(self, day: str, start: int = 0) -> Iterator[tuple[int, int | None, bytes]]:
+        """Complete lines of ``day``'s file from byte ``start``: (offset, line number, bytes).
+
+        Line numbers are known only when reading from the start of the file.
+        """
+        path = self.day_path(day)
+        try:
+            fh = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            return
+        with fh:
+            fh.seek(start)
+            offset, carry = start, b""
+            lineno: int | None = 0 if start == 0 else None
+            while True:
+                block = fh.read(_CHUNK)
+                if not block:
+                    return
+                parts = (carry + block).split(b"\n")
+                carry = parts.pop()
+                for part in parts:
+                    if lineno is not None:
+                        lineno += 1
+                    if part:
+                        yield offset, lineno, part
+                    offset += len(part) + 1
+
+    def decisions(self, day: str, start: int = 0) -> Iterator[Decision]:
+        """Parsed records of one day file from byte ``start``; corrupt lines raise."""
+        path = str(self.day_path(day))
+        loads = orjson.loads
+        from .record import decision_from_dict
+
+        for offset, lineno, line in self.lines(day, start):
+            try:
+                yield decision_from_dict(loads(line), line)
+            except ValueError as exc:
+                raise CorruptLine(path, offset, str(exc), lineno) from exc
+
+    def recent(self, limit: int) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first, reading day files from their ends."""
+        out: list[Decision] = []
+        if limit <= 0:
+            return out
+        for day in reversed(self.days()):
+            path = self.day_path(day)
+            for offset, line in self._lines_backward(path):
+                out.append(parse_record(line, file=str(path), offset=offset))
+                if len(out) >= limit:
+                    break
+            if len(out) >= limit:
+                break
+        out.sort(key=lambda d: d.seq)
+        return out
+
+    def read(self, start: int = 0, stop: int | None = None) -> Iterator[Decision]:
+        """Decisions with ``start <= seq < stop`` in seq order, starting at the located record."""
+        if stop is not None and stop <= start:
+            return
+        days = self.days()
+        begin_day, begin_off = (days[0], 0) if days else (None, 0)
+        if start > 0 and days:
+            loc = self._get_index().locate(start - 1)
+            if loc is not None:
+                begin_day, begin_off = loc[0], loc[1] + loc[2] + 1
+        for day in days:
+            if begin_day is not None and day < begin_day:
+                continue
+            for d in self.decisions(day, begin_off if day == begin_day else 0):
+                if d.seq < start:
+                    continue
+                if stop is not None and d.seq >= stop:
+                    return
+                yield d
+
+    def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
+        """All decisions of the day files that overlap ``[since_us, until_us)``."""
+        lo = _day_of(since_us) if since_us is not None else None
+        hi = _day_of(until_us - 1) if until_us is not None else None
+        for day in self.days():
+            if (lo is not None and day < lo) or (hi is not None and day > hi):
+                continue
+            yield from self.decisions(day)
+
+    def get(self, key: int | str) -> Decision:
+        """One decision by seq (int) or id (str), via the derived index."""
+        index = self._get_index()
+        found = index.find_seq(key) if isinstance(key, int) else index.find_id(key)
+        if found is None:
+            what = f"seq {key}" if isinstance(key, int) else f"id {key!r}"
+            raise NotFound(f"no decision with {what} in {self.root}")
+        return found
+
+    def follow(self, after_seq: int | None, stop: Callable[[], bool]) -> Iterator[Decision]:
+        """Poll the newest day file (and new ones) for complete lines other writers append."""
+        from .follow import follow_files
+
+        yield from follow_files(self, after_seq, stop)
+
+    def _get_index(self) -> Index:
+        if self._index is None:
+            self._index = Index(self)
+        return self._index
+
+    def close(self) -> None:
+        """Release the lock file, the open day file and the index."""
+        self._closed = True
+        with self._mutex:
+            if self._day_fd is not None:
+                os.close(self._day_fd[1])
+                self._day_fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+
+class _SameBatch(ReasoningTraceError):
+    """Placeholder for a duplicate of a caller id that appears earlier in the same batch."""
+
+    def __init__(self, first: Pending) -> None:
+        super().__init__(first.id)
+        self.first = first
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n == 0:
+            raise OSError(errno.EIO, "write returned 0")
+        view = view[n:]
+
+
+def _day_of(micros: int) -> str:
+    t = time.gmtime(micros // 1_000_000)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"

@@ -1,0 +1,92 @@
+"""Following a file store live: the ``tail -f`` of the decision log.
+
+Followers take no lock and never write. They read only complete lines (a line still being
+written, or a torn tail a crash left, has no newline yet and is not consumed), and move to the
+next day file only after draining the current one once more, so a batch that straddles UTC
+midnight is seen in seq order. Polling (default every 10 ms) keeps this portable and works
+whichever process writes.
+Tests: ``tests/test_follow.py`` (other processes writing, midnight under ``faketime``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .errors import CorruptLine
+from .record import Decision, decision_from_dict
+
+if TYPE_CHECKING:
+    from .files import FileStore
+
+__all__ = ["follow_files"]
+
+POLL_SECONDS = 0.01
+
+
+def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, int]:
+    """(day, byte offset, last seq seen) to start following from."""
+    days = store.days()
+    if not days:
+        return None, 0, -1 if after_seq is None else after_seq
+    if after_seq is None:
+        day = days[-1]
+        for offset, line in store._lines_backward(store.day_path(day)):
+            seq = orjson.loads(line)["seq"]
+            return day, offset + len(line) + 1, seq
+        return day, 0, -1
+    if after_seq < 0:
+        return days[0], 0, -1
+    loc = store._get_index().locate(after_seq)
+    if loc is None:  # beyond the head: wait at the end for it
+        day, offset, seq = _start(store, None)
+        return day, offset, max(seq, after_seq)
+    return loc[0], loc[1] + loc[2] + 1, after_seq
+
+
+def follow_files(
+    store: FileStore,
+    after_seq: int | None,
+    stop: Callable[[], bool],
+    poll: float = POLL_SECONDS,
+) -> Iterator[Decision]:
+    """Yield each decision with seq > ``after_seq`` as it lands, until ``stop()``."""
+    day, offset, last = _start(store, after_seq)
+
+    def drain() -> Iterator[Decision]:
+        nonlocal offset, last
+        assert day is not None
+        for off, _lineno, line in store.lines(day, offset):
+            offset = off + len(line) + 1
+            try:
+                decision = decision_from_dict(orjson.loads(line), line)
+            except ValueError as exc:
+                raise CorruptLine(str(store.day_path(day)), off, str(exc)) from exc
+            if decision.seq > last:
+                last = decision.seq
+                yield decision
+
+    while True:
+        got = False
+        if day is not None:
+            for decision in drain():
+                got = True
+                yield decision
+        if got:
+            continue
+        if stop():
+            return
+        newer = [d for d in store.days() if day is None or d > day]
+        if newer:
+            if day is not None:
+                for decision in drain():  # lines written just before the new file appeared
+                    got = True
+                    yield decision
+                if got:
+                    continue
+            day, offset = newer[0], 0
+            continue
+        time.sleep(poll)

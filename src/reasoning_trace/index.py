@@ -1,0 +1,207 @@
+"""The derived id/seq index of a file store (``<root>/.rtrace/index.sqlite``).
+
+It maps each record's ``seq`` and ``id`` to its place (day file, byte offset, length), so that
+``get`` and the uniqueness check of caller-given ids never scan the log. It is derived: it is
+caught up lazily from the day files (reading only what was appended since the last catch-up),
+every hit is checked against the line it points to, and any disagreement — a deleted index, a
+rolled-back write it had seen, an edited day file — makes it rebuild itself from the day files.
+SQLite (standard library) gives crash-safe multi-process updates for free; it is opened with
+``synchronous=OFF`` because losing it loses nothing.
+Tests: ``tests/test_index.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .errors import CorruptLine, StorageError
+from .record import Decision, parse_record
+
+if TYPE_CHECKING:
+    from .files import FileStore
+
+__all__ = ["Index"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+"""
+
+
+class _Stale(Exception):
+    """The index disagrees with the day files and must be rebuilt."""
+
+
+class Index:
+    """seq/id → (day, offset, length), derived from a ``FileStore``'s day files."""
+
+    def __init__(self, store: FileStore) -> None:
+        self._store = store
+        self._path = store.root / ".rtrace" / "index.sqlite"
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            os.makedirs(self._path.parent, exist_ok=True)
+            try:
+                db = sqlite3.connect(self._path, timeout=60, check_same_thread=False,
+                                     isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError:
+                # A damaged derived file: drop it and start again from the day files.
+                for suffix in ("", "-wal", "-shm"):
+                    try:
+                        os.unlink(f"{self._path}{suffix}")
+                    except FileNotFoundError:
+                        pass
+                db = sqlite3.connect(self._path, timeout=60, check_same_thread=False,
+                                     isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")
+                db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- catching up -------------------------------------------------------------------------
+
+    def catch_up(self, upto: int | None = None) -> None:
+        """Index every complete record appended since the last catch-up (or up to ``upto``)."""
+        with self._lock:
+            try:
+                self._catch_up_locked(upto)
+            except _Stale:
+                self._rebuild_locked()
+            except sqlite3.Error as exc:
+                raise StorageError(f"could not update the index {self._path}: {exc}") from exc
+
+    def _catch_up_locked(self, upto: int | None) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+            next_seq = int(meta.get("next_seq", 0))
+            if upto is not None and next_seq >= upto:
+                db.execute("COMMIT")
+                return
+            day0, off0 = meta.get("day"), int(meta.get("offset", 0))
+            rows: list[tuple[int, str, str, int, int]] = []
+            end_day, end_off = day0, off0
+            for day in self._store.days():
+                if day0 is not None and day < day0:
+                    continue
+                start = off0 if day == day0 else 0
+                if day == day0 and self._store.day_path(day).stat().st_size < start:
+                    raise _Stale
+                for offset, _lineno, line in self._store.lines(day, start):
+                    try:
+                        obj = orjson.loads(line)
+                        seq, rid = obj["seq"], obj["id"]
+                    except (ValueError, KeyError, TypeError) as exc:
+                        path = str(self._store.day_path(day))
+                        raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+                    if seq != next_seq:
+                        raise _Stale
+                    rows.append((seq, rid, day, offset, len(line)))
+                    next_seq += 1
+                    end_day, end_off = day, offset + len(line) + 1
+            db.executemany("INSERT INTO records VALUES (?,?,?,?,?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?,?)",
+                [("next_seq", next_seq), ("day", end_day), ("offset", end_off)],
+            )
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise _Stale from exc
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _rebuild_locked(self) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM records")
+        db.execute("DELETE FROM meta")
+        db.execute("COMMIT")
+        try:
+            self._catch_up_locked(None)
+        except _Stale as exc:
+            # Even from scratch the day files do not hold one record per seq in order.
+            raise StorageError(
+                f"cannot index {self._store.root}: seq numbers in the day files are not "
+                "contiguous (run `rtrace verify` to locate the damage)"
+            ) from exc
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    def locate(self, seq: int) -> tuple[str, int, int] | None:
+        """(day, offset, length) of record ``seq``, or ``None``."""
+        self.catch_up(seq + 1)
+        with self._lock:
+            row = self._conn().execute(
+                "SELECT day, offset, length FROM records WHERE seq=?", (seq,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _fetch(self, where: str, key: int | str) -> Decision | None:
+        for attempt in range(2):
+            with self._lock:
+                row = self._conn().execute(
+                    f"SELECT day, offset, length FROM records WHERE {where}=?", (key,)
+                ).fetchone()
+            if row is None:
+                return None
+            decision = self._read_at(*row)
+            if decision is not None and (
+                decision.seq == key if where == "seq" else decision.id == key
+            ):
+                return decision
+            if attempt == 0:
+                with self._lock:
+                    self._rebuild_locked()
+        return None
+
+    def _read_at(self, day: str, offset: int, length: int) -> Decision | None:
+        path = self._store.day_path(day)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                line = fh.read(length + 1)
+        except FileNotFoundError:
+            return None
+        if len(line) != length + 1 or not line.endswith(b"\n"):
+            return None
+        try:
+            return parse_record(line[:-1], file=str(path), offset=offset)
+        except CorruptLine:
+            return None
+
+    def find_seq(self, seq: int) -> Decision | None:
+        """The decision with this seq, or ``None``."""
+        if seq < 0:
+            return None
+        self.catch_up(seq + 1)
+        return self._fetch("seq", seq)
+
+    def find_id(self, decision_id: str, upto: int | None = None) -> Decision | None:
+        """The decision with this id, or ``None``; indexes everything up to ``upto`` first."""
+        self.catch_up(upto)
+        return self._fetch("id", decision_id)

@@ -1,0 +1,121 @@
+"""Queries over decisions: time expressions and filters shared by the library and the CLI.
+
+Times are taken as ISO 8601 (``2026-11-24``, ``2026-11-24T22:41:43Z``, with an offset; naive
+times are UTC), Unix seconds, ``datetime`` objects, or a span back from now (``90s``, ``30m``,
+``12h``, ``7d``, ``2w``). Ranges are half-open: ``since <= t < until``.
+Tests: ``tests/test_query.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+import orjson
+
+from .errors import QueryError
+from .record import Decision
+
+__all__ = ["Filter", "TimeSpec", "parse_time"]
+
+TimeSpec = Union[str, int, float, datetime, None]
+_SPAN_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(value: TimeSpec, *, now: float | None = None) -> int | None:
+    """Unix microseconds for a time expression (see the module docstring); ``None`` stays."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise QueryError(f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        return round(value * 1_000_000)
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return round(dt.timestamp() * 1_000_000)
+    if not isinstance(value, str):
+        raise QueryError(f"not a time: {value!r}")
+    span = _SPAN_RE.match(value)
+    if span:
+        seconds = float(span.group(1)) * _UNIT[span.group(2)]
+        return round(((time.time() if now is None else now) - seconds) * 1_000_000)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(
+            f"not a time: {value!r} (use ISO 8601 like 2026-11-24T22:00Z, "
+            "Unix seconds, or a span like 12h or 7d)"
+        ) from None
+    return parse_time(dt)
+
+
+def _loose_eq(stored: Any, wanted: Any) -> bool:
+    """Equal, or equal as text when the filter came from a command line (``version=3``)."""
+    if stored == wanted and type(stored) is not bool or stored is wanted:
+        return True
+    if isinstance(wanted, str) and stored is not None and not isinstance(stored, str):
+        return orjson.dumps(stored).decode() == wanted
+    return False
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which decisions to keep; every given criterion must hold."""
+
+    since_us: int | None = None
+    until_us: int | None = None
+    action: str | None = None
+    approved: bool | None = None
+    voter: str | None = None  # that voter voted against (passed is False)
+    subject: Mapping[str, Any] = field(default_factory=dict)
+    node: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        since: TimeSpec = None,
+        until: TimeSpec = None,
+        action: str | None = None,
+        approved: bool | None = None,
+        voter: str | None = None,
+        subject: Mapping[str, Any] | None = None,
+        node: str | None = None,
+    ) -> Filter:
+        """A filter from user-facing values (time expressions are parsed here)."""
+        now = time.time()
+        since_us, until_us = parse_time(since, now=now), parse_time(until, now=now)
+        if since_us is not None and until_us is not None and until_us <= since_us:
+            raise QueryError(f"empty time range: until ({until}) is not after since ({since})")
+        return cls(since_us, until_us, action, approved, voter, dict(subject or {}), node)
+
+    def matches(self, d: Decision) -> bool:
+        """Whether decision ``d`` passes every criterion."""
+        if self.since_us is not None or self.until_us is not None:
+            t = round(d.timestamp * 1_000_000)
+            if self.since_us is not None and t < self.since_us:
+                return False
+            if self.until_us is not None and t >= self.until_us:
+                return False
+        if self.action is not None and d.action != self.action:
+            return False
+        if self.approved is not None and d.approved is not self.approved:
+            return False
+        if self.node is not None and d.node != self.node:
+            return False
+        if self.voter is not None:
+            vote = d.votes.get(self.voter)
+            if not isinstance(vote, dict) or vote.get("passed") is not False:
+                return False
+        for key, wanted in self.subject.items():
+            if key not in d.subject or not _loose_eq(d.subject[key], wanted):
+                return False
+        return True

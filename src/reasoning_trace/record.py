@@ -1,0 +1,471 @@
+"""Decision records: the one-line JSON format of SPEC section 1.
+
+A record is one JSON object on one line, keys sorted, compact separators, UTF-8. The stored
+bytes are final: they are what the Merkle tree hashes, so nothing here ever re-serialises a
+stored record to check it.
+
+Writing happens in two steps so that nothing can fail while the writer lock is held:
+``prepare`` validates, redacts, encodes and size-checks everything a caller gave (and names the
+offending field path when it refuses); ``Pending.compose`` then only splices in the ``seq`` and
+the instant, which the store assigns under its lock. ``parse_record`` is the strict inverse.
+Tests: ``tests/test_record.py`` (round-trips, refusals, hypothesis properties).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import orjson
+
+from .errors import CorruptLine, RecordError, RecordTooLarge, RedactionError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_LINE_BYTES",
+    "Decision",
+    "Pending",
+    "Redactor",
+    "format_record",
+    "format_utc",
+    "parse_record",
+    "prepare",
+    "uuid7",
+]
+
+FORMAT_VERSION = 1
+MAX_LINE_BYTES = 1 << 20
+REDACTED = "[redacted]"
+_MAX_DEPTH = 64
+_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+_SORT = orjson.OPT_SORT_KEYS
+# Widest possible seq / timestamp / datetime text, so the size check can run before the lock.
+_VARIABLE_WIDTH = 20 + 24 + 27
+
+#: A redaction rule: a field path (``subject.api_key``, ``votes.*.reason``) or a callable that
+#: receives the record's fields and returns the concrete paths to redact.
+Redactor = Union[str, Callable[[Mapping[str, Any]], Iterable[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One recorded decision, as stored (SPEC section 1).
+
+    ``extra`` keeps fields this version does not know; ``line`` is the exact stored bytes
+    (without the newline), the leaf input of the integrity tree.
+    """
+
+    seq: int
+    id: str
+    timestamp: float
+    datetime_utc: str
+    action: str
+    approved: bool
+    votes: dict[str, Any]
+    subject: dict[str, Any]
+    reason: str = ""
+    node: str | None = None
+    redacted: tuple[str, ...] = ()
+    v: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+    line: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def day(self) -> str:
+        """The UTC day (``YYYY-MM-DD``) whose file holds this record."""
+        return self.datetime_utc[:10]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON object stored on its line."""
+        out: dict[str, Any] = dict(self.extra)
+        out.update(
+            v=self.v,
+            seq=self.seq,
+            id=self.id,
+            timestamp=self.timestamp,
+            datetime_utc=self.datetime_utc,
+            action=self.action,
+            approved=self.approved,
+            votes=self.votes,
+            subject=self.subject,
+            reason=self.reason,
+        )
+        if self.node is not None:
+            out["node"] = self.node
+        if self.redacted:
+            out["redacted"] = list(self.redacted)
+        return out
+
+    def content_key(self) -> bytes:
+        """What makes two recordings of one caller-given id "the same decision"."""
+        return _content_key(
+            self.action, self.approved, self.votes, self.subject, self.reason, self.node
+        )
+
+
+def _content_key(
+    action: str,
+    approved: bool,
+    votes: Any,
+    subject: Any,
+    reason: str,
+    node: str | None,
+) -> bytes:
+    return orjson.dumps([action, approved, votes, subject, reason, node], option=_SORT)
+
+
+def uuid7(unix_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, version 7, 74 random bits."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & 0x3FFFFFFFFFFFFFFF
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def format_utc(micros: int) -> str:
+    """ISO 8601 UTC with microseconds and ``Z`` for an instant in Unix microseconds."""
+    sec, frac = divmod(micros, 1_000_000)
+    t = time.gmtime(sec)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{frac:06d}Z"
+    )
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _check_json(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse anything that would not read back exactly equal, naming its path."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RecordError(path, "string contains a lone surrogate (not UTF-8)") from exc
+        return
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise RecordError(path, "integer outside the 64-bit range JSON readers keep exactly")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RecordError(path, f"{value!r} is not JSON (NaN and Infinity are refused)")
+        return
+    if depth >= _MAX_DEPTH:
+        raise RecordError(path, f"nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RecordError(
+                    f"{path}[{key!r}]", f"{_type_name(key)} key is not JSON (keys must be str)"
+                )
+            _check_json(item, f"{path}.{key}" if path else key, depth + 1)
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
+        return
+    hint = " (use a list)" if isinstance(value, tuple) else ""
+    raise RecordError(path, f"{_type_name(value)} is not JSON{hint}")
+
+
+def _check_text(name: str, value: Any, *, max_len: int | None = None, control: bool = True) -> None:
+    if not isinstance(value, str):
+        raise RecordError(name, f"must be a str, not {_type_name(value)}")
+    if max_len is not None and not 1 <= len(value) <= max_len:
+        raise RecordError(name, f"must be 1 to {max_len} characters, got {len(value)}")
+    if control and _CONTROL_RE.search(value):
+        raise RecordError(name, "must not contain control characters")
+    _check_json(value, name)
+
+
+def _votes_well_formed(votes: dict[str, Any]) -> None:
+    for voter, vote in votes.items():
+        where = f"votes.{voter}"
+        if not isinstance(vote, dict):
+            raise RecordError(where, f"a vote must be an object, not {_type_name(vote)}")
+        if "passed" in vote and not isinstance(vote["passed"], bool):
+            raise RecordError(f"{where}.passed", "must be a bool")
+        if "reason" in vote and not isinstance(vote["reason"], str):
+            raise RecordError(f"{where}.reason", "must be a str")
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+_REDACTABLE = ("votes", "subject", "reason")
+
+
+def _expand(fields: dict[str, Any], pattern: str) -> list[tuple[list[str], str]]:
+    """Concrete (key path, dotted path) pairs matching ``pattern``; ``*`` matches one level."""
+    parts = pattern.split(".")
+    found: list[tuple[list[str], str]] = []
+
+    def walk(node: Any, i: int, keys: list[str]) -> None:
+        if i == len(parts):
+            found.append((keys, ".".join(keys)))
+            return
+        if not isinstance(node, dict):
+            return
+        if parts[i] == "*":
+            for key in node:
+                walk(node[key], i + 1, [*keys, key])
+        elif parts[i] in node:
+            walk(node[parts[i]], i + 1, [*keys, parts[i]])
+
+    walk(fields, 0, [])
+    return found
+
+
+def _copy_path(fields: dict[str, Any], keys: list[str]) -> None:
+    """Replace the value at ``keys`` with the redaction marker, copying dicts on the way so
+    the caller's objects are never mutated."""
+    node = fields
+    for key in keys[:-1]:
+        node[key] = dict(node[key])
+        node = node[key]
+    node[keys[-1]] = REDACTED
+
+
+def check_redactors(rules: Sequence[Redactor]) -> tuple[Redactor, ...]:
+    """Validate path rules once, when a log is opened."""
+    for rule in rules:
+        if isinstance(rule, str):
+            head = rule.split(".", 1)[0]
+            if head not in _REDACTABLE or not all(rule.split(".")):
+                raise RedactionError(
+                    rule, f"redaction paths must start with one of {', '.join(_REDACTABLE)}"
+                )
+        elif not callable(rule):
+            raise RedactionError("", f"a redaction rule must be a str or callable, not {rule!r}")
+    return tuple(rules)
+
+
+def _redact(fields: dict[str, Any], rules: Sequence[Redactor]) -> list[str]:
+    paths: list[str] = []
+    for rule in rules:
+        if isinstance(rule, str):
+            matches = _expand(fields, rule)
+        else:
+            try:
+                wanted = list(rule(fields))
+            except Exception as exc:  # any failure of user code refuses the record (SPEC 1)
+                raise RedactionError("", f"redaction rule {rule!r} failed: {exc!r}") from exc
+            matches = []
+            for path in wanted:
+                if not isinstance(path, str) or path.split(".", 1)[0] not in _REDACTABLE:
+                    raise RedactionError(str(path), "redaction rule returned an invalid path")
+                hits = _expand(fields, path)
+                if not hits:
+                    raise RedactionError(path, "redaction rule returned a path not in the record")
+                matches.extend(hits)
+        for keys, dotted in matches:
+            if dotted not in paths:
+                _copy_path(fields, keys)
+                paths.append(dotted)
+    return paths
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Pending:
+    """A validated, encoded decision waiting for its ``seq`` and instant.
+
+    The line is ``head + datetime + mid + seq + tail_a + timestamp + tail_b``: key order is
+    sorted, so the three store-assigned values fall between fixed, pre-encoded pieces.
+    """
+
+    head: bytes
+    mid: bytes
+    tail_a: bytes
+    tail_b: bytes
+    id: str
+    caller_id: bool
+    content: bytes
+    fields: dict[str, Any]
+
+    def compose(self, seq: int, micros: int) -> bytes:
+        """The full line (without newline) for ``seq`` at the instant ``micros``."""
+        return b"".join(
+            (
+                self.head,
+                format_utc(micros).encode(),
+                self.mid,
+                str(seq).encode(),
+                self.tail_a,
+                repr(micros / 1_000_000).encode(),
+                self.tail_b,
+            )
+        )
+
+    def decision(self, seq: int, micros: int, line: bytes) -> Decision:
+        """The ``Decision`` this pending record became once stored."""
+        f = self.fields
+        return Decision(
+            seq=seq,
+            id=self.id,
+            timestamp=micros / 1_000_000,
+            datetime_utc=format_utc(micros),
+            action=f["action"],
+            approved=f["approved"],
+            votes=f["votes"],
+            subject=f["subject"],
+            reason=f["reason"],
+            node=f.get("node"),
+            redacted=tuple(f.get("redacted", ())),
+            line=line,
+        )
+
+
+def prepare(
+    action: Any,
+    approved: Any,
+    votes: Any,
+    subject: Any,
+    reason: Any = "",
+    *,
+    id: str | None = None,
+    node: str | None = None,
+    redact: Sequence[Redactor] = (),
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Pending:
+    """Validate, redact and encode a decision; raise ``RecordError`` naming the field path.
+
+    Runs before the writer lock is taken, so a refusal leaves the log untouched.
+    """
+    _check_text("action", action, max_len=128)
+    if not isinstance(approved, bool):
+        raise RecordError("approved", f"must be a bool, not {_type_name(approved)}")
+    if not isinstance(votes, dict):
+        raise RecordError("votes", f"must be an object (dict), not {_type_name(votes)}")
+    if not isinstance(subject, dict):
+        raise RecordError("subject", f"must be an object (dict), not {_type_name(subject)}")
+    _check_text("reason", reason, control=False)
+    _check_json(votes, "votes")
+    _check_json(subject, "subject")
+    _votes_well_formed(votes)
+    if node is not None:
+        _check_text("node", node, max_len=128)
+    caller_id = id is not None
+    if id is None:
+        id = uuid7()
+    elif not isinstance(id, str) or not _ID_RE.match(id):
+        raise RecordError("id", "must be 1-128 characters of A-Za-z0-9._:-")
+
+    fields: dict[str, Any] = {"votes": votes, "subject": subject, "reason": reason}
+    redacted = _redact(fields, redact) if redact else []
+    if redacted:
+        # A rule may have put anything in place; the result must still be exact JSON.
+        _check_json(fields["votes"], "votes")
+        _check_json(fields["subject"], "subject")
+        _check_text("reason", fields["reason"], control=False)
+    fields.update(action=action, approved=approved, node=node)
+    if redacted:
+        fields["redacted"] = redacted
+
+    def enc(value: Any) -> bytes:
+        return orjson.dumps(value, option=_SORT)
+
+    head = b'{"action":' + enc(action) + b',"approved":' + enc(approved) + b',"datetime_utc":"'
+    mid = b'","id":' + enc(id)
+    if node is not None:
+        mid += b',"node":' + enc(node)
+    mid += b',"reason":' + enc(fields["reason"])
+    if redacted:
+        mid += b',"redacted":' + enc(redacted)
+    mid += b',"seq":'
+    tail_a = b',"subject":' + enc(fields["subject"]) + b',"timestamp":'
+    tail_b = b',"v":' + enc(FORMAT_VERSION) + b',"votes":' + enc(fields["votes"]) + b"}"
+    size = len(head) + len(mid) + len(tail_a) + len(tail_b) + _VARIABLE_WIDTH
+    if size > max_line_bytes:
+        raise RecordTooLarge(
+            "", f"record would be about {size} bytes, over the limit of {max_line_bytes}"
+        )
+    content = _content_key(
+        action, approved, fields["votes"], fields["subject"], fields["reason"], node
+    )
+    return Pending(head, mid, tail_a, tail_b, id, caller_id, content, fields)
+
+
+def format_record(decision: Decision) -> bytes:
+    """The canonical line for a decision: sorted keys, compact, UTF-8, no newline."""
+    return orjson.dumps(decision.to_dict(), option=_SORT)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+_REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("v", int),
+    ("seq", int),
+    ("id", str),
+    ("timestamp", (float, int)),
+    ("datetime_utc", str),
+    ("action", str),
+    ("approved", bool),
+    ("votes", dict),
+    ("subject", dict),
+    ("reason", str),
+)
+_KNOWN = frozenset(name for name, _ in _REQUIRED) | {"node", "redacted"}
+
+
+def decision_from_dict(obj: Any, line: bytes = b"") -> Decision:
+    """Build a ``Decision`` from a parsed record object; raise ``ValueError`` if malformed."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"a record must be a JSON object, not {_type_name(obj)}")
+    for name, kind in _REQUIRED:
+        value = obj.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            if name not in obj:
+                raise ValueError(f"missing field {name!r}")
+            raise ValueError(f"field {name!r} has the wrong type ({_type_name(value)})")
+    if obj["seq"] < 0:
+        raise ValueError("field 'seq' is negative")
+    node = obj.get("node")
+    if node is not None and not isinstance(node, str):
+        raise ValueError("field 'node' has the wrong type")
+    redacted = obj.get("redacted", ())
+    if not isinstance(redacted, list | tuple) or not all(isinstance(p, str) for p in redacted):
+        raise ValueError("field 'redacted' must be a list of str")
+    unknown = obj.keys() - _KNOWN
+    extra = {k: obj[k] for k in unknown} if unknown else {}
+    return Decision(
+        seq=obj["seq"],
+        id=obj["id"],
+        timestamp=float(obj["timestamp"]),
+        datetime_utc=obj["datetime_utc"],
+        action=obj["action"],
+        approved=obj["approved"],
+        votes=obj["votes"],
+        subject=obj["subject"],
+        reason=obj["reason"],
+        node=node,
+        redacted=tuple(redacted),
+        v=obj["v"],
+        extra=extra,
+        line=line,
+    )
+
+
+def parse_record(
+    line: bytes, *, file: str = "<line>", offset: int = 0, lineno: int | None = None
+) -> Decision:
+    """Parse one stored line (without newline) strictly; raise ``CorruptLine`` with its place."""
+    try:
+        obj = orjson.loads(line)
+        return decision_from_dict(obj, line)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise CorruptLine(file, offset, str(exc), lineno) from exc

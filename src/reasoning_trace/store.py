@@ -1,0 +1,69 @@
+"""The storage interface: what a backend must do so ``DecisionLog`` can run on it.
+
+Contract, kept by every backend and checked by ``tests/test_store_contract.py``:
+
+- ``append(batch)`` stores the batch's decisions in order with consecutive ``seq`` numbers
+  assigned under the backend's writer lock (one lock for every thread and process writing the
+  same log), each at the instant taken under that lock. A caller-given id already in the log
+  yields the stored decision when the content is the same and ``ConflictError`` when it differs,
+  and consumes no seq. If the batch cannot be stored durably, every item gets a ``StorageError``,
+  nothing of the batch is visible and no seq is consumed. Returns one result per item.
+- ``size()`` is the number of records (the next seq), without scanning.
+- ``read(start, stop)`` yields the decisions with ``start <= seq < stop`` in seq order.
+- ``recent(limit)`` returns the newest ``limit`` decisions, oldest first, in time independent of
+  the log's size.
+- ``get(key)`` finds one decision by id or seq without scanning, or raises ``NotFound``.
+- ``scan(since_us, until_us)`` yields the decisions whose instant may fall in the range, in seq
+  order, in constant memory (callers filter exactly).
+- ``follow(after_seq, stop)`` yields every decision after ``after_seq`` as it becomes durable,
+  including those written by other processes, until ``stop()`` returns true.
+- ``close()`` releases locks and files; the store is unusable afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, Union
+
+from .errors import ReasoningTraceError
+from .record import Decision, Pending
+
+__all__ = ["AppendResult", "Store"]
+
+AppendResult = Union[Decision, ReasoningTraceError]
+
+
+class Store(Protocol):
+    """A backend holding one log's records (see the module docstring for the contract)."""
+
+    def append(self, batch: Sequence[Pending]) -> list[AppendResult]:
+        """Store ``batch`` durably in order; one result per item."""
+        ...
+
+    def size(self) -> int:
+        """The number of records in the log."""
+        ...
+
+    def read(self, start: int = 0, stop: int | None = None) -> Iterator[Decision]:
+        """Decisions with ``start <= seq < stop``, in seq order."""
+        ...
+
+    def recent(self, limit: int) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first."""
+        ...
+
+    def get(self, key: int | str) -> Decision:
+        """The decision with this seq (int) or id (str)."""
+        ...
+
+    def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
+        """Decisions possibly within ``[since_us, until_us)``, in seq order."""
+        ...
+
+    def follow(self, after_seq: int | None, stop: Callable[[], bool]) -> Iterator[Decision]:
+        """Every decision after ``after_seq`` (``None``: from now on), as it lands."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        ...
