@@ -51,4 +51,7 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
             str(d.seq), d.datetime_utc[:19].replace("T", " "), d.action, verdict,
             _votes_text(d), subject, d.reason,
         )
-    Console(soft_wrap=False).print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)

@@ -1,0 +1,61 @@
+"""Shared fixtures: real log directories and helpers to snapshot what is on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reasoning_trace import DecisionLog
+
+HERE = Path(__file__).parent
+SHARED = HERE.parent.parent / "shared"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every non-derived file under a log root (day files, quarantine, checkpoints) with bytes."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and rel.parts[0] != ".rtrace":
+            out[str(rel)] = path.read_bytes()
+    return out
+
+
+def all_lines(root: Path) -> list[bytes]:
+    """Every line of every day file, in file order."""
+    lines: list[bytes] = []
+    for path in sorted(root.glob("*.jsonl")):
+        data = path.read_bytes()
+        assert data == b"" or data.endswith(b"\n"), f"{path} ends with a partial line"
+        lines.extend(data.splitlines())
+    return lines
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A fresh, not yet created log root."""
+    return tmp_path / "log"
+
+
+@pytest.fixture
+def log(root: Path) -> Iterator[DecisionLog]:
+    """An open log with fast, non-durable writes for logic tests."""
+    with DecisionLog(str(root), sync="never") as opened:
+        yield opened
+
+
+VOTES = {"safety": {"passed": True, "reason": "ok"}, "cost": {"passed": False, "reason": "pricey"}}
+SUBJECT = {"agent_id": "a1", "prompt_id": "p1", "goal_type": "plan", "version": "1.2.3"}
+
+
+def run_py(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c``/a script in a real subprocess with this interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, *args], capture_output=True, text=True, env=env, **kwargs
+    )
