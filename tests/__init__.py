@@ -1,0 +1,1 @@
+"""Tests of reasoning-trace, one module per library module."""

@@ -124,8 +124,11 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB tmpfs mounted for the test (needs root, as in CI)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"mounting a small filesystem needs root: {done.stderr.strip()}")
     try:
@@ -135,7 +138,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full(small_fs: Path) -> None:
-    """On a full disk record raises StorageError, leaves the log as it was, and resumes once freed."""
+    """On a full disk record raises StorageError, changes nothing, and resumes once freed."""
     root = small_fs / "log"
     filler = small_fs / "filler"
     with DecisionLog(str(root), sync="batch") as log:

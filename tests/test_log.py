@@ -107,7 +107,7 @@ def test_iter_opens_only_days_in_range(root: Path) -> None:
 
 
 def test_idempotent_caller_ids(log: DecisionLog, root: Path) -> None:
-    """Re-recording a caller id with the same content returns the stored record; other content is refused."""
+    """Re-recording a caller id returns the stored record; other content is refused."""
     first = log.record("rollback", True, VOTES, SUBJECT, "r", id="deploy-7:rollback")
     again = log.record("rollback", True, VOTES, SUBJECT, "r", id="deploy-7:rollback")
     assert again == first
@@ -121,6 +121,7 @@ def test_idempotent_caller_ids(log: DecisionLog, root: Path) -> None:
 def test_threads_record_concurrently(root: Path) -> None:
     """8 threads recording at once: every record whole, seqs contiguous, each thread in order."""
     with DecisionLog(str(root), sync="batch") as log:
+
         def work(t: int) -> None:
             for i in range(200):
                 log.record("t", True, {}, {"t": t, "i": i})

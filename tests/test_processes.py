@@ -21,12 +21,21 @@ from .conftest import HERE, all_lines
 WRITER = str(HERE / "writer_proc.py")
 
 
-def start_writer(root: Path, tag: str, count: int, threads: int, sync: str, pad: int = 0,
-                 prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+def start_writer(
+    root: Path,
+    tag: str,
+    count: int,
+    threads: int,
+    sync: str,
+    pad: int = 0,
+    prefix: tuple[str, ...] = (),
+) -> subprocess.Popen[str]:
     """Start writer_proc.py in its own process."""
     return subprocess.Popen(
         [*prefix, sys.executable, WRITER, str(root), tag, str(count), str(threads), sync, str(pad)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -51,11 +60,14 @@ def test_many_processes_write_at_once(root: Path) -> None:
     assert len(records) == 8000
     for n in range(4):
         for t in range(2):
-            mine = [r["subject"]["i"] for r in records if r["subject"]["tag"] == f"p{n}"
-                    and r["subject"]["t"] == t]
+            mine = [
+                r["subject"]["i"]
+                for r in records
+                if r["subject"]["tag"] == f"p{n}" and r["subject"]["t"] == t
+            ]
             assert mine == list(range(1000))
     ids_on_disk = {r["id"]: r["seq"] for r in records}
-    acked_pairs = [(int(s), i) for s, i in zip(acked[0::5], acked[1::5])]
+    acked_pairs = [(int(s), i) for s, i in zip(acked[0::5], acked[1::5], strict=True)]
     assert all(ids_on_disk[i] == s for s, i in acked_pairs)
 
 
@@ -66,12 +78,16 @@ def test_sigkill_at_random_instants(root: Path, sync: str) -> None:
     acked: dict[str, int] = {}
     for round_no in range(12):
         procs = [
-            start_writer(root, f"r{round_no}w{n}", 100_000, 2, sync, pad=rng.choice([0, 2000, 60000]))
+            start_writer(
+                root, f"r{round_no}w{n}", 100_000, 2, sync, pad=rng.choice([0, 2000, 60000])
+            )
             for n in range(3)
         ]
         lines: list[list[str]] = [[] for _ in procs]
 
-        def pump(k: int) -> None:
+        def pump(
+            k: int, procs: list[subprocess.Popen[str]] = procs, lines: list[list[str]] = lines
+        ) -> None:
             assert procs[k].stdout is not None
             for line in procs[k].stdout:
                 lines[k].append(line)
@@ -113,7 +129,9 @@ def test_sigkill_at_random_instants(root: Path, sync: str) -> None:
         assert b"\n" not in fragment.read_bytes()  # only a torn last line is ever cut
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime (.ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("faketime") is None, reason="needs Debian's faketime (.ci/run installs it)"
+)
 def test_writer_under_faketime_crosses_midnight(root: Path) -> None:
     """A writer whose clock crosses UTC midnight splits records by their own day; readers follow."""
     script = f"""
@@ -140,8 +158,12 @@ print(len(recent), recent[0]["seq"], recent[-1]["seq"], recent[-1]["datetime_utc
 
     follower = threading.Thread(target=follow)
     follower.start()
-    result = subprocess.run(["faketime", "-f", "@2026-11-25 23:59:59", sys.executable, "-c", script],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["faketime", "-f", "@2026-11-25 23:59:59", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     records = check_log(root)
     n = len(records)

@@ -92,7 +92,11 @@ def test_refusals_name_the_field(
     log.record("before", True, {}, {})
     before = snapshot(root)
     args: dict[str, object] = {
-        "action": "upgrade", "approved": True, "votes": {}, "subject": {}, "reason": ""
+        "action": "upgrade",
+        "approved": True,
+        "votes": {},
+        "subject": {},
+        "reason": "",
     }
     args.update(kwargs)
     with pytest.raises(RecordError) as info:
@@ -107,7 +111,7 @@ def test_refusals_name_the_field(
 def test_bad_ids_are_refused(log: DecisionLog) -> None:
     """A caller id must be 1-128 characters of the allowed alphabet."""
     for bad in ("", "a b", "x" * 129, "é"):
-        with pytest.raises(RecordError, match="^id: "):
+        with pytest.raises(RecordError, match=r"^id: "):
             log.record("a", True, {}, {}, id=bad)
     assert len(log) == 0
 
@@ -124,6 +128,7 @@ def test_size_limit(root: Path) -> None:
 
 def test_redaction_by_path_and_callable(root: Path) -> None:
     """Path and callable rules replace values before writing and list the paths."""
+
     def secrets(fields: dict[str, object]) -> list[str]:
         subject = fields["subject"]
         assert isinstance(subject, dict)
@@ -131,7 +136,9 @@ def test_redaction_by_path_and_callable(root: Path) -> None:
 
     votes = {"a": {"passed": True, "reason": "private"}, "b": {"passed": False, "reason": "no"}}
     subject = {"agent_id": "x", "api": "sk-123", "prompt": "the prompt"}
-    with DecisionLog(str(root), sync="never", redact=["votes.*.reason", "subject.prompt", secrets]) as log:
+    with DecisionLog(
+        str(root), sync="never", redact=["votes.*.reason", "subject.prompt", secrets]
+    ) as log:
         d = log.record("a", True, votes, subject)
     assert d.redacted == ("votes.a.reason", "votes.b.reason", "subject.prompt", "subject.api")
     raw = d.line.decode()
@@ -142,6 +149,7 @@ def test_redaction_by_path_and_callable(root: Path) -> None:
 
 def test_failing_redaction_refuses_record(root: Path) -> None:
     """A redaction rule that raises refuses the record; nothing unredacted is written."""
+
     def broken(fields: object) -> list[str]:
         raise RuntimeError("rule bug")
 
@@ -159,17 +167,24 @@ def test_bad_redaction_path_is_refused_at_open(root: Path) -> None:
 
 
 json_leaf = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
 )
 json_value = st.recursive(
     json_leaf,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=20,
 )
 any_value = st.recursive(
     json_leaf | st.binary(max_size=4) | st.just(math.nan) | st.tuples(st.integers()),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
     max_leaves=10,
 )
 votes_st = st.dictionaries(
@@ -182,7 +197,9 @@ actions = st.text(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     action=actions,
     approved=st.booleans(),
@@ -200,7 +217,11 @@ def test_accepted_decisions_read_back_equal(
         d = log.record(action, approved, votes, subject, reason)
         assert d.seq == seq_before
         assert (d.action, d.approved, d.votes, d.subject, d.reason) == (
-            action, approved, votes, subject, reason
+            action,
+            approved,
+            votes,
+            subject,
+            reason,
         )
         assert log.get(d.seq) == d
     with DecisionLog(str(root), sync="never") as log:
@@ -208,7 +229,9 @@ def test_accepted_decisions_read_back_equal(
         assert [x.seq for x in log.read()] == list(range(len(log)))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(subject=st.dictionaries(st.text(max_size=4), any_value, max_size=3))
 def test_refused_decisions_change_nothing(tmp_path: Path, subject: dict) -> None:
     """Any refused decision leaves every byte on disk as it was and consumes no seq."""

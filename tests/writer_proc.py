@@ -18,9 +18,12 @@ def main() -> None:
     pad = "x" * int(sys.argv[6]) if len(sys.argv) > 6 else ""
     out = threading.Lock()
     with DecisionLog(root, sync=sync) as log:
+
         def work(t: int) -> None:
             for i in range(int(count)):
-                d = log.record("w", True, {"v": {"passed": True}}, {"tag": tag, "t": t, "i": i}, pad)
+                d = log.record(
+                    "w", True, {"v": {"passed": True}}, {"tag": tag, "t": t, "i": i}, pad
+                )
                 with out:
                     sys.stdout.write(f"{d.seq} {d.id} {tag} {t} {i}\n")
                     sys.stdout.flush()

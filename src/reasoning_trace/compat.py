@@ -15,7 +15,7 @@ import atexit
 import logging
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import CorruptLine
@@ -47,7 +47,7 @@ def _package_resolver() -> str:
 def _file_for(day: str | None = None) -> str:
     """The day file for ``day`` (``YYYY-MM-DD``, default today in UTC)."""
     if day is None:
-        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
     return str(resolve_root(_package_resolver()) / f"{day}.jsonl")
 
 
@@ -78,10 +78,13 @@ def record_decision(
     """Record one consensus decision; ``True`` once durable, ``False`` if not recorded."""
     try:
         decision = _log_for(_package_resolver()).record(
-            action, bool(approved),
-            votes, subject, reason,
+            action,
+            bool(approved),
+            votes,
+            subject,
+            reason,
         )
-    except Exception as exc:  # SPEC 5: this call never raises; the failure is logged
+    except Exception as exc:  # noqa: BLE001 -- SPEC 5: never raises; the failure is logged
         logger.warning("reasoning_trace: decision not recorded: %s", exc)
         return False
     if event_bus_emit:

@@ -3,7 +3,7 @@
 Every error the library raises on purpose is a ``ReasoningTraceError``::
 
     ReasoningTraceError
-    ├── RecordError (ValueError)      a decision that cannot be recorded as given; names the field path
+    ├── RecordError (ValueError)      a decision that cannot be recorded as given (names the field)
     │   ├── RecordTooLarge            the line would exceed the size limit
     │   └── RedactionError            a redaction rule failed; nothing unredacted is written
     ├── ConflictError                 a caller-given id is already recorded with other content

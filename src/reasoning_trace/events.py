@@ -68,7 +68,8 @@ class _Delivery:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning(
                     "reasoning_trace: subscriber %r is not keeping up; %d events dropped",
-                    self.callback, self.dropped,
+                    self.callback,
+                    self.dropped,
                 )
 
 

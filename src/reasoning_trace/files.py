@@ -76,7 +76,7 @@ def resolve_sync(sync: str | None) -> Sync:
     value = sync or os.environ.get("REASONING_TRACE_SYNC") or "batch"
     if value not in SYNC_MODES:
         raise ValueError(f"sync must be one of {', '.join(SYNC_MODES)}, not {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _fsync_dir(path: Path) -> None:
@@ -178,7 +178,9 @@ class FileStore:
                     pass
                 except FileNotFoundError as exc:
                     raise LogRootMissing(f"log root {self.root} was removed") from exc
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._lock_fd = os.open(
+                    self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
             fd = self._lock_fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -259,7 +261,10 @@ class FileStore:
             logger.warning(
                 "reasoning_trace: cut a torn tail of %d bytes from %s at byte %d "
                 "(an unacknowledged write interrupted by a crash); kept in %s",
-                size - cut, path, cut, qpath,
+                size - cut,
+                path,
+                cut,
+                qpath,
             )
         finally:
             os.close(fd)
@@ -338,7 +343,7 @@ class FileStore:
             first = seen.get(pending.id)
             if first is not None:
                 # A retry inside one batch: settled once the first copy is stored.
-                results[i] = _SameBatch(first)  # type: ignore[assignment]
+                results[i] = _SameBatch(first)
                 continue
             stored = index.find_id(pending.id, next_seq)
             if stored is None:
@@ -438,7 +443,7 @@ class FileStore:
                 for part in body:
                     offsets.append(offset)
                     offset += len(part) + 1
-                for off, part in zip(reversed(offsets), reversed(body)):
+                for off, part in zip(reversed(offsets), reversed(body), strict=True):
                     if part:
                         yield off, part
         finally:
@@ -451,7 +456,7 @@ class FileStore:
         """
         path = self.day_path(day)
         try:
-            fh = open(path, "rb", buffering=0)
+            fh = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the with below
         except FileNotFoundError:
             return
         with fh:

@@ -42,8 +42,8 @@ def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, in
         return days[0], 0, -1
     loc = store._get_index().locate(after_seq)
     if loc is None:  # beyond the head: wait at the end for it
-        day, offset, seq = _start(store, None)
-        return day, offset, max(seq, after_seq)
+        end_day, end_offset, seq = _start(store, None)
+        return end_day, end_offset, max(seq, after_seq)
     return loc[0], loc[1] + loc[2] + 1, after_seq
 
 

@@ -12,6 +12,7 @@ Tests: ``tests/test_index.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -49,28 +50,24 @@ class Index:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, timeout=60, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        db.executescript(_SCHEMA)
+        return db
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             os.makedirs(self._path.parent, exist_ok=True)
             try:
-                db = sqlite3.connect(self._path, timeout=60, check_same_thread=False,
-                                     isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=OFF")
-                db.executescript(_SCHEMA)
+                self._db = self._open()
             except sqlite3.DatabaseError:
                 # A damaged derived file: drop it and start again from the day files.
                 for suffix in ("", "-wal", "-shm"):
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         os.unlink(f"{self._path}{suffix}")
-                    except FileNotFoundError:
-                        pass
-                db = sqlite3.connect(self._path, timeout=60, check_same_thread=False,
-                                     isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=OFF")
-                db.executescript(_SCHEMA)
-            self._db = db
+                self._db = self._open()
         return self._db
 
     def close(self) -> None:
@@ -156,17 +153,21 @@ class Index:
         """(day, offset, length) of record ``seq``, or ``None``."""
         self.catch_up(seq + 1)
         with self._lock:
-            row = self._conn().execute(
-                "SELECT day, offset, length FROM records WHERE seq=?", (seq,)
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute("SELECT day, offset, length FROM records WHERE seq=?", (seq,))
+                .fetchone()
+            )
         return None if row is None else (row[0], row[1], row[2])
 
     def _fetch(self, where: str, key: int | str) -> Decision | None:
         for attempt in range(2):
             with self._lock:
-                row = self._conn().execute(
-                    f"SELECT day, offset, length FROM records WHERE {where}=?", (key,)
-                ).fetchone()
+                row = (
+                    self._conn()
+                    .execute(f"SELECT day, offset, length FROM records WHERE {where}=?", (key,))
+                    .fetchone()
+                )
             if row is None:
                 return None
             decision = self._read_at(*row)

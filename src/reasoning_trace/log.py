@@ -121,12 +121,12 @@ class DecisionLog:
                     results = self._store.append([w.pending for w in batch])
                 except ReasoningTraceError as exc:
                     results = [exc] * len(batch)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 -- handed to every waiter, re-raised
                     # Never leave followers waiting on a batch that died with the leader.
                     results = [exc] * len(batch)
                 finally:
                     cond.acquire()
-                for waiter, result in zip(batch, results):
+                for waiter, result in zip(batch, results, strict=True):
                     waiter.result = result
                 self._leading = False
                 cond.notify_all()
@@ -168,8 +168,13 @@ class DecisionLog:
         whose subject has each given key with the given value.
         """
         flt = Filter.build(
-            since=since, until=until, action=action, approved=approved,
-            voter=voter, subject=subject, node=node,
+            since=since,
+            until=until,
+            action=action,
+            approved=approved,
+            voter=voter,
+            subject=subject,
+            node=node,
         )
         return self.select(flt)
 
@@ -195,6 +200,7 @@ class DecisionLog:
         Starts after ``after_seq`` (``None``: with the next new decision) and blocks for more
         until ``stop()`` returns true or the log is closed.
         """
+
         def stopped() -> bool:
             return self._closed or (stop is not None and stop())
 

@@ -12,8 +12,8 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -22,7 +22,7 @@ from .record import Decision
 
 __all__ = ["Filter", "TimeSpec", "parse_time"]
 
-TimeSpec = Union[str, int, float, datetime, None]
+TimeSpec = str | int | float | datetime | None
 _SPAN_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -36,7 +36,7 @@ def parse_time(value: TimeSpec, *, now: float | None = None) -> int | None:
     if isinstance(value, int | float):
         return round(value * 1_000_000)
     if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         return round(dt.timestamp() * 1_000_000)
     if not isinstance(value, str):
         raise QueryError(f"not a time: {value!r}")
@@ -59,7 +59,7 @@ def parse_time(value: TimeSpec, *, now: float | None = None) -> int | None:
 
 def _loose_eq(stored: Any, wanted: Any) -> bool:
     """Equal, or equal as text when the filter came from a command line (``version=3``)."""
-    if stored == wanted and type(stored) is not bool or stored is wanted:
+    if (stored == wanted and type(stored) is not bool) or stored is wanted:
         return True
     if isinstance(wanted, str) and stored is not None and not isinstance(stored, str):
         return orjson.dumps(stored).decode() == wanted

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
@@ -50,7 +50,7 @@ _VARIABLE_WIDTH = 20 + 24 + 27
 
 #: A redaction rule: a field path (``subject.api_key``, ``votes.*.reason``) or a callable that
 #: receives the record's fields and returns the concrete paths to redact.
-Redactor = Union[str, Callable[[Mapping[str, Any]], Iterable[str]]]
+Redactor = str | Callable[[Mapping[str, Any]], Iterable[str]]
 
 
 @dataclass(frozen=True, slots=True)

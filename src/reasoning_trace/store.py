@@ -23,14 +23,14 @@ Contract, kept by every backend and checked by ``tests/test_store_contract.py``:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, Union
+from typing import Protocol
 
 from .errors import ReasoningTraceError
 from .record import Decision, Pending
 
 __all__ = ["AppendResult", "Store"]
 
-AppendResult = Union[Decision, ReasoningTraceError]
+AppendResult = Decision | ReasoningTraceError
 
 
 class Store(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
-import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -18,7 +17,8 @@ __all__ = ["print_decisions"]
 def _votes_text(decision: Decision) -> Text:
     """``4/4 pass`` in green, or the voters who voted against in red."""
     against = [
-        voter for voter, vote in decision.votes.items()
+        voter
+        for voter, vote in decision.votes.items()
         if isinstance(vote, dict) and vote.get("passed") is False
     ]
     total = len(decision.votes)
@@ -41,15 +41,20 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
     for column in ("votes", "subject", "reason"):
         table.add_column(column, overflow="fold")
     for d in decisions:
-        verdict = Text("approved", style="green") if d.approved else Text(
-            "REJECTED", style="bold red"
+        verdict = (
+            Text("approved", style="green") if d.approved else Text("REJECTED", style="bold red")
         )
         subject = " ".join(
             f"{k}={v}" for k, v in d.subject.items() if k in ("agent_id", "version")
         ) or " ".join(f"{k}={v}" for k, v in list(d.subject.items())[:2])
         table.add_row(
-            str(d.seq), d.datetime_utc[:19].replace("T", " "), d.action, verdict,
-            _votes_text(d), subject, d.reason,
+            str(d.seq),
+            d.datetime_utc[:19].replace("T", " "),
+            d.action,
+            verdict,
+            _votes_text(d),
+            subject,
+            d.reason,
         )
     console = Console()
     if not console.is_terminal:

@@ -1,0 +1,1 @@
+"""Benchmarks of reasoning-trace; each compares against a baseline run in the same script."""
