@@ -44,7 +44,7 @@ from .errors import (
     StorageError,
 )
 from .index import Index
-from .record import Decision, Pending, parse_record
+from .record import Decision, Pending, format_utc, parse_record
 from .store import AppendResult
 
 __all__ = ["FileStore", "Sync", "resolve_root", "resolve_sync"]
@@ -57,6 +57,8 @@ DERIVED_DIR = ".rtrace"
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
 _CHUNK = 1 << 20
 _HEAD_BYTES = 96
+#: Longest a busy process keeps the writer lock across consecutive batches.
+LEASE_SECONDS = 0.005
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -139,9 +141,13 @@ class FileStore:
                 _fsync_dir(self.root.parent)
             except OSError as exc:
                 raise _storage_error(f"create the log root {self.root}", exc) from exc
-        self._derived = self.root / DERIVED_DIR
-        self._lock_path = self._derived / "lock"
+        self._root_s = str(self.root)
+        self._derived = os.path.join(self._root_s, DERIVED_DIR)
+        self._lock_s = os.path.join(self._derived, "lock")
         self._lock_fd: int | None = None
+        self._lock_ino = 0
+        self._lease: _Head | None = None  # head while the lock is kept between batches
+        self._lease_start = 0.0
         self._day_fd: tuple[str, int, int] | None = None  # (day, fd, inode) kept open
         self._mutex = threading.Lock()  # one writer thread of this store at a time
         self._index: Index | None = None
@@ -152,6 +158,9 @@ class FileStore:
     def day_path(self, day: str) -> Path:
         """The file holding the records of UTC day ``day``."""
         return self.root / f"{day}.jsonl"
+
+    def _day_s(self, day: str) -> str:
+        return f"{self._root_s}/{day}.jsonl"
 
     def days(self) -> list[str]:
         """The days that have a day file, oldest first."""
@@ -167,7 +176,7 @@ class FileStore:
         """Take the cross-process writer lock; return its fd (which also stores the head)."""
         while True:
             if self._lock_fd is None:
-                if not self.root.is_dir():
+                if not os.path.isdir(self._root_s):
                     raise LogRootMissing(
                         f"log root {self.root} was removed while the log was open; "
                         "nothing was written (restore or recreate it to continue)"
@@ -178,18 +187,16 @@ class FileStore:
                     pass
                 except FileNotFoundError as exc:
                     raise LogRootMissing(f"log root {self.root} was removed") from exc
-                self._lock_fd = os.open(
-                    self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
+                fd = os.open(self._lock_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._lock_fd, self._lock_ino = fd, os.fstat(fd).st_ino
             fd = self._lock_fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                same = os.stat(self._lock_path).st_ino == os.fstat(fd).st_ino
+                if os.stat(self._lock_s).st_ino == self._lock_ino:
+                    return fd
             except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            # The lock file was deleted or replaced while we waited: lock the current one.
+                pass
+            # The lock file was deleted or replaced (or the root removed): lock the current one.
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             self._lock_fd = None
@@ -207,7 +214,7 @@ class FileStore:
                     return head
             else:
                 try:
-                    st = os.stat(self.day_path(head.day))
+                    st = os.stat(self._day_s(head.day))
                 except FileNotFoundError:
                     st = None
                 if st is not None and st.st_ino == head.ino and st.st_size == head.size:
@@ -274,62 +281,97 @@ class FileStore:
     def size(self) -> int:
         """The number of records (next seq), from the validated head."""
         with self._mutex:
+            if self._lease is not None:
+                return self._lease.next_seq
             fd = self._lock()
             try:
                 return self._load_head(fd).next_seq
             finally:
                 self._unlock()
 
-    def append(self, batch: Sequence[Pending]) -> list[AppendResult]:
-        """Store ``batch`` under the writer lock; see ``Store.append``."""
+    def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
+        """Store ``batch`` under the writer lock; see ``Store.append``.
+
+        ``keep_lock`` says more records are already queued in this process: the writer lock is
+        then kept for the next batch (a lease of at most ``LEASE_SECONDS``), which then skips
+        re-locking and re-validating the head. ``release`` ends the lease.
+        """
         if self._closed:
             raise StorageError("the log is closed")
         with self._mutex:
-            try:
-                fd = self._lock()
-            except OSError as exc:
-                if isinstance(exc, StorageError):
+            lease = self._lease
+            if lease is None:
+                try:
+                    fd = self._lock()
+                    head = self._load_head(fd)
+                except StorageError:
+                    self._unlock()
                     raise
-                raise _storage_error(f"lock {self._lock_path}", exc) from exc
+                except OSError as exc:
+                    self._unlock()
+                    raise _storage_error(f"lock {self._lock_s}", exc) from exc
+                self._lease_start = time.monotonic()
+            else:
+                fd, head = self._lock_fd, lease  # type: ignore[assignment]
+            self._lease = None
             try:
-                return self._append_locked(fd, batch)
+                results, head = self._append_locked(fd, head, batch)
             except (CorruptLine, StorageError):
+                self._end_lease(fd, head)
                 raise
             except OSError as exc:
+                self._end_lease(fd, head)
                 raise _storage_error(f"append to {self.root}", exc) from exc
-            finally:
-                self._unlock()
+            if keep_lock and time.monotonic() - self._lease_start < LEASE_SECONDS:
+                self._lease = head
+            else:
+                self._end_lease(fd, head)
+            return results
 
-    def _append_locked(self, lock_fd: int, batch: Sequence[Pending]) -> list[AppendResult]:
-        head = self._load_head(lock_fd)
+    def release(self) -> None:
+        """End a lease ``append(keep_lock=True)`` left: save the head, unlock."""
+        with self._mutex:
+            if self._lease is not None and self._lock_fd is not None:
+                head, self._lease = self._lease, None
+                self._end_lease(self._lock_fd, head)
+
+    def _end_lease(self, fd: int, head: _Head) -> None:
+        try:
+            self._save_head(fd, head)
+        finally:
+            self._unlock()
+
+    def _append_locked(
+        self, lock_fd: int, head: _Head, batch: Sequence[Pending]
+    ) -> tuple[list[AppendResult], _Head]:
         results: list[AppendResult | None] = [None] * len(batch)
         if any(p.caller_id for p in batch):
             self._resolve_ids(batch, results, head.next_seq)
         seq = head.next_seq
         groups: dict[str, list[bytes]] = {}
-        stored: list[tuple[int, int, int, bytes]] = []  # (index in batch, seq, micros, line)
+        stored: list[tuple[int, int, int, str, bytes]] = []  # (index, seq, micros, when, line)
+        clock = self._clock
         for i, pending in enumerate(batch):
             if results[i] is not None:
                 continue
-            micros = self._clock() // 1000
-            line = pending.compose(seq, micros)
-            day = line[len(pending.head) : len(pending.head) + 10].decode()
-            groups.setdefault(day, []).append(line)
-            stored.append((i, seq, micros, line))
+            micros = clock() // 1000
+            when = format_utc(micros)
+            line = pending.compose(seq, micros, when)
+            groups.setdefault(when[:10], []).append(line)
+            stored.append((i, seq, micros, when, line))
             seq += 1
         if stored:
-            last_day, last_size, last_ino = self._write_groups(groups, head)
-            self._save_head(lock_fd, _Head(seq, last_day, last_size, last_ino))
+            head = _Head(seq, *self._write_groups(groups, head))
         by_id: dict[str, Decision] = {}
-        for i, s, micros, line in stored:
-            results[i] = decision = batch[i].decision(s, micros, line)
+        for i, s, micros, when, line in stored:
+            results[i] = decision = batch[i].decision(s, micros, when, line)
             by_id[decision.id] = decision
         for i, result in enumerate(results):
             if isinstance(result, _SameBatch):
                 first = by_id[result.first.id]
                 same = first.content_key() == batch[i].content
                 results[i] = first if same else ConflictError(first.id, first)
-        return results  # type: ignore[return-value]
+        return results, head  # type: ignore[return-value]
 
     def _resolve_ids(
         self, batch: Sequence[Pending], results: list[AppendResult | None], next_seq: int
@@ -353,19 +395,20 @@ class FileStore:
             else:
                 results[i] = ConflictError(pending.id, stored)
 
-    def _day_fd_for(self, day: str) -> tuple[int, bool]:
-        """An append fd for ``day``'s file, reusing the open one while its inode is current."""
-        path = self.day_path(day)
-        if self._day_fd is not None:
-            cached_day, fd, ino = self._day_fd
-            if cached_day == day:
-                try:
-                    if os.stat(path).st_ino == ino:
-                        return fd, False
-                except FileNotFoundError:
-                    pass
-            os.close(fd)
+    def _open_day(self, day: str, head: _Head) -> tuple[int, int, int, bool]:
+        """(fd, size, inode, created) to append to ``day``'s file.
+
+        The open fd is reused while it is the head's file with the head's inode (both just
+        checked against the path by ``_load_head``); otherwise the file is (re)opened, and a
+        torn tail a crashed writer left in it is repaired first.
+        """
+        cached = self._day_fd
+        if cached is not None:
+            if cached[0] == day == head.day and cached[2] == head.ino:
+                return cached[1], head.size, head.ino, False
+            os.close(cached[1])
             self._day_fd = None
+        path = self._day_s(day)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
@@ -373,36 +416,42 @@ class FileStore:
         except FileExistsError:
             fd = os.open(path, flags)
             created = False
-        self._day_fd = (day, fd, os.fstat(fd).st_ino)
-        return fd, created
+        st = os.fstat(fd)
+        size = st.st_size
+        if size and not created:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    self._repair_tail(day)
+                    size = os.fstat(fd).st_size
+        self._day_fd = (day, fd, st.st_ino)
+        return fd, size, st.st_ino, created
 
     def _write_groups(self, groups: dict[str, list[bytes]], head: _Head) -> tuple[str, int, int]:
         """Write each day's lines; on any failure truncate every touched file back."""
         touched: list[tuple[int, int, str]] = []
+        end = ("", 0, 0)
+        day = ""
         try:
             for day, lines in groups.items():
-                fd, created = self._day_fd_for(day)
-                size = os.fstat(fd).st_size
-                if not created and day != head.day and size:
-                    self._repair_tail(day)
-                    size = os.fstat(fd).st_size
+                fd, size, ino, created = self._open_day(day, head)
                 touched.append((fd, size, day))
+                data = b"\n".join(lines) + b"\n"
                 if self.sync == "always":
                     for line in lines:
                         _write_all(fd, line + b"\n")
                         os.fsync(fd)
                 else:
-                    _write_all(fd, b"\n".join(lines) + b"\n")
+                    _write_all(fd, data)
                     if self.sync == "batch":
                         os.fsync(fd)
                 if created and self.sync != "never":
                     _fsync_dir(self.root)
+                end = (day, size + len(data), ino)
         except OSError as exc:
             self._rollback(touched)
-            raise _storage_error(f"write to {self.day_path(day)}", exc) from exc
-        fd, _, day = touched[-1]
-        st = os.fstat(fd)
-        return day, st.st_size, st.st_ino
+            raise _storage_error(f"write to {self._day_s(day)}", exc) from exc
+        return end
 
     def _rollback(self, touched: list[tuple[int, int, str]]) -> None:
         for fd, size, day in touched:
@@ -555,6 +604,7 @@ class FileStore:
 
     def close(self) -> None:
         """Release the lock file, the open day file and the index."""
+        self.release()
         self._closed = True
         with self._mutex:
             if self._day_fd is not None:

@@ -14,27 +14,43 @@ Tests: ``tests/test_log.py``, ``tests/test_processes.py``.
 
 from __future__ import annotations
 
+import _thread
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from .errors import ReasoningTraceError, StorageError
+from .errors import StorageError
 from .files import FileStore, resolve_root, resolve_sync
 from .query import Filter, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
-from .store import AppendResult, Store
+from .store import Store
 
 __all__ = ["DecisionLog"]
 
 
+def _outcome(result: object) -> Decision:
+    if isinstance(result, BaseException):
+        raise result
+    assert isinstance(result, Decision)
+    return result
+
+
+_LEAD = object()  # handed to a waiter that is to lead the next batch
+
+
 class _Waiter:
-    __slots__ = ("pending", "result")
+    """One queued record; ``gate`` is held until a leader hands over a result or the lead."""
+
+    __slots__ = ("gate", "pending", "result")
 
     def __init__(self, pending: Pending) -> None:
         self.pending = pending
-        self.result: AppendResult | BaseException | None = None
+        self.result: object = None
+        self.gate = _thread.allocate_lock()
+        self.gate.acquire()
 
 
 class DecisionLog:
@@ -65,10 +81,13 @@ class DecisionLog:
         self._store: Store = store or FileStore(
             self.root, sync=self.sync, create=create, clock=clock or time.time_ns
         )
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        self._idle = threading.Condition(self._mutex)  # signalled when no batch is in flight
         self._queue: list[_Waiter] = []
         self._leading = False
         self._closed = False
+        self._direct_lock = threading.Lock()  # sync="never": one appender at a time
+        self._inflight = 0
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -100,40 +119,76 @@ class DecisionLog:
             redact=self._redact,
             max_line_bytes=self.max_line_bytes,
         )
+        if self.sync == "never":
+            return self._direct(pending)
         return self._commit(pending)
 
+    def _direct(self, pending: Pending) -> Decision:
+        """``sync="never"``: no fsync to share, so no queue; each caller appends in turn.
+
+        A plain lock lets a running thread record many decisions without a thread switch
+        (each switch costs tens of microseconds under the GIL); the writer lock is kept while
+        other threads of this process are waiting to record, and given back when none are.
+        """
+        with self._mutex:
+            if self._closed:
+                raise StorageError(f"the decision log at {self.root} is closed")
+            self._inflight += 1
+        try:
+            with self._direct_lock:
+                result = self._store.append([pending], keep_lock=self._inflight > 1)[0]
+        finally:
+            with self._mutex:
+                self._inflight -= 1
+                idle = self._inflight == 0
+            if idle:
+                self._store.release()
+        return _outcome(result)
+
     def _commit(self, pending: Pending) -> Decision:
+        """Group commit: queue the record; the leader stores the whole queue in one append.
+
+        Waiters block on a lock of their own (no ``Condition``, no thundering herd); a leader
+        that finds more records queued when it is done hands the lead to the oldest waiter
+        and returns, so no caller stays leader for more than one batch.
+        """
         me = _Waiter(pending)
-        cond = self._cond
-        with cond:
+        with self._mutex:
             if self._closed:
                 raise StorageError(f"the decision log at {self.root} is closed")
             self._queue.append(me)
-            while me.result is None:
-                if self._leading:
-                    cond.wait()
-                    continue
-                self._leading = True
-                batch, self._queue = self._queue, []
-                cond.release()
-                try:
-                    results: Sequence[AppendResult | BaseException]
-                    results = self._store.append([w.pending for w in batch])
-                except ReasoningTraceError as exc:
-                    results = [exc] * len(batch)
-                except BaseException as exc:  # noqa: BLE001 -- handed to every waiter, re-raised
-                    # Never leave followers waiting on a batch that died with the leader.
-                    results = [exc] * len(batch)
-                finally:
-                    cond.acquire()
-                for waiter, result in zip(batch, results, strict=True):
-                    waiter.result = result
-                self._leading = False
-                cond.notify_all()
-        result = me.result
-        if isinstance(result, BaseException):
-            raise result
-        return result
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            me.gate.acquire()
+            if me.result is not _LEAD:
+                return _outcome(me.result)
+        else:
+            # Let threads a previous leader just released take the GIL and queue their next
+            # record before this batch is cut; otherwise batches stay at one record each.
+            os.sched_yield()
+        with self._mutex:
+            batch, self._queue = self._queue, []
+        results: Sequence[object]
+        store = self._store
+        try:
+            results = store.append([w.pending for w in batch], keep_lock=bool(self._queue))
+        except BaseException as exc:  # noqa: BLE001 -- handed to every waiter, re-raised
+            results = [exc] * len(batch)
+        for waiter, result in zip(batch, results, strict=True):
+            waiter.result = result
+            if waiter is not me:
+                waiter.gate.release()
+        with self._mutex:
+            if self._queue:
+                successor = self._queue[0]
+                successor.result = _LEAD
+                successor.gate.release()
+                return _outcome(me.result)
+            self._leading = False
+            self._idle.notify_all()
+        store.release()
+        return _outcome(me.result)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -210,12 +265,14 @@ class DecisionLog:
 
     def close(self) -> None:
         """Finish pending writes, stop followers and release the store."""
-        with self._cond:
-            while self._leading or self._queue:
-                self._cond.wait(0.1)
+        with self._mutex:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = True  # refuse new records; let the batch in flight finish
+            while self._leading:
+                self._idle.wait()
+        with self._direct_lock:
+            pass  # a direct append in flight has finished
         self._store.close()
 
     def __enter__(self) -> DecisionLog:

@@ -40,7 +40,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_LINE_BYTES = 1 << 20
 REDACTED = "[redacted]"
-_MAX_DEPTH = 64
+_MAX_DEPTH = 254  # orjson refuses to encode deeper nesting
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
@@ -181,6 +181,23 @@ def _check_json(value: Any, path: str, depth: int = 0) -> None:
     raise RecordError(path, f"{_type_name(value)} is not JSON{hint}")
 
 
+def _exact(value: Any, path: str) -> bytes:
+    """Encode ``value``, proving it reads back equal; else name the offending path.
+
+    The round trip catches what orjson would change silently (NaN and Infinity become null,
+    tuples become lists, datetimes and dataclasses become strings and objects) at C speed; the
+    slower walk runs only to say where the problem is.
+    """
+    try:
+        encoded = orjson.dumps(value, option=_SORT)
+        if orjson.loads(encoded) == value:
+            return encoded
+    except (TypeError, orjson.JSONEncodeError):
+        pass  # the walk below names the path
+    _check_json(value, path)
+    raise RecordError(path, "value does not read back equal after JSON encoding")
+
+
 def _check_text(name: str, value: Any, *, max_len: int | None = None, control: bool = True) -> None:
     if not isinstance(value, str):
         raise RecordError(name, f"must be a str, not {_type_name(value)}")
@@ -297,12 +314,12 @@ class Pending:
     content: bytes
     fields: dict[str, Any]
 
-    def compose(self, seq: int, micros: int) -> bytes:
-        """The full line (without newline) for ``seq`` at the instant ``micros``."""
+    def compose(self, seq: int, micros: int, when: str) -> bytes:
+        """The full line (without newline) for ``seq`` at ``micros`` (``when`` in ISO form)."""
         return b"".join(
             (
                 self.head,
-                format_utc(micros).encode(),
+                when.encode(),
                 self.mid,
                 str(seq).encode(),
                 self.tail_a,
@@ -311,14 +328,14 @@ class Pending:
             )
         )
 
-    def decision(self, seq: int, micros: int, line: bytes) -> Decision:
+    def decision(self, seq: int, micros: int, when: str, line: bytes) -> Decision:
         """The ``Decision`` this pending record became once stored."""
         f = self.fields
         return Decision(
             seq=seq,
             id=self.id,
             timestamp=micros / 1_000_000,
-            datetime_utc=format_utc(micros),
+            datetime_utc=when,
             action=f["action"],
             approved=f["approved"],
             votes=f["votes"],
@@ -354,8 +371,8 @@ def prepare(
     if not isinstance(subject, dict):
         raise RecordError("subject", f"must be an object (dict), not {_type_name(subject)}")
     _check_text("reason", reason, control=False)
-    _check_json(votes, "votes")
-    _check_json(subject, "subject")
+    enc_votes = _exact(votes, "votes")
+    enc_subject = _exact(subject, "subject")
     _votes_well_formed(votes)
     if node is not None:
         _check_text("node", node, max_len=128)
@@ -369,8 +386,8 @@ def prepare(
     redacted = _redact(fields, redact) if redact else []
     if redacted:
         # A rule may have put anything in place; the result must still be exact JSON.
-        _check_json(fields["votes"], "votes")
-        _check_json(fields["subject"], "subject")
+        enc_votes = _exact(fields["votes"], "votes")
+        enc_subject = _exact(fields["subject"], "subject")
         _check_text("reason", fields["reason"], control=False)
     fields.update(action=action, approved=approved, node=node)
     if redacted:
@@ -387,8 +404,8 @@ def prepare(
     if redacted:
         mid += b',"redacted":' + enc(redacted)
     mid += b',"seq":'
-    tail_a = b',"subject":' + enc(fields["subject"]) + b',"timestamp":'
-    tail_b = b',"v":' + enc(FORMAT_VERSION) + b',"votes":' + enc(fields["votes"]) + b"}"
+    tail_a = b',"subject":' + enc_subject + b',"timestamp":'
+    tail_b = b',"v":' + enc(FORMAT_VERSION) + b',"votes":' + enc_votes + b"}"
     size = len(head) + len(mid) + len(tail_a) + len(tail_b) + _VARIABLE_WIDTH
     if size > max_line_bytes:
         raise RecordTooLarge(

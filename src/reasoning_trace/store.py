@@ -17,6 +17,7 @@ Contract, kept by every backend and checked by ``tests/test_store_contract.py``:
   order, in constant memory (callers filter exactly).
 - ``follow(after_seq, stop)`` yields every decision after ``after_seq`` as it becomes durable,
   including those written by other processes, until ``stop()`` returns true.
+- ``release()`` gives up a writer lock that ``append(..., keep_lock=True)`` kept.
 - ``close()`` releases locks and files; the store is unusable afterwards.
 """
 
@@ -36,8 +37,16 @@ AppendResult = Decision | ReasoningTraceError
 class Store(Protocol):
     """A backend holding one log's records (see the module docstring for the contract)."""
 
-    def append(self, batch: Sequence[Pending]) -> list[AppendResult]:
-        """Store ``batch`` durably in order; one result per item."""
+    def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
+        """Store ``batch`` durably in order; one result per item.
+
+        ``keep_lock`` hints that another batch follows at once; the backend may keep its writer
+        lock until ``release``.
+        """
+        ...
+
+    def release(self) -> None:
+        """Give up a writer lock kept by ``append(keep_lock=True)``."""
         ...
 
     def size(self) -> int:
