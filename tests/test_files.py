@@ -183,3 +183,19 @@ def test_read_only_filesystem(small_fs: Path) -> None:
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     assert seqs(root) == [0, 1]
+
+
+def test_corrupt_line_is_reported_with_its_place(log: DecisionLog, root: Path) -> None:
+    """A line that is not a record stops a scan with its file, line number and the problem."""
+    from reasoning_trace import CorruptLine
+
+    for _ in range(3):
+        d = log.record("a", True, {}, {})
+    day_file = root / f"{d.day}.jsonl"
+    lines = day_file.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"seq": 1, "action": "edited"}\n'
+    day_file.write_bytes(b"".join(lines))
+    with pytest.raises(CorruptLine) as info:
+        list(log.iter())
+    assert info.value.file == str(day_file) and info.value.line == 2
+    assert "missing field" in str(info.value) and f"{day_file}:2" in str(info.value)

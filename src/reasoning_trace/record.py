@@ -17,8 +17,9 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -53,12 +54,16 @@ _VARIABLE_WIDTH = 20 + 24 + 27
 Redactor = str | Callable[[Mapping[str, Any]], Iterable[str]]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One recorded decision, as stored (SPEC section 1).
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
+class Decision(NamedTuple):
+    """One recorded decision, as stored (SPEC section 1). Immutable.
 
     ``extra`` keeps fields this version does not know; ``line`` is the exact stored bytes
-    (without the newline), the leaf input of the integrity tree.
+    (without the newline), the leaf input of the integrity tree. A ``NamedTuple`` rather than a
+    frozen dataclass because reading a log builds millions of these: one C-level tuple
+    allocation instead of an ``object.__setattr__`` call per field (``bench/bench_read.py``).
     """
 
     seq: int
@@ -73,8 +78,8 @@ class Decision:
     node: str | None = None
     redacted: tuple[str, ...] = ()
     v: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-    line: bytes = field(default=b"", compare=False, repr=False)
+    extra: Mapping[str, Any] = _NO_EXTRA
+    line: bytes = b""
 
     @property
     def day(self) -> str:
@@ -311,8 +316,15 @@ class Pending:
     tail_b: bytes
     id: str
     caller_id: bool
-    content: bytes
     fields: dict[str, Any]
+
+    @property
+    def content(self) -> bytes:
+        """What a stored decision with the same caller id must match (see ``content_key``)."""
+        f = self.fields
+        return _content_key(
+            f["action"], f["approved"], f["votes"], f["subject"], f["reason"], f["node"]
+        )
 
     def compose(self, seq: int, micros: int, when: str) -> bytes:
         """The full line (without newline) for ``seq`` at ``micros`` (``when`` in ISO form)."""
@@ -411,10 +423,7 @@ def prepare(
         raise RecordTooLarge(
             "", f"record would be about {size} bytes, over the limit of {max_line_bytes}"
         )
-    content = _content_key(
-        action, approved, fields["votes"], fields["subject"], fields["reason"], node
-    )
-    return Pending(head, mid, tail_a, tail_b, id, caller_id, content, fields)
+    return Pending(head, mid, tail_a, tail_b, id, caller_id, fields)
 
 
 def format_record(decision: Decision) -> bytes:
@@ -437,43 +446,84 @@ _REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("reason", str),
 )
 _KNOWN = frozenset(name for name, _ in _REQUIRED) | {"node", "redacted"}
+_new_decision = tuple.__new__
+
+
+def _explain(obj: Any) -> str:
+    """Why ``obj`` is not a record (the slow path, only for the error message)."""
+    if not isinstance(obj, dict):
+        return f"a record must be a JSON object, not {_type_name(obj)}"
+    for name, kind in _REQUIRED:
+        if name not in obj:
+            return f"missing field {name!r}"
+        value = obj[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field {name!r} has the wrong type ({_type_name(value)})"
+    if obj["seq"] < 0:
+        return "field 'seq' is negative"
+    node = obj.get("node")
+    if node is not None and not isinstance(node, str):
+        return "field 'node' has the wrong type"
+    return "field 'redacted' must be a list of str"
 
 
 def decision_from_dict(obj: Any, line: bytes = b"") -> Decision:
-    """Build a ``Decision`` from a parsed record object; raise ``ValueError`` if malformed."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"a record must be a JSON object, not {_type_name(obj)}")
-    for name, kind in _REQUIRED:
-        value = obj.get(name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            if name not in obj:
-                raise ValueError(f"missing field {name!r}")
-            raise ValueError(f"field {name!r} has the wrong type ({_type_name(value)})")
-    if obj["seq"] < 0:
-        raise ValueError("field 'seq' is negative")
-    node = obj.get("node")
-    if node is not None and not isinstance(node, str):
-        raise ValueError("field 'node' has the wrong type")
-    redacted = obj.get("redacted", ())
-    if not isinstance(redacted, list | tuple) or not all(isinstance(p, str) for p in redacted):
-        raise ValueError("field 'redacted' must be a list of str")
-    unknown = obj.keys() - _KNOWN
-    extra = {k: obj[k] for k in unknown} if unknown else {}
-    return Decision(
-        seq=obj["seq"],
-        id=obj["id"],
-        timestamp=float(obj["timestamp"]),
-        datetime_utc=obj["datetime_utc"],
-        action=obj["action"],
-        approved=obj["approved"],
-        votes=obj["votes"],
-        subject=obj["subject"],
-        reason=obj["reason"],
-        node=node,
-        redacted=tuple(redacted),
-        v=obj["v"],
-        extra=extra,
-        line=line,
+    """Build a ``Decision`` from a parsed record object; raise ``ValueError`` if malformed.
+
+    The hot path of every read: one flat type check, one tuple allocation.
+    """
+    try:
+        seq, id_, ts, when = obj["seq"], obj["id"], obj["timestamp"], obj["datetime_utc"]
+        action, approved, votes = obj["action"], obj["approved"], obj["votes"]
+        subject, reason, v = obj["subject"], obj["reason"], obj["v"]
+    except (KeyError, TypeError):
+        raise ValueError(_explain(obj)) from None
+    if not (
+        type(seq) is int
+        and seq >= 0
+        and type(id_) is str
+        and (type(ts) is float or type(ts) is int)
+        and type(when) is str
+        and type(action) is str
+        and type(approved) is bool
+        and type(votes) is dict
+        and type(subject) is dict
+        and type(reason) is str
+        and type(v) is int
+    ):
+        raise ValueError(_explain(obj))
+    node = None
+    redacted: tuple[str, ...] = ()
+    extra = _NO_EXTRA
+    if len(obj) > 10:
+        node = obj.get("node")
+        raw = obj.get("redacted", ())
+        if (node is not None and type(node) is not str) or not (
+            isinstance(raw, list | tuple) and all(type(p) is str for p in raw)
+        ):
+            raise ValueError(_explain(obj))
+        redacted = tuple(raw)
+        unknown = obj.keys() - _KNOWN
+        if unknown:
+            extra = {k: obj[k] for k in unknown}
+    return _new_decision(
+        Decision,
+        (
+            seq,
+            id_,
+            float(ts),
+            when,
+            action,
+            approved,
+            votes,
+            subject,
+            reason,
+            node,
+            redacted,
+            v,
+            extra,
+            line,
+        ),
     )
 
 
