@@ -19,12 +19,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from reasoning_trace import DecisionLog  # noqa: E402
-from reasoning_trace.demo import VOTERS  # noqa: E402
+from reasoning_trace import DecisionLog
+from reasoning_trace.demo import VOTERS
 
 VOTES = {v: {"passed": True, "reason": "within the agreed threshold"} for v in VOTERS}
 SUBJECT = {"agent_id": "agent-3", "prompt_id": "p-00042", "goal_type": "plan", "version": "1.4.2"}
@@ -37,14 +37,14 @@ def baseline_writer(root: str) -> Callable[[int], None]:
     def record(i: int) -> None:
         entry = {
             "timestamp": time.time(),
-            "datetime_utc": datetime.now(timezone.utc).replace(tzinfo=None).isoformat() + "Z",
+            "datetime_utc": datetime.now(UTC).replace(tzinfo=None).isoformat() + "Z",
             "action": "upgrade_proposal",
             "approved": True,
             "votes": VOTES,
             "subject": SUBJECT,
             "reason": "unanimous",
         }
-        path = os.path.join(root, datetime.now(timezone.utc).strftime("%Y-%m-%d") + ".jsonl")
+        path = os.path.join(root, datetime.now(UTC).strftime("%Y-%m-%d") + ".jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         line = json.dumps(entry, sort_keys=True)
         with lock, open(path, "a", encoding="utf-8") as fh:
@@ -101,8 +101,12 @@ def main() -> None:
     args = parser.parse_args()
     base_dir = tempfile.mkdtemp(prefix="rtrace-bench-", dir=os.environ.get("BENCH_DIR"))
     rows = []
-    for mode, threads in (("batch", args.threads), ("never", args.threads), ("always", 1),
-                          ("batch", 1)):
+    for mode, threads in (
+        ("batch", args.threads),
+        ("never", args.threads),
+        ("always", 1),
+        ("batch", 1),
+    ):
         bdir = os.path.join(base_dir, f"base-{mode}-{threads}")
         base, _ = rate(baseline_writer(bdir), threads, args.seconds)
         with DecisionLog(os.path.join(base_dir, f"ours-{mode}-{threads}"), sync=mode) as log:
@@ -111,7 +115,8 @@ def main() -> None:
     print("| sync | threads | baseline rec/s | ours rec/s | ratio | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for mode, threads, base, got, ratio, p50, p99 in rows:
-        print(f"| {mode} | {threads} | {base:,.0f} | {got:,.0f} | {ratio:.2f}x | {p50:.3f} | {p99:.3f} |")
+        cells = f"{base:,.0f} | {got:,.0f} | {ratio:.2f}x | {p50:.3f} | {p99:.3f}"
+        print(f"| {mode} | {threads} | {cells} |")
     shutil.rmtree(base_dir)
 
 

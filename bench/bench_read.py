@@ -59,7 +59,10 @@ def build(root: str, size_mb: int) -> tuple[str, int, int]:
 def in_fresh_process(code: str) -> dict[str, float]:
     """Run ``code`` in a new interpreter; it prints one JSON object of measurements."""
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env=dict(os.environ, PYTHONPATH=os.path.join(HERE, "..", "src")),
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -111,6 +114,16 @@ assert n == {count}
 print(json.dumps({{"seconds": t2 - t1, "rss_growth_mb": (rss1 - rss0) / 1024}}))
 """
 
+OPEN_AND_RECORD = """
+import json, time
+from reasoning_trace import DecisionLog
+t1 = time.perf_counter()
+with DecisionLog({root!r}, sync="batch") as log:
+    d = log.record("upgrade_proposal", True, {{}}, {{"probe": True}})
+t2 = time.perf_counter()
+print(json.dumps({{"seconds": t2 - t1, "seq": d.seq}}))
+"""
+
 JSON_SCAN = """
 import json, time
 t1 = time.perf_counter()
@@ -141,9 +154,10 @@ FOLLOWER = """
 import sys, time
 from reasoning_trace import DecisionLog
 with DecisionLog({root!r}) as log:
+    records = log.follow()  # fixes the starting point now
     print("ready", flush=True)
     seen = 0
-    for d in log.follow():
+    for d in records:
         print(d.seq, time.time(), flush=True)
         seen += 1
         if seen == 1000:
@@ -158,10 +172,19 @@ def follow_latency(workdir: str) -> tuple[float, float]:
     from reasoning_trace import DecisionLog
 
     DecisionLog(root).close()
-    follower = subprocess.Popen([sys.executable, "-c", FOLLOWER.format(root=root)],
-                                stdout=subprocess.PIPE, text=True, env=env)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    follower = subprocess.Popen(
+        [sys.executable, "-c", FOLLOWER.format(root=root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert follower.stdout and writer.stdout and writer.stdin
     assert follower.stdout.readline().strip() == "ready"
     assert writer.stdout.readline().strip() == "ready"
@@ -200,16 +223,36 @@ def main() -> None:
     scan = in_fresh_process(SCAN.format(root=root, count=count))
     plain = in_fresh_process(JSON_SCAN.format(path=path, count=count))
     p50, p99 = follow_latency(workdir)
+    empty = os.path.join(workdir, "empty")
+    open_empty = in_fresh_process(OPEN_AND_RECORD.format(root=empty))
+    big_copy = os.path.join(workdir, "big-copy")  # the probe record must not change the big log
+    shutil.copytree(root, big_copy)
+    os.sync()  # else the first fsync also writes back the gigabyte just copied
+    open_big = in_fresh_process(OPEN_AND_RECORD.format(root=big_copy))
+    assert open_big["seq"] == count
+    shutil.rmtree(big_copy)
+    shutil.rmtree(empty)
     print(f"| measurement ({mb:,.0f} MB day file, {count:,} records) | ours | baseline | ratio |")
     print("|---|---|---|---|")
-    print(f"| read_recent(200), first call in a fresh process | {ours['seconds'] * 1000:.2f} ms "
-          f"({ours['with_import'] * 1000:.0f} ms with import) | {seed['seconds'] * 1000:,.0f} ms "
-          f"(seed: whole file) | {seed['seconds'] / ours['seconds']:,.0f}x faster |")
-    print(f"| full iter() scan | {mb / scan['seconds']:,.0f} MB/s, RSS +{scan['rss_growth_mb']:.1f}"
-          f" MB | {mb / plain['seconds']:,.0f} MB/s (json.loads per line) | "
-          f"{plain['seconds'] / scan['seconds']:.2f}x |")
-    print(f"| follow, record returned -> seen in another process | p50 {p50:.1f} ms, "
-          f"p99 {p99:.1f} ms | | |")
+    print(
+        f"| read_recent(200), first call in a fresh process | {ours['seconds'] * 1000:.2f} ms "
+        f"({ours['with_import'] * 1000:.0f} ms with import) | {seed['seconds'] * 1000:,.0f} ms "
+        f"(seed: whole file) | {seed['seconds'] / ours['seconds']:,.0f}x faster |"
+    )
+    print(
+        f"| full iter() scan | {mb / scan['seconds']:,.0f} MB/s, RSS +{scan['rss_growth_mb']:.1f}"
+        f" MB | {mb / plain['seconds']:,.0f} MB/s (json.loads per line) | "
+        f"{plain['seconds'] / scan['seconds']:.2f}x |"
+    )
+    print(
+        f"| follow, record returned -> seen in another process | p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms | | |"
+    )
+    print(
+        f"| open + first durable record, fresh process | {open_big['seconds'] * 1000:.1f} ms "
+        f"on this log | {open_empty['seconds'] * 1000:.1f} ms on an empty log | "
+        f"{open_big['seconds'] / open_empty['seconds']:.2f}x |"
+    )
     if not args.keep:
         shutil.rmtree(workdir)
 

@@ -220,3 +220,11 @@ def test_closed_log_refuses(root: Path) -> None:
 
     with pytest.raises(StorageError, match="closed"):
         log.record("a", True, {}, {})
+
+
+def test_follow_starts_when_called_not_when_iterated(log: DecisionLog) -> None:
+    """follow() fixes "from now on" at the call: records made before the first next() count."""
+    log.record("old", True, {}, {})
+    stream = log.follow(stop=lambda: False)
+    log.record("new", True, {}, {})
+    assert next(stream).action == "new"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -538,17 +539,19 @@ class FileStore:
         loads, build = orjson.loads, decision_from_dict
         with fh:
             fh.seek(start)
-            offset, carry = start, b""
+            offset, carry = start, b""  # offset: where ``carry + block`` starts in the file
             while block := fh.read(_CHUNK):
-                parts = (carry + block).split(b"\n")
+                data = carry + block
+                parts = data.split(b"\n")
                 carry = parts.pop()
                 for line in parts:
                     if line:
                         try:
                             yield build(loads(line), line)
                         except ValueError as exc:
-                            raise self._corrupt(day, start, offset, exc) from exc
-                    offset += len(line) + 1
+                            at = offset + data.index(line + b"\n")
+                            raise self._corrupt(day, start, at, exc) from exc
+                offset += len(data) - len(carry)
 
     def _corrupt(self, day: str, start: int, offset: int, exc: Exception) -> CorruptLine:
         """A CorruptLine with its line number (counted only now, on the error path)."""
@@ -598,10 +601,10 @@ class FileStore:
         """All decisions of the day files that overlap ``[since_us, until_us)``."""
         lo = _day_of(since_us) if since_us is not None else None
         hi = _day_of(until_us - 1) if until_us is not None else None
-        for day in self.days():
-            if (lo is not None and day < lo) or (hi is not None and day > hi):
-                continue
-            yield from self.decisions(day)
+        days = [
+            day for day in self.days() if (lo is None or day >= lo) and (hi is None or day <= hi)
+        ]
+        return itertools.chain.from_iterable(map(self.decisions, days))
 
     def get(self, key: int | str) -> Decision:
         """One decision by seq (int) or id (str), via the derived index."""
@@ -616,7 +619,7 @@ class FileStore:
         """Poll the newest day file (and new ones) for complete lines other writers append."""
         from .follow import follow_files
 
-        yield from follow_files(self, after_seq, stop)
+        return follow_files(self, after_seq, stop)
 
     def _get_index(self) -> Index:
         if self._index is None:

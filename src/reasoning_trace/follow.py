@@ -53,8 +53,21 @@ def follow_files(
     stop: Callable[[], bool],
     poll: float = POLL_SECONDS,
 ) -> Iterator[Decision]:
-    """Yield each decision with seq > ``after_seq`` as it lands, until ``stop()``."""
-    day, offset, last = _start(store, after_seq)
+    """Yield each decision with seq > ``after_seq`` as it lands, until ``stop()``.
+
+    The starting point is fixed now, when this is called, not at the first ``next()``: with
+    ``after_seq=None`` nothing recorded after the call is missed.
+    """
+    return _follow(store, _start(store, after_seq), stop, poll)
+
+
+def _follow(
+    store: FileStore,
+    start: tuple[str | None, int, int],
+    stop: Callable[[], bool],
+    poll: float,
+) -> Iterator[Decision]:
+    day, offset, last = start
 
     def drain() -> Iterator[Decision]:
         nonlocal offset, last

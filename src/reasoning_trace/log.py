@@ -235,10 +235,10 @@ class DecisionLog:
 
     def select(self, flt: Filter) -> Iterator[Decision]:
         """Stream the decisions that ``flt`` matches, oldest first."""
-        matches = flt.matches
-        for decision in self._store.scan(flt.since_us, flt.until_us):
-            if matches(decision):
-                yield decision
+        scan = self._store.scan(flt.since_us, flt.until_us)
+        if flt.is_empty:
+            return scan
+        return filter(flt.matches, scan)
 
     def read(self, start: int = 0, stop: int | None = None) -> Iterator[Decision]:
         """The decisions with ``start <= seq < stop``, in seq order."""

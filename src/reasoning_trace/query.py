@@ -97,6 +97,11 @@ class Filter:
             raise QueryError(f"empty time range: until ({until}) is not after since ({since})")
         return cls(since_us, until_us, action, approved, voter, dict(subject or {}), node)
 
+    @property
+    def is_empty(self) -> bool:
+        """Whether the filter keeps every decision."""
+        return self == _EMPTY
+
     def matches(self, d: Decision) -> bool:
         """Whether decision ``d`` passes every criterion."""
         if self.since_us is not None or self.until_us is not None:
@@ -119,3 +124,6 @@ class Filter:
             if key not in d.subject or not _loose_eq(d.subject[key], wanted):
                 return False
         return True
+
+
+_EMPTY = Filter()
