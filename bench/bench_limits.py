@@ -54,6 +54,35 @@ def handoff_cost() -> float:
     return elapsed / N * 1e6
 
 
+def cpu_rate(threads: int, seconds: float = 2.0) -> float:
+    """Validations per second (``prepare``, pure Python and C, no I/O) from ``threads`` threads."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    from reasoning_trace.record import prepare
+
+    votes = {v: {"passed": True, "reason": "ok"} for v in ("a", "b", "c", "d")}
+    stop = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def work(t: int) -> None:
+        while time.perf_counter() < stop:
+            prepare("upgrade_proposal", True, votes, {"agent_id": "x"}, "r")
+            counts[t] += 1
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    return sum(counts) / seconds
+
+
 if __name__ == "__main__":
     print(f"write + fsync: {fsync_cost():.0f} us")
     print(f"thread ping-pong (2 handoffs): {handoff_cost():.0f} us")
+    one, eight = cpu_rate(1), cpu_rate(8)
+    print(
+        f"pure CPU work (prepare), 1 thread: {one:,.0f}/s; 8 threads: {eight:,.0f}/s "
+        f"({eight / one:.2f}x)"
+    )
