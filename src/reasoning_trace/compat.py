@@ -98,27 +98,9 @@ def read_recent(limit: int = 200) -> list[dict[str, Any]]:
     A corrupt line is not skipped in silence: it is logged with its file and place, and the
     records around it are still returned.
     """
+
+    def report(exc: CorruptLine) -> None:
+        logger.warning("reasoning_trace: skipped a corrupt line: %s", exc)
+
     log = _log_for(_package_resolver())
-    try:
-        return [d.to_dict() for d in log.recent(limit)]
-    except CorruptLine as exc:
-        logger.warning("reasoning_trace: %s", exc)
-        return [d.to_dict() for d in _recent_skipping(log, limit)]
-
-
-def _recent_skipping(log: DecisionLog, limit: int) -> list[Any]:
-    from .record import parse_record
-
-    store = log._store
-    out = []
-    for day in reversed(store.days()):  # type: ignore[attr-defined]
-        path = store.day_path(day)  # type: ignore[attr-defined]
-        for offset, line in store._lines_backward(path):  # type: ignore[attr-defined]
-            try:
-                out.append(parse_record(line, file=str(path), offset=offset))
-            except CorruptLine as exc:
-                logger.warning("reasoning_trace: skipped %s", exc)
-                continue
-            if len(out) >= limit:
-                return sorted(out, key=lambda d: d.seq)
-    return sorted(out, key=lambda d: d.seq)
+    return [d.to_dict() for d in log.recent(limit, on_corrupt=report)]

@@ -561,15 +561,26 @@ class FileStore:
                 lineno = fh.read(offset).count(b"\n") + 1
         return CorruptLine(self._day_s(day), offset, str(exc), lineno)
 
-    def recent(self, limit: int) -> list[Decision]:
-        """The newest ``limit`` decisions, oldest first, reading day files from their ends."""
+    def recent(
+        self, limit: int, on_corrupt: Callable[[CorruptLine], None] | None = None
+    ) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first, reading day files from their ends.
+
+        A corrupt line raises ``CorruptLine``, or is passed to ``on_corrupt`` and skipped.
+        """
         out: list[Decision] = []
         if limit <= 0:
             return out
         for day in reversed(self.days()):
             path = self.day_path(day)
             for offset, line in self._lines_backward(path):
-                out.append(parse_record(line, file=str(path), offset=offset))
+                try:
+                    out.append(parse_record(line, file=str(path), offset=offset))
+                except CorruptLine as exc:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(exc)
+                    continue
                 if len(out) >= limit:
                     break
             if len(out) >= limit:

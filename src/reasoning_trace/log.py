@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from .errors import StorageError
+from .errors import CorruptLine, StorageError
 from .files import FileStore, resolve_root, resolve_sync
 from .query import Filter, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
@@ -196,9 +196,15 @@ class DecisionLog:
         """The number of decisions in the log."""
         return self._store.size()
 
-    def recent(self, limit: int = 200) -> list[Decision]:
-        """The newest ``limit`` decisions, oldest first, across day files."""
-        return self._store.recent(limit)
+    def recent(
+        self, limit: int = 200, *, on_corrupt: Callable[[CorruptLine], None] | None = None
+    ) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first, across day files.
+
+        A corrupt line raises ``CorruptLine`` (with its place), unless ``on_corrupt`` is given:
+        then it is handed the error and the line is skipped.
+        """
+        return self._store.recent(limit, on_corrupt)
 
     def get(self, key: int | str) -> Decision:
         """The decision with this seq (int) or id (str); raises ``NotFound``."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from .errors import ReasoningTraceError
+from .errors import CorruptLine, ReasoningTraceError
 from .record import Decision, Pending
 
 __all__ = ["AppendResult", "Store"]
@@ -57,8 +57,10 @@ class Store(Protocol):
         """Decisions with ``start <= seq < stop``, in seq order."""
         ...
 
-    def recent(self, limit: int) -> list[Decision]:
-        """The newest ``limit`` decisions, oldest first."""
+    def recent(
+        self, limit: int, on_corrupt: Callable[[CorruptLine], None] | None = None
+    ) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first; see ``FileStore.recent``."""
         ...
 
     def get(self, key: int | str) -> Decision:
