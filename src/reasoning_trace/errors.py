@@ -10,8 +10,14 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     ├── NotFound (LookupError)        no decision with that id or seq
     ├── QueryError (ValueError)       a filter or time expression that cannot be understood
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
-    └── StorageError (OSError)        the store could not read or durably write; nothing was written
-        └── LogRootMissing            the log's root directory vanished under a running log
+    ├── StorageError (OSError)        the store could not read or durably write; nothing was written
+    │   └── LogRootMissing            the log's root directory vanished under a running log
+    └── IntegrityError                evidence that something is not what was signed
+        ├── ProofError                an inclusion or consistency proof does not verify
+        ├── SignatureError            a signed note's signature does not verify
+        │   └── UnknownKey            ... because no known key has that name and id
+        ├── NoteError (ValueError)    a signed note or checkpoint that is malformed
+        └── ForkError                 a new checkpoint would not extend the last signed one
 
 A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
 Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary with
@@ -28,14 +34,20 @@ if TYPE_CHECKING:
 __all__ = [
     "ConflictError",
     "CorruptLine",
+    "ForkError",
+    "IntegrityError",
     "LogRootMissing",
     "NotFound",
+    "NoteError",
+    "ProofError",
     "QueryError",
     "ReasoningTraceError",
     "RecordError",
     "RecordTooLarge",
     "RedactionError",
+    "SignatureError",
     "StorageError",
+    "UnknownKey",
 ]
 
 
@@ -119,4 +131,39 @@ class LogRootMissing(StorageError):
 
     The log does not silently start a new, empty history in its place: restore or recreate the
     directory, and the next record lands after whatever the day files then hold.
+    """
+
+
+class IntegrityError(ReasoningTraceError):
+    """Evidence that data is not what was signed; carries what was expected and found."""
+
+
+class ProofError(IntegrityError):
+    """An inclusion or consistency proof does not verify (the message says which step)."""
+
+
+class SignatureError(IntegrityError):
+    """A signed note carries no valid signature by the given key.
+
+    ``key_name`` and ``key_id`` identify the signature that failed.
+    """
+
+    def __init__(self, message: str, key_name: str = "", key_id: int | None = None) -> None:
+        super().__init__(message)
+        self.key_name = key_name
+        self.key_id = key_id
+
+
+class UnknownKey(SignatureError):
+    """A signature by a key nobody published (no known key has its name and id)."""
+
+
+class NoteError(IntegrityError, ValueError):
+    """A signed note or checkpoint body that does not follow its format."""
+
+
+class ForkError(IntegrityError):
+    """The log would sign a checkpoint that does not extend the last one it signed.
+
+    Signing stops: this is what a rewrite of signed history looks like.
     """
