@@ -1,0 +1,208 @@
+"""C2SP signed notes with Ed25519 (https://c2sp.org/signed-note), byte-compatible with Go's
+``golang.org/x/mod/sumdb/note``.
+
+A note is UTF-8 text ending in a newline, a blank line, then one signature line per signer::
+
+    — <key name> <base64(4-byte key id || 64-byte Ed25519 signature)>\\n
+
+The key id is the first 4 bytes of ``SHA-256(<key name> || "\\n" || 0x01 || <public key>)``.
+Keys are written as Go writes them: the verifier key ``<name>+<8 hex id>+<base64(0x01 ||
+public key)>`` and the signer key ``PRIVATE+KEY+<name>+<8 hex id>+<base64(0x01 || seed)>``.
+Ed25519 is deterministic, so signing a text gives the same bytes every time.
+Tests: ``tests/test_note.py`` (the Go package's own example key and note, byte for byte).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .errors import NoteError, SignatureError, UnknownKey
+
+__all__ = ["Signature", "Signer", "Verifier", "open_note", "sign_note"]
+
+ALG_ED25519 = 0x01
+_DASH = "\u2014"  # the em dash that starts every signature line
+
+
+def key_id(name: str, public: bytes) -> int:
+    """The 32-bit key id of an Ed25519 public key under ``name``."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c in name for c in "+ \n\t") or not name.isprintable():
+        raise NoteError(f"invalid key name {name!r}: no spaces, plus signs or control characters")
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise NoteError(f"{what} is not valid base64") from exc
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A named Ed25519 public key that can check signatures."""
+
+    name: str
+    id: int
+    public: bytes
+
+    @classmethod
+    def parse(cls, vkey: str) -> Verifier:
+        """Read a verifier key ``<name>+<hex id>+<base64(0x01 || key)>``; check its id."""
+        parts = vkey.strip().split("+", 2)  # the base64 may itself contain "+"
+        if len(parts) != 3:
+            raise NoteError(f"malformed verifier key {vkey!r}")
+        name, hex_id, b64 = parts
+        _check_name(name)
+        raw = _b64decode(b64, "verifier key")
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise NoteError("verifier key is not an Ed25519 key")
+        try:
+            given = int(hex_id, 16)
+        except ValueError:
+            raise NoteError(f"verifier key id {hex_id!r} is not hex") from None
+        if len(hex_id) != 8 or given != key_id(name, raw[1:]):
+            raise NoteError(f"verifier key id {hex_id} does not match the key")
+        return cls(name, given, raw[1:])
+
+    def __str__(self) -> str:
+        raw = bytes([ALG_ED25519]) + self.public
+        return f"{self.name}+{self.id:08x}+{base64.b64encode(raw).decode()}"
+
+    def verify(self, text: bytes, signature: bytes) -> None:
+        """Raise ``SignatureError`` unless ``signature`` signs ``text`` under this key."""
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public).verify(signature, text)
+        except InvalidSignature:
+            raise SignatureError(
+                f"bad signature by {self.name} ({self.id:08x})", self.name, self.id
+            ) from None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A named Ed25519 private key."""
+
+    name: str
+    seed: bytes
+
+    @classmethod
+    def generate(cls, name: str) -> Signer:
+        """A new random key."""
+        _check_name(name)
+        seed = Ed25519PrivateKey.generate().private_bytes_raw()
+        return cls(name, seed)
+
+    @classmethod
+    def parse(cls, skey: str) -> Signer:
+        """Read ``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>``; check its id."""
+        parts = skey.strip().split("+", 4)  # the base64 may itself contain "+"
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            raise NoteError("malformed signer key (expected PRIVATE+KEY+name+id+key)")
+        name, hex_id, b64 = parts[2:]
+        _check_name(name)
+        raw = _b64decode(b64, "signer key")
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise NoteError("signer key is not an Ed25519 key")
+        signer = cls(name, raw[1:])
+        if hex_id != f"{signer.verifier.id:08x}":
+            raise NoteError(f"signer key id {hex_id} does not match the key")
+        return signer
+
+    @property
+    def verifier(self) -> Verifier:
+        """The matching verifier key."""
+        public = (
+            Ed25519PrivateKey.from_private_bytes(self.seed)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        return Verifier(self.name, key_id(self.name, public), public)
+
+    def __str__(self) -> str:
+        raw = bytes([ALG_ED25519]) + self.seed
+        return f"PRIVATE+KEY+{self.name}+{self.verifier.id:08x}+{base64.b64encode(raw).decode()}"
+
+    def sign(self, text: bytes) -> bytes:
+        """The Ed25519 signature of ``text``."""
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(text)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature line of a note."""
+
+    name: str
+    id: int
+    signature: bytes
+
+
+def sign_note(text: str, signers: Iterable[Signer]) -> str:
+    """The signed note: ``text`` (ending in a newline), a blank line, a signature line each."""
+    if not text.endswith("\n"):
+        raise NoteError("note text must end with a newline")
+    body = text.encode()
+    lines = []
+    for signer in signers:
+        blob = signer.verifier.id.to_bytes(4, "big") + signer.sign(body)
+        lines.append(f"{_DASH} {signer.name} {base64.b64encode(blob).decode()}\n")
+    if not lines:
+        raise NoteError("a signed note needs at least one signer")
+    return text + "\n" + "".join(lines)
+
+
+def split_note(note: str) -> tuple[str, list[Signature]]:
+    """The text and the signature lines of a note, parsed strictly (nothing verified)."""
+    cut = note.rfind("\n\n")
+    if cut < 0 or not note.endswith("\n"):
+        raise NoteError("malformed note: no blank line before the signatures")
+    text, block = note[: cut + 1], note[cut + 2 :]
+    signatures = []
+    for line in block.split("\n")[:-1]:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != _DASH:
+            raise NoteError(f"malformed signature line {line!r}")
+        blob = _b64decode(parts[2], "signature")
+        if len(blob) < 5:
+            raise NoteError("signature too short")
+        signatures.append(Signature(parts[1], int.from_bytes(blob[:4], "big"), blob[4:]))
+    if not signatures:
+        raise NoteError("note has no signatures")
+    return text, signatures
+
+
+def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[Verifier]]:
+    """Check a note's signatures; return its text and the known keys that signed it.
+
+    Raises ``SignatureError`` if a signature by a known key is bad, and ``UnknownKey`` if no
+    signature is by a known key (the note may still be genuine, but nobody here can tell).
+    """
+    text, signatures = split_note(note)
+    known = {(v.name, v.id): v for v in verifiers}
+    good: list[Verifier] = []
+    for sig in signatures:
+        verifier = known.get((sig.name, sig.id))
+        if verifier is None:
+            continue
+        verifier.verify(text.encode(), sig.signature)
+        good.append(verifier)
+    if not good:
+        first = signatures[0]
+        raise UnknownKey(
+            f"no known key signed this note (signed by {first.name} {first.id:08x})",
+            first.name,
+            first.id,
+        )
+    return text, good
