@@ -59,3 +59,11 @@ def run_py(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [sys.executable, *args], capture_output=True, text=True, env=env, **kwargs
     )
+
+
+@pytest.fixture(autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test signs with its own key file, never the user's."""
+    path = tmp_path_factory.mktemp("key") / "signing.key"
+    monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
+    return path

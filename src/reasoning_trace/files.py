@@ -31,11 +31,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import orjson
 import platformdirs
 
+from .checkpoint import TreeState
 from .errors import (
     ConflictError,
     CorruptLine,
@@ -53,6 +54,7 @@ __all__ = ["FileStore", "Sync", "resolve_root", "resolve_sync"]
 logger = logging.getLogger("reasoning_trace")
 
 Sync = Literal["batch", "always", "never"]
+T = TypeVar("T")
 SYNC_MODES: tuple[Sync, ...] = ("batch", "always", "never")
 DERIVED_DIR = ".rtrace"
 _DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
@@ -130,6 +132,7 @@ class FileStore:
         sync: Sync = "batch",
         create: bool = True,
         clock: Callable[[], int] = time.time_ns,
+        tree: Callable[[Path], TreeState] | None = None,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.sync: Sync = sync
@@ -153,6 +156,7 @@ class FileStore:
         self._mutex = threading.Lock()  # one writer thread of this store at a time
         self._index: Index | None = None
         self._closed = False
+        self.tree = tree(self.root) if tree is not None else None
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -362,7 +366,11 @@ class FileStore:
             stored.append((i, seq, micros, when, line))
             seq += 1
         if stored:
+            before = head
             head = _Head(seq, *self._write_groups(groups, head))
+            if self.tree is not None:
+                lines = [(w[:10], line) for _, _, _, w, line in stored]
+                self._extend_tree(before, lines, stored[-1][2])
         by_id: dict[str, Decision] = {}
         for i, s, micros, when, line in stored:
             results[i] = decision = batch[i].decision(s, micros, when, line)
@@ -373,6 +381,51 @@ class FileStore:
                 same = first.content_key() == batch[i].content
                 results[i] = first if same else ConflictError(first.id, first)
         return results, head  # type: ignore[return-value]
+
+    def _extend_tree(self, head: _Head, lines: list[tuple[str, bytes]], micros: int) -> None:
+        """Add the batch to the tree and sign what is due. The records are already durable, so
+        a failure here (all of it derived, or a checkpoint that will be retried) is logged and
+        never fails the write."""
+        assert self.tree is not None
+        try:
+            self.tree.extend(head.next_seq, head.day, lines, self._lines_from, micros)
+        except (OSError, ReasoningTraceError) as exc:
+            self.tree.range = None
+            logger.error("reasoning_trace: tree or checkpoint not updated: %s", exc)
+
+    def _lines_from(self, seq: int) -> Iterator[bytes]:
+        if self.sync == "never" and self._day_fd is not None:
+            os.fsync(self._day_fd[1])  # never sign what is not on disk
+        return (d.line for d in self.read(seq))
+
+    def _locked(self) -> tuple[int, _Head]:
+        """The writer lock and the head, from a lease if this process holds one."""
+        if self._lease is not None and self._lock_fd is not None:
+            return self._lock_fd, self._lease
+        fd = self._lock()
+        try:
+            return fd, self._load_head(fd)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlocked(self, fd: int, head: _Head) -> None:
+        if self._lease is None:
+            self._unlock()
+
+    def with_tree(self, action: Callable[[TreeState, int], T]) -> T:
+        """Run ``action(tree, size)`` under the writer lock with the tree caught up to the head."""
+        if self.tree is None:
+            raise StorageError("this log keeps no tree (integrity is off)")
+        with self._mutex:
+            fd, head = self._locked()
+            try:
+                if self.sync == "never" and self._day_fd is not None:
+                    os.fsync(self._day_fd[1])
+                self.tree.sync_to(head.next_seq, self._lines_from)
+                return action(self.tree, head.next_seq)
+            finally:
+                self._unlocked(fd, head)
 
     def _resolve_ids(
         self, batch: Sequence[Pending], results: list[AppendResult | None], next_seq: int
@@ -638,8 +691,14 @@ class FileStore:
         return self._index
 
     def close(self) -> None:
-        """Release the lock file, the open day file and the index."""
+        """Sign a final checkpoint (clean close), release the lock, files and index."""
         self.release()
+        if self.tree is not None and not self._closed and os.path.isdir(self._root_s):
+            try:
+                micros = self._clock() // 1000
+                self.with_tree(lambda tree, size: tree.sign_current(micros, automatic=True))
+            except (OSError, ReasoningTraceError) as exc:
+                logger.error("reasoning_trace: no checkpoint on close: %s", exc)
         self._closed = True
         with self._mutex:
             if self._day_fd is not None:
@@ -651,6 +710,8 @@ class FileStore:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+            if self.tree is not None:
+                self.tree.close()
 
 
 class _SameBatch(ReasoningTraceError):

@@ -19,14 +19,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import CorruptLine, StorageError
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
+from .errors import CorruptLine, NotFound, StorageError
 from .files import FileStore, resolve_root, resolve_sync
+from .proof import ConsistencyProof, InclusionProof
 from .query import Filter, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
 from .store import Store
+from .tree import consistency_proof, inclusion_proof, leaf_hash
 
 __all__ = ["DecisionLog"]
 
@@ -72,14 +76,31 @@ class DecisionLog:
         create: bool = True,
         clock: Callable[[], int] | None = None,
         store: Store | None = None,
+        integrity: bool = True,
+        origin: str | None = None,
+        key: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self.root = resolve_root(root)
         self.sync = resolve_sync(sync)
         self.node = node
         self.max_line_bytes = max_line_bytes
         self._redact = check_redactors(redact)
+        tree = None
+        if integrity:
+
+            def tree(root: Path) -> TreeState:
+                return TreeState(
+                    root,
+                    origin=origin,
+                    key=Path(key) if key is not None else None,
+                    every=checkpoint_every,
+                    seconds=checkpoint_seconds,
+                )
+
         self._store: Store = store or FileStore(
-            self.root, sync=self.sync, create=create, clock=clock or time.time_ns
+            self.root, sync=self.sync, create=create, clock=clock or time.time_ns, tree=tree
         )
         self._mutex = threading.Lock()
         self._idle = threading.Condition(self._mutex)  # signalled when no batch is in flight
@@ -266,6 +287,75 @@ class DecisionLog:
             return self._closed or (stop is not None and stop())
 
         return self._store.follow(after_seq, stopped)
+
+    # --- integrity -------------------------------------------------------------------------
+
+    def _files(self) -> FileStore:
+        if not isinstance(self._store, FileStore):
+            raise StorageError("proofs and checkpoints need the file store")
+        return self._store
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of the whole log now; return its note (the newest if no news).
+
+        Raises ``ForkError`` if the log no longer extends the last checkpoint it signed.
+        """
+        clock = time.time_ns
+
+        def sign(tree: TreeState, size: int) -> str:
+            note = tree.sign_current(clock() // 1000)
+            if note is None:
+                latest = tree.files.latest()
+                if latest is None:
+                    raise NotFound(f"the log at {self.root} is empty: nothing to sign")
+                note = latest.note
+            return note
+
+        return self._files().with_tree(sign)
+
+    def prove(self, key: int | str, size: int | None = None) -> InclusionProof:
+        """An inclusion proof of one decision (by seq or id) in the tree of ``size`` records.
+
+        ``size`` defaults to the newest checkpoint, signing one first if that does not cover
+        the decision yet, so the proof always comes with the note it verifies against.
+        """
+        decision = self.get(key)
+        clock = time.time_ns
+
+        def prove(tree: TreeState, head: int) -> InclusionProof:
+            n, note = size, None
+            if n is None:
+                latest = tree.files.latest()
+                if latest is None or latest.size <= decision.seq:
+                    note = tree.sign_current(clock() // 1000)
+                    latest = tree.files.latest()
+                assert latest is not None
+                n, note = latest.size, latest.note
+            elif not decision.seq < n <= head:
+                raise ValueError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")
+            else:
+                note = tree.note_for(n)
+            return InclusionProof(
+                decision.seq,
+                n,
+                leaf_hash(decision.line),
+                inclusion_proof(decision.seq, n, tree.hashes),
+                note,
+            )
+
+        return self._files().with_tree(prove)
+
+    def consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
+        """A consistency proof from the tree of ``old`` records to that of ``new`` (default:
+        the whole log)."""
+
+        def prove(tree: TreeState, head: int) -> ConsistencyProof:
+            n = head if new is None else new
+            if not 0 < old <= n <= head:
+                raise ValueError(f"no consistency proof from {old} to {n} (log: {head})")
+            return ConsistencyProof(old, n, consistency_proof(old, n, tree.hashes))
+
+        return self._files().with_tree(prove)
 
     # --- lifetime ----------------------------------------------------------------------------
 

@@ -12,12 +12,100 @@ implicit and the transparency-dev/merkle vectors encode (``tests/test_proof.py``
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from .errors import ProofError
 from .tree import HASH_SIZE, node_hash
 
-__all__ = ["verify_consistency", "verify_inclusion"]
+__all__ = ["ConsistencyProof", "InclusionProof", "verify_consistency", "verify_inclusion"]
+
+
+def _b64(values: Sequence[bytes]) -> list[str]:
+    return [base64.b64encode(v).decode() for v in values]
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProofError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProofError(f"{what} is not valid base64") from None
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProofError(f"{key!r} must be a non-negative integer")
+    return value
+
+
+def _proof_list(obj: dict[str, Any]) -> list[bytes]:
+    items = obj.get("proof")
+    if not isinstance(items, list):
+        raise ProofError("'proof' must be a list of base64 hashes")
+    return [_unb64(p, f"proof[{i}]") for i, p in enumerate(items)]
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Record ``seq`` is leaf ``seq`` of the tree of ``tree_size`` records (SPEC 4 JSON form)."""
+
+    seq: int
+    tree_size: int
+    leaf_hash: bytes
+    proof: list[bytes]
+    checkpoint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"seq", "tree_size", "leaf_hash", "proof", "checkpoint"}``, hashes in base64."""
+        return {
+            "seq": self.seq,
+            "tree_size": self.tree_size,
+            "leaf_hash": base64.b64encode(self.leaf_hash).decode(),
+            "proof": _b64(self.proof),
+            "checkpoint": self.checkpoint,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> InclusionProof:
+        """Parse the JSON form strictly (``ProofError`` names what is wrong)."""
+        if not isinstance(obj, dict):
+            raise ProofError("an inclusion proof must be a JSON object")
+        note = obj.get("checkpoint")
+        if note is not None and not isinstance(note, str):
+            raise ProofError("'checkpoint' must be the signed note text")
+        return cls(
+            _int(obj, "seq"),
+            _int(obj, "tree_size"),
+            _unb64(obj.get("leaf_hash"), "leaf_hash"),
+            _proof_list(obj),
+            note,
+        )
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """The tree of ``new_size`` records extends the one of ``old_size`` (SPEC 4 JSON form)."""
+
+    old_size: int
+    new_size: int
+    proof: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"old_size", "new_size", "proof"}``, hashes in base64."""
+        return {"old_size": self.old_size, "new_size": self.new_size, "proof": _b64(self.proof)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ConsistencyProof:
+        """Parse the JSON form strictly."""
+        if not isinstance(obj, dict):
+            raise ProofError("a consistency proof must be a JSON object")
+        return cls(_int(obj, "old_size"), _int(obj, "new_size"), _proof_list(obj))
 
 
 def _check_hash(name: str, value: bytes) -> None:

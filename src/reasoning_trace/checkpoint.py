@@ -1,0 +1,419 @@
+"""Signed checkpoints (SPEC section 4): the C2SP tlog-checkpoint body in a signed note.
+
+The body is three lines — origin, decimal tree size, standard base64 of the root hash — each
+ended by a newline (https://c2sp.org/tlog-checkpoint), signed with the log's Ed25519 key whose
+name is the origin. Files under the log root::
+
+    checkpoints/<YYYY-MM-DD>.jsonl  each checkpoint signed that day: size, root, datetime_utc, note
+    checkpoint                       the newest note, as plain text
+    checkpoints/vkey                 every verifier key this log ever signed with, one a line
+
+``TreeState`` keeps the tree under the writer lock: it extends the derived hash file with each
+batch and signs a checkpoint at every multiple of ``every`` records (a fixed cadence, so
+checkpoints of the same log agree on sizes), after ``seconds`` while the log grows, when a UTC
+day ends (covering all of it), and on clean close. Before signing it proves the new tree
+consistent with the last checkpoint it signed; if that fails it refuses, loudly (``ForkError``).
+Tests: ``tests/test_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import platformdirs
+
+from .errors import ForkError, NoteError, ProofError, StorageError
+from .note import Signer, Verifier, open_note, sign_note
+from .proof import verify_consistency
+from .record import format_utc
+from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
+
+__all__ = [
+    "Checkpoint",
+    "Checkpoints",
+    "TreeState",
+    "default_origin",
+    "key_path",
+    "load_signer",
+    "open_checkpoint",
+    "rotate_key",
+]
+
+logger = logging.getLogger("reasoning_trace")
+
+CHECKPOINT_EVERY = 1024
+CHECKPOINT_SECONDS = 60.0
+
+
+def default_origin() -> str:
+    """``reasoning-trace/<hostname>``: give each log on a host its own origin if it has several."""
+    return f"reasoning-trace/{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A tree head: which log (origin), how many records, and the root hash."""
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def body(self) -> str:
+        """The tlog-checkpoint body text."""
+        lines = [
+            self.origin,
+            str(self.size),
+            base64.b64encode(self.root).decode(),
+            *self.extensions,
+        ]
+        return "".join(f"{line}\n" for line in lines)
+
+    @classmethod
+    def parse(cls, body: str) -> Checkpoint:
+        """Parse a checkpoint body strictly."""
+        if not body.endswith("\n"):
+            raise NoteError("checkpoint body must end with a newline")
+        lines = body[:-1].split("\n")
+        if len(lines) < 3 or not lines[0] or any(not line for line in lines):
+            raise NoteError("checkpoint body needs origin, size and root lines")
+        origin, size_text, root_text = lines[:3]
+        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            raise NoteError(f"checkpoint size {size_text!r} is not a decimal number")
+        try:
+            root = base64.b64decode(root_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise NoteError("checkpoint root is not base64") from None
+        if len(root) != 32:
+            raise NoteError(f"checkpoint root is {len(root)} bytes, not 32")
+        return cls(origin, int(size_text), root, tuple(lines[3:]))
+
+
+def open_checkpoint(note: str, verifiers: Iterable[Verifier]) -> Checkpoint:
+    """Verify a checkpoint note's signature with ``verifiers`` and parse its body."""
+    text, by = open_note(note, verifiers)
+    checkpoint = Checkpoint.parse(text)
+    if all(v.name != checkpoint.origin for v in by):
+        raise NoteError(f"checkpoint of {checkpoint.origin!r} is not signed by a key of that name")
+    return checkpoint
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def key_path(origin: str) -> Path:
+    """Where the signing key lives: ``$REASONING_TRACE_KEY``, else the per-user config dir."""
+    explicit = os.environ.get("REASONING_TRACE_KEY")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in origin)
+    return (
+        Path(platformdirs.user_config_dir("reasoning-trace", appauthor=False))
+        / "keys"
+        / f"{safe}.key"
+    )
+
+
+def load_signer(origin: str, path: Path | None = None, *, create: bool = True) -> Signer:
+    """The signing key for ``origin``, created on first use with mode 0600."""
+    path = path or key_path(origin)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if not create:
+            raise StorageError(f"no signing key at {path} (run `rtrace keys init`)") from None
+        return _write_key(path, Signer.generate(origin), exclusive=True)
+    signer = Signer.parse(text)
+    if signer.name != origin:
+        raise NoteError(f"the key at {path} is named {signer.name!r}, not the origin {origin!r}")
+    if path.stat().st_mode & 0o077:
+        logger.warning("reasoning_trace: signing key %s is readable by others (chmod 600 it)", path)
+    return signer
+
+
+def _write_key(path: Path, signer: Signer, *, exclusive: bool) -> Signer:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return Signer.parse(path.read_text())
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(signer) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return signer
+
+
+def rotate_key(origin: str, path: Path | None = None) -> tuple[Signer, Path]:
+    """Make a new signing key; the old one is kept beside it as ``<name>.retired-<time>``."""
+    path = path or key_path(origin)
+    retired = path.with_name(
+        f"{path.name}.retired-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    )
+    if path.exists():
+        os.replace(path, retired)
+    return _write_key(path, Signer.generate(origin), exclusive=True), retired
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of ``checkpoints/<day>.jsonl``."""
+
+    size: int
+    root: bytes
+    datetime_utc: str
+    note: str
+    file: str
+    line: int
+
+
+class Checkpoints:
+    """The checkpoint files of one log root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "checkpoints"
+        self.newest = root / "checkpoint"
+        self.vkey = self.dir / "vkey"
+
+    def days(self) -> list[Path]:
+        """The checkpoint day files, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.glob("*.jsonl") if len(p.stem) == 10)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every checkpoint, in the order they were signed (streaming)."""
+        for path in self.days():
+            with open(path, "rb") as fh:
+                for n, raw in enumerate(fh, start=1):
+                    yield _entry(raw, str(path), n)
+
+    def latest(self) -> Entry | None:
+        """The last checkpoint signed (from the newest day file's last line)."""
+        for path in reversed(self.days()):
+            data = path.read_bytes()
+            lines = data.splitlines()
+            if lines:
+                return _entry(lines[-1], str(path), len(lines))
+        return None
+
+    def verifiers(self) -> list[Verifier]:
+        """The verifier keys this log published."""
+        try:
+            text = self.vkey.read_text()
+        except FileNotFoundError:
+            return []
+        return [Verifier.parse(line) for line in text.splitlines() if line.strip()]
+
+    def publish(self, verifier: Verifier) -> None:
+        """Add a verifier key to ``checkpoints/vkey`` (kept forever, across rotations)."""
+        if any(str(v) == str(verifier) for v in self.verifiers()):
+            return
+        self.dir.mkdir(exist_ok=True)
+        with open(self.vkey, "a") as fh:
+            fh.write(f"{verifier}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append(self, checkpoint: Checkpoint, note: str, micros: int) -> None:
+        """Record a signed checkpoint durably and make it the newest."""
+        self.dir.mkdir(exist_ok=True)
+        when = format_utc(micros)
+        line = orjson.dumps(
+            {
+                "size": checkpoint.size,
+                "root": base64.b64encode(checkpoint.root).decode(),
+                "datetime_utc": when,
+                "note": note,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+        with open(self.dir / f"{when[:10]}.jsonl", "ab") as fh:
+            fh.write(line + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp = self.root / ".checkpoint.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(note)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.newest)
+        dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _entry(raw: bytes, file: str, line: int) -> Entry:
+    try:
+        obj = orjson.loads(raw)
+        return Entry(
+            int(obj["size"]),
+            base64.b64decode(obj["root"], validate=True),
+            str(obj["datetime_utc"]),
+            str(obj["note"]),
+            file,
+            line,
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise NoteError(f"{file}:{line}: not a checkpoint entry ({exc})") from exc
+
+
+# --- the tree under the writer lock ----------------------------------------------------------
+
+
+class TreeState:
+    """The log's tree, extended under the writer lock, and its signing schedule."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        origin: str | None = None,
+        key: Path | None = None,
+        every: int = CHECKPOINT_EVERY,
+        seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
+        self.origin = origin or default_origin()
+        self.key = key
+        self.every = every
+        self.seconds = seconds
+        self.files = Checkpoints(root)
+        self.hashes = HashFile(str(root / ".rtrace" / "hashes"))
+        self.range: CompactRange | None = None
+        self.halted: str | None = None  # why signing stopped, if it did
+        self._signer: Signer | None = None
+        self._last_signed: float | None = None  # monotonic time of the last checkpoint
+
+    @property
+    def signer(self) -> Signer:
+        """The signing key, loaded (or created) on first use."""
+        if self._signer is None:
+            self._signer = load_signer(self.origin, self.key)
+            self.files.publish(self._signer.verifier)
+        return self._signer
+
+    def sync_to(self, size: int, lines_from: Callable[[int], Iterator[bytes]]) -> CompactRange:
+        """The compact range of ``size`` leaves, catching the hash file up from the records."""
+        rng = self.range
+        count = self.hashes.count()
+        if rng is not None and rng.size == size and count == stored_hash_count(size):
+            return rng
+        have = self.hashes.leaves()
+        if have > size or count != stored_hash_count(have):
+            self.hashes.truncate_to_leaves(min(have, size))
+            have = min(have, size)
+        rng = CompactRange.load(have, self.hashes)
+        if have < size:
+            pending = []
+            for line in lines_from(have):
+                pending.extend(rng.append(leaf_hash(line)))
+                if len(pending) >= 65536:
+                    self.hashes.append(pending)
+                    pending = []
+                if rng.size == size:
+                    break
+            self.hashes.append(pending)
+            if rng.size != size:
+                raise StorageError(f"the day files hold {rng.size} records, the head says {size}")
+        self.range = rng
+        return rng
+
+    def extend(
+        self,
+        start: int,
+        prev_day: str | None,
+        lines: list[tuple[str, bytes]],
+        lines_from: Callable[[int], Iterator[bytes]],
+        micros: int,
+    ) -> None:
+        """Add a batch's (day, line) leaves after ``start`` records; sign what is due."""
+        rng = self.sync_to(start, lines_from)
+        due: list[tuple[int, bytes]] = []
+        stored: list[bytes] = []
+        day = prev_day
+        for line_day, line in lines:
+            if day is not None and line_day != day and rng.size:
+                due.append((rng.size, rng.root()))  # the UTC day ended: cover all of it
+            day = line_day
+            stored.extend(rng.append(leaf_hash(line)))
+            if self.every and rng.size % self.every == 0:
+                due.append((rng.size, rng.root()))
+        self.hashes.append(stored)
+        now = time.monotonic()
+        if self._last_signed is None:
+            self._last_signed = now
+        elif self.seconds and now - self._last_signed >= self.seconds:
+            due.append((rng.size, rng.root()))
+        for size, root in due:
+            self.sign(size, root, micros, automatic=True)
+
+    def sign(self, size: int, root: bytes, micros: int, *, automatic: bool = False) -> str | None:
+        """Sign a checkpoint for (size, root) unless the newest one already covers it.
+
+        Refuses with ``ForkError`` when it would not extend the last signed checkpoint; the
+        automatic schedule logs that error and stops signing instead of raising into a write.
+        """
+        if self.halted:
+            if automatic:
+                return None
+            raise ForkError(self.halted)
+        latest = self.files.latest()
+        if latest is not None:
+            try:
+                if latest.size > size:
+                    raise ProofError(f"the log has {size} records, {latest.size} were signed")
+                if latest.size == size:
+                    if latest.root != root:
+                        raise ProofError(f"size {size} was signed with another root")
+                    return None
+                if latest.size:
+                    proof = consistency_proof(latest.size, size, self.hashes)
+                    verify_consistency(latest.size, size, latest.root, root, proof)
+            except ProofError as exc:
+                self.halted = (
+                    f"refusing to sign size {size}: it does not extend the checkpoint of size "
+                    f"{latest.size} signed at {latest.datetime_utc} ({exc}); the log's signed "
+                    "history may have been rewritten; run `rtrace verify`"
+                )
+                if automatic:
+                    logger.error("reasoning_trace: %s", self.halted)
+                    return None
+                raise ForkError(self.halted) from exc
+        checkpoint = Checkpoint(self.origin, size, root)
+        note = sign_note(checkpoint.body(), [self.signer])
+        self.files.append(checkpoint, note, micros)
+        self._last_signed = time.monotonic()
+        return note
+
+    def sign_current(self, micros: int, *, automatic: bool = False) -> str | None:
+        """Sign the tree as far as it is synced (see ``sign``); nothing for an empty log."""
+        if self.range is None or self.range.size == 0:
+            return None
+        return self.sign(self.range.size, self.range.root(), micros, automatic=automatic)
+
+    def note_for(self, size: int) -> str | None:
+        """The signed note of the checkpoint of exactly ``size`` records, if one was signed."""
+        for entry in self.files.entries():
+            if entry.size == size:
+                return entry.note
+        return None
+
+    def close(self) -> None:
+        """Close the hash file."""
+        self.hashes.close()
