@@ -341,8 +341,12 @@ class TreeState:
         lines: list[tuple[str, bytes]],
         lines_from: Callable[[int], Iterator[bytes]],
         micros: int,
+        before_sign: Callable[[], None] = lambda: None,
     ) -> None:
-        """Add a batch's (day, line) leaves after ``start`` records; sign what is due."""
+        """Add a batch's (day, line) leaves after ``start`` records; sign what is due.
+
+        ``before_sign`` makes the records durable first where the log's writes are not.
+        """
         rng = self.sync_to(start, lines_from)
         due: list[tuple[int, bytes]] = []
         stored: list[bytes] = []
@@ -360,6 +364,8 @@ class TreeState:
             self._last_signed = now
         elif self.seconds and now - self._last_signed >= self.seconds:
             due.append((rng.size, rng.root()))
+        if due:
+            before_sign()
         for size, root in due:
             self.sign(size, root, micros, automatic=True)
 

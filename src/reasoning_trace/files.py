@@ -388,14 +388,19 @@ class FileStore:
         never fails the write."""
         assert self.tree is not None
         try:
-            self.tree.extend(head.next_seq, head.day, lines, self._lines_from, micros)
+            self.tree.extend(
+                head.next_seq, head.day, lines, self._lines_from, micros, self._make_durable
+            )
         except (OSError, ReasoningTraceError) as exc:
             self.tree.range = None
             logger.error("reasoning_trace: tree or checkpoint not updated: %s", exc)
 
-    def _lines_from(self, seq: int) -> Iterator[bytes]:
+    def _make_durable(self) -> None:
+        """fsync the open day file where writes are not already (never sign what may vanish)."""
         if self.sync == "never" and self._day_fd is not None:
-            os.fsync(self._day_fd[1])  # never sign what is not on disk
+            os.fsync(self._day_fd[1])
+
+    def _lines_from(self, seq: int) -> Iterator[bytes]:
         return (d.line for d in self.read(seq))
 
     def _locked(self) -> tuple[int, _Head]:
@@ -420,8 +425,7 @@ class FileStore:
         with self._mutex:
             fd, head = self._locked()
             try:
-                if self.sync == "never" and self._day_fd is not None:
-                    os.fsync(self._day_fd[1])
+                self._make_durable()
                 self.tree.sync_to(head.next_seq, self._lines_from)
                 return action(self.tree, head.next_seq)
             finally:

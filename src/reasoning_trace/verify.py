@@ -1,0 +1,592 @@
+"""Verification an auditor can trust (SPEC section 4): of a whole log, and of single proofs.
+
+``verify(root, vkey=None)`` streams the day files once, hashing every line as a leaf and folding
+the tree's right edge, and compares the root at each signed checkpoint's size with what that
+checkpoint signed. Spans that do not match, and the records after the newest checkpoint, are
+then read a second time and parsed, to say what happened and where: altered, inserted,
+deleted, duplicated or reordered records, unparseable lines, a missing day file. Where the
+derived hash file is present, each record's leaf hash is compared with the one stored when it
+was written, which pins an altered record exactly; without it a change is located to the span
+between two checkpoints. The derived files are only read, never rebuilt, so evidence survives.
+
+Memory does not grow with the records: the tree's edge is O(log n) hashes, and only the
+checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept.
+
+The checkpoint signatures are checked with the auditor's verifier keys when given (``vkey``):
+whoever can edit the log can also replace ``checkpoints/vkey``.
+
+``verify_inclusion_proof`` and ``verify_consistency_proof`` need no log at all: a record line
+(or its leaf hash), the proof JSON, the checkpoint note(s) and a verifier key.
+Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_prove.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
+from .errors import NoteError, ProofError, SignatureError, UnknownKey
+from .files import DERIVED_DIR, resolve_root
+from .note import Verifier
+from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
+from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
+
+__all__ = [
+    "Finding",
+    "Report",
+    "verify",
+    "verify_consistency_proof",
+    "verify_inclusion_proof",
+]
+
+#: Finding kinds. Failures mean the log is not what was signed; notes are for the record.
+FAILURES = (
+    "altered",  # a record's bytes differ from what was written and signed
+    "inserted",  # a line that was never written by the log, among signed records
+    "deleted",  # signed records are missing (a seq gap)
+    "duplicate",  # a signed record appears twice
+    "reordered",  # signed records are out of seq order
+    "unparseable",  # a line that is not a record
+    "missing_day_file",  # a day file that held signed records is gone
+    "truncated",  # the log is shorter than a signed checkpoint
+    "checkpoint_mismatch",  # the records do not hash to a signed root (span located)
+    "wrong_day",  # a record in the day file of another day
+    "bad_signature",  # a checkpoint whose signature does not verify
+    "unknown_key",  # a checkpoint signed by a key nobody published
+    "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
+    "fork",  # two signed checkpoints of one size with different roots
+    "no_key",  # checkpoints exist but there is no verifier key to check them
+)
+NOTES = (
+    "unsigned",  # records after the newest checkpoint: not yet covered by a signature
+    "crash_fragment",  # a torn tail cut off after a crash, kept in quarantine/
+    "torn_tail",  # bytes after the last newline, not yet repaired by a writer
+    "clock_backwards",  # a record's timestamp is before the previous one's
+)
+MAX_PER_KIND = 1000
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing verify found, with where: file and line, and the seq range concerned."""
+
+    kind: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    seq_from: int | None = None
+    seq_to: int | None = None
+
+    @property
+    def failure(self) -> bool:
+        """Whether this finding means the log is not what was signed."""
+        return self.kind in FAILURES
+
+    def to_json(self) -> dict[str, Any]:
+        """The finding as a JSON object (``failure`` included)."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        out["failure"] = self.failure
+        return out
+
+
+@dataclass
+class Report:
+    """The result of ``verify``: what was read, what was proven, what was found."""
+
+    root: str
+    records: int = 0
+    bytes: int = 0
+    checkpoints: int = 0  # signed checkpoints whose root matched the records
+    signed_size: int = 0  # records covered by the largest matching checkpoint
+    findings: list[Finding] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # findings over MAX_PER_KIND
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found that means the log is not what was signed."""
+        return not any(f.failure for f in self.findings)
+
+    @property
+    def failures(self) -> list[Finding]:
+        """The findings that are failures."""
+        return [f for f in self.findings if f.failure]
+
+    def kinds(self) -> set[str]:
+        """The kinds of all findings."""
+        return {f.kind for f in self.findings}
+
+    def add(self, finding: Finding) -> None:
+        """Add a finding, keeping at most ``MAX_PER_KIND`` of each kind."""
+        if sum(1 for f in self.findings if f.kind == finding.kind) >= MAX_PER_KIND:
+            self.dropped[finding.kind] = self.dropped.get(finding.kind, 0) + 1
+            return
+        self.findings.append(finding)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object."""
+        return {
+            "root": self.root,
+            "ok": self.ok,
+            "records": self.records,
+            "bytes": self.bytes,
+            "checkpoints": self.checkpoints,
+            "signed_size": self.signed_size,
+            "findings": [f.to_json() for f in self.findings],
+            "dropped": self.dropped,
+        }
+
+
+def _verifiers(vkey: str | Verifier | Iterable[str | Verifier] | None) -> list[Verifier] | None:
+    if vkey is None:
+        return None
+    items = [vkey] if isinstance(vkey, str | Verifier) else list(vkey)
+    out = []
+    for item in items:
+        if isinstance(item, Verifier):
+            out.append(item)
+        else:
+            out.extend(Verifier.parse(line) for line in item.splitlines() if line.strip())
+    return out
+
+
+@dataclass
+class _Signed:
+    size: int
+    root: bytes
+    where: str  # file:line of its entry
+    matched: bool | None = None
+
+
+def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) -> list[_Signed]:
+    """Every checkpoint whose signature verifies, by size; failures become findings."""
+    by_size: dict[int, _Signed] = {}
+    entries: Iterator[Any] = files.entries()
+    while True:
+        try:
+            entry = next(entries)
+        except StopIteration:
+            break
+        except NoteError as exc:
+            report.add(Finding("bad_checkpoint", str(exc)))
+            continue
+        where = f"{entry.file}:{entry.line}"
+        try:
+            cp = open_checkpoint(entry.note, verifiers)
+        except UnknownKey as exc:
+            report.add(
+                Finding("unknown_key", f"checkpoint at {where}: {exc}", entry.file, entry.line)
+            )
+            continue
+        except SignatureError as exc:
+            report.add(
+                Finding("bad_signature", f"checkpoint at {where}: {exc}", entry.file, entry.line)
+            )
+            continue
+        except NoteError as exc:
+            report.add(
+                Finding("bad_checkpoint", f"checkpoint at {where}: {exc}", entry.file, entry.line)
+            )
+            continue
+        if (cp.size, cp.root) != (entry.size, entry.root):
+            report.add(
+                Finding(
+                    "bad_checkpoint",
+                    f"checkpoint at {where}: its size/root fields differ from the signed note "
+                    f"(note: size {cp.size})",
+                    entry.file,
+                    entry.line,
+                )
+            )
+        seen = by_size.get(cp.size)
+        if seen is not None and seen.root != cp.root:
+            report.add(
+                Finding(
+                    "fork",
+                    f"two signed checkpoints of size {cp.size} with different roots: "
+                    f"{seen.where} and {where}",
+                    entry.file,
+                    entry.line,
+                    cp.size,
+                )
+            )
+            continue
+        by_size.setdefault(cp.size, _Signed(cp.size, cp.root, where))
+    return sorted(by_size.values(), key=lambda s: s.size)
+
+
+class _StoredLeaves:
+    """Leaf hashes stored when records were written (derived; read only, may be absent)."""
+
+    def __init__(self, root: Path) -> None:
+        path = root / DERIVED_DIR / "hashes"
+        self.file = HashFile(str(path)) if path.exists() else None
+        self.leaves = self.file.leaves() if self.file else 0
+
+    def get(self, seq: int) -> bytes | None:
+        if self.file is None or not 0 <= seq < self.leaves:
+            return None
+        return self.file.read_hashes([stored_hash_index(0, seq)])[0]
+
+
+class _Detail:
+    """The second pass over a span: parse each line and classify what is wrong."""
+
+    def __init__(self, report: Report, stored: _StoredLeaves, start: int) -> None:
+        self.report = report
+        self.stored = stored
+        self.expected = start
+        self.missing: list[list[int]] = []  # [lo, hi] ranges of seqs not seen yet
+        self.suspect: dict[int, tuple[str, int]] = {}  # seq -> place of a mismatching line
+        self.found = 0
+
+    def _take_missing(self, seq: int) -> bool:
+        for r in self.missing:
+            if r[0] <= seq <= r[1]:
+                if r[0] == r[1]:
+                    self.missing.remove(r)
+                elif seq == r[0]:
+                    r[0] += 1
+                elif seq == r[1]:
+                    r[1] -= 1
+                else:
+                    self.missing.append([seq + 1, r[1]])
+                    r[1] = seq - 1
+                return True
+        return False
+
+    def line(self, file: str, lineno: int, line: bytes) -> None:
+        add = self.report.add
+        try:
+            obj = orjson.loads(line)
+            seq = obj["seq"]
+            if type(seq) is not int:
+                raise TypeError("seq is not an integer")
+        except (ValueError, KeyError, TypeError) as exc:
+            add(Finding("unparseable", f"{file}:{lineno}: not a record ({exc})", file, lineno))
+            self.found += 1
+            return
+        stored = self.stored.get(seq)
+        genuine = None if stored is None else stored == leaf_hash(line)
+        if seq == self.expected:
+            self.expected += 1
+            if genuine is False:
+                self.suspect[seq] = (file, lineno)
+        elif seq > self.expected:
+            self.missing.append([self.expected, seq - 1])
+            self.expected = seq + 1
+            if genuine is False:
+                self.suspect[seq] = (file, lineno)
+        elif self._take_missing(seq):
+            self.found += 1
+            add(
+                Finding(
+                    "reordered",
+                    f"{file}:{lineno}: seq {seq} comes after seq {self.expected - 1}",
+                    file,
+                    lineno,
+                    seq,
+                    seq,
+                )
+            )
+        elif seq in self.suspect and genuine is True:
+            # The earlier line with this seq was never written by the log: it was inserted.
+            f0, l0 = self.suspect.pop(seq)
+            self.found += 1
+            add(
+                Finding(
+                    "inserted",
+                    f"{f0}:{l0}: a line with seq {seq} that the log never "
+                    f"wrote (the genuine one is at {file}:{lineno})",
+                    f0,
+                    l0,
+                    seq,
+                    seq,
+                )
+            )
+        else:
+            self.found += 1
+            kind = "duplicate" if genuine is not False else "inserted"
+            add(Finding(kind, f"{file}:{lineno}: seq {seq} appears again", file, lineno, seq, seq))
+
+    def finish(self, checkpoints: Checkpoints, day_files: set[str]) -> None:
+        for seq, (file, lineno) in sorted(self.suspect.items()):
+            self.found += 1
+            self.report.add(
+                Finding(
+                    "altered",
+                    f"{file}:{lineno}: record seq {seq} differs from what was written and signed",
+                    file,
+                    lineno,
+                    seq,
+                    seq,
+                )
+            )
+        signed_days = {p.stem for p in checkpoints.days()}
+        for lo, hi in sorted(self.missing):
+            self.found += 1
+            gone = sorted(signed_days - day_files)
+            kind, extra = (
+                ("missing_day_file", f"; no day file for {', '.join(gone)}")
+                if gone
+                else ("deleted", "")
+            )
+            self.report.add(Finding(kind, f"seq {lo}..{hi} missing{extra}", None, None, lo, hi))
+
+
+def verify(
+    root: str | os.PathLike[str] | None = None,
+    vkey: str | Verifier | Iterable[str | Verifier] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
+
+    ``vkey``: the auditor's verifier key(s); default, the keys the log published.
+    ``progress(done_bytes, total_bytes)`` is called as the day files are read.
+    """
+    base = resolve_root(root)
+    report = Report(str(base))
+    files = Checkpoints(base)
+    verifiers = _verifiers(vkey)
+    if verifiers is None:
+        verifiers = files.verifiers()
+    signed = _checkpoints(files, verifiers, report)
+    if not verifiers and files.days():
+        report.add(
+            Finding(
+                "no_key",
+                "the log has checkpoints but no verifier key to check them (give one with vkey=)",
+            )
+        )
+    days = sorted(p for p in base.glob("*.jsonl") if len(p.stem) == 10)
+    total = sum(p.stat().st_size for p in days)
+
+    # Pass 1: hash every line, compare roots at the signed sizes.
+    sha = hashlib.sha256
+    stack: list[bytes] = []
+    size = 0
+    targets = iter(signed)
+    target = next(targets, None)
+    places: dict[int, tuple[int, int]] = {0: (0, 0)}  # leaf position -> (day index, offset)
+    last_dt = b""
+    done = 0
+    for d_index, path in enumerate(days):
+        day = path.stem.encode()
+        file = str(path)
+        offset = 0
+        with open(path, "rb", buffering=0) as fh:
+            carry = b""
+            lineno = 0
+            while block := fh.read(1 << 20):
+                data = carry + block
+                parts = data.split(b"\n")
+                carry = parts.pop()
+                for line in parts:
+                    lineno += 1
+                    h = sha(b"\x00" + line).digest()
+                    n = size
+                    while n & 1:
+                        h = sha(b"\x01" + stack.pop() + h).digest()
+                        n >>= 1
+                    stack.append(h)
+                    size += 1
+                    i = line.find(b'"datetime_utc":"')
+                    dt = line[i + 16 : i + 43]
+                    if dt[:10] != day and i >= 0:
+                        report.add(
+                            Finding(
+                                "wrong_day",
+                                f"{file}:{lineno}: a record of {dt[:10].decode(errors='replace')}",
+                                file,
+                                lineno,
+                            )
+                        )
+                    if dt < last_dt:
+                        report.add(
+                            Finding(
+                                "clock_backwards",
+                                f"{file}:{lineno}: timestamp "
+                                f"{dt.decode(errors='replace')} is before the "
+                                "previous record's",
+                                file,
+                                lineno,
+                            )
+                        )
+                    last_dt = dt
+                    offset += len(line) + 1
+                    while target is not None and target.size == size:
+                        h = stack[-1]
+                        for left in reversed(stack[:-1]):
+                            h = sha(b"\x01" + left + h).digest()
+                        target.matched = h == target.root
+                        places[size] = (d_index, offset)
+                        target = next(targets, None)
+                done += len(data) - len(carry)
+                if progress:
+                    progress(done, total)
+            if carry:
+                report.add(
+                    Finding(
+                        "torn_tail",
+                        f"{file}: {len(carry)} bytes after the last "
+                        "newline (a crash; the next writer will quarantine them)",
+                        file,
+                    )
+                )
+                done += len(carry)
+        places.setdefault(size, (d_index + 1, 0))
+    report.records, report.bytes = size, done
+    if size == 0 and any(s.size == 0 for s in signed):
+        for s in signed:
+            if s.size == 0:
+                s.matched = s.root == EMPTY_ROOT
+
+    # Which spans need a closer look.
+    spans: list[tuple[int, int]] = []
+    good = 0
+    for s in signed:
+        if s.size > size:
+            report.add(
+                Finding(
+                    "truncated",
+                    f"the log has {size} records, but a checkpoint ({s.where}) signed {s.size}",
+                    None,
+                    None,
+                    size,
+                    s.size - 1,
+                )
+            )
+            continue
+        if s.matched:
+            report.checkpoints += 1
+            good = max(good, s.size)
+        else:
+            report.add(
+                Finding(
+                    "checkpoint_mismatch",
+                    f"records before seq {s.size} do not hash "
+                    f"to the root signed at {s.where}; the change is in seq "
+                    f"{good}..{s.size - 1}",
+                    None,
+                    None,
+                    good,
+                    s.size - 1,
+                )
+            )
+            spans.append((good, s.size))
+    report.signed_size = good
+    if size > good:
+        report.add(
+            Finding(
+                "unsigned",
+                f"seq {good}..{size - 1}: not yet covered by a signed checkpoint",
+                None,
+                None,
+                good,
+                size - 1,
+            )
+        )
+    spans.append((good, size))
+
+    # Pass 2: parse and classify from the first suspect record to the end. Every root covers
+    # all records before it, so after the first mismatch nothing later can match.
+    stored = _StoredLeaves(base)
+    start = max(k for k in places if k <= min(lo for lo, _ in spans))
+    detail = _Detail(report, stored, start)
+    d_index, offset = places[start]
+    for path in days[d_index:]:
+        file = str(path)
+        for lineno, line in _lines(path, offset if path == days[d_index] else 0):
+            detail.line(file, lineno, line)
+    detail.finish(files, {p.stem for p in days})
+    if stored.file is not None:
+        stored.file.close()
+
+    quarantine = base / "quarantine"
+    if quarantine.is_dir():
+        for fragment in sorted(quarantine.iterdir()):
+            report.add(
+                Finding(
+                    "crash_fragment",
+                    f"{fragment}: {fragment.stat().st_size} bytes "
+                    "cut from a torn write after a crash (never acknowledged)",
+                    str(fragment),
+                )
+            )
+    return report
+
+
+def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of complete lines from byte ``start`` (a line boundary)."""
+    with open(path, "rb") as fh:
+        lineno = fh.read(start).count(b"\n") if start else 0
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return
+            lineno += 1
+            yield lineno, raw[:-1]
+
+
+# --- proofs, for someone who holds no log --------------------------------------------------
+
+
+def verify_inclusion_proof(
+    proof: InclusionProof | dict[str, Any],
+    record: bytes | None = None,
+    *,
+    leaf: bytes | None = None,
+    vkey: str | Verifier | Iterable[str | Verifier],
+    note: str | None = None,
+) -> Checkpoint:
+    """Check that a record (its line, or its ``leaf`` hash) is in the signed log.
+
+    Uses the proof's own checkpoint note unless ``note`` is given; returns the checkpoint.
+    Raises ``ProofError``, ``SignatureError``/``UnknownKey`` or ``NoteError``.
+    """
+    p = proof if isinstance(proof, InclusionProof) else InclusionProof.from_json(proof)
+    text = note or p.checkpoint
+    if text is None:
+        raise ProofError("the proof carries no checkpoint note and none was given")
+    checkpoint = open_checkpoint(text, _verifiers(vkey) or [])
+    if checkpoint.size != p.tree_size:
+        raise ProofError(
+            f"the proof is for a tree of {p.tree_size} records, the checkpoint "
+            f"signs {checkpoint.size}"
+        )
+    if record is not None:
+        leaf = leaf_hash(record.rstrip(b"\n"))
+    if leaf is None:
+        raise ProofError("give the record's line or its leaf hash")
+    if leaf != p.leaf_hash:
+        raise ProofError("the record's leaf hash is not the one the proof is for")
+    verify_inclusion(p.seq, p.tree_size, leaf, p.proof, checkpoint.root)
+    return checkpoint
+
+
+def verify_consistency_proof(
+    proof: ConsistencyProof | dict[str, Any],
+    old_note: str,
+    new_note: str,
+    *,
+    vkey: str | Verifier | Iterable[str | Verifier],
+) -> tuple[Checkpoint, Checkpoint]:
+    """Check that the newer signed checkpoint extends the older one; return both."""
+    p = proof if isinstance(proof, ConsistencyProof) else ConsistencyProof.from_json(proof)
+    verifiers = _verifiers(vkey) or []
+    old, new = open_checkpoint(old_note, verifiers), open_checkpoint(new_note, verifiers)
+    if (old.size, new.size) != (p.old_size, p.new_size):
+        raise ProofError(
+            f"the proof is from {p.old_size} to {p.new_size}, the checkpoints "
+            f"are of {old.size} and {new.size}"
+        )
+    if old.origin != new.origin:
+        raise ProofError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
+    verify_consistency(old.size, new.size, old.root, new.root, p.proof)
+    return old, new
