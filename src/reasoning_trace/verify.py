@@ -26,6 +26,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,8 @@ class _Detail:
         self.stored = stored
         self.expected = start
         self.missing: list[list[int]] = []  # [lo, hi] ranges of seqs not seen yet
+        self.gap_days: dict[int, tuple[str, str]] = {}  # gap start -> (day before, day after)
+        self.last_day = ""
         self.suspect: dict[int, tuple[str, int]] = {}  # seq -> place of a mismatching line
         self.found = 0
 
@@ -274,15 +277,19 @@ class _Detail:
             return
         stored = self.stored.get(seq)
         genuine = None if stored is None else stored == leaf_hash(line)
+        day = str(obj.get("datetime_utc", ""))[:10]
         if seq == self.expected:
             self.expected += 1
+            self.last_day = day
             if genuine is False:
                 self.suspect[seq] = (file, lineno)
         elif seq > self.expected:
             self.missing.append([self.expected, seq - 1])
+            self.gap_days[self.expected] = (self.last_day, day)
             self.expected = seq + 1
             if genuine is False:
                 self.suspect[seq] = (file, lineno)
+            self.last_day = day
         elif self._take_missing(seq):
             self.found += 1
             add(
@@ -315,7 +322,7 @@ class _Detail:
             kind = "duplicate" if genuine is not False else "inserted"
             add(Finding(kind, f"{file}:{lineno}: seq {seq} appears again", file, lineno, seq, seq))
 
-    def finish(self, checkpoints: Checkpoints, day_files: set[str]) -> None:
+    def finish(self, day_files: set[str]) -> None:
         for seq, (file, lineno) in sorted(self.suspect.items()):
             self.found += 1
             self.report.add(
@@ -328,16 +335,24 @@ class _Detail:
                     seq,
                 )
             )
-        signed_days = {p.stem for p in checkpoints.days()}
         for lo, hi in sorted(self.missing):
             self.found += 1
-            gone = sorted(signed_days - day_files)
-            kind, extra = (
-                ("missing_day_file", f"; no day file for {', '.join(gone)}")
-                if gone
-                else ("deleted", "")
-            )
+            before, after = self.gap_days.get(lo, ("", ""))
+            gone = [d for d in _days_between(before, after) if d not in day_files]
+            if gone:
+                kind, extra = "missing_day_file", f"; no day file for {', '.join(gone)}"
+            else:
+                kind, extra = "deleted", ""
             self.report.add(Finding(kind, f"seq {lo}..{hi} missing{extra}", None, None, lo, hi))
+
+
+def _days_between(before: str, after: str) -> list[str]:
+    """The UTC days strictly between two ``YYYY-MM-DD`` days (none if either is unknown)."""
+    try:
+        a, b = date.fromisoformat(before), date.fromisoformat(after)
+    except ValueError:
+        return []
+    return [(a + timedelta(days=i)).isoformat() for i in range(1, (b - a).days)]
 
 
 def verify(
@@ -482,14 +497,15 @@ def verify(
             )
             spans.append((good, s.size))
     report.signed_size = good
-    if size > good:
+    newest = max((s.size for s in signed), default=0)
+    if size > newest:
         report.add(
             Finding(
                 "unsigned",
-                f"seq {good}..{size - 1}: not yet covered by a signed checkpoint",
+                f"seq {newest}..{size - 1}: not yet covered by a signed checkpoint",
                 None,
                 None,
-                good,
+                newest,
                 size - 1,
             )
         )
@@ -501,11 +517,13 @@ def verify(
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
     detail = _Detail(report, stored, start)
     d_index, offset = places[start]
+    if start:  # the day of the record just before the pass starts, for gaps right at it
+        detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
     for path in days[d_index:]:
         file = str(path)
         for lineno, line in _lines(path, offset if path == days[d_index] else 0):
             detail.line(file, lineno, line)
-    detail.finish(files, {p.stem for p in days})
+    detail.finish({p.stem for p in days})
     if stored.file is not None:
         stored.file.close()
 
