@@ -240,11 +240,13 @@ def test_auditor_key_beats_a_replaced_vkey(log_copy: Path, pristine: tuple[Path,
     shutil.rmtree(log_copy / "checkpoints")
     (log_copy / "checkpoint").unlink()
     shutil.rmtree(log_copy / ".rtrace")
-    with tempfile.TemporaryDirectory() as keydir:
-        with DecisionLog(
+    with (
+        tempfile.TemporaryDirectory() as keydir,
+        DecisionLog(
             str(log_copy), key=str(Path(keydir) / "k"), origin="example/log", checkpoint_every=8
-        ) as log:
-            log.checkpoint()
+        ) as log,
+    ):
+        log.checkpoint()
     assert verify(log_copy).ok  # the log's own (replaced) key is fooled
     report = verify(log_copy, pristine[1])
     assert not report.ok and "unknown_key" in report.kinds()
