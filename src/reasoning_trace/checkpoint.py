@@ -296,6 +296,7 @@ class TreeState:
         self.files = Checkpoints(root)
         self.hashes = HashFile(str(root / ".rtrace" / "hashes"))
         self.range: CompactRange | None = None
+        self._pending: list[bytes] = []  # stored hashes not yet in the file
         self.halted: str | None = None  # why signing stopped, if it did
         self._signer: Signer | None = None
         self._last_signed: float | None = None  # monotonic time of the last checkpoint
@@ -308,9 +309,24 @@ class TreeState:
             self.files.publish(self._signer.verifier)
         return self._signer
 
-    def sync_to(self, size: int, lines_from: Callable[[int], Iterator[bytes]]) -> CompactRange:
-        """The compact range of ``size`` leaves, catching the hash file up from the records."""
+    def flush(self) -> None:
+        """Write buffered hashes to the hash file (before the writer lock is let go)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.hashes.append(pending)
+
+    def sync_to(
+        self, size: int, lines_from: Callable[[int], Iterator[bytes]], *, trusted: bool = False
+    ) -> CompactRange:
+        """The compact range of ``size`` leaves, catching the hash file up from the records.
+
+        ``trusted``: the writer lock was held since this process last extended the tree, so
+        nobody else can have changed it and the file need not be checked.
+        """
         rng = self.range
+        if trusted and rng is not None and rng.size == size:
+            return rng
+        self.flush()
         count = self.hashes.count()
         if rng is not None and rng.size == size and count == stored_hash_count(size):
             return rng
@@ -342,23 +358,26 @@ class TreeState:
         lines_from: Callable[[int], Iterator[bytes]],
         micros: int,
         before_sign: Callable[[], None] = lambda: None,
+        *,
+        trusted: bool = False,
     ) -> None:
         """Add a batch's (day, line) leaves after ``start`` records; sign what is due.
 
         ``before_sign`` makes the records durable first where the log's writes are not.
         """
-        rng = self.sync_to(start, lines_from)
+        rng = self.sync_to(start, lines_from, trusted=trusted)
         due: list[tuple[int, bytes]] = []
-        stored: list[bytes] = []
+        pending = self._pending  # nothing below flushes until the loop is done
         day = prev_day
         for line_day, line in lines:
             if day is not None and line_day != day and rng.size:
                 due.append((rng.size, rng.root()))  # the UTC day ended: cover all of it
             day = line_day
-            stored.extend(rng.append(leaf_hash(line)))
+            pending.extend(rng.append(leaf_hash(line)))
             if self.every and rng.size % self.every == 0:
                 due.append((rng.size, rng.root()))
-        self.hashes.append(stored)
+        if len(pending) > 8192:
+            self.flush()
         now = time.monotonic()
         if self._last_signed is None:
             self._last_signed = now
@@ -366,6 +385,7 @@ class TreeState:
             due.append((rng.size, rng.root()))
         if due:
             before_sign()
+            self.flush()
         for size, root in due:
             self.sign(size, root, micros, automatic=True)
 
@@ -379,6 +399,7 @@ class TreeState:
             if automatic:
                 return None
             raise ForkError(self.halted)
+        self.flush()
         latest = self.files.latest()
         if latest is not None:
             try:
@@ -421,5 +442,6 @@ class TreeState:
         return None
 
     def close(self) -> None:
-        """Close the hash file."""
+        """Write what is buffered and close the hash file."""
+        self.flush()
         self.hashes.close()

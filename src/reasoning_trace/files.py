@@ -320,7 +320,7 @@ class FileStore:
                 fd, head = self._lock_fd, lease  # type: ignore[assignment]
             self._lease = None
             try:
-                results, head = self._append_locked(fd, head, batch)
+                results, head = self._append_locked(fd, head, batch, trusted=lease is not None)
             except (CorruptLine, StorageError):
                 self._end_lease(fd, head)
                 raise
@@ -342,12 +342,18 @@ class FileStore:
 
     def _end_lease(self, fd: int, head: _Head) -> None:
         try:
+            if self.tree is not None:
+                try:
+                    self.tree.flush()
+                except OSError as exc:  # derived: the next writer catches the file up
+                    self.tree.range = None
+                    logger.error("reasoning_trace: hash file not updated: %s", exc)
             self._save_head(fd, head)
         finally:
             self._unlock()
 
     def _append_locked(
-        self, lock_fd: int, head: _Head, batch: Sequence[Pending]
+        self, lock_fd: int, head: _Head, batch: Sequence[Pending], *, trusted: bool = False
     ) -> tuple[list[AppendResult], _Head]:
         results: list[AppendResult | None] = [None] * len(batch)
         if any(p.caller_id for p in batch):
@@ -370,7 +376,7 @@ class FileStore:
             head = _Head(seq, *self._write_groups(groups, head))
             if self.tree is not None:
                 lines = [(w[:10], line) for _, _, _, w, line in stored]
-                self._extend_tree(before, lines, stored[-1][2])
+                self._extend_tree(before, lines, stored[-1][2], trusted)
         by_id: dict[str, Decision] = {}
         for i, s, micros, when, line in stored:
             results[i] = decision = batch[i].decision(s, micros, when, line)
@@ -382,14 +388,22 @@ class FileStore:
                 results[i] = first if same else ConflictError(first.id, first)
         return results, head  # type: ignore[return-value]
 
-    def _extend_tree(self, head: _Head, lines: list[tuple[str, bytes]], micros: int) -> None:
+    def _extend_tree(
+        self, head: _Head, lines: list[tuple[str, bytes]], micros: int, trusted: bool
+    ) -> None:
         """Add the batch to the tree and sign what is due. The records are already durable, so
         a failure here (all of it derived, or a checkpoint that will be retried) is logged and
         never fails the write."""
         assert self.tree is not None
         try:
             self.tree.extend(
-                head.next_seq, head.day, lines, self._lines_from, micros, self._make_durable
+                head.next_seq,
+                head.day,
+                lines,
+                self._lines_from,
+                micros,
+                self._make_durable,
+                trusted=trusted,
             )
         except (OSError, ReasoningTraceError) as exc:
             self.tree.range = None
