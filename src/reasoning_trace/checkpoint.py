@@ -211,6 +211,15 @@ class Checkpoints:
                 return _entry(lines[-1], str(path), len(lines))
         return None
 
+    def origin(self) -> str | None:
+        """The origin of the newest checkpoint, if any: a log keeps its origin."""
+        try:
+            text = self.newest.read_text()
+        except FileNotFoundError:
+            return None
+        first = text.split("\n", 1)[0]
+        return first or None
+
     def verifiers(self) -> list[Verifier]:
         """The verifier keys this log published."""
         try:
@@ -289,7 +298,8 @@ class TreeState:
         every: int = CHECKPOINT_EVERY,
         seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
-        self.origin = origin or default_origin()
+        self.files = Checkpoints(root)
+        self.origin = origin or self.files.origin() or default_origin()
         self.key = key
         self.every = every
         self.seconds = seconds

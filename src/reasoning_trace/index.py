@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 
 
 class _Stale(Exception):
-    """The index disagrees with the day files and must be rebuilt."""
+    """The index disagrees with the day files and must be rebuilt (``args[0]``: why)."""
 
 
 class Index:
@@ -115,7 +115,8 @@ class Index:
                         path = str(self._store.day_path(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
                     if seq != next_seq:
-                        raise _Stale
+                        where = self._store.day_path(day)
+                        raise _Stale(f"{where} at byte {offset}: seq {seq}, {next_seq} was due")
                     rows.append((seq, rid, day, offset, len(line)))
                     next_seq += 1
                     end_day, end_off = day, offset + len(line) + 1
@@ -127,7 +128,7 @@ class Index:
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
-            raise _Stale from exc
+            raise _Stale(f"an id appears twice among seq {rows[0][0]}..{rows[-1][0]}") from exc
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -143,8 +144,8 @@ class Index:
         except _Stale as exc:
             # Even from scratch the day files do not hold one record per seq in order.
             raise StorageError(
-                f"cannot index {self._store.root}: seq numbers in the day files are not "
-                "contiguous (run `rtrace verify` to locate the damage)"
+                f"cannot index {self._store.root}: {exc.args[0] if exc.args else exc} "
+                "(run `rtrace verify` to locate the damage)"
             ) from exc
 
     # --- lookups -----------------------------------------------------------------------------

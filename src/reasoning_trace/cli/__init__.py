@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import NotFound, QueryError, ReasoningTraceError, RecordError
+from ..errors import IntegrityError, NotFound, QueryError, ReasoningTraceError, RecordError
 from ..log import DecisionLog
 from .render import print_decisions
 
@@ -61,16 +61,26 @@ def demo(ctx: click.Context, count: int, seed: int | None) -> None:
         print_decisions(log.recent(10), as_json=False)
 
 
+from .integrity import register as _register_integrity  # noqa: E402
+
+_register_integrity(cli)
+
+
 def main() -> None:
     """Entry point of the ``rtrace`` console script."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:  # ctx.exit(n) returns n without standalone mode
+            sys.exit(code)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
     except NotFound as exc:
+        click.echo(f"rtrace: {exc}", err=True)
+        sys.exit(1)
+    except IntegrityError as exc:
         click.echo(f"rtrace: {exc}", err=True)
         sys.exit(1)
     except (RecordError, QueryError) as exc:

@@ -1,0 +1,182 @@
+"""``rtrace checkpoint``, ``prove``, ``verify`` and ``keys``: thin layers over the integrity API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
+from ..verify import Report, verify
+
+__all__ = ["register"]
+
+
+def _vkeys(value: str | None) -> list[str] | None:
+    """``--vkey``: a verifier key, or a file holding one a line."""
+    if value is None:
+        return None
+    path = Path(value)
+    if "+" not in value or path.exists():
+        try:
+            return [line for line in path.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise click.BadParameter(f"{value}: {exc.strerror}", param_hint="--vkey") from exc
+    return [value]
+
+
+def _print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        for finding in report.findings:
+            click.echo(json.dumps(finding.to_json(), sort_keys=True))
+        click.echo(
+            json.dumps(
+                {"summary": {k: v for k, v in report.to_json().items() if k != "findings"}},
+                sort_keys=True,
+            )
+        )
+        return
+    console = Console(stderr=False)
+    if report.findings:
+        table = Table(show_edge=False)
+        for column in ("kind", "where", "seq", "what"):
+            table.add_column(column, overflow="fold")
+        for f in report.findings:
+            where = f"{f.file}:{f.line}" if f.file and f.line else (f.file or "")
+            seqs = (
+                ""
+                if f.seq_from is None
+                else (str(f.seq_from) if f.seq_from == f.seq_to else f"{f.seq_from}..{f.seq_to}")
+            )
+            style = "bold red" if f.failure else "yellow"
+            table.add_row(f"[{style}]{f.kind}[/]", where, seqs, f.message)
+        console.print(table)
+    verdict = "[green]OK[/]" if report.ok else "[bold red]FAILED[/]"
+    console.print(
+        f"{verdict}: {report.records} records ({report.bytes:,} bytes); "
+        f"{report.checkpoints} signed checkpoints match; signed through seq "
+        f"{report.signed_size - 1 if report.signed_size else '-'}"
+    )
+
+
+def register(cli: click.Group) -> None:
+    """Add the integrity commands to the ``rtrace`` group."""
+    from . import open_log
+
+    @cli.command("verify")
+    @click.option(
+        "--vkey",
+        help="The auditor's verifier key, or a file of them (default: the keys the log published).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
+    @click.pass_context
+    def verify_cmd(ctx: click.Context, vkey: str | None, as_json: bool) -> None:
+        """Check every record against the signed checkpoints; exit 1 on any failure."""
+        root = ctx.obj["root"]
+        keys = _vkeys(vkey)
+        if sys.stderr.isatty() and not as_json:
+            with Progress(
+                "verifying",
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+                console=Console(stderr=True),
+            ) as bar:
+                task = bar.add_task("verify", total=None)
+                report = verify(
+                    root,
+                    keys,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        else:
+            report = verify(root, keys)
+        _print_report(report, as_json)
+        ctx.exit(0 if report.ok else 1)
+
+    @cli.command()
+    @click.option("--now", is_flag=True, help="Sign a checkpoint of the whole log first.")
+    @click.pass_context
+    def checkpoint(ctx: click.Context, now: bool) -> None:
+        """Print the newest signed checkpoint (a C2SP signed note)."""
+        with open_log(ctx) as log:
+            if now:
+                click.echo(log.checkpoint(), nl=False)
+                return
+            note = Checkpoints(log.root).newest
+            if not note.exists():
+                click.echo("rtrace: no checkpoint yet (use --now to sign one)", err=True)
+                ctx.exit(1)
+            click.echo(note.read_text(), nl=False)
+
+    @cli.command()
+    @click.argument("key", required=False)
+    @click.option("--size", type=int, help="Tree size to prove in (default: newest checkpoint).")
+    @click.option(
+        "--consistency",
+        nargs=2,
+        type=int,
+        metavar="OLD NEW",
+        help="A consistency proof between two tree sizes instead.",
+    )
+    @click.pass_context
+    def prove(
+        ctx: click.Context, key: str | None, size: int | None, consistency: tuple[int, int] | None
+    ) -> None:
+        """Print an inclusion proof of decision ID|SEQ (or a consistency proof) as JSON."""
+        with open_log(ctx) as log:
+            if consistency:
+                proof = log.consistency(*consistency).to_json()
+            elif key is None:
+                raise click.UsageError("give a decision id or seq, or --consistency OLD NEW")
+            else:
+                try:
+                    proof = log.prove(key, size).to_json()
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc), param_hint="--size") from exc
+        click.echo(json.dumps(proof, indent=2))
+
+    @cli.group()
+    def keys() -> None:
+        """The signing key (kept outside the log) and the published verifier keys."""
+
+    @keys.command("init")
+    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.pass_context
+    def keys_init(ctx: click.Context, origin: str | None) -> None:
+        """Create the signing key if there is none; publish and print its verifier key."""
+        with open_log(ctx, origin=origin) as log:
+            files = Checkpoints(log.root)
+            signer = load_signer(origin or files.origin() or default_origin())
+            files.publish(signer.verifier)
+        click.echo(str(signer.verifier))
+
+    @keys.command("show")
+    @click.pass_context
+    def keys_show(ctx: click.Context) -> None:
+        """Print every verifier key the log published (the current one last)."""
+        with open_log(ctx) as log:
+            found = Checkpoints(log.root).verifiers()
+        if not found:
+            click.echo("rtrace: no verifier key published yet (rtrace keys init)", err=True)
+            ctx.exit(1)
+        for verifier in found:
+            click.echo(str(verifier))
+
+    @keys.command("rotate")
+    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.pass_context
+    def keys_rotate(ctx: click.Context, origin: str | None) -> None:
+        """Make a new signing key; the old verifier key stays published."""
+        with open_log(ctx) as log:
+            files = Checkpoints(log.root)
+            name = origin or files.origin() or default_origin()
+            signer, retired = rotate_key(name)
+            files.publish(signer.verifier)
+        click.echo(f"new key: {signer.verifier}")
+        click.echo(f"old signing key kept at {retired}", err=True)

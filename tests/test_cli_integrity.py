@@ -1,0 +1,94 @@
+"""``rtrace`` integrity commands, driven as a real executable: keys, checkpoint, prove, verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasoning_trace.verify import verify_inclusion_proof
+
+RTRACE = shutil.which("rtrace") or ""
+
+
+def rtrace(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed rtrace against ``root``."""
+    cmd = [RTRACE] if RTRACE else [sys.executable, "-m", "reasoning_trace"]
+    return subprocess.run(
+        [*cmd, "--dir", str(root), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def demo_log(root: Path) -> Path:
+    """A log with 30 demo decisions, recorded through the CLI."""
+    done = rtrace(root, "demo", "-n", "30", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_keys_checkpoint_prove_verify(demo_log: Path) -> None:
+    """keys show, checkpoint, prove and verify work together and exit 0 on a clean log."""
+    vkey = rtrace(demo_log, "keys", "show")
+    assert vkey.returncode == 0 and vkey.stdout.count("+") >= 2
+    note = rtrace(demo_log, "checkpoint", "--now")
+    assert note.returncode == 0 and note.stdout.splitlines()[1] == "30"
+    proof = rtrace(demo_log, "prove", "7")
+    assert proof.returncode == 0
+    line = (next(demo_log.glob("*.jsonl")).read_bytes().splitlines())[7]
+    verify_inclusion_proof(json.loads(proof.stdout), line, vkey=vkey.stdout)
+    consistency = json.loads(rtrace(demo_log, "prove", "--consistency", "10", "30").stdout)
+    assert (consistency["old_size"], consistency["new_size"]) == (10, 30)
+    ok = rtrace(demo_log, "verify")
+    assert ok.returncode == 0 and "OK: 30 records" in ok.stdout
+
+
+def test_verify_fails_with_exit_1_and_json(demo_log: Path, tmp_path: Path) -> None:
+    """A tampered log makes verify exit 1 and name the altered record in --json."""
+    keyfile = tmp_path / "auditor.vkey"
+    keyfile.write_text(rtrace(demo_log, "keys", "show").stdout)
+    day = next(demo_log.glob("*.jsonl"))
+    lines = day.read_bytes().splitlines(keepends=True)
+    flipped = {b'"approved":true': b'"approved":false', b'"approved":false': b'"approved":true'}
+    for old, new in flipped.items():
+        if old in lines[3]:
+            lines[3] = lines[3].replace(old, new)
+            break
+    day.write_bytes(b"".join(lines))
+    done = rtrace(demo_log, "verify", "--json", "--vkey", str(keyfile))
+    assert done.returncode == 1
+    findings = [json.loads(x) for x in done.stdout.splitlines()]
+    altered = [f for f in findings if f.get("kind") == "altered"]
+    assert altered and altered[0]["seq_from"] == 3 and altered[0]["line"] == 4
+    assert findings[-1]["summary"]["ok"] is False
+
+
+def test_keys_rotate(demo_log: Path) -> None:
+    """keys rotate publishes a second key; old checkpoints still verify."""
+    assert rtrace(demo_log, "checkpoint", "--now").returncode == 0
+    rotated = rtrace(demo_log, "keys", "rotate")
+    assert rotated.returncode == 0 and rotated.stdout.startswith("new key: ")
+    assert rtrace(demo_log, "demo", "-n", "5").returncode == 0
+    shown = rtrace(demo_log, "keys", "show").stdout.splitlines()
+    assert len(shown) == 2 and rotated.stdout.split()[-1] == shown[1]
+    done = rtrace(demo_log, "verify")
+    assert done.returncode == 0, done.stdout
+
+
+def test_usage_errors_exit_2(demo_log: Path) -> None:
+    """Bad usage exits 2 with a message; an unknown decision exits 1."""
+    assert rtrace(demo_log, "prove").returncode == 2
+    missing = rtrace(demo_log, "prove", "no-such-id")
+    assert missing.returncode == 1 and "no decision" in missing.stderr
+    assert rtrace(demo_log, "verify", "--vkey", "/nonexistent/file").returncode == 2
