@@ -384,79 +384,7 @@ def verify(
     total = sum(p.stat().st_size for p in days)
 
     # Pass 1: hash every line, compare roots at the signed sizes.
-    sha = hashlib.sha256
-    stack: list[bytes] = []
-    size = 0
-    targets = iter(signed)
-    target = next(targets, None)
-    places: dict[int, tuple[int, int]] = {0: (0, 0)}  # leaf position -> (day index, offset)
-    last_dt = b""
-    done = 0
-    for d_index, path in enumerate(days):
-        day = path.stem.encode()
-        file = str(path)
-        offset = 0
-        with open(path, "rb", buffering=0) as fh:
-            carry = b""
-            lineno = 0
-            while block := fh.read(1 << 20):
-                data = carry + block
-                parts = data.split(b"\n")
-                carry = parts.pop()
-                for line in parts:
-                    lineno += 1
-                    h = sha(b"\x00" + line).digest()
-                    n = size
-                    while n & 1:
-                        h = sha(b"\x01" + stack.pop() + h).digest()
-                        n >>= 1
-                    stack.append(h)
-                    size += 1
-                    i = line.find(b'"datetime_utc":"')
-                    dt = line[i + 16 : i + 43]
-                    if dt[:10] != day and i >= 0:
-                        report.add(
-                            Finding(
-                                "wrong_day",
-                                f"{file}:{lineno}: a record of {dt[:10].decode(errors='replace')}",
-                                file,
-                                lineno,
-                            )
-                        )
-                    if dt < last_dt:
-                        report.add(
-                            Finding(
-                                "clock_backwards",
-                                f"{file}:{lineno}: timestamp "
-                                f"{dt.decode(errors='replace')} is before the "
-                                "previous record's",
-                                file,
-                                lineno,
-                            )
-                        )
-                    last_dt = dt
-                    offset += len(line) + 1
-                    while target is not None and target.size == size:
-                        h = stack[-1]
-                        for left in reversed(stack[:-1]):
-                            h = sha(b"\x01" + left + h).digest()
-                        target.matched = h == target.root
-                        places[size] = (d_index, offset)
-                        target = next(targets, None)
-                done += len(data) - len(carry)
-                if progress:
-                    progress(done, total)
-            if carry:
-                report.add(
-                    Finding(
-                        "torn_tail",
-                        f"{file}: {len(carry)} bytes after the last "
-                        "newline (a crash; the next writer will quarantine them)",
-                        file,
-                    )
-                )
-                done += len(carry)
-        places.setdefault(size, (d_index + 1, 0))
+    size, done, places = _hash_pass(days, signed, report, total, progress)
     report.records, report.bytes = size, done
     if size == 0 and any(s.size == 0 for s in signed):
         for s in signed:
@@ -515,15 +443,16 @@ def verify(
     # all records before it, so after the first mismatch nothing later can match.
     stored = _StoredLeaves(base)
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
-    detail = _Detail(report, stored, start)
-    d_index, offset = places[start]
-    if start:  # the day of the record just before the pass starts, for gaps right at it
-        detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
-    for path in days[d_index:]:
-        file = str(path)
-        for lineno, line in _lines(path, offset if path == days[d_index] else 0):
-            detail.line(file, lineno, line)
-    detail.finish({p.stem for p in days})
+    if start < size:  # else every record is covered by a matching checkpoint
+        detail = _Detail(report, stored, start)
+        d_index, offset = places[start]
+        if start:  # the day of the record just before the pass, for a gap right at it
+            detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
+        for path in days[d_index:]:
+            file = str(path)
+            for lineno, line in _lines(path, offset if path == days[d_index] else 0):
+                detail.line(file, lineno, line)
+        detail.finish({p.stem for p in days})
     if stored.file is not None:
         stored.file.close()
 
@@ -539,6 +468,136 @@ def verify(
                 )
             )
     return report
+
+
+def _hash_pass(
+    days: list[Path],
+    signed: list[_Signed],
+    report: Report,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int, dict[int, tuple[int, int]]]:
+    """Hash every line as a leaf, fold the tree's edge, and compare the root at each signed
+    size. Returns (records, bytes, places): places maps each signed size reached to the
+    (day file index, byte offset) where the next record starts.
+
+    The hot loop of verify, kept to what each line needs: its leaf hash, the amortised one
+    node hash, and one comparison of its timestamp with the previous one. A record's day is
+    checked at each file's first and last record and wherever time goes backwards, which
+    together cover every record when time only goes forwards.
+    """
+    sha = hashlib.sha256
+    stack: list[bytes] = []
+    pop, push = stack.pop, stack.append
+    size = done = 0
+    targets = [s for s in signed if s.size > 0]
+    t_index = 0
+    next_size = targets[0].size if targets else -1
+    places: dict[int, tuple[int, int]] = {0: (0, 0)}
+    last_dt = b""
+    for d_index, path in enumerate(days):
+        day = path.stem.encode()
+        file = str(path)
+        file_offset = 0
+        first = True
+        with open(path, "rb", buffering=0) as fh:
+            carry = b""
+            while block := fh.read(1 << 20):
+                data = carry + block
+                parts = data.split(b"\n")
+                carry = parts.pop()
+                if first and parts:  # the file's first record must be of its day
+                    first = False
+                    i = parts[0].find(b'"datetime_utc":"')
+                    _check_time(
+                        report, file, path, data, parts, 0, parts[0][i + 16 : i + 43], b"", day
+                    )
+                size0 = size
+                for line in parts:
+                    h = sha(b"\x00" + line).digest()
+                    n = size
+                    while n & 1:
+                        h = sha(b"\x01" + pop() + h).digest()
+                        n >>= 1
+                    push(h)
+                    size += 1
+                    i = line.find(b'"datetime_utc":"')
+                    dt = line[i + 16 : i + 43]
+                    if dt < last_dt:
+                        k = size - size0 - 1
+                        _check_time(report, file, path, data, parts, k, dt, last_dt, day)
+                    last_dt = dt
+                    if size == next_size:
+                        root = stack[-1]
+                        for left in reversed(stack[:-1]):
+                            root = sha(b"\x01" + left + root).digest()
+                        while t_index < len(targets) and targets[t_index].size == size:
+                            targets[t_index].matched = root == targets[t_index].root
+                            t_index += 1
+                        next_size = targets[t_index].size if t_index < len(targets) else -1
+                        upto = sum(len(p) + 1 for p in parts[: size - size0])
+                        places[size] = (d_index, file_offset + upto)
+                if parts and last_dt[:10] != day:
+                    last = len(parts) - 1
+                    _check_time(report, file, path, data, parts, last, last_dt, b"", day)
+                file_offset += len(data) - len(carry)
+                done += len(data) - len(carry)
+                if progress:
+                    progress(done, total)
+            if carry:
+                report.add(
+                    Finding(
+                        "torn_tail",
+                        f"{file}: {len(carry)} bytes after the last "
+                        "newline (a crash; the next writer will quarantine them)",
+                        file,
+                    )
+                )
+                done += len(carry)
+        places.setdefault(size, (d_index + 1, 0))
+    return size, done, places
+
+
+def _check_time(
+    report: Report,
+    file: str,
+    path: Path,
+    data: bytes,
+    parts: list[bytes],
+    k: int,
+    dt: bytes,
+    last_dt: bytes,
+    day: bytes,
+) -> None:
+    """The slow path of the time checks: a record's day, and time going backwards."""
+    lineno = None
+
+    def where() -> int:
+        nonlocal lineno
+        if lineno is None:  # count lines only now that something is reported
+            before = path.read_bytes()
+            line = parts[k] + b"\n"
+            lineno = before.count(b"\n", 0, before.find(line) + 1) + 1 if line in before else 0
+        return lineno
+
+    if dt and dt[:10] != day:
+        n = where()
+        report.add(
+            Finding(
+                "wrong_day", f"{file}:{n}: a record of {dt[:10].decode(errors='replace')}", file, n
+            )
+        )
+    if last_dt and dt < last_dt:
+        n = where()
+        report.add(
+            Finding(
+                "clock_backwards",
+                f"{file}:{n}: timestamp "
+                f"{dt.decode(errors='replace')} is before the previous record's",
+                file,
+                n,
+            )
+        )
 
 
 def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
