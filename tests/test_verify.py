@@ -304,3 +304,22 @@ def test_random_byte_edits_are_always_detected(
     raw[at] = new
     (root / f"{day.name}.jsonl").write_bytes(bytes(raw))
     assert not verify(root, pristine[1]).ok
+
+
+def test_worker_processes_give_the_same_report(log_copy: Path, pristine: tuple[Path, str]) -> None:
+    """Hashing in worker processes (as for big logs) reports exactly what one process does."""
+    import reasoning_trace.verify as v
+
+    clean_inline = verify(log_copy, pristine[1], workers=1)
+    clean_workers = verify(log_copy, pristine[1], workers=2)
+    assert clean_inline == clean_workers and clean_workers.ok
+    edit(log_copy / "2026-11-25.jsonl", lambda ls: [*ls[:3], ls[4], ls[3], *ls[5:]])
+    small = v.CHUNK_BYTES
+    v.CHUNK_BYTES = 1500  # many chunks per day file, lines cut across chunk edges
+    try:
+        chunked = verify(log_copy, pristine[1], workers=1)
+    finally:
+        v.CHUNK_BYTES = small
+    assert chunked.findings == verify(log_copy, pristine[1], workers=2).findings
+    assert {f.kind for f in chunked.failures} == {"reordered", "checkpoint_mismatch"}
+    assert "clock_backwards" in chunked.kinds()  # the swap also puts time backwards: a note

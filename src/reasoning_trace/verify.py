@@ -23,8 +23,12 @@ Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_prove.py``.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -360,11 +364,13 @@ def verify(
     vkey: str | Verifier | Iterable[str | Verifier] | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
     ``vkey``: the auditor's verifier key(s); default, the keys the log published.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
+    ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
     base = resolve_root(root)
     report = Report(str(base))
@@ -384,7 +390,9 @@ def verify(
     total = sum(p.stat().st_size for p in days)
 
     # Pass 1: hash every line, compare roots at the signed sizes.
-    size, done, places = _hash_pass(days, signed, report, total, progress)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
+    size, done, places = _hash_pass(days, signed, report, total, progress, workers)
     report.records, report.bytes = size, done
     if size == 0 and any(s.size == 0 for s in signed):
         for s in signed:
@@ -470,21 +478,108 @@ def verify(
     return report
 
 
+CHUNK_BYTES = 16 << 20
+PARALLEL_BYTES = 64 << 20  # smaller logs are hashed in this process
+
+
+@dataclass
+class _Chunk:
+    """What a worker found in one line-aligned chunk of a day file."""
+
+    first_offset: int  # byte offset of the chunk's first line
+    leaves: bytes  # 32-byte leaf hashes, one per line
+    lengths: bytes  # array("I") of line lengths
+    first_dt: bytes
+    last_dt: bytes
+    odd: list[tuple[int, bytes, bytes]]  # (index in chunk, timestamp, previous timestamp)
+    torn: int  # bytes after the file's last newline (only in its last chunk)
+    nbytes: int
+
+
+def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
+    """Leaf-hash the lines that start in [start, end) of a day file; note odd timestamps.
+
+    A line belongs to the chunk where it starts, so chunks of one file partition its lines.
+    """
+    day = os.path.basename(path)[:10].encode()
+    sha = hashlib.sha256
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        first = 0
+        if start > 0:
+            p, first = start - 1, size
+            while block := os.pread(fd, 65536, p):
+                i = block.find(b"\n")
+                if i >= 0:
+                    first = p + i + 1
+                    break
+                p += len(block)
+        if first >= min(end, size):
+            return _Chunk(first, b"", b"", b"", b"", [], 0, 0)
+        data = os.pread(fd, end - first, first)
+        while not data.endswith(b"\n") and first + len(data) < size:
+            more = os.pread(fd, 65536, first + len(data))
+            i = more.find(b"\n")
+            data += more if i < 0 else more[: i + 1]
+    finally:
+        os.close(fd)
+    parts = data.split(b"\n")
+    torn = len(parts.pop())
+    leaves: list[bytes] = []
+    add = leaves.append
+    odd: list[tuple[int, bytes, bytes]] = []
+    prev = first_dt = b""
+    for k, line in enumerate(parts):
+        add(sha(b"\x00" + line).digest())
+        i = line.find(b'"datetime_utc":"')
+        dt = line[i + 16 : i + 43] if i >= 0 else b""
+        if dt < prev or dt[:10] != day:
+            odd.append((k, dt, prev))
+        prev = dt
+        if k == 0:
+            first_dt = dt
+    lengths = array("I", map(len, parts)).tobytes()
+    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data))
+
+
+def _chunks(days: list[Path], workers: int) -> Iterator[tuple[int, _Chunk]]:
+    """(day index, chunk) in file order, hashed here or by ``workers`` processes."""
+    tasks = []
+    for d_index, path in enumerate(days):
+        size = path.stat().st_size
+        for start in range(0, max(size, 1), CHUNK_BYTES):
+            tasks.append((d_index, str(path), start, start + CHUNK_BYTES))
+    if workers <= 1:
+        for d_index, path_s, start, end in tasks:
+            yield d_index, _hash_chunk(path_s, start, end)
+        return
+    context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        window: deque[tuple[int, Future[_Chunk]]] = deque()
+        for d_index, path_s, start, end in tasks:
+            window.append((d_index, pool.submit(_hash_chunk, path_s, start, end)))
+            if len(window) > 2 * workers:  # bounded: memory does not grow with the log
+                d, future = window.popleft()
+                yield d, future.result()
+        while window:
+            d, future = window.popleft()
+            yield d, future.result()
+
+
 def _hash_pass(
     days: list[Path],
     signed: list[_Signed],
     report: Report,
     total: int,
     progress: Callable[[int, int], None] | None,
+    workers: int,
 ) -> tuple[int, int, dict[int, tuple[int, int]]]:
-    """Hash every line as a leaf, fold the tree's edge, and compare the root at each signed
-    size. Returns (records, bytes, places): places maps each signed size reached to the
-    (day file index, byte offset) where the next record starts.
+    """Fold every leaf into the tree's edge and compare the root at each signed size.
 
-    The hot loop of verify, kept to what each line needs: its leaf hash, the amortised one
-    node hash, and one comparison of its timestamp with the previous one. A record's day is
-    checked at each file's first and last record and wherever time goes backwards, which
-    together cover every record when time only goes forwards.
+    Returns (records, bytes, places): places maps each signed size reached to the (day file
+    index, byte offset) where the next record starts. Leaf hashing and the timestamp checks
+    happen in ``_hash_chunk`` (in worker processes for big logs); this loop only folds.
     """
     sha = hashlib.sha256
     stack: list[bytes] = []
@@ -495,107 +590,78 @@ def _hash_pass(
     next_size = targets[0].size if targets else -1
     places: dict[int, tuple[int, int]] = {0: (0, 0)}
     last_dt = b""
-    for d_index, path in enumerate(days):
-        day = path.stem.encode()
-        file = str(path)
-        file_offset = 0
-        first = True
-        with open(path, "rb", buffering=0) as fh:
-            carry = b""
-            while block := fh.read(1 << 20):
-                data = carry + block
-                parts = data.split(b"\n")
-                carry = parts.pop()
-                if first and parts:  # the file's first record must be of its day
-                    first = False
-                    i = parts[0].find(b'"datetime_utc":"')
-                    _check_time(
-                        report, file, path, data, parts, 0, parts[0][i + 16 : i + 43], b"", day
-                    )
-                size0 = size
-                for line in parts:
-                    h = sha(b"\x00" + line).digest()
-                    n = size
-                    while n & 1:
-                        h = sha(b"\x01" + pop() + h).digest()
-                        n >>= 1
-                    push(h)
-                    size += 1
-                    i = line.find(b'"datetime_utc":"')
-                    dt = line[i + 16 : i + 43]
-                    if dt < last_dt:
-                        k = size - size0 - 1
-                        _check_time(report, file, path, data, parts, k, dt, last_dt, day)
-                    last_dt = dt
-                    if size == next_size:
-                        root = stack[-1]
-                        for left in reversed(stack[:-1]):
-                            root = sha(b"\x01" + left + root).digest()
-                        while t_index < len(targets) and targets[t_index].size == size:
-                            targets[t_index].matched = root == targets[t_index].root
-                            t_index += 1
-                        next_size = targets[t_index].size if t_index < len(targets) else -1
-                        upto = sum(len(p) + 1 for p in parts[: size - size0])
-                        places[size] = (d_index, file_offset + upto)
-                if parts and last_dt[:10] != day:
-                    last = len(parts) - 1
-                    _check_time(report, file, path, data, parts, last, last_dt, b"", day)
-                file_offset += len(data) - len(carry)
-                done += len(data) - len(carry)
-                if progress:
-                    progress(done, total)
-            if carry:
-                report.add(
-                    Finding(
-                        "torn_tail",
-                        f"{file}: {len(carry)} bytes after the last "
-                        "newline (a crash; the next writer will quarantine them)",
-                        file,
-                    )
+    current, file_lines = -1, 0
+    for d_index, chunk in _chunks(days, workers):
+        if d_index != current:
+            places.setdefault(size, (d_index, 0))
+            current, file_lines = d_index, 0
+        file = str(days[d_index])
+        odd = chunk.odd
+        if chunk.first_dt and chunk.first_dt < last_dt and not (odd and odd[0][0] == 0):
+            odd = [(0, chunk.first_dt, last_dt), *odd]
+        for k, dt, prev in odd:
+            _report_time(
+                report, file, days[d_index].stem, file_lines + k + 1, dt, prev if k else last_dt
+            )
+        if chunk.last_dt:
+            last_dt = chunk.last_dt
+        size0 = size
+        leaves = chunk.leaves
+        for j in range(0, len(leaves), 32):
+            h = leaves[j : j + 32]
+            n = size
+            while n & 1:
+                h = sha(b"\x01" + pop() + h).digest()
+                n >>= 1
+            push(h)
+            size += 1
+            if size == next_size:
+                root = stack[-1]
+                for left in reversed(stack[:-1]):
+                    root = sha(b"\x01" + left + root).digest()
+                while t_index < len(targets) and targets[t_index].size == size:
+                    targets[t_index].matched = root == targets[t_index].root
+                    t_index += 1
+                next_size = targets[t_index].size if t_index < len(targets) else -1
+                k = size - size0
+                upto = sum(array("I", chunk.lengths[: 4 * k])) + k
+                places[size] = (d_index, chunk.first_offset + upto)
+        file_lines += size - size0
+        done += chunk.nbytes
+        if chunk.torn:
+            report.add(
+                Finding(
+                    "torn_tail",
+                    f"{file}: {chunk.torn} bytes after the last "
+                    "newline (a crash; the next writer will quarantine them)",
+                    file,
                 )
-                done += len(carry)
-        places.setdefault(size, (d_index + 1, 0))
+            )
+        if progress:
+            progress(done, total)
+    places.setdefault(size, (len(days), 0))
     return size, done, places
 
 
-def _check_time(
-    report: Report,
-    file: str,
-    path: Path,
-    data: bytes,
-    parts: list[bytes],
-    k: int,
-    dt: bytes,
-    last_dt: bytes,
-    day: bytes,
-) -> None:
-    """The slow path of the time checks: a record's day, and time going backwards."""
-    lineno = None
-
-    def where() -> int:
-        nonlocal lineno
-        if lineno is None:  # count lines only now that something is reported
-            before = path.read_bytes()
-            line = parts[k] + b"\n"
-            lineno = before.count(b"\n", 0, before.find(line) + 1) + 1 if line in before else 0
-        return lineno
-
-    if dt and dt[:10] != day:
-        n = where()
+def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
+    """A record's timestamp is not of its file's day, or goes back in time."""
+    if dt[:10] != day.encode() and dt:
         report.add(
             Finding(
-                "wrong_day", f"{file}:{n}: a record of {dt[:10].decode(errors='replace')}", file, n
+                "wrong_day",
+                f"{file}:{lineno}: a record of {dt[:10].decode(errors='replace')}",
+                file,
+                lineno,
             )
         )
-    if last_dt and dt < last_dt:
-        n = where()
+    if dt < prev:
         report.add(
             Finding(
                 "clock_backwards",
-                f"{file}:{n}: timestamp "
+                f"{file}:{lineno}: timestamp "
                 f"{dt.decode(errors='replace')} is before the previous record's",
                 file,
-                n,
+                lineno,
             )
         )
 
