@@ -13,7 +13,7 @@ import pytest
 from reasoning_trace import DecisionLog
 
 HERE = Path(__file__).parent
-SHARED = HERE.parent.parent / "shared"
+VECTORS = HERE / "vectors"  # copied from the project's shared testdata; sources in SOURCE.md
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -9,9 +9,9 @@ import pytest
 from reasoning_trace import NoteError, SignatureError, UnknownKey
 from reasoning_trace.note import Signer, Verifier, open_note, sign_note, split_note
 
-from .conftest import SHARED
+from .conftest import VECTORS
 
-V = json.loads((SHARED / "testdata/signed-note/vectors.json").read_text())
+V = json.loads((VECTORS / "signed-note/vectors.json").read_text())
 
 
 def test_go_example_signs_byte_for_byte() -> None:

@@ -11,15 +11,15 @@ import pytest
 from reasoning_trace import ProofError
 from reasoning_trace.proof import verify_consistency, verify_inclusion
 
-from .conftest import SHARED
+from .conftest import VECTORS
 
-VECTORS = SHARED / "testdata" / "rfc6962"
+RFC6962 = VECTORS / "rfc6962"
 
 
 def cases(kind: str) -> list[Path]:
     """All vector files of one kind."""
-    found = sorted((VECTORS / kind).rglob("*.json"))
-    assert found, f"no {kind} vectors under {VECTORS}"
+    found = sorted((RFC6962 / kind).rglob("*.json"))
+    assert found, f"no {kind} vectors under {RFC6962}"
     return found
 
 

@@ -25,9 +25,9 @@ from reasoning_trace.tree import (
     tree_hash,
 )
 
-from .conftest import SHARED
+from .conftest import VECTORS
 
-LEAVES = json.loads((SHARED / "testdata/rfc6962/leaves.json").read_text())
+LEAVES = json.loads((VECTORS / "rfc6962/leaves.json").read_text())
 
 
 def reference_root(leaves: list[bytes]) -> bytes:
@@ -155,3 +155,26 @@ def test_bad_requests() -> None:
         inclusion_proof(1, 1, tree)
     with pytest.raises(ValueError):
         consistency_proof(0, 1, tree)
+
+
+def test_proofs_read_logarithmically_many_hashes() -> None:
+    """A proof in a tree of 10 million leaves reads at most 32 stored hashes."""
+
+    class Counting:
+        """A HashReader that only counts."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read_hashes(self, indexes: list[int]) -> list[bytes]:
+            """Count and return dummy hashes."""
+            self.reads += len(indexes)
+            return [bytes(32)] * len(indexes)
+
+    rng = random.Random(2)
+    n = 10_000_000
+    for _ in range(300):
+        reader = Counting()
+        inclusion_proof(rng.randrange(n), n, reader)
+        consistency_proof(rng.randrange(1, n), n, reader)
+        assert reader.reads <= 2 * 32
