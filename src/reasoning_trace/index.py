@@ -21,20 +21,33 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .errors import CorruptLine, StorageError
-from .record import Decision, parse_record
+from .record import Decision, decision_from_dict, parse_record
 
 if TYPE_CHECKING:
     from .files import FileStore
 
 __all__ = ["Index"]
 
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL);
+    offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    ts INTEGER NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL, node TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
+CREATE INDEX IF NOT EXISTS records_action ON records(action, ts);
+CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
+CREATE TABLE IF NOT EXISTS vetoes (voter TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS vetoes_voter ON vetoes(voter, seq);
+CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
+
+
+def subject_text(value: object) -> str:
+    """How a subject value is indexed: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 class _Stale(Exception):
@@ -54,6 +67,11 @@ class Index:
         db = sqlite3.connect(self._path, timeout=60, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            # An index of another layout (it is derived): start afresh.
+            for table in ("records", "vetoes", "subjects", "meta"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.executescript(_SCHEMA)
         return db
 
@@ -99,7 +117,9 @@ class Index:
                 db.execute("COMMIT")
                 return
             day0, off0 = meta.get("day"), int(meta.get("offset", 0))
-            rows: list[tuple[int, str, str, int, int]] = []
+            rows: list[tuple[int, str, str, int, int, int, str, int, str | None]] = []
+            vetoes: list[tuple[str, int]] = []
+            subjects: list[tuple[str, str, int]] = []
             end_day, end_off = day0, off0
             for day in self._store.days():
                 if day0 is not None and day < day0:
@@ -109,18 +129,28 @@ class Index:
                     raise _Stale
                 for offset, _lineno, line in self._store.lines(day, start):
                     try:
-                        obj = orjson.loads(line)
-                        seq, rid = obj["seq"], obj["id"]
-                    except (ValueError, KeyError, TypeError) as exc:
+                        d = decision_from_dict(orjson.loads(line), line)
+                    except ValueError as exc:
                         path = str(self._store.day_path(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+                    seq = d.seq
                     if seq != next_seq:
                         where = self._store.day_path(day)
                         raise _Stale(f"{where} at byte {offset}: seq {seq}, {next_seq} was due")
-                    rows.append((seq, rid, day, offset, len(line)))
+                    ts = round(d.timestamp * 1_000_000)
+                    row = (seq, d.id, day, offset, len(line), ts, d.action, int(d.approved), d.node)
+                    rows.append(row)
+                    for voter, vote in d.votes.items():
+                        if isinstance(vote, dict) and vote.get("passed") is False:
+                            vetoes.append((voter, seq))
+                    for key, value in d.subject.items():
+                        if isinstance(value, str | int | float | bool) or value is None:
+                            subjects.append((key, subject_text(value), seq))
                     next_seq += 1
                     end_day, end_off = day, offset + len(line) + 1
-            db.executemany("INSERT INTO records VALUES (?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO vetoes VALUES (?,?)", vetoes)
+            db.executemany("INSERT INTO subjects VALUES (?,?,?)", subjects)
             db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?,?)",
                 [("next_seq", next_seq), ("day", end_day), ("offset", end_off)],
@@ -136,8 +166,8 @@ class Index:
     def _rebuild_locked(self) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
-        db.execute("DELETE FROM records")
-        db.execute("DELETE FROM meta")
+        for table in ("records", "vetoes", "subjects", "meta"):
+            db.execute(f"DELETE FROM {table}")
         db.execute("COMMIT")
         try:
             self._catch_up_locked(None)
