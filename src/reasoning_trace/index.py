@@ -16,7 +16,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -25,6 +25,7 @@ from .record import Decision, decision_from_dict, parse_record
 
 if TYPE_CHECKING:
     from .files import FileStore
+    from .query import Filter
 
 __all__ = ["Index"]
 
@@ -225,6 +226,80 @@ class Index:
             return parse_record(line[:-1], file=str(path), offset=offset)
         except CorruptLine:
             return None
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def _where(self, flt: Filter) -> tuple[str, list[object]]:
+        """SQL conditions on ``records r`` for a filter (subject values compared as text)."""
+        conds: list[str] = ["1"]
+        args: list[object] = []
+        if flt.since_us is not None:
+            conds.append("r.ts >= ?")
+            args.append(flt.since_us)
+        if flt.until_us is not None:
+            conds.append("r.ts < ?")
+            args.append(flt.until_us)
+        if flt.action is not None:
+            conds.append("r.action = ?")
+            args.append(flt.action)
+        if flt.approved is not None:
+            conds.append("r.approved = ?")
+            args.append(int(flt.approved))
+        if flt.node is not None:
+            conds.append("r.node = ?")
+            args.append(flt.node)
+        if flt.voter is not None:
+            conds.append("r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)")
+            args.append(flt.voter)
+        for key, value in flt.subject.items():
+            conds.append("r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)")
+            args.extend((key, subject_text(value)))
+        return " AND ".join(conds), args
+
+    def select(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[Decision]:
+        """The decisions a filter matches, found through the index and checked exactly."""
+        self.catch_up()
+        where, args = self._where(flt)
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
+        out: list[Decision] = []
+        with self._lock:
+            cursor = self._conn().execute(sql, args)
+            places = cursor.fetchall()
+        handles: dict[str, int] = {}
+        try:
+            for day, offset, length in places:
+                fd = handles.get(day)
+                if fd is None:
+                    fd = handles[day] = os.open(self._store.day_path(day), os.O_RDONLY)
+                line = os.pread(fd, length, offset)
+                d = parse_record(line, file=str(self._store.day_path(day)), offset=offset)
+                if flt.matches(d):
+                    out.append(d)
+                    if limit is not None and len(out) >= limit:
+                        break
+        finally:
+            for fd in handles.values():
+                os.close(fd)
+        return out
+
+    def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
+        """Aggregates over the decisions a filter matches, computed by the index."""
+        self.catch_up()
+        where, args = self._where(flt)
+        queries = {
+            "actions": f"SELECT action, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+            "GROUP BY action ORDER BY COUNT(*) DESC, action",
+            "voters": f"SELECT v.voter, COUNT(*) FROM vetoes v JOIN records r ON r.seq = v.seq "
+            f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
+            "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+            "GROUP BY day ORDER BY day",
+        }
+        with self._lock:
+            db = self._conn()
+            return {name: db.execute(sql, args).fetchall() for name, sql in queries.items()}
 
     def find_seq(self, seq: int) -> Decision | None:
         """The decision with this seq, or ``None``."""

@@ -15,6 +15,7 @@ Tests: ``tests/test_log.py``, ``tests/test_processes.py``.
 from __future__ import annotations
 
 import _thread
+import itertools
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
 from .errors import CorruptLine, NotFound, StorageError
 from .files import FileStore, resolve_root, resolve_sync
 from .proof import ConsistencyProof, InclusionProof
-from .query import Filter, TimeSpec
+from .query import ActionStats, Filter, Stats, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
 from .store import Store
 from .tree import consistency_proof, inclusion_proof, leaf_hash
@@ -259,6 +260,32 @@ class DecisionLog:
             node=node,
         )
         return self.select(flt)
+
+    def query(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[Decision]:
+        """The decisions ``flt`` matches. Filters beyond time go through the derived index
+        (caught up first, so it never misses a record); time ranges read only their days."""
+        if flt.selective and isinstance(self._store, FileStore):
+            return self._store._get_index().select(flt, limit=limit, newest_first=newest_first)
+        if newest_first:
+            found: list[Decision] = []
+            for d in self.select(flt):
+                found.append(d)
+            found.reverse()
+            return found[:limit] if limit is not None else found
+        return list(itertools.islice(self.select(flt), limit))
+
+    def stats(self, flt: Filter | None = None) -> Stats:
+        """Approval rate per action, vetoes per voter and decisions per day (from the index)."""
+        if not isinstance(self._store, FileStore):
+            raise StorageError("stats need the file store's index")
+        raw = self._store._get_index().stats(flt or Filter())
+        return Stats(
+            [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
+            [(str(v), int(n)) for v, n in raw["voters"]],
+            [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["days"]],
+        )
 
     def select(self, flt: Filter) -> Iterator[Decision]:
         """Stream the decisions that ``flt`` matches, oldest first."""

@@ -20,7 +20,7 @@ import orjson
 from .errors import QueryError
 from .record import Decision
 
-__all__ = ["Filter", "TimeSpec", "parse_time"]
+__all__ = ["Filter", "Stats", "TimeSpec", "parse_time"]
 
 TimeSpec = str | int | float | datetime | None
 _SPAN_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
@@ -102,6 +102,17 @@ class Filter:
         """Whether the filter keeps every decision."""
         return self == _EMPTY
 
+    @property
+    def selective(self) -> bool:
+        """Whether it filters on more than time (then the index beats reading day files)."""
+        return (
+            self.action is not None
+            or self.approved is not None
+            or self.voter is not None
+            or self.node is not None
+            or bool(self.subject)
+        )
+
     def matches(self, d: Decision) -> bool:
         """Whether decision ``d`` passes every criterion."""
         if self.since_us is not None or self.until_us is not None:
@@ -127,3 +138,54 @@ class Filter:
 
 
 _EMPTY = Filter()
+
+
+@dataclass(frozen=True)
+class ActionStats:
+    """Decisions of one action: how many, how many approved."""
+
+    action: str
+    total: int
+    approved: int
+
+    @property
+    def approval_rate(self) -> float:
+        """Approved / total."""
+        return self.approved / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Approval rate per action, vetoes per voter, decisions per day, over one filter."""
+
+    actions: list[ActionStats]
+    vetoes: list[tuple[str, int]]  # voter, decisions that voter voted against; most first
+    days: list[tuple[str, int, int]]  # day, decisions, approved
+
+    @property
+    def total(self) -> int:
+        """All decisions counted."""
+        return sum(a.total for a in self.actions)
+
+    @property
+    def approved(self) -> int:
+        """Approved decisions counted."""
+        return sum(a.approved for a in self.actions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stats as a JSON object."""
+        return {
+            "total": self.total,
+            "approved": self.approved,
+            "actions": [
+                {
+                    "action": a.action,
+                    "total": a.total,
+                    "approved": a.approved,
+                    "approval_rate": round(a.approval_rate, 4),
+                }
+                for a in self.actions
+            ],
+            "vetoes": [{"voter": v, "vetoes": n} for v, n in self.vetoes],
+            "days": [{"day": d, "total": n, "approved": a} for d, n, a in self.days],
+        }
