@@ -38,16 +38,6 @@ def open_log(ctx: click.Context, **kwargs: Any) -> DecisionLog:
 
 
 @cli.command()
-@click.option("-n", "--lines", "limit", default=10, show_default=True, help="How many decisions.")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-@click.pass_context
-def tail(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """Show the newest decisions, oldest first."""
-    with open_log(ctx) as log:
-        print_decisions(log.recent(limit), as_json=as_json)
-
-
-@cli.command()
 @click.option("-n", "--count", default=36, show_default=True, help="Decisions to record.")
 @click.option("--seed", default=None, type=int, help="Random seed for a repeatable stream.")
 @click.pass_context
@@ -61,8 +51,10 @@ def demo(ctx: click.Context, count: int, seed: int | None) -> None:
         print_decisions(log.recent(10), as_json=False)
 
 
+from .decisions import register as _register_decisions  # noqa: E402
 from .integrity import register as _register_integrity  # noqa: E402
 
+_register_decisions(cli)
 _register_integrity(cli)
 
 

@@ -11,7 +11,18 @@ from rich.text import Text
 
 from ..record import Decision
 
-__all__ = ["print_decisions"]
+__all__ = ["console", "print_decisions", "verdict_text"]
+
+
+def console() -> Console:
+    """A console for stdout: colours on a terminal (rich honours NO_COLOR), wide when piped."""
+    out = Console()
+    return out if out.is_terminal else Console(width=160)
+
+
+def verdict_text(approved: bool) -> Text:
+    """ "approved" in green, "REJECTED" in bold red."""
+    return Text("approved", style="green") if approved else Text("REJECTED", style="bold red")
 
 
 def _votes_text(decision: Decision) -> Text:
@@ -41,9 +52,7 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
     for column in ("votes", "subject", "reason"):
         table.add_column(column, overflow="fold")
     for d in decisions:
-        verdict = (
-            Text("approved", style="green") if d.approved else Text("REJECTED", style="bold red")
-        )
+        verdict = verdict_text(d.approved)
         subject = " ".join(
             f"{k}={v}" for k, v in d.subject.items() if k in ("agent_id", "version")
         ) or " ".join(f"{k}={v}" for k, v in list(d.subject.items())[:2])
@@ -56,7 +65,4 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
             subject,
             d.reason,
         )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(table)
+    console().print(table)

@@ -1,0 +1,449 @@
+"""``rtrace record``, ``tail``, ``show``, ``query``, ``stats``, ``export``, ``verify-bundle``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress
+from rich.table import Table
+from rich.text import Text
+
+from ..bundle import export_bundle, verify_bundle
+from ..checkpoint import Checkpoints
+from ..errors import NotFound, QueryError
+from ..query import Filter, Stats
+from ..record import Decision
+from .render import console, print_decisions, verdict_text
+
+__all__ = ["register"]
+
+
+def _pairs(values: tuple[str, ...], what: str, option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"{value!r} is not {what} (write KEY=VALUE)", param_hint=option
+            )
+        out[key] = rest
+    return out
+
+
+def _votes(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    votes: dict[str, dict[str, Any]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        verdict, _, reason = rest.partition(":")
+        if not sep or not name or verdict not in ("pass", "fail"):
+            raise click.BadParameter(
+                f"{value!r}: write NAME=pass|fail[:REASON]", param_hint="--vote"
+            )
+        votes[name] = {"passed": verdict == "pass", "reason": reason}
+    return votes
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters shared by query, stats and export."""
+    for option in reversed(
+        [
+            click.option(
+                "--since", help="From this time: ISO 8601, Unix seconds, or 7d / 12h / 30m."
+            ),
+            click.option("--until", help="Before this time (same forms)."),
+            click.option("--action", help="Only this action."),
+            click.option(
+                "--approved/--rejected",
+                "approved",
+                default=None,
+                help="Only approved, or only rejected, decisions.",
+            ),
+            click.option("--voter", help="Only decisions this voter voted against."),
+            click.option(
+                "--subject",
+                "subject",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Only decisions whose subject has KEY=VALUE (repeatable).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def build_filter(
+    since: str | None,
+    until: str | None,
+    action: str | None,
+    approved: bool | None,
+    voter: str | None,
+    subject: tuple[str, ...],
+) -> Filter:
+    """A library Filter from the shared options (bad times and pairs exit 2)."""
+    try:
+        return Filter.build(
+            since=since,
+            until=until,
+            action=action,
+            approved=approved,
+            voter=voter,
+            subject=_pairs(subject, "a subject filter", "--subject"),
+        )
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _follow_line(d: Decision) -> Text:
+    """One decision on one line, for ``tail -f`` on a terminal."""
+    text = Text(f"{d.seq:>6} {d.datetime_utc[:19].replace('T', ' ')} ")
+    text.append_text(verdict_text(d.approved))
+    text.append(f" {d.action}")
+    against = [
+        v for v, vote in d.votes.items() if isinstance(vote, dict) and vote.get("passed") is False
+    ]
+    if against:
+        text.append(f" ✗ {', '.join(against)}", style="bold red")
+    if d.reason:
+        text.append(f" — {d.reason}")
+    return text
+
+
+def register(cli: click.Group) -> None:
+    """Add the decision commands to the ``rtrace`` group."""
+    from . import open_log
+
+    @cli.command()
+    @click.option("--action", help="What was decided (a short verb).")
+    @click.option("--approved/--rejected", "approved", default=None, help="The verdict.")
+    @click.option(
+        "--vote",
+        "votes",
+        multiple=True,
+        metavar="NAME=pass|fail[:REASON]",
+        help="One voter's vote (repeatable).",
+    )
+    @click.option(
+        "--subject",
+        "subject",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="What the decision was about (repeatable).",
+    )
+    @click.option("--reason", default="", help="Free text for the dashboard.")
+    @click.option("--id", "decision_id", help="A caller id: makes retries idempotent.")
+    @click.option(
+        "--json",
+        "json_in",
+        type=click.File("rb"),
+        metavar="FILE|-",
+        help="Read the decision as a JSON object (- for stdin) instead of flags.",
+    )
+    @click.pass_context
+    def record(
+        ctx: click.Context,
+        action: str | None,
+        approved: bool | None,
+        votes: tuple[str, ...],
+        subject: tuple[str, ...],
+        reason: str,
+        decision_id: str | None,
+        json_in: Any,
+    ) -> None:
+        """Record one decision (durably) and print the stored record."""
+        if json_in is not None:
+            try:
+                obj = orjson.loads(json_in.read())
+            except orjson.JSONDecodeError as exc:
+                raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
+            if not isinstance(obj, dict):
+                raise click.BadParameter("expected a JSON object", param_hint="--json")
+            unknown = set(obj) - {"action", "approved", "votes", "subject", "reason", "id"}
+            if unknown:
+                raise click.BadParameter(f"unknown fields {sorted(unknown)}", param_hint="--json")
+            fields = {"votes": {}, "subject": {}, "reason": "", **obj}
+        else:
+            if action is None or approved is None:
+                raise click.UsageError(
+                    "give --action and --approved or --rejected "
+                    "(or the whole decision with --json -)"
+                )
+            fields = {
+                "action": action,
+                "approved": approved,
+                "votes": _votes(votes),
+                "subject": _pairs(subject, "a subject field", "--subject"),
+                "reason": reason,
+                "id": decision_id,
+            }
+        for name in ("action", "approved"):
+            if name not in fields:
+                raise click.BadParameter(f"the decision needs {name!r}", param_hint="--json")
+        with open_log(ctx) as log:
+            d = log.record(
+                fields["action"],
+                fields["approved"],
+                fields["votes"],
+                fields["subject"],
+                fields["reason"],
+                id=fields.get("id"),
+            )
+        sys.stdout.buffer.write(d.line + b"\n")
+
+    @cli.command()
+    @click.option(
+        "-n",
+        "--lines",
+        "limit",
+        default=10,
+        show_default=True,
+        help="How many of the newest decisions.",
+    )
+    @click.option(
+        "-f",
+        "--follow",
+        is_flag=True,
+        help="Keep printing new decisions, from any process, across midnight, until Ctrl-C.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+    @click.pass_context
+    def tail(ctx: click.Context, limit: int, follow: bool, as_json: bool) -> None:
+        """Show the newest decisions, oldest first; -f follows live."""
+        with open_log(ctx) as log:
+            recent = log.recent(limit)
+            print_decisions(recent, as_json=as_json or (follow and not sys.stdout.isatty()))
+            if not follow:
+                return
+            after = recent[-1].seq if recent else len(log) - 1
+            out = console()
+            try:
+                for d in log.follow(after_seq=after):
+                    if as_json or not sys.stdout.isatty():
+                        sys.stdout.buffer.write(d.line + b"\n")
+                        sys.stdout.flush()
+                    else:
+                        out.print(_follow_line(d))
+            except KeyboardInterrupt:
+                return  # Ctrl-C ends a follow: status 0, no traceback
+
+    @cli.command()
+    @click.argument("key")
+    @click.option("--json", "as_json", is_flag=True, help="The stored line as JSON.")
+    @click.pass_context
+    def show(ctx: click.Context, key: str, as_json: bool) -> None:
+        """Explain one decision (by id or seq): verdict, votes, subject, signature."""
+        with open_log(ctx) as log:
+            d = log.get(key)
+            latest = Checkpoints(log.root).latest()
+        if as_json:
+            sys.stdout.buffer.write(d.line + b"\n")
+            return
+        out = console()
+        head = Text(f"#{d.seq}  {d.action}  ")
+        head.append_text(verdict_text(d.approved))
+        out.print(head)
+        out.print(f"id {d.id}\ntime {d.datetime_utc}" + (f"\nnode {d.node}" if d.node else ""))
+        if d.reason:
+            out.print(f"reason {d.reason}")
+        votes = Table(title="votes", show_edge=False)
+        for column in ("voter", "vote", "reason"):
+            votes.add_column(column)
+        for voter, vote in d.votes.items():
+            passed = vote.get("passed") if isinstance(vote, dict) else None
+            mark = (
+                Text("pass", style="green")
+                if passed is True
+                else (Text("FAIL", style="bold red") if passed is False else Text(str(vote)))
+            )
+            reason = vote.get("reason", "") if isinstance(vote, dict) else ""
+            votes.add_row(voter, mark, str(reason))
+        out.print(votes)
+        subject = Table(title="subject", show_edge=False)
+        subject.add_column("key")
+        subject.add_column("value")
+        for k, v in d.subject.items():
+            subject.add_row(k, v if isinstance(v, str) else json.dumps(v))
+        out.print(subject)
+        if d.redacted:
+            out.print(f"redacted: {', '.join(d.redacted)}")
+        if latest is not None and latest.size > d.seq:
+            out.print(
+                f"[green]signed[/]: covered by the checkpoint of {latest.size} records "
+                f"signed {latest.datetime_utc}"
+            )
+        else:
+            out.print(
+                "[yellow]not yet signed[/]: no checkpoint covers it yet (rtrace checkpoint --now)"
+            )
+
+    @cli.command()
+    @filter_options
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default=None,
+        help="Output format (default: table on a terminal, else json).",
+    )
+    @click.option("--limit", type=int, default=None, help="At most this many, the newest.")
+    @click.pass_context
+    def query(
+        ctx: click.Context,
+        since: str | None,
+        until: str | None,
+        action: str | None,
+        approved: bool | None,
+        voter: str | None,
+        subject: tuple[str, ...],
+        fmt: str | None,
+        limit: int | None,
+    ) -> None:
+        """Decisions matching every filter, oldest first."""
+        flt = build_filter(since, until, action, approved, voter, subject)
+        with open_log(ctx) as log:
+            found = log.query(flt, limit=limit, newest_first=limit is not None)
+        if limit is not None:
+            found.reverse()
+        fmt = fmt or ("table" if sys.stdout.isatty() else "json")
+        if fmt == "csv":
+            writer = csv.writer(sys.stdout)
+            writer.writerow(
+                [
+                    "seq",
+                    "id",
+                    "datetime_utc",
+                    "action",
+                    "approved",
+                    "vetoed_by",
+                    "reason",
+                    "subject",
+                ]
+            )
+            for d in found:
+                against = [
+                    v
+                    for v, vote in d.votes.items()
+                    if isinstance(vote, dict) and vote.get("passed") is False
+                ]
+                writer.writerow(
+                    [
+                        d.seq,
+                        d.id,
+                        d.datetime_utc,
+                        d.action,
+                        d.approved,
+                        ";".join(against),
+                        d.reason,
+                        json.dumps(d.subject),
+                    ]
+                )
+            return
+        print_decisions(found, as_json=fmt == "json")
+
+    @cli.command()
+    @filter_options
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+    @click.pass_context
+    def stats(
+        ctx: click.Context,
+        since: str | None,
+        until: str | None,
+        action: str | None,
+        approved: bool | None,
+        voter: str | None,
+        subject: tuple[str, ...],
+        as_json: bool,
+    ) -> None:
+        """Approval rate per action, vetoes per voter, decisions per day."""
+        flt = build_filter(since, until, action, approved, voter, subject)
+        with open_log(ctx) as log:
+            result: Stats = log.stats(flt)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), sort_keys=True))
+            return
+        out = console()
+        actions = Table(
+            title=f"{result.total} decisions, {result.approved} approved", show_edge=False
+        )
+        for column in ("action", "decisions", "approved", "approval rate"):
+            actions.add_column(column, justify="right" if column != "action" else "left")
+        for a in result.actions:
+            actions.add_row(a.action, str(a.total), str(a.approved), f"{a.approval_rate:.1%}")
+        out.print(actions)
+        vetoes = Table(title="vetoes by voter", show_edge=False)
+        vetoes.add_column("voter")
+        vetoes.add_column("voted against", justify="right")
+        for voter_name, n in result.vetoes:
+            vetoes.add_row(voter_name, Text(str(n), style="bold red"))
+        out.print(vetoes)
+        days = Table(title="decisions per day", show_edge=False)
+        for column in ("day", "decisions", "approved"):
+            days.add_column(column, justify="right" if column != "day" else "left")
+        for day, n, ok in result.days:
+            days.add_row(day, str(n), str(ok))
+        out.print(days)
+
+    @cli.command()
+    @filter_options
+    @click.option(
+        "--bundle",
+        "folder",
+        required=True,
+        type=click.Path(file_okay=False),
+        help="Folder to write the audit bundle into.",
+    )
+    @click.pass_context
+    def export(
+        ctx: click.Context,
+        since: str | None,
+        until: str | None,
+        action: str | None,
+        approved: bool | None,
+        voter: str | None,
+        subject: tuple[str, ...],
+        folder: str,
+    ) -> None:
+        """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
+        flt = build_filter(since, until, action, approved, voter, subject)
+        with open_log(ctx) as log:
+            if sys.stderr.isatty():
+                with Progress(
+                    "proving",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    transient=True,
+                    console=Console(stderr=True),
+                ) as bar:
+                    task = bar.add_task("export", total=None)
+                    count, cp = export_bundle(
+                        log,
+                        flt,
+                        folder,
+                        progress=lambda n, total: bar.update(task, completed=n, total=total),
+                    )
+            else:
+                count, cp = export_bundle(log, flt, folder)
+        click.echo(
+            f"exported {count} decisions with proofs in the checkpoint of {cp.size} "
+            f"records to {folder} (check it: rtrace verify-bundle {folder})"
+        )
+
+    @cli.command("verify-bundle")
+    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+    @click.option("--vkey", help="The verifier key you trust (default: the bundle's vkey).")
+    def verify_bundle_cmd(folder: str, vkey: str | None) -> None:
+        """Check an exported bundle offline; exit 1 if any record fails."""
+        count, cp = verify_bundle(folder, [vkey] if vkey else None)
+        click.echo(
+            f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
+            f"records ({cp.origin})"
+        )
+
+    _ = NotFound  # raised by the library; main() maps it to exit 1
