@@ -1,0 +1,268 @@
+"""``rtrace`` driven as a real executable: every command and filter, a pty for ``tail -f``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+
+from reasoning_trace.cli import cli
+
+from .test_cli_integrity import rtrace
+
+
+@pytest.fixture
+def demo_log(root: Path) -> Path:
+    """60 demo decisions plus one hand-made rollback vetoed by safety."""
+    assert rtrace(root, "demo", "-n", "60", "--seed", "4").returncode == 0
+    done = rtrace(
+        root,
+        "record",
+        "--action",
+        "rollback",
+        "--rejected",
+        "--vote",
+        "safety=fail:too risky",
+        "--vote",
+        "cost=pass",
+        "--subject",
+        "agent_id=a9",
+        "--reason",
+        "vetoed",
+    )
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def lines(done: subprocess.CompletedProcess[str]) -> list[dict]:
+    """JSON Lines output as dicts."""
+    return [json.loads(x) for x in done.stdout.splitlines()]
+
+
+def test_record_from_flags_and_stdin(root: Path) -> None:
+    """record stores from flags or a JSON object on stdin and prints the stored record."""
+    done = rtrace(
+        root,
+        "record",
+        "--action",
+        "halt",
+        "--approved",
+        "--vote",
+        "ops=pass:ok",
+        "--subject",
+        "agent_id=a1",
+        "--id",
+        "req-1",
+    )
+    stored = json.loads(done.stdout)
+    assert stored["votes"] == {"ops": {"passed": True, "reason": "ok"}} and stored["seq"] == 0
+    again = rtrace(
+        root,
+        "record",
+        "--action",
+        "halt",
+        "--approved",
+        "--vote",
+        "ops=pass:ok",
+        "--subject",
+        "agent_id=a1",
+        "--id",
+        "req-1",
+    )
+    assert json.loads(again.stdout)["seq"] == 0  # an idempotent retry
+    piped = subprocess.run(
+        [shutil.which("rtrace") or "rtrace", "--dir", str(root), "record", "--json", "-"],
+        input='{"action": "upgrade", "approved": false, "subject": {"v": 2}}',
+        capture_output=True,
+        text=True,
+    )
+    assert piped.returncode == 0 and json.loads(piped.stdout)["subject"] == {"v": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["record", "--action", "x", "--approved", "--subject", "novalue"], 2, "KEY=VALUE"),
+        (["record", "--action", "x", "--approved", "--vote", "a=maybe"], 2, "pass|fail"),
+        (["record", "--action", "x"], 2, "--approved or --rejected"),
+        (["record", "--action", "x", "--approved", "--id", "bad id"], 2, "id: "),
+        (["query", "--since", "yesterday-ish"], 2, "not a time"),
+        (["query", "--subject", "novalue"], 2, "KEY=VALUE"),
+        (["stats", "--since", "2026-01-02", "--until", "2026-01-01"], 2, "empty time range"),
+        (["show", "999"], 1, "no decision"),
+        (["show", "no-such-id"], 1, "no decision"),
+        (["nonsense"], 2, "No such command"),
+    ],
+)
+def test_bad_input_exits_with_a_helpful_message(
+    demo_log: Path, args: list[str], code: int, words: str
+) -> None:
+    """Malformed arguments exit 2 and unknown decisions exit 1, with a message on stderr."""
+    done = rtrace(demo_log, *args)
+    assert done.returncode == code and words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_conflicting_retry_exits_2(root: Path) -> None:
+    """Reusing a caller id with other content is refused."""
+    assert rtrace(root, "record", "--action", "a", "--approved", "--id", "x1").returncode == 0
+    done = rtrace(root, "record", "--action", "a", "--rejected", "--id", "x1")
+    assert done.returncode == 2 and "already recorded" in done.stderr
+
+
+def test_query_filters(demo_log: Path) -> None:
+    """Every query filter narrows the answer as the library does."""
+    every = lines(rtrace(demo_log, "query", "--format", "json"))
+    assert [r["seq"] for r in every] == list(range(61))
+
+    def seqs(*args: str) -> list[int]:
+        return [r["seq"] for r in lines(rtrace(demo_log, "query", "--format", "json", *args))]
+
+    assert seqs("--action", "rollback") == [r["seq"] for r in every if r["action"] == "rollback"]
+    assert seqs("--rejected") == [r["seq"] for r in every if not r["approved"]]
+    assert seqs("--approved") == [r["seq"] for r in every if r["approved"]]
+    vetoed = [r["seq"] for r in every if r["votes"].get("safety", {}).get("passed") is False]
+    assert seqs("--voter", "safety") == vetoed and 60 in vetoed
+    assert seqs("--subject", "agent_id=a9") == [60]
+    assert seqs("--since", "1h") == list(range(61)) and seqs("--until", "2000-01-01") == []
+    assert seqs("--limit", "3") == [58, 59, 60]
+    table = rtrace(demo_log, "query", "--action", "rollback", "--format", "table").stdout
+    assert "REJECTED" in table and "seq" in table
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                rtrace(demo_log, "query", "--subject", "agent_id=a9", "--format", "csv").stdout
+            )
+        )
+    )
+    assert rows[0]["vetoed_by"] == "safety" and rows[0]["approved"] == "False"
+
+
+def test_show_and_stats(demo_log: Path) -> None:
+    """show explains a decision with its votes and signature; stats adds up."""
+    shown = rtrace(demo_log, "show", "60")
+    assert shown.returncode == 0
+    for words in ("REJECTED", "safety", "FAIL", "too risky", "agent_id", "signed"):
+        assert words in shown.stdout
+    stats = json.loads(rtrace(demo_log, "stats", "--json").stdout)
+    every = lines(rtrace(demo_log, "query", "--format", "json"))
+    assert stats["total"] == 61 and stats["approved"] == sum(r["approved"] for r in every)
+    by_voter = {v["voter"]: v["vetoes"] for v in stats["vetoes"]}
+    assert by_voter["safety"] == sum(
+        1 for r in every if r["votes"].get("safety", {}).get("passed") is False
+    )
+    narrow = json.loads(rtrace(demo_log, "stats", "--json", "--action", "rollback").stdout)
+    assert {a["action"] for a in narrow["actions"]} == {"rollback"}
+    assert "approval rate" in rtrace(demo_log, "stats").stdout
+
+
+def test_export_bundle_and_verify_bundle(demo_log: Path, tmp_path: Path) -> None:
+    """export writes records, proofs, checkpoint and vkey; verify-bundle checks them offline."""
+    bundle = tmp_path / "bundle"
+    done = rtrace(demo_log, "export", "--action", "rollback", "--bundle", str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in bundle.iterdir()} == {
+        "records.jsonl",
+        "proofs.jsonl",
+        "checkpoint",
+        "vkey",
+    }
+    shutil.rmtree(demo_log)  # the auditor has no log
+    checked = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+    assert checked.returncode == 0 and checked.stdout.startswith("OK: ")
+    records = (bundle / "records.jsonl").read_bytes().splitlines(keepends=True)
+    records[0] = records[0].replace(b'"rollback"', b'"halt"')
+    (bundle / "records.jsonl").write_bytes(b"".join(records))
+    bad = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+    assert bad.returncode == 1 and "line 1" in bad.stderr
+
+
+def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
+    """Read from a pty until ``wanted`` appears or the time is up."""
+    out = b""
+    deadline = time.monotonic() + seconds
+    while wanted not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    return out
+
+
+def test_tail_follow_on_a_terminal_and_ctrl_c(demo_log: Path) -> None:
+    """tail -f on a pty shows another process's record within 1 s; Ctrl-C exits 0 cleanly."""
+    cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(demo_log), "tail", "-n", "2", "-f"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: rtrace on the pty
+        os.execvpe(cmd[0], cmd, {**os.environ, "COLUMNS": "200"})
+    try:
+        assert b"vetoed" in read_until(fd, b"vetoed", 20)
+        done = rtrace(demo_log, "record", "--action", "from-elsewhere", "--approved")
+        assert done.returncode == 0
+        assert b"from-elsewhere" in read_until(fd, b"from-elsewhere", 1.0)
+        os.write(fd, b"\x03")  # Ctrl-C at the terminal
+        rest = read_until(fd, b"\x00never", 2.0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"Traceback" not in rest and b"Aborted" not in rest
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
+def test_tail_follow_across_midnight(root: Path) -> None:
+    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight."""
+    assert rtrace(root, "record", "--action", "first", "--approved").returncode == 0
+    follower = subprocess.Popen(
+        [shutil.which("rtrace") or "rtrace", "--dir", str(root), "tail", "-n", "1", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    assert json.loads(follower.stdout.readline())["action"] == "first"
+    script = (
+        "from reasoning_trace import DecisionLog\n"
+        f"with DecisionLog({str(root)!r}) as log:\n"
+        "    n = 0\n"
+        "    while n < 3:\n"
+        "        n += log.record('tick', True, {}, {}).day == '2026-11-26'\n"
+    )
+    writer = subprocess.run(
+        ["faketime", "-f", "@2026-11-25 23:59:59", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert writer.returncode == 0, writer.stderr
+    total = len(lines(rtrace(root, "query", "--format", "json")))
+    seen = []
+    while len(seen) < total - 1:
+        seen.append(json.loads(follower.stdout.readline()))
+    follower.send_signal(signal.SIGINT)
+    assert follower.wait(timeout=10) == 0
+    follower.stdout.close()
+    assert [r["seq"] for r in seen] == list(range(1, total))
+    assert {r["datetime_utc"][:10] for r in seen} == {"2026-11-25", "2026-11-26"}
+
+
+def test_every_command_has_help_and_is_documented() -> None:
+    """Each command has help text and appears in the README's command list."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    ctx = click.Context(cli)
+    for name, command in cli.commands.items():
+        assert command.get_short_help_str(), name
+        assert f"rtrace {name}" in readme or f"] {name}" in readme, name
+    assert ctx.command is cli
