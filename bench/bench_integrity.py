@@ -36,8 +36,10 @@ from reasoning_trace.record import format_utc, prepare  # noqa: E402
 DAY0_US = 1795564800 * 1_000_000 - 30 * 86_400_000_000  # 30 days before 2026-11-25
 
 
-def build(root: str, count: int, *, realistic: bool, per_day: int = 400_000) -> int:
-    """Write ``count`` records into day files; return the bytes written."""
+def build(
+    root: str, count: int, *, realistic: bool, per_day: int = 400_000, day0_us: int = DAY0_US
+) -> int:
+    """Write ``count`` records into day files from ``day0_us`` on; return the bytes written."""
     os.makedirs(root, exist_ok=True)
     rng = random.Random(3)
     if realistic:
@@ -53,7 +55,7 @@ def build(root: str, count: int, *, realistic: bool, per_day: int = 400_000) -> 
     written = 0
     seq = 0
     while seq < count:
-        day_start = DAY0_US + (seq // per_day) * 86_400_000_000
+        day_start = day0_us + (seq // per_day) * 86_400_000_000
         path = os.path.join(root, format_utc(day_start)[:10] + ".jsonl")
         with open(path, "ab") as fh:
             end = min(count, (seq // per_day + 1) * per_day)

@@ -19,12 +19,20 @@ import binascii
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING
 
 from .errors import NoteError, SignatureError, UnknownKey
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+def _private(seed: bytes) -> Ed25519PrivateKey:
+    # cryptography loads on first use, not with the package: most commands never sign.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
 
 __all__ = ["Signature", "Signer", "Verifier", "open_note", "sign_note"]
 
@@ -83,6 +91,9 @@ class Verifier:
 
     def verify(self, text: bytes, signature: bytes) -> None:
         """Raise ``SignatureError`` unless ``signature`` signs ``text`` under this key."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.public).verify(signature, text)
         except InvalidSignature:
@@ -102,8 +113,9 @@ class Signer:
     def generate(cls, name: str) -> Signer:
         """A new random key."""
         _check_name(name)
-        seed = Ed25519PrivateKey.generate().private_bytes_raw()
-        return cls(name, seed)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return cls(name, Ed25519PrivateKey.generate().private_bytes_raw())
 
     @classmethod
     def parse(cls, skey: str) -> Signer:
@@ -124,11 +136,9 @@ class Signer:
     @property
     def verifier(self) -> Verifier:
         """The matching verifier key."""
-        public = (
-            Ed25519PrivateKey.from_private_bytes(self.seed)
-            .public_key()
-            .public_bytes(Encoding.Raw, PublicFormat.Raw)
-        )
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        public = _private(self.seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return Verifier(self.name, key_id(self.name, public), public)
 
     def __str__(self) -> str:
@@ -137,7 +147,7 @@ class Signer:
 
     def sign(self, text: bytes) -> bytes:
         """The Ed25519 signature of ``text``."""
-        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(text)
+        return _private(self.seed).sign(text)
 
 
 @dataclass(frozen=True)

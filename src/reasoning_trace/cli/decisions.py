@@ -15,7 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
-from ..bundle import export_bundle, verify_bundle
 from ..checkpoint import Checkpoints
 from ..errors import NotFound, QueryError
 from ..query import Filter, Stats
@@ -411,6 +410,8 @@ def register(cli: click.Group) -> None:
         folder: str,
     ) -> None:
         """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
+        from ..bundle import export_bundle
+
         flt = build_filter(since, until, action, approved, voter, subject)
         with open_log(ctx) as log:
             if sys.stderr.isatty():
@@ -440,6 +441,8 @@ def register(cli: click.Group) -> None:
     @click.option("--vkey", help="The verifier key you trust (default: the bundle's vkey).")
     def verify_bundle_cmd(folder: str, vkey: str | None) -> None:
         """Check an exported bundle offline; exit 1 if any record fails."""
+        from ..bundle import verify_bundle
+
         count, cp = verify_bundle(folder, [vkey] if vkey else None)
         click.echo(
             f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -12,7 +13,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
-from ..verify import Report, verify
+
+if TYPE_CHECKING:
+    from ..verify import Report
 
 __all__ = ["register"]
 
@@ -77,6 +80,8 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def verify_cmd(ctx: click.Context, vkey: str | None, as_json: bool) -> None:
         """Check every record against the signed checkpoints; exit 1 on any failure."""
+        from ..verify import verify
+
         root = ctx.obj["root"]
         keys = _vkeys(vkey)
         if sys.stderr.isatty() and not as_json:
