@@ -16,6 +16,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +45,12 @@ CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq
 CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
+
+
+def _exact(flt: Filter) -> bool:
+    """Whether the SQL conditions decide the filter exactly (subject values given as text
+    are compared as text, which is the filter's own rule for them)."""
+    return all(isinstance(v, str) for v in flt.subject.values())
 
 
 def subject_text(value: object) -> str:
@@ -256,34 +263,56 @@ class Index:
             args.extend((key, subject_text(value)))
         return " AND ".join(conds), args
 
-    def select(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
-    ) -> list[Decision]:
-        """The decisions a filter matches, found through the index and checked exactly."""
+    def _rows(
+        self, flt: Filter, limit: int | None, newest_first: bool
+    ) -> list[tuple[str, int, int]]:
         self.catch_up()
         where, args = self._where(flt)
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
-        out: list[Decision] = []
+        if limit is not None and _exact(flt):
+            sql += f" LIMIT {int(limit)}"
         with self._lock:
-            cursor = self._conn().execute(sql, args)
-            places = cursor.fetchall()
+            return self._conn().execute(sql, args).fetchall()
+
+    def _read(self, rows: list[tuple[str, int, int]]) -> Iterator[tuple[str, int, bytes]]:
+        """(day file path, offset, line) for each row, one open file per day."""
         handles: dict[str, int] = {}
         try:
-            for day, offset, length in places:
+            for day, offset, length in rows:
                 fd = handles.get(day)
                 if fd is None:
-                    fd = handles[day] = os.open(self._store.day_path(day), os.O_RDONLY)
-                line = os.pread(fd, length, offset)
-                d = parse_record(line, file=str(self._store.day_path(day)), offset=offset)
-                if flt.matches(d):
-                    out.append(d)
-                    if limit is not None and len(out) >= limit:
-                        break
+                    fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
+                yield self._store._day_s(day), offset, os.pread(fd, length, offset)
         finally:
             for fd in handles.values():
                 os.close(fd)
+
+    def select(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[Decision]:
+        """The decisions a filter matches, found through the index and checked exactly."""
+        exact = _exact(flt)
+        out: list[Decision] = []
+        for path, offset, line in self._read(self._rows(flt, limit, newest_first)):
+            try:
+                d = decision_from_dict(orjson.loads(line), line)
+            except ValueError as exc:  # the index is stale or the file was edited
+                raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+            if exact or flt.matches(d):
+                out.append(d)
+                if limit is not None and len(out) >= limit:
+                    break
         return out
+
+    def select_lines(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[bytes] | None:
+        """The stored lines a filter matches, unparsed, when SQL decides it exactly (else
+        ``None``): what ``rtrace query --format json`` prints."""
+        if not _exact(flt):
+            return None
+        return [line for _, _, line in self._read(self._rows(flt, limit, newest_first))]
 
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""

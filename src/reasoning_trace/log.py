@@ -276,6 +276,19 @@ class DecisionLog:
             return found[:limit] if limit is not None else found
         return list(itertools.islice(self.select(flt), limit))
 
+    def query_lines(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[bytes]:
+        """The stored lines ``query`` would return (cheaper: nothing is parsed if the index
+        decides the filter exactly)."""
+        if flt.selective and isinstance(self._store, FileStore):
+            lines = self._store._get_index().select_lines(
+                flt, limit=limit, newest_first=newest_first
+            )
+            if lines is not None:
+                return lines
+        return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
+
     def stats(self, flt: Filter | None = None) -> Stats:
         """Approval rate per action, vetoes per voter and decisions per day (from the index)."""
         if not isinstance(self._store, FileStore):

@@ -306,11 +306,17 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Decisions matching every filter, oldest first."""
         flt = build_filter(since, until, action, approved, voter, subject)
+        fmt = fmt or ("table" if sys.stdout.isatty() else "json")
         with open_log(ctx) as log:
+            if fmt == "json":  # the stored lines as they are: no parsing needed
+                lines = log.query_lines(flt, limit=limit, newest_first=limit is not None)
+                if limit is not None:
+                    lines.reverse()
+                sys.stdout.buffer.write(b"".join(line + b"\n" for line in lines))
+                return
             found = log.query(flt, limit=limit, newest_first=limit is not None)
         if limit is not None:
             found.reverse()
-        fmt = fmt or ("table" if sys.stdout.isatty() else "json")
         if fmt == "csv":
             writer = csv.writer(sys.stdout)
             writer.writerow(
@@ -344,7 +350,7 @@ def register(cli: click.Group) -> None:
                     ]
                 )
             return
-        print_decisions(found, as_json=fmt == "json")
+        print_decisions(found, as_json=False)
 
     @cli.command()
     @filter_options
