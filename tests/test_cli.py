@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -266,3 +267,74 @@ def test_every_command_has_help_and_is_documented() -> None:
         assert command.get_short_help_str(), name
         assert f"rtrace {name}" in readme or f"] {name}" in readme, name
     assert ctx.command is cli
+
+
+def test_tail_json(demo_log: Path) -> None:
+    """tail -n N --json prints the newest N stored lines, oldest first."""
+    got = lines(rtrace(demo_log, "tail", "-n", "3", "--json"))
+    assert [r["seq"] for r in got] == [58, 59, 60]
+
+
+def run_on_pty(cmd: list[str], env: dict[str, str]) -> bytes:
+    """Run a command on a pseudo-terminal and return everything it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(cmd[0], cmd, env)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return out
+
+
+def test_colours_on_a_terminal_and_no_color(demo_log: Path) -> None:
+    """A rejected decision stands out in colour on a terminal; NO_COLOR turns colour off."""
+    cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(demo_log), "tail", "-n", "5"]
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    coloured = run_on_pty(cmd, {**env, "TERM": "xterm-256color"})
+    plain = run_on_pty(cmd, {**env, "TERM": "xterm-256color", "NO_COLOR": "1"})
+    colour = re.compile(rb"\x1b\[[0-9;]*(?:3[0-7]|38;[0-9;]+)m")  # SGR foreground colours
+    assert b"REJECTED" in coloured and colour.search(coloured)
+    assert b"REJECTED" in plain and not colour.search(plain)  # bold may stay: it is no colour
+
+
+def test_index_is_rebuilt_and_safe_while_writing(demo_log: Path) -> None:
+    """The query index is derived (deleted, it is rebuilt) and stays right while a writer runs."""
+    before = rtrace(demo_log, "query", "--action", "rollback", "--format", "json").stdout
+    shutil.rmtree(demo_log / ".rtrace")
+    assert rtrace(demo_log, "query", "--action", "rollback", "--format", "json").stdout == before
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "writer_proc.py"),
+            str(demo_log),
+            "w",
+            "400",
+            "2",
+            "batch",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = 0
+    while writer.poll() is None or seen < 861:
+        got = lines(rtrace(demo_log, "query", "--subject", "tag=w", "--format", "json"))
+        by_thread = {t: [r["subject"]["i"] for r in got if r["subject"]["t"] == t] for t in (0, 1)}
+        for mine in by_thread.values():
+            assert mine == list(range(len(mine)))  # each writer thread's records, no gaps
+        seen = 61 + len(got)
+        if writer.poll() is not None and seen == 861:
+            break
+    assert writer.wait() == 0 and seen == 861
+    assert writer.stderr is not None
+    writer.stderr.close()
