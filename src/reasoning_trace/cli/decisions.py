@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -50,7 +51,23 @@ def _votes(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The filters shared by query, stats and export."""
+    """The filters shared by query, stats and export, handed to the command as ``flt``."""
+
+    @functools.wraps(command)
+    def with_filter(
+        *args: Any,
+        since: str | None,
+        until: str | None,
+        action: str | None,
+        approved: bool | None,
+        voter: str | None,
+        subject: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
+        flt = build_filter(since, until, action, approved, voter, subject)
+        return command(*args, flt=flt, **kwargs)
+
+    decorated: Callable[..., Any] = with_filter
     for option in reversed(
         [
             click.option(
@@ -74,8 +91,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ]
     ):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 def build_filter(
@@ -295,17 +312,11 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def query(
         ctx: click.Context,
-        since: str | None,
-        until: str | None,
-        action: str | None,
-        approved: bool | None,
-        voter: str | None,
-        subject: tuple[str, ...],
+        flt: Filter,
         fmt: str | None,
         limit: int | None,
     ) -> None:
         """Decisions matching every filter, oldest first."""
-        flt = build_filter(since, until, action, approved, voter, subject)
         fmt = fmt or ("table" if sys.stdout.isatty() else "json")
         with open_log(ctx) as log:
             if fmt == "json":  # the stored lines as they are: no parsing needed
@@ -358,16 +369,10 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def stats(
         ctx: click.Context,
-        since: str | None,
-        until: str | None,
-        action: str | None,
-        approved: bool | None,
-        voter: str | None,
-        subject: tuple[str, ...],
+        flt: Filter,
         as_json: bool,
     ) -> None:
         """Approval rate per action, vetoes per voter, decisions per day."""
-        flt = build_filter(since, until, action, approved, voter, subject)
         with open_log(ctx) as log:
             result: Stats = log.stats(flt)
         if as_json:
@@ -407,18 +412,12 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def export(
         ctx: click.Context,
-        since: str | None,
-        until: str | None,
-        action: str | None,
-        approved: bool | None,
-        voter: str | None,
-        subject: tuple[str, ...],
+        flt: Filter,
         folder: str,
     ) -> None:
         """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
         from ..bundle import export_bundle
 
-        flt = build_filter(since, until, action, approved, voter, subject)
         with open_log(ctx) as log:
             if sys.stderr.isatty():
                 with Progress(
