@@ -264,10 +264,13 @@ class Index:
         return " AND ".join(conds), args
 
     def _rows(
-        self, flt: Filter, limit: int | None, newest_first: bool
+        self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
     ) -> list[tuple[str, int, int]]:
         self.catch_up()
         where, args = self._where(flt)
+        if before_seq is not None:
+            where += " AND r.seq < ?"
+            args.append(before_seq)
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
         if limit is not None and _exact(flt):
@@ -289,12 +292,17 @@ class Index:
                 os.close(fd)
 
     def select(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+        self,
+        flt: Filter,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
+        before_seq: int | None = None,
     ) -> list[Decision]:
         """The decisions a filter matches, found through the index and checked exactly."""
         exact = _exact(flt)
         out: list[Decision] = []
-        for path, offset, line in self._read(self._rows(flt, limit, newest_first)):
+        for path, offset, line in self._read(self._rows(flt, limit, newest_first, before_seq)):
             try:
                 d = decision_from_dict(orjson.loads(line), line)
             except ValueError as exc:  # the index is stale or the file was edited

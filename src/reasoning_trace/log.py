@@ -262,12 +262,25 @@ class DecisionLog:
         return self.select(flt)
 
     def query(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+        self,
+        flt: Filter,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
+        before_seq: int | None = None,
     ) -> list[Decision]:
-        """The decisions ``flt`` matches. Filters beyond time go through the derived index
-        (caught up first, so it never misses a record); time ranges read only their days."""
-        if flt.selective and isinstance(self._store, FileStore):
-            return self._store._get_index().select(flt, limit=limit, newest_first=newest_first)
+        """The decisions ``flt`` matches (with ``before_seq``: only seqs below it, a cursor).
+
+        Filters beyond time, pages newest first and cursors go through the derived index
+        (caught up first, so it never misses a record); time ranges read only their days.
+        """
+        use_index = flt.selective or newest_first or before_seq is not None
+        if use_index and isinstance(self._store, FileStore):
+            return self._store._get_index().select(
+                flt, limit=limit, newest_first=newest_first, before_seq=before_seq
+            )
+        if before_seq is not None:
+            raise StorageError("cursors need the file store's index")
         if newest_first:
             found: list[Decision] = []
             for d in self.select(flt):

@@ -1,0 +1,291 @@
+"""The HTTP API: a thin ASGI layer over ``DecisionLog`` (install ``reasoning-trace[server]``).
+
+Routes (all JSON unless said)::
+
+    POST /v1/decisions                 record one decision (write role); 201 with the record
+    GET  /v1/decisions                 query filters, newest first, ?limit= and ?cursor=
+    GET  /v1/decisions/{id or seq}     one record; ?proof=true adds its inclusion proof
+    GET  /v1/checkpoint                the newest signed checkpoint (text/plain)
+    GET  /v1/proofs/consistency        ?old=&new=
+    GET  /v1/stream                    Server-Sent Events, id = seq, resumable (Last-Event-ID)
+    GET  /v1/stats                     the stats of ``rtrace stats``, same filters
+    GET  /healthz
+
+Refusals name the problem: 422 with the field path, 409 for a conflicting caller id, 413 for a
+body over the record limit, 400 for a bad filter, 401/403 for tokens. No route updates or
+deletes a decision (other methods get 405). Tokens are given as ``role:token`` pairs
+(``REASONING_TRACE_TOKENS`` or a file, one a line); only their SHA-256 is kept, and they are
+compared in constant time. Without tokens the server refuses to listen beyond loopback.
+Tests: ``tests/test_server.py`` (a real uvicorn on a free loopback port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
+from .log import DecisionLog
+from .query import Filter
+from .record import Decision
+
+__all__ = ["Tokens", "create_app", "is_loopback"]
+
+ROLES = ("read", "write")
+
+
+class Tokens:
+    """Bearer tokens by role, kept only as SHA-256 digests."""
+
+    def __init__(self, pairs: Iterable[str] = ()) -> None:
+        self._digests: list[tuple[str, bytes]] = []
+        for pair in pairs:
+            role, sep, token = pair.strip().partition(":")
+            if not pair.strip():
+                continue
+            if not sep or role not in ROLES or not token:
+                raise ValueError(
+                    f"a token must be written role:token with role read or write, "
+                    f"not {pair.strip()[:12]!r}..."
+                )
+            self._digests.append((role, hashlib.sha256(token.encode()).digest()))
+
+    @classmethod
+    def from_environment(cls, path: str | None = None) -> Tokens:
+        """Tokens from ``$REASONING_TRACE_TOKENS`` (comma-separated) and/or a file."""
+        pairs = [p for p in os.environ.get("REASONING_TRACE_TOKENS", "").split(",") if p]
+        if path:
+            with open(path) as fh:
+                pairs += [line for line in fh.read().splitlines() if line.strip()]
+        return cls(pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def role(self, token: str) -> str | None:
+        """The role of a presented token, or ``None``; every digest is compared (no early exit)."""
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        for role, known in self._digests:
+            if hmac.compare_digest(digest, known) and (found is None or role == "write"):
+                found = role
+        return found
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
+    """The ASGI app serving ``log``. With ``tokens``, every route but /healthz needs one."""
+    tokens = tokens or Tokens()
+    app = FastAPI(title="reasoning-trace", version="1", description=__doc__)
+
+    def need(role: str) -> Any:
+        def check(request: Request) -> None:
+            if not tokens:
+                return
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise HTTPException(
+                    401, "a bearer token is needed", headers={"WWW-Authenticate": "Bearer"}
+                )
+            granted = tokens.role(token)
+            if granted is None:
+                raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+            if role == "write" and granted != "write":
+                raise HTTPException(403, "this token may only read")
+
+        return Depends(check)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    def filters(
+        since: str | None,
+        until: str | None,
+        action: str | None,
+        approved: bool | None,
+        voter: str | None,
+        subject: list[str],
+    ) -> Filter:
+        pairs = {}
+        for item in subject:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise HTTPException(400, f"subject filter {item!r}: write key=value")
+            pairs[key] = value
+        try:
+            return Filter.build(
+                since=since,
+                until=until,
+                action=action,
+                approved=approved,
+                voter=voter,
+                subject=pairs,
+            )
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "records": len(log)}
+
+    @app.post("/v1/decisions", status_code=201, dependencies=[need("write")])
+    async def post_decision(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > log.max_line_bytes:
+            return _error(
+                413, f"body of {len(body)} bytes is over the record limit of {log.max_line_bytes}"
+            )
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        if not isinstance(obj, dict):
+            return _error(422, "the body must be a JSON object", path="")
+        unknown = set(obj) - {"action", "approved", "votes", "subject", "reason", "id"}
+        if unknown:
+            return _error(
+                422, f"unknown fields: {', '.join(sorted(unknown))}", path=sorted(unknown)[0]
+            )
+        for name in ("action", "approved"):
+            if name not in obj:
+                return _error(422, f"{name}: required", path=name)
+        try:
+            d = await asyncio.to_thread(
+                log.record,
+                obj["action"],
+                obj["approved"],
+                obj.get("votes", {}),
+                obj.get("subject", {}),
+                obj.get("reason", ""),
+                id=obj.get("id"),
+            )
+        except RecordTooLarge as exc:
+            return _error(413, str(exc))
+        except RecordError as exc:
+            return _error(422, str(exc), path=exc.path)
+        except ConflictError as exc:
+            return _error(409, str(exc), stored=exc.stored.to_dict())
+        return Response(d.line, status_code=201, media_type="application/json")
+
+    @app.get("/v1/decisions", dependencies=[need("read")])
+    def list_decisions(
+        since: str | None = None,
+        until: str | None = None,
+        action: str | None = None,
+        approved: bool | None = None,
+        voter: str | None = None,
+        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
+        limit: int = Query(default=50, ge=1, le=1000),
+        cursor: int | None = Query(default=None, ge=0),
+    ) -> dict[str, Any]:
+        flt = filters(since, until, action, approved, voter, subject)
+        page = log.query(flt, limit=limit + 1, newest_first=True, before_seq=cursor)
+        more = len(page) > limit
+        page = page[:limit]
+        return {
+            "decisions": [d.to_dict() for d in page],
+            "next_cursor": page[-1].seq if more else None,
+        }
+
+    @app.get("/v1/decisions/{key}", dependencies=[need("read")])
+    def get_decision(key: str, proof: bool = False) -> dict[str, Any]:
+        try:
+            d = log.get(key)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        out: dict[str, Any] = {"decision": d.to_dict()}
+        if proof:
+            out["proof"] = log.prove(d.seq).to_json()
+        return out
+
+    @app.get("/v1/checkpoint", response_class=PlainTextResponse, dependencies=[need("read")])
+    def checkpoint() -> str:
+        note = log.root / "checkpoint"
+        if not note.exists():
+            raise HTTPException(404, "no checkpoint signed yet")
+        return note.read_text()
+
+    @app.get("/v1/proofs/consistency", dependencies=[need("read")])
+    def consistency(
+        old: int = Query(ge=1), new: int | None = Query(default=None, ge=1)
+    ) -> dict[str, Any]:
+        try:
+            return log.consistency(old, new).to_json()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @app.get("/v1/stats", dependencies=[need("read")])
+    def stats(
+        since: str | None = None,
+        until: str | None = None,
+        action: str | None = None,
+        approved: bool | None = None,
+        voter: str | None = None,
+        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
+    ) -> dict[str, Any]:
+        return log.stats(filters(since, until, action, approved, voter, subject)).to_json()
+
+    @app.get("/v1/stream", dependencies=[need("read")])
+    async def stream(request: Request) -> StreamingResponse:
+        last = request.headers.get("last-event-id")
+        if last is not None and not last.isdigit():
+            raise HTTPException(400, "Last-Event-ID must be a seq")
+        after = int(last) if last is not None else len(log) - 1
+
+        async def events() -> AsyncIterator[bytes]:
+            # The log is followed from a thread (follow blocks); decisions cross to the event
+            # loop through a queue. The thread stops when the client goes away.
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Decision] = asyncio.Queue(maxsize=10_000)
+            stop = threading.Event()
+
+            def pump() -> None:
+                for d in log.follow(after_seq=after, stop=stop.is_set):
+                    asyncio.run_coroutine_threadsafe(queue.put(d), loop).result()
+
+            thread = threading.Thread(target=pump, name="rtrace-sse", daemon=True)
+            thread.start()
+            try:
+                yield b"retry: 1000\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        d = await asyncio.wait_for(queue.get(), timeout=0.5)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield b"id: %d\nevent: decision\ndata: %s\n\n" % (d.seq, d.line)
+            finally:
+                stop.set()
+                while not queue.empty():  # let a blocked pump finish its put
+                    queue.get_nowait()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    return app

@@ -1,0 +1,184 @@
+"""The HTTP API over real HTTP: a uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from reasoning_trace import DecisionLog
+from reasoning_trace.server import Tokens, create_app
+from reasoning_trace.verify import verify_inclusion_proof
+
+from .test_cli_integrity import rtrace
+
+READ, WRITE = "r-token-0123456789", "w-token-0123456789"
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(root: Path) -> Iterator[tuple[str, DecisionLog]]:
+    """The API on a real uvicorn, with a read and a write token."""
+    log = DecisionLog(str(root), sync="batch")
+    app = create_app(log, Tokens([f"read:{READ}", f"write:{WRITE}"]))
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not srv.started and thread.is_alive():
+        started.wait(0.01)
+    assert srv.started
+    yield f"http://127.0.0.1:{config.port}", log
+    srv.should_exit = True
+    thread.join(timeout=10)
+    log.close()
+
+
+def auth(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+DECISION = {
+    "action": "rollback",
+    "approved": False,
+    "votes": {"safety": {"passed": False, "reason": "regression"}},
+    "subject": {"agent_id": "a7", "version": "2.1"},
+    "reason": "vetoed",
+}
+
+
+def test_post_get_and_prove(server: tuple[str, DecisionLog]) -> None:
+    """POST stores a decision (201); GET by id and seq returns it; its proof verifies."""
+    url, log = server
+    made = httpx.post(f"{url}/v1/decisions", json=DECISION, headers=auth(WRITE))
+    assert made.status_code == 201
+    stored = made.json()
+    assert stored["seq"] == 0 and stored["votes"]["safety"]["passed"] is False
+    for key in (stored["id"], "0"):
+        got = httpx.get(f"{url}/v1/decisions/{key}", headers=auth(READ))
+        assert got.status_code == 200 and got.json()["decision"] == stored
+    proved = httpx.get(f"{url}/v1/decisions/0?proof=true", headers=auth(READ)).json()
+    vkey = (log.root / "checkpoints" / "vkey").read_text()
+    line = json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    verify_inclusion_proof(proved["proof"], line.encode(), vkey=vkey)
+    note = httpx.get(f"{url}/v1/checkpoint", headers=auth(READ))
+    assert note.headers["content-type"].startswith("text/plain") and "\n— " in note.text
+    assert httpx.get(f"{url}/healthz").json() == {"ok": True, "records": 1}
+
+
+def test_auth_and_methods(server: tuple[str, DecisionLog]) -> None:
+    """401 without or with a bad token, 403 for a read token writing, 405 for updates."""
+    url, _ = server
+    assert httpx.post(f"{url}/v1/decisions", json=DECISION).status_code == 401
+    assert httpx.get(f"{url}/v1/decisions", headers=auth("nope")).status_code == 401
+    denied = httpx.post(f"{url}/v1/decisions", json=DECISION, headers=auth(READ))
+    assert denied.status_code == 403 and "only read" in denied.json()["error"]
+    assert httpx.get(f"{url}/v1/decisions", headers=auth(READ)).status_code == 200
+    httpx.post(f"{url}/v1/decisions", json=DECISION, headers=auth(WRITE))
+    for method in ("PUT", "PATCH", "DELETE"):
+        done = httpx.request(method, f"{url}/v1/decisions/0", json=DECISION, headers=auth(WRITE))
+        assert done.status_code == 405, method
+
+
+def test_refusals_name_the_problem(server: tuple[str, DecisionLog]) -> None:
+    """422 names the field path, 409 a conflicting id, 413 an oversized body; nothing stored."""
+    url, log = server
+    bad_vote = {**DECISION, "votes": {"safety": {"passed": "yes"}}}
+    refused = httpx.post(f"{url}/v1/decisions", json=bad_vote, headers=auth(WRITE))
+    assert refused.status_code == 422 and refused.json()["path"] == "votes.safety.passed"
+    nan = httpx.post(
+        f"{url}/v1/decisions",
+        headers={**auth(WRITE), "content-type": "application/json"},
+        content=b'{"action":"a","approved":true,"subject":{"score":NaN}}',
+    )
+    assert nan.status_code == 422 and nan.json()["path"] == "subject.score"
+    missing = httpx.post(f"{url}/v1/decisions", json={"action": "a"}, headers=auth(WRITE))
+    assert missing.status_code == 422 and missing.json()["path"] == "approved"
+    big = httpx.post(
+        f"{url}/v1/decisions", headers=auth(WRITE), json={**DECISION, "reason": "x" * (2 << 20)}
+    )
+    assert big.status_code == 413
+    first = httpx.post(f"{url}/v1/decisions", json={**DECISION, "id": "req-1"}, headers=auth(WRITE))
+    again = httpx.post(f"{url}/v1/decisions", json={**DECISION, "id": "req-1"}, headers=auth(WRITE))
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    clash = httpx.post(
+        f"{url}/v1/decisions", json={**DECISION, "id": "req-1", "reason": "x"}, headers=auth(WRITE)
+    )
+    assert clash.status_code == 409
+    bad_filter = httpx.get(f"{url}/v1/decisions?since=yesterday-ish", headers=auth(READ))
+    assert bad_filter.status_code == 400 and "not a time" in bad_filter.json()["error"]
+    assert len(log) == 1
+
+
+def test_pagination_without_gaps(server: tuple[str, DecisionLog]) -> None:
+    """Cursor pages, newest first, cover every matching decision exactly once."""
+    url, log = server
+    for i in range(120):
+        log.record("rollback" if i % 3 else "halt", i % 2 == 0, {}, {"i": i})
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 50, "action": "rollback"}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = httpx.get(f"{url}/v1/decisions", params=params, headers=auth(READ)).json()
+        seen += [d["seq"] for d in page["decisions"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted((i for i in range(120) if i % 3), reverse=True)
+    stats = httpx.get(f"{url}/v1/stats", headers=auth(READ)).json()
+    assert stats["total"] == 120
+
+
+def read_events(response: httpx.Response, count: int) -> list[tuple[int, dict]]:
+    """Read ``count`` decision events (id, record) from an SSE response."""
+    events: list[tuple[int, dict]] = []
+    event_id = None
+    for line in response.iter_lines():
+        if line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("data: ") and event_id is not None:
+            events.append((event_id, json.loads(line[6:])))
+            if len(events) == count:
+                break
+    return events
+
+
+def test_sse_resumes_without_gaps_or_repeats(server: tuple[str, DecisionLog]) -> None:
+    """The stream sends each decision with id = seq and resumes after Last-Event-ID."""
+    url, log = server
+    log.record("before", True, {}, {})
+    with httpx.stream("GET", f"{url}/v1/stream", headers=auth(READ), timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for i in range(5):
+            log.record("live", True, {}, {"i": i})
+        first = read_events(response, 3)
+    assert [e for e, _ in first] == [1, 2, 3]
+    for i in range(3):
+        log.record("while-away", True, {}, {"i": i})
+    headers = {**auth(READ), "Last-Event-ID": str(first[-1][0])}
+    with httpx.stream("GET", f"{url}/v1/stream", headers=headers, timeout=10) as response:
+        rest = read_events(response, 5)
+    assert [e for e, _ in rest] == [4, 5, 6, 7, 8]
+    assert [r["seq"] for _, r in rest] == [4, 5, 6, 7, 8]
+
+
+def test_serve_refuses_open_binding_without_tokens(root: Path) -> None:
+    """rtrace serve will not listen beyond loopback without tokens."""
+    done = rtrace(root, "serve", "--host", "0.0.0.0", env={"REASONING_TRACE_TOKENS": ""})
+    assert done.returncode == 2 and "without tokens" in done.stderr
