@@ -61,8 +61,12 @@ _register_integrity(cli)
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
-@click.option("--tokens", "token_file", type=click.Path(dir_okay=False, exists=True),
-              help="File of role:token lines (also $REASONING_TRACE_TOKENS).")
+@click.option(
+    "--tokens",
+    "token_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="File of role:token lines (also $REASONING_TRACE_TOKENS).",
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, token_file: str | None) -> None:
     """Serve the HTTP API (needs reasoning-trace[server])."""
@@ -80,8 +84,10 @@ def serve(ctx: click.Context, host: str, port: int, token_file: str | None) -> N
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tokens") from exc
     if not tokens and not is_loopback(host):
-        raise click.UsageError(f"refusing to listen on {host} without tokens "
-                               "(give --tokens or $REASONING_TRACE_TOKENS)")
+        raise click.UsageError(
+            f"refusing to listen on {host} without tokens "
+            "(give --tokens or $REASONING_TRACE_TOKENS)"
+        )
     with open_log(ctx) as log:
         click.echo(f"serving {log.root} on http://{host}:{port}/", err=True)
         uvicorn.run(create_app(log, tokens), host=host, port=port, log_level="warning")
