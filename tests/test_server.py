@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +184,74 @@ def test_serve_refuses_open_binding_without_tokens(root: Path) -> None:
     """rtrace serve will not listen beyond loopback without tokens."""
     done = rtrace(root, "serve", "--host", "0.0.0.0", env={"REASONING_TRACE_TOKENS": ""})
     assert done.returncode == 2 and "without tokens" in done.stderr
+
+
+def test_metrics_and_verify(server: tuple[str, DecisionLog]) -> None:
+    """/metrics speaks Prometheus text with counts and latency; /v1/verify reports the log."""
+    url, log = server
+    for i in range(3):
+        httpx.post(
+            f"{url}/v1/decisions", json={**DECISION, "approved": i == 0}, headers=auth(WRITE)
+        )
+    log.checkpoint()
+    text = httpx.get(f"{url}/metrics", headers=auth(READ)).text
+    assert 'rtrace_decisions{action="rollback",verdict="approved"} 1.0' in text
+    assert 'rtrace_decisions{action="rollback",verdict="rejected"} 2.0' in text
+    assert "rtrace_append_seconds_count 3.0" in text
+    assert "rtrace_checkpoint_size 3.0" in text
+    deadline = threading.Event()
+    result = httpx.get(f"{url}/v1/verify", headers=auth(READ)).json()
+    while result.get("status") == "not yet run" and not deadline.wait(0.05):
+        result = httpx.get(f"{url}/v1/verify", headers=auth(READ)).json()
+    assert result["status"] in ("ok", "failed") and "ran_at" in result
+
+
+def test_stream_limit_per_client(root: Path) -> None:
+    """A client may hold only so many event streams at once (429 beyond)."""
+    log = DecisionLog(str(root), sync="never")
+    app = create_app(log, streams_per_client=1, verify_every=0)
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started and thread.is_alive():
+        threading.Event().wait(0.01)
+    url = f"http://127.0.0.1:{config.port}"
+    try:
+        with httpx.stream("GET", f"{url}/v1/stream", timeout=10) as first:
+            assert first.status_code == 200
+            events = first.iter_lines()  # kept: dropping it would close the stream
+            next(events)
+            assert httpx.get(f"{url}/v1/stream", timeout=10).status_code == 429
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        log.close()
+
+
+def test_schemathesis_against_the_openapi_document(server: tuple[str, DecisionLog]) -> None:
+    """Generated requests from the served OpenAPI document: no 5xx, responses match the schema."""
+    url, _ = server
+    st = shutil.which("st") or shutil.which("schemathesis")
+    assert st, "schemathesis is a test dependency"
+    done = subprocess.run(
+        [
+            st,
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "-H",
+            f"Authorization: Bearer {WRITE}",
+            "--max-examples",
+            "25",
+            "--exclude-path",
+            "/v1/stream",
+            "--request-timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -9,6 +9,9 @@ Routes (all JSON unless said)::
     GET  /v1/proofs/consistency        ?old=&new=
     GET  /v1/stream                    Server-Sent Events, id = seq, resumable (Last-Event-ID)
     GET  /v1/stats                     the stats of ``rtrace stats``, same filters
+    GET  /v1/verify                    the last verification's result and when it ran
+    GET  /metrics                      Prometheus text: decisions by action and verdict,
+                                       append latency, newest checkpoint size and age, verify
     GET  /healthz
 
 Refusals name the problem: 422 with the field path, 409 for a conflicting caller id, 413 for a
@@ -28,12 +31,16 @@ import ipaddress
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
 from .log import DecisionLog
 from .query import Filter
@@ -92,14 +99,121 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _epoch(when: str) -> float:
+    """Unix seconds of a ``datetime_utc`` string."""
+    return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
-    """The ASGI app serving ``log``. With ``tokens``, every route but /healthz needs one."""
+class _Verifier:
+    """Runs ``verify`` in the background every ``every`` seconds; keeps the last result."""
+
+    def __init__(self, log: DecisionLog, every: float) -> None:
+        self.log, self.every = log, every
+        self.result: dict[str, Any] = {"status": "not yet run"}
+        self.ok: bool | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rtrace-verify", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from .verify import verify
+
+        while True:
+            started = time.time()
+            report = verify(self.log.root)
+            self.ok = report.ok
+            self.result = {
+                "status": "ok" if report.ok else "failed",
+                "ok": report.ok,
+                "ran_at": started,
+                "seconds": round(time.time() - started, 3),
+                "records": report.records,
+                "signed_size": report.signed_size,
+                "checkpoints": report.checkpoints,
+                "failures": len(report.failures),
+                "findings": [f.to_json() for f in report.findings[:50]],
+            }
+            if self._stop.wait(self.every):
+                return
+
+
+def create_app(
+    log: DecisionLog,
+    tokens: Tokens | None = None,
+    *,
+    verify_every: float = 600.0,
+    streams_per_client: int = 8,
+) -> FastAPI:
+    """The ASGI app serving ``log``. With ``tokens``, every route but /healthz needs one.
+
+    A background thread verifies the log every ``verify_every`` seconds (0: never); each
+    client address may hold ``streams_per_client`` event streams at once.
+    """
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
     tokens = tokens or Tokens()
-    app = FastAPI(title="reasoning-trace", version="1", description=__doc__)
+    checker = _Verifier(log, verify_every)
+    streams: dict[str, int] = {}
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "rtrace_append_seconds",
+        "Time to record one decision durably",
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    )
+
+    class LogCollector:
+        """Decision counts (from the index, cached 10 s), checkpoint and verify gauges."""
+
+        cached: tuple[float, list[tuple[str, int, int]]] = (0.0, [])
+
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            now = time.time()
+            if now - self.cached[0] > 10:
+                self.cached = (now, [(a.action, a.total, a.approved) for a in log.stats().actions])
+            decisions = GaugeMetricFamily(
+                "rtrace_decisions", "Decisions in the log", labels=["action", "verdict"]
+            )
+            for action, total, approved in self.cached[1]:
+                decisions.add_metric([action, "approved"], approved)
+                decisions.add_metric([action, "rejected"], total - approved)
+            yield decisions
+            latest = Checkpoints(log.root).latest()
+            size = GaugeMetricFamily(
+                "rtrace_checkpoint_size", "Records the newest checkpoint covers"
+            )
+            size.add_metric([], latest.size if latest else 0)
+            yield size
+            age = GaugeMetricFamily("rtrace_checkpoint_age_seconds", "Age of the newest checkpoint")
+            age.add_metric([], now - _epoch(latest.datetime_utc) if latest else float("nan"))
+            yield age
+            status = GaugeMetricFamily(
+                "rtrace_verify_ok",
+                "1 if the last verify passed, 0 if it failed, -1 if it has not run",
+            )
+            status.add_metric([], -1 if checker.ok is None else int(checker.ok))
+            yield status
+
+    registry.register(LogCollector())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if verify_every > 0:
+            checker.start()
+        yield
+        checker.stop()
+
+    app = FastAPI(title="reasoning-trace", version="1", description=__doc__, lifespan=lifespan)
 
     def need(role: str) -> Any:
         def check(request: Request) -> None:
@@ -175,15 +289,16 @@ def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
             if name not in obj:
                 return _error(422, f"{name}: required", path=name)
         try:
-            d = await asyncio.to_thread(
-                log.record,
-                obj["action"],
-                obj["approved"],
-                obj.get("votes", {}),
-                obj.get("subject", {}),
-                obj.get("reason", ""),
-                id=obj.get("id"),
-            )
+            with latency.time():
+                d = await asyncio.to_thread(
+                    log.record,
+                    obj["action"],
+                    obj["approved"],
+                    obj.get("votes", {}),
+                    obj.get("subject", {}),
+                    obj.get("reason", ""),
+                    id=obj.get("id"),
+                )
         except RecordTooLarge as exc:
             return _error(413, str(exc))
         except RecordError as exc:
@@ -250,11 +365,23 @@ def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         return log.stats(filters(since, until, action, approved, voter, subject)).to_json()
 
+    @app.get("/v1/verify", dependencies=[need("read")])
+    def last_verify() -> dict[str, Any]:
+        return checker.result
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[need("read")])
+    def metrics() -> str:
+        return str(generate_latest(registry).decode())
+
     @app.get("/v1/stream", dependencies=[need("read")])
     async def stream(request: Request) -> StreamingResponse:
         last = request.headers.get("last-event-id")
         if last is not None and not last.isdigit():
             raise HTTPException(400, "Last-Event-ID must be a seq")
+        client = request.client.host if request.client else "?"
+        if streams.get(client, 0) >= streams_per_client:
+            raise HTTPException(429, f"at most {streams_per_client} streams per client")
+        streams[client] = streams.get(client, 0) + 1
         after = int(last) if last is not None else len(log) - 1
 
         async def events() -> AsyncIterator[bytes]:
@@ -272,7 +399,9 @@ def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
             thread.start()
             try:
                 yield b"retry: 1000\n\n"
-                while not await request.is_disconnected():
+                # Runs until the client goes away: the response then cancels this generator
+                # (``request.is_disconnected`` is not reliable inside a streaming response).
+                while True:
                     try:
                         d = await asyncio.wait_for(queue.get(), timeout=0.5)
                     except TimeoutError:
@@ -281,6 +410,7 @@ def create_app(log: DecisionLog, tokens: Tokens | None = None) -> FastAPI:
                     yield b"id: %d\nevent: decision\ndata: %s\n\n" % (d.seq, d.line)
             finally:
                 stop.set()
+                streams[client] -= 1
                 while not queue.empty():  # let a blocked pump finish its put
                     queue.get_nowait()
 
