@@ -13,6 +13,7 @@ Routes (all JSON unless said)::
     GET  /metrics                      Prometheus text: decisions by action and verdict,
                                        append latency, newest checkpoint size and age, verify
     GET  /healthz
+    GET  /                             the operator dashboard (static files under /static/)
 
 Refusals name the problem: 422 with the field path, 409 for a conflicting caller id, 413 for a
 body over the record limit, 400 for a bad filter, 401/403 for tokens. No route updates or
@@ -35,10 +36,17 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from importlib.resources import files
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 
 from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
@@ -49,6 +57,7 @@ from .record import Decision
 __all__ = ["Tokens", "create_app", "is_loopback"]
 
 ROLES = ("read", "write")
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
 class Tokens:
@@ -222,6 +231,10 @@ def create_app(
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
+                # Browsers cannot put headers on an EventSource: reads may pass the token in
+                # the query string instead (writes may not).
+                token = request.query_params.get("access_token", "") if role == "read" else ""
+            if not token:
                 raise HTTPException(
                     401, "a bearer token is needed", headers={"WWW-Authenticate": "Bearer"}
                 )
@@ -262,6 +275,24 @@ def create_app(
             )
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from exc
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> str:
+        return (files(__package__) / "dashboard" / "index.html").read_text()
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name == "plotly.min.js":  # the chart library, from the installed plotly package
+            data = (files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+        elif name in _STATIC:
+            data = (files(__package__) / "dashboard" / name).read_bytes()
+        else:
+            raise HTTPException(404, f"no static file {name!r}")
+        return Response(
+            data,
+            media_type=_STATIC.get(name, "text/javascript"),
+            headers={"Cache-Control": "max-age=3600"},
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

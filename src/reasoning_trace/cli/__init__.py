@@ -67,9 +67,10 @@ _register_integrity(cli)
     type=click.Path(dir_okay=False, exists=True),
     help="File of role:token lines (also $REASONING_TRACE_TOKENS).",
 )
+@click.option("--demo", is_flag=True, help="Serve a temporary log fed by a demo gate.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, token_file: str | None) -> None:
-    """Serve the HTTP API (needs reasoning-trace[server])."""
+def serve(ctx: click.Context, host: str, port: int, token_file: str | None, demo: bool) -> None:
+    """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
     try:
         import uvicorn
 
@@ -88,9 +89,34 @@ def serve(ctx: click.Context, host: str, port: int, token_file: str | None) -> N
             f"refusing to listen on {host} without tokens "
             "(give --tokens or $REASONING_TRACE_TOKENS)"
         )
+    if demo:
+        import tempfile
+
+        ctx.obj["root"] = tempfile.mkdtemp(prefix="rtrace-demo-")
     with open_log(ctx) as log:
-        click.echo(f"serving {log.root} on http://{host}:{port}/", err=True)
+        if demo:
+            _start_demo_gate(log)
+        click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)
         uvicorn.run(create_app(log, tokens), host=host, port=port, log_level="warning")
+
+
+def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:
+    """Record realistic gate decisions in the background, a few a second."""
+    import random
+    import threading
+    import time
+
+    from ..demo import gate_decision
+
+    def run() -> None:
+        rng = random.Random()
+        n = 0
+        while True:
+            log.record(**gate_decision(rng, n))  # type: ignore[arg-type]
+            n += 1
+            time.sleep(rng.expovariate(per_second))
+
+    threading.Thread(target=run, name="rtrace-demo-gate", daemon=True).start()
 
 
 def main() -> None:
