@@ -105,10 +105,26 @@ class Index:
 
     # --- catching up -------------------------------------------------------------------------
 
+    def _current(self) -> bool:
+        """Whether the index already reaches the end of the newest day file (read-only: no
+        write transaction, so concurrent queries do not queue behind each other)."""
+        meta = dict(self._conn().execute("SELECT k, v FROM meta").fetchall())
+        days = self._store.days()
+        if not days:
+            return int(meta.get("next_seq", 0)) == 0
+        if meta.get("day") != days[-1]:
+            return False
+        try:
+            return os.stat(self._store._day_s(days[-1])).st_size == int(meta.get("offset", -1))
+        except FileNotFoundError:
+            return False
+
     def catch_up(self, upto: int | None = None) -> None:
         """Index every complete record appended since the last catch-up (or up to ``upto``)."""
         with self._lock:
             try:
+                if upto is None and self._current():
+                    return
                 self._catch_up_locked(upto)
             except _Stale:
                 self._rebuild_locked()
