@@ -96,6 +96,7 @@ def main() -> None:
         d = f"{args.seconds}s"
         health = wrk(["-t", "2", "-c", "32", "-d", d, f"{url}/healthz"])
         post = wrk(["-t", "2", "-c", "32", "-d", d, "-s", lua, f"{url}/v1/decisions"])
+        httpx.get(f"{url}/v1/decisions?limit=1&action=x", timeout=60)  # index caught up
         get = wrk(
             [
                 "-t",

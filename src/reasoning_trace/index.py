@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Index"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS records (
     ts INTEGER NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL, node TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
 CREATE INDEX IF NOT EXISTS records_action ON records(action, ts);
+CREATE INDEX IF NOT EXISTS records_action_seq ON records(action, seq);
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
 CREATE TABLE IF NOT EXISTS vetoes (voter TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS vetoes_voter ON vetoes(voter, seq);
@@ -252,8 +253,13 @@ class Index:
 
     # --- queries -----------------------------------------------------------------------------
 
-    def _where(self, flt: Filter) -> tuple[str, list[object]]:
-        """SQL conditions on ``records r`` for a filter (subject values compared as text)."""
+    def _where(self, flt: Filter, probe: bool = False) -> tuple[str, list[object]]:
+        """SQL conditions on ``records r`` for a filter (subject values compared as text).
+
+        ``probe``: test vetoes and subjects per record (``EXISTS``), for a page that stops
+        after LIMIT rows walking seq order; else gather the matching seqs once (``IN``), for
+        answers that return every match.
+        """
         conds: list[str] = ["1"]
         args: list[object] = []
         if flt.since_us is not None:
@@ -272,10 +278,19 @@ class Index:
             conds.append("r.node = ?")
             args.append(flt.node)
         if flt.voter is not None:
-            conds.append("r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)")
+            conds.append(
+                "EXISTS (SELECT 1 FROM vetoes v WHERE v.voter = ? AND v.seq = r.seq)"
+                if probe
+                else "r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)"
+            )
             args.append(flt.voter)
         for key, value in flt.subject.items():
-            conds.append("r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)")
+            conds.append(
+                "EXISTS (SELECT 1 FROM subjects s WHERE s.key = ? AND s.value = ? "
+                "AND s.seq = r.seq)"
+                if probe
+                else "r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)"
+            )
             args.extend((key, subject_text(value)))
         return " AND ".join(conds), args
 
@@ -283,7 +298,7 @@ class Index:
         self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
     ) -> list[tuple[str, int, int]]:
         self.catch_up()
-        where, args = self._where(flt)
+        where, args = self._where(flt, probe=limit is not None)
         if before_seq is not None:
             where += " AND r.seq < ?"
             args.append(before_seq)
