@@ -65,6 +65,7 @@ def main() -> None:
     """Start the server, run each load, print a Markdown table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench_server needs Debian's wrk (apt-get install wrk)")
@@ -79,6 +80,8 @@ def main() -> None:
             "serve",
             "--port",
             str(port),
+            "--workers",
+            str(args.workers),
         ],
         env=env,
     )

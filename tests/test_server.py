@@ -255,3 +255,47 @@ def test_schemathesis_against_the_openapi_document(server: tuple[str, DecisionLo
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_serve_with_two_worker_processes(root: Path, tmp_path: Path) -> None:
+    """rtrace serve --workers 2: both processes write one log; seqs stay whole; it verifies."""
+    from reasoning_trace.verify import verify
+
+    port = free_port()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"write:{WRITE}\nread:{READ}\n")
+    server = subprocess.Popen(
+        [
+            shutil.which("rtrace") or "rtrace",
+            "--dir",
+            str(root),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--tokens",
+            str(tokens),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        with httpx.Client(headers=auth(WRITE), timeout=10) as client:
+            seqs = [
+                client.post(f"{url}/v1/decisions", json=DECISION).json()["seq"] for _ in range(60)
+            ]
+        assert sorted(seqs) == list(range(60))
+        page = httpx.get(f"{url}/v1/decisions?limit=100", headers=auth(READ)).json()
+        assert [d["seq"] for d in page["decisions"]] == list(range(59, -1, -1))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert verify(root).ok

@@ -54,7 +54,7 @@ from .log import DecisionLog
 from .query import Filter
 from .record import Decision
 
-__all__ = ["Tokens", "create_app", "is_loopback"]
+__all__ = ["Tokens", "app_from_environment", "create_app", "is_loopback"]
 
 ROLES = ("read", "write")
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -450,3 +450,15 @@ def create_app(
         )
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one of several uvicorn worker processes (``rtrace serve --workers N``).
+
+    Each worker opens the log itself (``$REASONING_TRACE_DIR``); the log's file lock makes
+    several writing processes safe, and each keeps its own group commit.
+    """
+    return create_app(
+        DecisionLog(os.environ.get("REASONING_TRACE_DIR")),
+        Tokens.from_environment(os.environ.get("REASONING_TRACE_TOKEN_FILE") or None),
+    )

@@ -6,6 +6,7 @@ library errors to exit codes: 0 ok, 1 nothing found or a check failed, 2 bad usa
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -68,8 +69,11 @@ _register_integrity(cli)
     help="File of role:token lines (also $REASONING_TRACE_TOKENS).",
 )
 @click.option("--demo", is_flag=True, help="Serve a temporary log fed by a demo gate.")
+@click.option("--workers", default=1, show_default=True, help="Server processes.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, token_file: str | None, demo: bool) -> None:
+def serve(
+    ctx: click.Context, host: str, port: int, token_file: str | None, demo: bool, workers: int
+) -> None:
     """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
     try:
         import uvicorn
@@ -93,6 +97,23 @@ def serve(ctx: click.Context, host: str, port: int, token_file: str | None, demo
         import tempfile
 
         ctx.obj["root"] = tempfile.mkdtemp(prefix="rtrace-demo-")
+    if workers > 1:
+        if demo:
+            raise click.UsageError("--demo runs in one process (drop --workers)")
+        root = str(open_log(ctx).root)
+        os.environ["REASONING_TRACE_DIR"] = root
+        if token_file:
+            os.environ["REASONING_TRACE_TOKEN_FILE"] = os.path.abspath(token_file)
+        click.echo(f"serving {root} at http://{host}:{port}/ ({workers} workers)", err=True)
+        uvicorn.run(
+            "reasoning_trace.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+        return
     with open_log(ctx) as log:
         if demo:
             _start_demo_gate(log)
