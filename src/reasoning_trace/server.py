@@ -117,6 +117,51 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+class _Broadcaster:
+    """One follower thread per process, fanning decisions out to every event stream.
+
+    Each subscriber gets a bounded queue; one that falls behind is sent ``None`` and catches up
+    from the log instead, so a slow client never holds others up or grows memory.
+    """
+
+    def __init__(self, log: DecisionLog) -> None:
+        self.log = log
+        self.newest = len(log) - 1
+        self._queues: set[asyncio.Queue[Decision | None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        threading.Thread(target=self._run, name="rtrace-broadcast", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        for d in self.log.follow(after_seq=self.newest, stop=self._stop.is_set):
+            self._loop.call_soon_threadsafe(self._dispatch, d)
+
+    def _dispatch(self, d: Decision) -> None:
+        self.newest = max(self.newest, d.seq)
+        for queue in self._queues:
+            try:
+                queue.put_nowait(d)
+            except asyncio.QueueFull:
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
+
+    def subscribe(self) -> asyncio.Queue[Decision | None]:
+        queue: asyncio.Queue[Decision | None] = asyncio.Queue(maxsize=1000)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Decision | None]) -> None:
+        self._queues.discard(queue)
+
+
 class _Verifier:
     """Runs ``verify`` in the background every ``every`` seconds; keeps the last result."""
 
@@ -172,6 +217,7 @@ def create_app(
 
     tokens = tokens or Tokens()
     checker = _Verifier(log, verify_every)
+    broadcaster = _Broadcaster(log)
     streams: dict[str, int] = {}
     registry = CollectorRegistry()
     latency = Histogram(
@@ -217,10 +263,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broadcaster.start(asyncio.get_running_loop())
         if verify_every > 0:
             checker.start()
         yield
         checker.stop()
+        broadcaster.stop()
 
     app = FastAPI(title="reasoning-trace", version="1", description=__doc__, lifespan=lifespan)
 
@@ -415,35 +463,39 @@ def create_app(
         streams[client] = streams.get(client, 0) + 1
         after = int(last) if last is not None else len(log) - 1
 
+        def read_range(start: int, stop: int) -> list[Decision]:
+            return list(log.read(start, stop))
+
         async def events() -> AsyncIterator[bytes]:
-            # The log is followed from a thread (follow blocks); decisions cross to the event
-            # loop through a queue. The thread stops when the client goes away.
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[Decision] = asyncio.Queue(maxsize=10_000)
-            stop = threading.Event()
-
-            def pump() -> None:
-                for d in log.follow(after_seq=after, stop=stop.is_set):
-                    asyncio.run_coroutine_threadsafe(queue.put(d), loop).result()
-
-            thread = threading.Thread(target=pump, name="rtrace-sse", daemon=True)
-            thread.start()
+            # One follower per process broadcasts to every subscriber's queue. A subscriber
+            # registers first, then replays what it missed from the log, then takes the live
+            # queue, skipping seqs it already sent: no gaps, no repeats.
+            queue = broadcaster.subscribe()
+            sent = after
             try:
                 yield b"retry: 1000\n\n"
-                # Runs until the client goes away: the response then cancels this generator
-                # (``request.is_disconnected`` is not reliable inside a streaming response).
                 while True:
+                    newest = broadcaster.newest
+                    if sent < newest:
+                        start, stop = sent + 1, min(newest, sent + 500) + 1
+                        backlog = await asyncio.to_thread(read_range, start, stop)
+                        for d in backlog:
+                            yield b"id: %d\nevent: decision\ndata: %s\n\n" % (d.seq, d.line)
+                            sent = d.seq
+                        if backlog:
+                            continue
                     try:
-                        d = await asyncio.wait_for(queue.get(), timeout=0.5)
+                        item = await asyncio.wait_for(queue.get(), timeout=5)
                     except TimeoutError:
                         yield b": keep-alive\n\n"
                         continue
-                    yield b"id: %d\nevent: decision\ndata: %s\n\n" % (d.seq, d.line)
+                    if item is not None and item.seq == sent + 1:
+                        yield b"id: %d\nevent: decision\ndata: %s\n\n" % (item.seq, item.line)
+                        sent = item.seq
+                    # None (fell behind) or a seq not next in line: the backlog path catches up
             finally:
-                stop.set()
+                broadcaster.unsubscribe(queue)
                 streams[client] -= 1
-                while not queue.empty():  # let a blocked pump finish its put
-                    queue.get_nowait()
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
