@@ -16,7 +16,7 @@ import uvicorn
 
 from reasoning_trace import DecisionLog
 from reasoning_trace.server import Tokens, create_app
-from reasoning_trace.verify import verify_inclusion_proof
+from reasoning_trace.verify import verify_consistency_proof, verify_inclusion_proof
 
 from .test_cli_integrity import rtrace
 
@@ -145,6 +145,14 @@ def test_pagination_without_gaps(server: tuple[str, DecisionLog]) -> None:
     assert seen == sorted((i for i in range(120) if i % 3), reverse=True)
     stats = httpx.get(f"{url}/v1/stats", headers=auth(READ)).json()
     assert stats["total"] == 120
+    old_note = log.checkpoint()
+    log.record("later", True, {}, {})
+    new_note = log.checkpoint()
+    proof = httpx.get(f"{url}/v1/proofs/consistency?old=120&new=121", headers=auth(READ)).json()
+    vkey = (log.root / "checkpoints" / "vkey").read_text()
+    verify_consistency_proof(proof, old_note, new_note, vkey=vkey)
+    bad = httpx.get(f"{url}/v1/proofs/consistency?old=200", headers=auth(READ))
+    assert bad.status_code == 400
 
 
 def read_events(response: httpx.Response, count: int) -> list[tuple[int, dict]]:

@@ -348,6 +348,11 @@ def create_app(
 
     @app.post("/v1/decisions", status_code=201, dependencies=[need("write")])
     async def post_decision(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > log.max_line_bytes:  # refuse before reading
+            return _error(
+                413, f"body of {declared} bytes is over the record limit of {log.max_line_bytes}"
+            )
         body = await request.body()
         if len(body) > log.max_line_bytes:
             return _error(
@@ -513,4 +518,5 @@ def app_from_environment() -> FastAPI:
     return create_app(
         DecisionLog(os.environ.get("REASONING_TRACE_DIR")),
         Tokens.from_environment(os.environ.get("REASONING_TRACE_TOKEN_FILE") or None),
+        streams_per_client=int(os.environ.get("REASONING_TRACE_STREAMS_PER_CLIENT", "8")),
     )

@@ -70,9 +70,21 @@ _register_integrity(cli)
 )
 @click.option("--demo", is_flag=True, help="Serve a temporary log fed by a demo gate.")
 @click.option("--workers", default=1, show_default=True, help="Server processes.")
+@click.option(
+    "--streams-per-client",
+    default=8,
+    show_default=True,
+    help="Event streams one client address may hold at once (per process).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, token_file: str | None, demo: bool, workers: int
+    ctx: click.Context,
+    host: str,
+    port: int,
+    token_file: str | None,
+    demo: bool,
+    workers: int,
+    streams_per_client: int,
 ) -> None:
     """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
     try:
@@ -104,6 +116,7 @@ def serve(
         os.environ["REASONING_TRACE_DIR"] = root
         if token_file:
             os.environ["REASONING_TRACE_TOKEN_FILE"] = os.path.abspath(token_file)
+        os.environ["REASONING_TRACE_STREAMS_PER_CLIENT"] = str(streams_per_client)
         click.echo(f"serving {root} at http://{host}:{port}/ ({workers} workers)", err=True)
         uvicorn.run(
             "reasoning_trace.server:app_from_environment",
@@ -118,7 +131,8 @@ def serve(
         if demo:
             _start_demo_gate(log)
         click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)
-        uvicorn.run(create_app(log, tokens), host=host, port=port, log_level="warning")
+        app = create_app(log, tokens, streams_per_client=streams_per_client)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:
