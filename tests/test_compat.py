@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,13 @@ import reasoning_trace
 from reasoning_trace import bus, read_recent, record_decision, set_consent_gate
 
 from .conftest import SUBJECT, VOTES, all_lines
+
+
+@pytest.fixture(autouse=True)
+def close_shared_logs() -> Iterator[None]:
+    """The compat functions keep one log per root open; close them after each test."""
+    yield
+    reasoning_trace.compat._close_all()
 
 
 @pytest.fixture
