@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +111,28 @@ class Filter:
             or self.voter is not None
             or self.node is not None
             or bool(self.subject)
+        )
+
+    @classmethod
+    def from_text(
+        cls,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        action: str | None = None,
+        approved: bool | None = None,
+        voter: str | None = None,
+        subject: Iterable[str] = (),
+    ) -> Filter:
+        """A filter from command-line or query-string text: subject filters as KEY=VALUE."""
+        pairs = {}
+        for item in subject:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise QueryError(f"subject filter {item!r} is not KEY=VALUE")
+            pairs[key] = value
+        return cls.build(
+            since=since, until=until, action=action, approved=approved, voter=voter, subject=pairs
         )
 
     def matches(self, d: Decision) -> bool:

@@ -299,27 +299,22 @@ def create_app(
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     def filters(
-        since: str | None,
-        until: str | None,
-        action: str | None,
-        approved: bool | None,
-        voter: str | None,
-        subject: list[str],
+        since: str | None = None,
+        until: str | None = None,
+        action: str | None = None,
+        approved: bool | None = None,
+        voter: str | None = None,
+        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
     ) -> Filter:
-        pairs = {}
-        for item in subject:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise HTTPException(400, f"subject filter {item!r}: write key=value")
-            pairs[key] = value
+        """The query filters of ``rtrace query``, shared by the routes that take them."""
         try:
-            return Filter.build(
+            return Filter.from_text(
                 since=since,
                 until=until,
                 action=action,
                 approved=approved,
                 voter=voter,
-                subject=pairs,
+                subject=subject,
             )
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from exc
@@ -393,16 +388,10 @@ def create_app(
 
     @app.get("/v1/decisions", dependencies=[need("read")])
     def list_decisions(
-        since: str | None = None,
-        until: str | None = None,
-        action: str | None = None,
-        approved: bool | None = None,
-        voter: str | None = None,
-        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
+        flt: Filter = Depends(filters),  # noqa: B008 -- FastAPI's way to declare it
         limit: int = Query(default=50, ge=1, le=1000),
         cursor: int | None = Query(default=None, ge=0),
     ) -> Response:
-        flt = filters(since, until, action, approved, voter, subject)
         page = log.query(flt, limit=limit + 1, newest_first=True, before_seq=cursor)
         more = len(page) > limit
         page = page[:limit]
@@ -440,14 +429,9 @@ def create_app(
 
     @app.get("/v1/stats", dependencies=[need("read")])
     def stats(
-        since: str | None = None,
-        until: str | None = None,
-        action: str | None = None,
-        approved: bool | None = None,
-        voter: str | None = None,
-        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
+        flt: Filter = Depends(filters),  # noqa: B008 -- FastAPI's way to declare it
     ) -> dict[str, Any]:
-        return log.stats(filters(since, until, action, approved, voter, subject)).to_json()
+        return log.stats(flt).to_json()
 
     @app.get("/v1/verify", dependencies=[need("read")])
     def last_verify() -> dict[str, Any]:

@@ -103,15 +103,10 @@ def build_filter(
     voter: str | None,
     subject: tuple[str, ...],
 ) -> Filter:
-    """A library Filter from the shared options (bad times and pairs exit 2)."""
+    """A library Filter from the shared options (a bad time or pair exits 2)."""
     try:
-        return Filter.build(
-            since=since,
-            until=until,
-            action=action,
-            approved=approved,
-            voter=voter,
-            subject=_pairs(subject, "a subject filter", "--subject"),
+        return Filter.from_text(
+            since=since, until=until, action=action, approved=approved, voter=voter, subject=subject
         )
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from exc
