@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,93 @@ def test_summary_keeps_only_the_four_keys(tmp_path: Path) -> None:
     with DecisionLog(str(tmp_path / "log"), sync="never") as log:
         d = log.record("a", True, {}, {"agent_id": 1, "version": 2, "prompt": "x", "goal_type": 3})
     assert decision_summary(d)["subject_summary"] == {"agent_id": 1, "version": 2, "goal_type": 3}
+
+
+def wait_until(check: Any, seconds: float = 20) -> bool:
+    """Poll ``check()`` until true or the time is up (for deliveries from other threads)."""
+    pause = threading.Event()
+    end = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > end:
+            return False
+        pause.wait(0.01)
+    return True
+
+
+def test_durable_cursor_resumes_without_loss(tmp_path: Path) -> None:
+    """A named subscriber gets every decision after its cursor; restarted, it resumes there."""
+    got: list[int] = []
+    with DecisionLog(str(tmp_path / "log"), sync="never") as log:
+        sub = log.subscribe(
+            "audit", lambda e: got.append(e["n"]), gate=lambda d: {"n": d.subject["n"]}, start=-1
+        )
+        for n in range(100):
+            log.record("a", True, {}, {"n": n})
+        assert wait_until(lambda: sub.cursor == 99)
+        sub.stop()
+        for n in range(100, 150):
+            log.record("a", True, {}, {"n": n})
+        again = log.subscribe(
+            "audit", lambda e: got.append(e["n"]), gate=lambda d: {"n": d.subject["n"]}
+        )
+        assert wait_until(lambda: again.cursor == 149)
+        again.stop()
+    assert got == list(range(150))
+
+
+def test_failing_and_hanging_subscribers_catch_up(tmp_path: Path) -> None:
+    """A subscriber that raises and one that hangs never block writes; fixed, both catch up."""
+    broken = threading.Event()
+    broken.set()
+    release = threading.Event()
+    failing_got: list[int] = []
+    hanging_got: list[int] = []
+
+    def failing(event: dict[str, Any]) -> None:
+        if broken.is_set():
+            raise RuntimeError("downstream is down")
+        failing_got.append(event["n"])
+
+    def hanging(event: dict[str, Any]) -> None:
+        release.wait()
+        hanging_got.append(event["n"])
+
+    gate = lambda d: {"n": d.subject["n"]}  # noqa: E731
+    with DecisionLog(str(tmp_path / "log"), sync="never") as log:
+        subs = [
+            log.subscribe("failing", failing, gate=gate, start=-1),
+            log.subscribe("hanging", hanging, gate=gate, start=-1),
+        ]
+        for n in range(2000):
+            log.record("a", True, {}, {"n": n})  # returns although both subscribers are stuck
+        assert len(log) == 2000 and failing_got == [] and hanging_got == []
+        assert wait_until(lambda: subs[0].failures > 0)
+        broken.clear()
+        release.set()
+        assert wait_until(lambda: len(failing_got) == 2000 and len(hanging_got) == 2000)
+        for sub in subs:
+            sub.stop()
+    assert failing_got == list(range(2000)) and hanging_got == list(range(2000))
+
+
+def test_default_gate_shares_only_the_summary(tmp_path: Path) -> None:
+    """Without a gate a subscriber receives the SPEC 5 summary; a gate returning None skips."""
+    got: list[dict[str, Any]] = []
+    with DecisionLog(str(tmp_path / "log"), sync="never") as log:
+        sub = log.subscribe("ops", got.append, start=-1)
+        log.record("halt", False, {"s": {"passed": False}}, {"agent_id": "a", "secret": "x"})
+        assert wait_until(lambda: len(got) == 1)
+        sub.stop()
+        skipped: list[dict[str, Any]] = []
+        none = log.subscribe("none", skipped.append, gate=lambda d: None, start=-1)
+        assert wait_until(lambda: none.cursor == 0)
+        none.stop()
+    assert got == [
+        {
+            "kind": "consensus_decision",
+            "action": "halt",
+            "approved": False,
+            "subject_summary": {"agent_id": "a"},
+        }
+    ]
+    assert skipped == []

@@ -11,8 +11,10 @@ Tests: ``tests/test_events.py``.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "ConsentGate",
     "EventBus",
     "Subscriber",
+    "Subscription",
     "bus",
     "decision_summary",
     "set_consent_gate",
@@ -118,3 +121,93 @@ def emit_decision(decision: Decision) -> None:
         return
     if event is not None:
         bus.publish(event)
+
+
+class Subscription:
+    """Durable, at-least-once delivery of a log's decisions to one named subscriber.
+
+    Decisions come from the log itself (not from the writer), so a subscriber that is slow,
+    raises or hangs never blocks a write nor loses an event: its own thread follows the log
+    from its cursor, calls ``callback`` with what the consent gate lets through, and advances
+    the cursor only after the callback returned. A callback that raises is retried on the same
+    decision with backoff (up to ``max_backoff`` seconds), so once it is fixed it catches up.
+    The cursor (``<root>/.rtrace/cursors/<name>``) is written at most every ``save_every``
+    seconds and on stop; after a crash delivery resumes from it (at-least-once).
+    """
+
+    def __init__(
+        self,
+        log: Any,
+        name: str,
+        callback: Subscriber,
+        *,
+        gate: ConsentGate | None = None,
+        start: int | None = None,
+        save_every: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if not name or any(c in name for c in "/\\\0") or name.startswith("."):
+            raise ValueError(f"a subscriber name must be a plain file name, not {name!r}")
+        self.name = name
+        self.callback = callback
+        self.gate = gate or decision_summary
+        self._log = log
+        self._path = log.root / ".rtrace" / "cursors" / name
+        self._save_every = save_every
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        saved = self._load()
+        self.cursor = saved if saved is not None else (len(log) - 1 if start is None else start)
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name=f"rtrace-sub-{name}", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> int | None:
+        try:
+            return int(self._path.read_text().strip())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            logger.warning("reasoning_trace: cursor %s is unreadable; starting anew", self._path)
+            return None
+
+    def _save(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(f"{self.cursor}\n")
+        os.replace(tmp, self._path)
+
+    def _run(self) -> None:
+        saved_at = time.monotonic()
+        for decision in self._log.follow(after_seq=self.cursor, stop=self._stop.is_set):
+            backoff = 0.01
+            while not self._stop.is_set():
+                try:
+                    event = self.gate(decision)
+                    if event is not None:
+                        self.callback(event)
+                    break
+                except Exception:  # a subscriber's failure is its own: retried, logged
+                    self.failures += 1
+                    if self.failures == 1 or self.failures % 100 == 0:
+                        logger.exception(
+                            "reasoning_trace: subscriber %s failed on seq %d "
+                            "(%d failures); retrying",
+                            self.name,
+                            decision.seq,
+                            self.failures,
+                        )
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self._max_backoff)
+            if self._stop.is_set():
+                break
+            self.cursor = decision.seq
+            if time.monotonic() - saved_at >= self._save_every:
+                self._save()
+                saved_at = time.monotonic()
+        self._save()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop delivering and save the cursor (a callback still running is not interrupted)."""
+        self._stop.set()
+        self._thread.join(timeout)

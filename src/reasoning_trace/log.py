@@ -26,6 +26,7 @@ from typing import Any
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
 from .errors import CorruptLine, NotFound, StorageError
+from .events import Subscription
 from .files import FileStore, resolve_root, resolve_sync
 from .proof import ConsistencyProof, InclusionProof
 from .query import ActionStats, Filter, Stats, TimeSpec
@@ -340,6 +341,22 @@ class DecisionLog:
             return self._closed or (stop is not None and stop())
 
         return self._store.follow(after_seq, stopped)
+
+    def subscribe(
+        self,
+        name: str,
+        callback: Callable[[dict[str, Any]], object],
+        *,
+        gate: Callable[[Decision], dict[str, Any] | None] | None = None,
+        start: int | None = None,
+    ) -> Subscription:
+        """Deliver every decision after the subscriber's durable cursor to ``callback``.
+
+        At-least-once, from the log: the writer never waits for a subscriber. ``gate`` decides
+        what leaves the process (default: the SPEC 5 summary); ``start`` is the seq after which
+        a new subscriber begins (default: from now). See ``events.Subscription``.
+        """
+        return Subscription(self, name, callback, gate=gate, start=start)
 
     # --- integrity -------------------------------------------------------------------------
 
