@@ -338,3 +338,15 @@ def test_index_is_rebuilt_and_safe_while_writing(demo_log: Path) -> None:
     assert writer.wait() == 0 and seen == 861
     assert writer.stderr is not None
     writer.stderr.close()
+
+
+def test_a_mistyped_dir_is_an_error_not_an_empty_log(tmp_path: Path) -> None:
+    """Read commands on a directory that does not exist exit 2 and create nothing."""
+    missing = tmp_path / "no-such-log"
+    for args in (["verify"], ["tail"], ["query"], ["stats"], ["show", "0"], ["checkpoint"]):
+        done = rtrace(missing, *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "does not exist" in done.stderr or "no log at" in done.stderr
+    assert not missing.exists()
+    assert rtrace(missing, "record", "--action", "a", "--approved").returncode == 0
+    assert missing.is_dir()  # a write creates the log

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
-from .errors import NoteError, ProofError, SignatureError, UnknownKey
+from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
@@ -373,6 +373,8 @@ def verify(
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
     base = resolve_root(root)
+    if not base.is_dir():
+        raise LogRootMissing(f"no log at {base}: nothing to verify")
     report = Report(str(base))
     files = Checkpoints(base)
     verifiers = _verifiers(vkey)

@@ -33,9 +33,10 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.obj = {"root": root}
 
 
-def open_log(ctx: click.Context, **kwargs: Any) -> DecisionLog:
-    """Open the log the global options name."""
-    return DecisionLog(ctx.obj["root"], **kwargs)
+def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:
+    """Open the log the global options name. Only commands that write create a missing root:
+    a mistyped --dir must be an error, not an empty log that "verifies"."""
+    return DecisionLog(ctx.obj["root"], create=create, **kwargs)
 
 
 @cli.command()
@@ -46,7 +47,7 @@ def demo(ctx: click.Context, count: int, seed: int | None) -> None:
     """Record a stream of four-voter gate decisions, then show the newest."""
     from ..demo import run_gate
 
-    with open_log(ctx) as log:
+    with open_log(ctx, create=True) as log:
         run_gate(log, count, seed=seed)
         click.echo(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
         print_decisions(log.recent(10), as_json=False)
@@ -112,7 +113,7 @@ def serve(
     if workers > 1:
         if demo:
             raise click.UsageError("--demo runs in one process (drop --workers)")
-        root = str(open_log(ctx).root)
+        root = str(open_log(ctx, create=True).root)
         os.environ["REASONING_TRACE_DIR"] = root
         if token_file:
             os.environ["REASONING_TRACE_TOKEN_FILE"] = os.path.abspath(token_file)
@@ -127,7 +128,7 @@ def serve(
             log_level="warning",
         )
         return
-    with open_log(ctx) as log:
+    with open_log(ctx, create=True) as log:
         if demo:
             _start_demo_gate(log)
         click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)

@@ -197,7 +197,7 @@ def register(cli: click.Group) -> None:
         for name in ("action", "approved"):
             if name not in fields:
                 raise click.BadParameter(f"the decision needs {name!r}", param_hint="--json")
-        with open_log(ctx) as log:
+        with open_log(ctx, create=True) as log:
             d = log.record(
                 fields["action"],
                 fields["approved"],

@@ -155,7 +155,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def keys_init(ctx: click.Context, origin: str | None) -> None:
         """Create the signing key if there is none; publish and print its verifier key."""
-        with open_log(ctx, origin=origin) as log:
+        with open_log(ctx, create=True, origin=origin) as log:
             files = Checkpoints(log.root)
             signer = load_signer(origin or files.origin() or default_origin())
             files.publish(signer.verifier)
@@ -178,7 +178,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def keys_rotate(ctx: click.Context, origin: str | None) -> None:
         """Make a new signing key; the old verifier key stays published."""
-        with open_log(ctx) as log:
+        with open_log(ctx, create=True) as log:
             files = Checkpoints(log.root)
             name = origin or files.origin() or default_origin()
             signer, retired = rotate_key(name)
