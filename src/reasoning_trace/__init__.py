@@ -6,7 +6,8 @@ module's API as one-shot uses of it. See SPEC sections 1-3 and 5.
 
 from __future__ import annotations
 
-from .compat import _file_for, _resolve_trace_dir, read_recent, record_decision
+# The seed's private helpers stay importable by name (existing tests monkeypatch them).
+from .compat import _file_for, _resolve_trace_dir, read_recent, record_decision  # noqa: F401
 from .errors import (
     ConflictError,
     CorruptLine,
@@ -64,6 +65,3 @@ __all__ = [
     "set_consent_gate",
     "uuid7",
 ]
-
-# The seed-compatible helpers stay importable by name without being public API.
-_compat_private = (_file_for, _resolve_trace_dir)
