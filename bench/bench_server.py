@@ -18,13 +18,12 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 import httpx
+
+from serving import served
 
 POST_LUA = """
 wrk.method = "POST"
@@ -34,13 +33,6 @@ wrk.body = '{"action":"upgrade_proposal","approved":true,"votes":{"safety":{"pas
 "performance":{"passed":false,"reason":"slow"}},"subject":{"agent_id":"agent-3",\
 "version":"1.4.2"},"reason":"bench"}'
 """
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(args: list[str]) -> dict[str, float]:
@@ -69,30 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench_server needs Debian's wrk (apt-get install wrk)")
-    work = tempfile.mkdtemp(prefix="rtrace-serve-")
-    port = free_port()
-    env = dict(os.environ, REASONING_TRACE_KEY=os.path.join(work, "key"))
-    server = subprocess.Popen(
-        [
-            shutil.which("rtrace") or "rtrace",
-            "--dir",
-            os.path.join(work, "log"),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+    with served("--workers", str(args.workers)) as (url, work):
         lua = os.path.join(work, "post.lua")
         with open(lua, "w") as fh:
             fh.write(POST_LUA)
@@ -126,10 +95,6 @@ def main() -> None:
                 f"{r.get('p99', float('nan')):.1f} | {r['errors']:.0f} |"
             )
         print(f"\n{records:,} decisions stored")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

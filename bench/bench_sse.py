@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 
 import httpx
+
+from serving import served
 
 BODY = {
     "action": "halt",
@@ -30,13 +27,6 @@ BODY = {
     "subject": {"agent_id": "bench"},
     "reason": "fan-out",
 }
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _subscribe(
@@ -78,33 +68,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="rtrace-sse-")
-    port = free_port()
-    env = dict(os.environ, REASONING_TRACE_KEY=os.path.join(work, "key"))
-    server = subprocess.Popen(
-        [
-            shutil.which("rtrace") or "rtrace",
-            "--dir",
-            os.path.join(work, "log"),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--streams-per-client",
-            str(args.subscribers),
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
     total = int(args.rate * args.seconds)
-    try:
-        for _ in range(400):
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+    options = ("--workers", str(args.workers), "--streams-per-client", str(args.subscribers))
+    with served(*options) as (url, _work):
         out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         procs, events = [], []
         for n in (args.subscribers // 2, args.subscribers - args.subscribers // 2):
@@ -137,10 +103,6 @@ def main() -> None:
             f"{len(lat) / args.seconds:,.0f}/s) | {complete}/{len(results)} got every "
             f"decision once | p50 {q[49]:.1f} ms | p99 {q[98]:.1f} ms |"
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 from datetime import UTC, datetime
@@ -35,12 +36,14 @@ def _resolve_trace_dir() -> str:
     return str(resolve_root(None))
 
 
+_ORIGINAL = _resolve_trace_dir
+
+
 def _package_resolver() -> str:
-    # Honour a monkeypatched ``reasoning_trace._resolve_trace_dir`` (or this module's).
-    package = sys.modules.get("reasoning_trace")
-    resolver = getattr(package, "_resolve_trace_dir", _resolve_trace_dir)
-    if resolver is _resolve_trace_dir:
-        resolver = globals()["_resolve_trace_dir"]
+    """The root from ``reasoning_trace._resolve_trace_dir`` if that was monkeypatched, else
+    from this module's (which a test may have patched instead)."""
+    patched = getattr(sys.modules.get("reasoning_trace"), "_resolve_trace_dir", _ORIGINAL)
+    resolver = patched if patched is not _ORIGINAL else globals()["_resolve_trace_dir"]
     return str(resolve_root(resolver()))
 
 
@@ -48,7 +51,7 @@ def _file_for(day: str | None = None) -> str:
     """The day file for ``day`` (``YYYY-MM-DD``, default today in UTC)."""
     if day is None:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-    return str(resolve_root(_package_resolver()) / f"{day}.jsonl")
+    return os.path.join(_package_resolver(), f"{day}.jsonl")
 
 
 def _log_for(root: str) -> DecisionLog:

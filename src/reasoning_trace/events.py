@@ -10,6 +10,7 @@ Tests: ``tests/test_events.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -63,6 +64,19 @@ class _Delivery:
             except Exception:  # a subscriber's failure is its own; log it and go on (SPEC 7)
                 logger.exception("reasoning_trace: subscriber %r raised", self.callback)
 
+    def stop(self) -> None:
+        """End the delivery thread once it has handed over what is queued (or at once, if
+        the queue is full: those events were for a subscriber that is leaving)."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+            return
+        while True:  # full: make room for the stop marker
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.queue.put_nowait(None)
+
     def offer(self, event: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait(event)
@@ -92,7 +106,7 @@ class EventBus:
         def unsubscribe() -> None:
             with self._lock:
                 self._deliveries = [d for d in self._deliveries if d is not delivery]
-            delivery.queue.put(None) if not delivery.queue.full() else None
+            delivery.stop()
 
         return unsubscribe
 

@@ -64,7 +64,17 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         subject: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
-        flt = build_filter(since, until, action, approved, voter, subject)
+        try:
+            flt = Filter.from_text(
+                since=since,
+                until=until,
+                action=action,
+                approved=approved,
+                voter=voter,
+                subject=subject,
+            )
+        except QueryError as exc:  # a bad time or KEY=VALUE pair: exit 2, saying which
+            raise click.BadParameter(str(exc)) from exc
         return command(*args, flt=flt, **kwargs)
 
     decorated: Callable[..., Any] = with_filter
@@ -93,23 +103,6 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ):
         decorated = option(decorated)
     return decorated
-
-
-def build_filter(
-    since: str | None,
-    until: str | None,
-    action: str | None,
-    approved: bool | None,
-    voter: str | None,
-    subject: tuple[str, ...],
-) -> Filter:
-    """A library Filter from the shared options (a bad time or pair exits 2)."""
-    try:
-        return Filter.from_text(
-            since=since, until=until, action=action, approved=approved, voter=voter, subject=subject
-        )
-    except QueryError as exc:
-        raise click.BadParameter(str(exc)) from exc
 
 
 def _follow_line(d: Decision) -> Text:
