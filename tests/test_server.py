@@ -307,3 +307,11 @@ def test_serve_with_two_worker_processes(root: Path, tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=30)
     assert verify(root).ok
+
+
+def test_numbers_beyond_64_bits_are_not_server_errors(server: tuple[str, DecisionLog]) -> None:
+    """A huge cursor or seq is a 422 or 404, never a 500 (found by schemathesis)."""
+    url, _ = server
+    huge = "14588286866143047934017536"
+    assert httpx.get(f"{url}/v1/decisions?cursor={huge}", headers=auth(READ)).status_code == 422
+    assert httpx.get(f"{url}/v1/decisions/{huge}", headers=auth(READ)).status_code == 404

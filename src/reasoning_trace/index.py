@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Index"]
 
 SCHEMA_VERSION = 3
+MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
@@ -301,7 +302,7 @@ class Index:
         where, args = self._where(flt, probe=limit is not None)
         if before_seq is not None:
             where += " AND r.seq < ?"
-            args.append(before_seq)
+            args.append(min(before_seq, MAX_SEQ))
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
         if limit is not None and _exact(flt):
@@ -371,7 +372,7 @@ class Index:
 
     def find_seq(self, seq: int) -> Decision | None:
         """The decision with this seq, or ``None``."""
-        if seq < 0:
+        if not 0 <= seq <= MAX_SEQ:  # SQLite integers are 64-bit; no log reaches this far
             return None
         self.catch_up(seq + 1)
         return self._fetch("seq", seq)

@@ -50,6 +50,7 @@ from fastapi.responses import (
 
 from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
+from .index import MAX_SEQ
 from .log import DecisionLog
 from .query import Filter
 from .record import Decision
@@ -390,7 +391,7 @@ def create_app(
     def list_decisions(
         flt: Filter = Depends(filters),  # noqa: B008 -- FastAPI's way to declare it
         limit: int = Query(default=50, ge=1, le=1000),
-        cursor: int | None = Query(default=None, ge=0),
+        cursor: int | None = Query(default=None, ge=0, le=MAX_SEQ),
     ) -> Response:
         page = log.query(flt, limit=limit + 1, newest_first=True, before_seq=cursor)
         more = len(page) > limit
