@@ -11,7 +11,9 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     ├── QueryError (ValueError)       a filter or time expression that cannot be understood
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
     ├── StorageError (OSError)        the store could not read or durably write; nothing was written
-    │   └── LogRootMissing            the log's root directory vanished under a running log
+    │   ├── LogRootMissing            the log's root directory vanished under a running log
+    │   └── ReplicationError          the JetStream server cannot be reached or refuses a request
+    │       └── StreamConfigError     the stream's settings would let replicated history go
     └── IntegrityError                evidence that something is not what was signed
         ├── ProofError                an inclusion or consistency proof does not verify
         ├── SignatureError            a signed note's signature does not verify
@@ -45,8 +47,10 @@ __all__ = [
     "RecordError",
     "RecordTooLarge",
     "RedactionError",
+    "ReplicationError",
     "SignatureError",
     "StorageError",
+    "StreamConfigError",
     "UnknownKey",
 ]
 
@@ -132,6 +136,15 @@ class LogRootMissing(StorageError):
     The log does not silently start a new, empty history in its place: restore or recreate the
     directory, and the next record lands after whatever the day files then hold.
     """
+
+
+class ReplicationError(StorageError):
+    """The JetStream server cannot be reached, or refused a request (the message says which)."""
+
+
+class StreamConfigError(ReplicationError):
+    """The stream exists with settings under which replicated history could expire or be
+    deleted (an age, count or size limit, deletes or purges allowed, rollups): not used."""
 
 
 class IntegrityError(ReasoningTraceError):

@@ -194,6 +194,33 @@ class Stats:
         """Approved decisions counted."""
         return sum(a.approved for a in self.actions)
 
+    @classmethod
+    def of(cls, decisions: Iterable[Decision]) -> Stats:
+        """Aggregate decisions in one pass, ordered as the index orders its stats (for
+        sources without an index, such as a fleet's stream)."""
+        actions: dict[str, list[int]] = {}
+        voters: dict[str, int] = {}
+        days: dict[str, list[int]] = {}
+        for d in decisions:
+            a = actions.setdefault(d.action, [0, 0])
+            day = days.setdefault(d.day, [0, 0])
+            a[0] += 1
+            day[0] += 1
+            if d.approved:
+                a[1] += 1
+                day[1] += 1
+            for voter, vote in d.votes.items():
+                if isinstance(vote, dict) and vote.get("passed") is False:
+                    voters[voter] = voters.get(voter, 0) + 1
+        return cls(
+            [
+                ActionStats(a, n, ok)
+                for a, (n, ok) in sorted(actions.items(), key=lambda kv: (-kv[1][0], kv[0]))
+            ],
+            sorted(voters.items(), key=lambda kv: (-kv[1], kv[0])),
+            [(day, n, ok) for day, (n, ok) in sorted(days.items())],
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The stats as a JSON object."""
         return {

@@ -74,6 +74,8 @@ NOTES = (
     "crash_fragment",  # a torn tail cut off after a crash, kept in quarantine/
     "torn_tail",  # bytes after the last newline, not yet repaired by a writer
     "clock_backwards",  # a record's timestamp is before the previous one's
+    "key_from_stream",  # a replica was checked with the key its node replicated, not yours
+    "expiring_stream",  # the stream's settings would let replicated history expire
 )
 MAX_PER_KIND = 1000
 
