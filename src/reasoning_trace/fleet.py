@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,8 @@ class Fleet:
                     f"there is no stream {stream!r} at {url}: nothing was replicated there"
                 ) from None
         except BaseException:
+            if hasattr(self, "_nc"):
+                self._bridge.run(self._nc.close())
             self._bridge.close()
             raise
         self._end = 0  # the stream seq the newest snapshot read reached
@@ -299,7 +301,7 @@ def _when(d: Decision) -> float:
 def _keys(
     fleet: Fleet,
     node: str,
-    vkey: str | Verifier | list[str | Verifier] | None,
+    vkey: str | Verifier | Iterable[str | Verifier] | None,
     report: Report,
 ) -> list[Verifier]:
     verifiers = _verifiers(vkey)
@@ -367,7 +369,7 @@ def _finish(
 def verify_node(
     url: str,
     node: str,
-    vkey: str | Verifier | list[str | Verifier] | None = None,
+    vkey: str | Verifier | Iterable[str | Verifier] | None = None,
     *,
     stream: str = DEFAULT_STREAM,
 ) -> Report:
@@ -423,7 +425,7 @@ def witness(
     root: str | os.PathLike[str] | None,
     url: str,
     node: str,
-    vkey: str | Verifier | list[str | Verifier] | None = None,
+    vkey: str | Verifier | Iterable[str | Verifier] | None = None,
     *,
     stream: str = DEFAULT_STREAM,
 ) -> Report:

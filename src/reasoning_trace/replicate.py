@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .checkpoint import Checkpoint, Checkpoints
-from .errors import CorruptLine, ForkError, ReplicationError
+from .errors import CorruptLine, ForkError, ReasoningTraceError, ReplicationError
 from .jetstream import (
     DEFAULT_STREAM,
     WRONG_LAST_SEQUENCE,
@@ -153,6 +153,8 @@ class Replicator:
                 raise _Stop
             try:
                 return await call()
+            except ReasoningTraceError:
+                raise  # ours (a fork, an unsafe stream): not an outage
             except APIError as exc:
                 if exc.code is not None and exc.code < 500:
                     raise ReplicationError(f"the server refused: {exc.description}") from exc

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import IntegrityError, NotFound, QueryError, ReasoningTraceError, RecordError
 from ..log import DecisionLog
 from .render import print_decisions
+
+if TYPE_CHECKING:
+    from ..fleet import Fleet
 
 __all__ = ["cli", "main"]
 
@@ -27,16 +30,56 @@ __all__ = ["cli", "main"]
     default=None,
     help="Log root (default: $REASONING_TRACE_DIR, else the per-user data directory).",
 )
+@click.option(
+    "--source",
+    metavar="nats://HOST:PORT",
+    default=None,
+    help="Read a fleet's replicated logs from this NATS server instead of a local log "
+    "(tail, query, stats, verify --node).",
+)
+@click.option(
+    "--stream",
+    default="RTRACE",
+    show_default=True,
+    help="The JetStream stream of --source, replicate and verify --witness.",
+)
 @click.pass_context
-def cli(ctx: click.Context, root: str | None) -> None:
+def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -> None:
     """rtrace: record, watch and audit an append-only decision log."""
-    ctx.obj = {"root": root}
+    ctx.obj = {"root": root, "source": source, "stream": stream}
 
 
 def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:
-    """Open the log the global options name. Only commands that write create a missing root:
-    a mistyped --dir must be an error, not an empty log that "verifies"."""
+    """Open the local log the global options name. Only commands that write create a missing
+    root: a mistyped --dir must be an error, not an empty log that "verifies"."""
+    if ctx.obj.get("source") is not None:
+        raise click.UsageError(
+            f"{ctx.info_name} works on a local log; --source serves tail, query, stats "
+            "and verify --node"
+        )
     return DecisionLog(ctx.obj["root"], create=create, **kwargs)
+
+
+def open_reader(ctx: click.Context) -> DecisionLog | Fleet:
+    """What the reading commands read: the local log, or with ``--source`` the fleet."""
+    source = ctx.obj.get("source")
+    if source is not None:
+        return _fleet(source, ctx.obj["stream"])
+    return open_log(ctx)
+
+
+def _fleet(url: str, stream: str) -> Fleet:
+    try:
+        from ..fleet import Fleet
+    except ImportError as exc:
+        raise click.ClickException(
+            f"fleet mode needs its extra ({exc.name} is missing): "
+            "pip install 'reasoning-trace[nats]'"
+        ) from exc
+    try:
+        return Fleet(url, stream=stream)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from exc
 
 
 @cli.command()
@@ -54,10 +97,12 @@ def demo(ctx: click.Context, count: int, seed: int | None) -> None:
 
 
 from .decisions import register as _register_decisions  # noqa: E402
+from .fleet import register as _register_fleet  # noqa: E402
 from .integrity import register as _register_integrity  # noqa: E402
 
 _register_decisions(cli)
 _register_integrity(cli)
+_register_fleet(cli)
 
 
 @cli.command()

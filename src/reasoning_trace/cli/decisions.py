@@ -107,7 +107,9 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _follow_line(d: Decision) -> Text:
     """One decision on one line, for ``tail -f`` on a terminal."""
-    text = Text(f"{d.seq:>6} {d.datetime_utc[:19].replace('T', ' ')} ")
+    text = Text(
+        f"{d.node + ' ' if d.node else ''}{d.seq:>6} {d.datetime_utc[:19].replace('T', ' ')} "
+    )
     text.append_text(verdict_text(d.approved))
     text.append(f" {d.action}")
     against = [
@@ -122,7 +124,7 @@ def _follow_line(d: Decision) -> Text:
 
 def register(cli: click.Group) -> None:
     """Add the decision commands to the ``rtrace`` group."""
-    from . import open_log
+    from . import open_log, open_reader
 
     @cli.command()
     @click.option("--action", help="What was decided (a short verb).")
@@ -220,7 +222,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def tail(ctx: click.Context, limit: int, follow: bool, as_json: bool) -> None:
         """Show the newest decisions, oldest first; -f follows live."""
-        with open_log(ctx) as log:
+        with open_reader(ctx) as log:
             recent = log.recent(limit)
             print_decisions(recent, as_json=as_json or (follow and not sys.stdout.isatty()))
             if not follow:
@@ -306,7 +308,7 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Decisions matching every filter, oldest first."""
         fmt = fmt or ("table" if sys.stdout.isatty() else "json")
-        with open_log(ctx) as log:
+        with open_reader(ctx) as log:
             if fmt == "json":  # the stored lines as they are: no parsing needed
                 lines = log.query_lines(flt, limit=limit, newest_first=limit is not None)
                 if limit is not None:
@@ -361,7 +363,7 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Approval rate per action, vetoes per voter, decisions per day."""
-        with open_log(ctx) as log:
+        with open_reader(ctx) as log:
             result: Stats = log.stats(flt)
         if as_json:
             click.echo(json.dumps(result.to_json(), sort_keys=True))

@@ -76,14 +76,62 @@ def register(cli: click.Group) -> None:
         "--vkey",
         help="The auditor's verifier key, or a file of them (default: the keys the log published).",
     )
+    @click.option(
+        "--node",
+        help="With --source: the node whose replicated log to verify, from the stream alone. "
+        "With --witness: the node name this log replicates as (default: this host's name).",
+    )
+    @click.option(
+        "--witness",
+        metavar="nats://HOST:PORT",
+        help="Check this local log against the records and checkpoints it replicated there.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
     @click.pass_context
-    def verify_cmd(ctx: click.Context, vkey: str | None, as_json: bool) -> None:
-        """Check every record against the signed checkpoints; exit 1 on any failure."""
+    def verify_cmd(
+        ctx: click.Context,
+        vkey: str | None,
+        node: str | None,
+        witness: str | None,
+        as_json: bool,
+    ) -> None:
+        """Check every record against the signed checkpoints; exit 1 on any failure.
+
+        With --source and --node, a node's replicated log is checked from the stream alone;
+        with --witness, the local log is checked against what it replicated.
+        """
         from ..verify import verify
 
         root = ctx.obj["root"]
         keys = _vkeys(vkey)
+        source, stream = ctx.obj.get("source"), ctx.obj["stream"]
+        if source is not None or witness is not None:
+            if source is not None and witness is not None:
+                raise click.UsageError(
+                    "give --source (a replica) or --witness (this log), not both"
+                )
+            try:
+                from ..fleet import verify_node
+                from ..fleet import witness as witness_check
+                from ..jetstream import check_node, default_node
+            except ImportError as exc:
+                raise click.ClickException(
+                    f"fleet mode needs its extra ({exc.name} is missing): "
+                    "pip install 'reasoning-trace[nats]'"
+                ) from exc
+            try:
+                if source is not None:
+                    if node is None:
+                        raise click.UsageError("verify --source needs --node NAME")
+                    report = verify_node(source, check_node(node), keys, stream=stream)
+                else:
+                    assert witness is not None
+                    name = check_node(node or default_node())
+                    report = witness_check(root, witness, name, keys, stream=stream)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from exc
+            _print_report(report, as_json)
+            ctx.exit(0 if report.ok else 1)
         if sys.stderr.isatty() and not as_json:
             with Progress(
                 "verifying",

@@ -46,8 +46,10 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
             out.write(d.line + b"\n")
         out.flush()
         return
+    decisions = list(decisions)
+    nodes = any(d.node for d in decisions)  # a fleet's, or a log whose writers name nodes
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("seq", "time (UTC)", "action", "verdict"):
+    for column in ("node", "seq", "time (UTC)", "action", "verdict")[0 if nodes else 1 :]:
         table.add_column(column, no_wrap=True)
     for column in ("votes", "subject", "reason"):
         table.add_column(column, overflow="fold")
@@ -57,6 +59,7 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
             f"{k}={v}" for k, v in d.subject.items() if k in ("agent_id", "version")
         ) or " ".join(f"{k}={v}" for k, v in list(d.subject.items())[:2])
         table.add_row(
+            *((d.node or "",) if nodes else ()),
             str(d.seq),
             d.datetime_utc[:19].replace("T", " "),
             d.action,

@@ -1,0 +1,323 @@
+"""Replication to a real nats-server: exactly once, in order, through restarts and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nats")
+
+import nats  # noqa: E402
+from nats.js.api import StreamConfig, StorageType  # noqa: E402
+from nats.js.errors import APIError  # noqa: E402
+
+from reasoning_trace import DecisionLog, ForkError  # noqa: E402
+from reasoning_trace.errors import ReplicationError, StreamConfigError  # noqa: E402
+from reasoning_trace.fleet import Fleet, verify_node  # noqa: E402
+from reasoning_trace.jetstream import decision_subject, ensure_stream  # noqa: E402
+from reasoning_trace.replicate import Replicator, replicate  # noqa: E402
+
+from .conftest import all_lines  # noqa: E402
+from .natsserver import NatsServer, require_server  # noqa: E402
+
+HERE = Path(__file__).parent
+EXAMPLES = HERE.parent / "examples" / "nats-server"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    require_server()
+    srv = NatsServer(tmp_path / "nats").start()
+    yield srv
+    srv.kill()
+
+
+def fill(root: Path, node: str, n: int, start: int = 0) -> None:
+    with DecisionLog(str(root), node=node) as log:
+        for i in range(start, start + n):
+            log.record(
+                "deploy" if i % 2 else "rollback",
+                i % 3 != 0,
+                {"safety": {"passed": i % 3 != 0}, "cost": {"passed": True}},
+                {"agent_id": node, "n": i},
+            )
+
+
+def replicated(url: str, node: str, stream: str = "RTRACE") -> list[bytes]:
+    with Fleet(url, stream=stream) as fleet:
+        return [m.data for m in fleet.messages(decision_subject(node))]
+
+
+def run(coro_fn, url: str):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        nc = await nats.connect(url)
+        try:
+            return await coro_fn(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+def test_several_nodes_replicate_exactly_once_in_order(server: NatsServer, tmp_path: Path) -> None:
+    for node, n in (("alpha", 1500), ("beta", 700), ("gamma", 1)):
+        fill(tmp_path / node, node, n)
+        status = replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
+        assert status.records == n
+        assert status.next_seq == n
+    for node in ("alpha", "beta", "gamma"):
+        assert replicated(server.url, node) == all_lines(tmp_path / node)
+        vkey = (tmp_path / node / "checkpoints" / "vkey").read_text()
+        report = verify_node(server.url, node, vkey)
+        assert report.ok, report.failures
+        assert report.signed_size == report.records  # the closing checkpoint is replicated too
+    with Fleet(server.url) as fleet:
+        assert fleet.nodes() == ["alpha", "beta", "gamma"]
+        assert len(fleet) == 2201
+    # Running again ships nothing: resumption comes from the stream itself.
+    assert (
+        replicate(tmp_path / "alpha", server.url, node="alpha", until_caught_up=True).records == 0
+    )
+
+
+def test_the_stream_is_created_safe_and_refuses_delete_and_purge(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    fill(tmp_path / "a", "a", 10)
+    replicate(tmp_path / "a", server.url, node="a", until_caught_up=True)
+
+    async def attack(js):  # type: ignore[no-untyped-def]
+        info = await js.stream_info("RTRACE")
+        refused = []
+        for attempt in (lambda: js.delete_msg("RTRACE", 1), lambda: js.purge_stream("RTRACE")):
+            try:
+                await attempt()
+            except APIError as exc:
+                refused.append(exc.description)
+        return info.config, refused, (await js.stream_info("RTRACE")).state.messages
+
+    config, refused, messages = run(attack, server.url)
+    assert config.deny_delete and config.deny_purge and not config.allow_rollup_hdrs
+    assert config.max_age == 0 and config.max_msgs == -1 and config.max_bytes == -1
+    assert getattr(config.discard, "value", config.discard) == "new"
+    assert getattr(config.storage, "value", config.storage) == "file"
+    assert len(refused) == 2
+    assert messages == 10 + 1 + 1  # ten records, the key, the closing checkpoint
+    assert replicated(server.url, "a") == all_lines(tmp_path / "a")
+
+
+def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    async def make(js):  # type: ignore[no-untyped-def]
+        await js.add_stream(
+            StreamConfig(
+                name="LEAKY",
+                subjects=["rtrace.>"],
+                storage=StorageType.FILE,
+                max_age=3600,
+                deny_delete=True,
+                deny_purge=True,
+            )
+        )
+        await js.publish("rtrace.a.decision", b"{}")
+        with pytest.raises(StreamConfigError, match="max_age is 3600 s"):
+            await ensure_stream(js, "LEAKY")
+
+    run(make, server.url)
+    report = verify_node(server.url, "a", stream="LEAKY")
+    assert any(f.kind == "expiring_stream" and "max_age" in f.message for f in report.findings)
+    fill(tmp_path / "a", "a", 3)
+    with pytest.raises(StreamConfigError):
+        replicate(tmp_path / "a", server.url, node="a", stream="LEAKY", until_caught_up=True)
+
+
+def test_a_consumer_sees_only_the_subject_it_asked_for(server: NatsServer, tmp_path: Path) -> None:
+    for node in ("a", "b"):
+        fill(tmp_path / node, node, 20)
+        replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
+    with Fleet(server.url) as fleet:
+        subjects = {m.subject for m in fleet.messages(decision_subject("a"))}
+        everything = {m.subject for m in fleet.messages("rtrace.>")}
+    assert subjects == {"rtrace.a.decision"}
+    assert everything == {
+        "rtrace.a.decision",
+        "rtrace.a.checkpoint",
+        "rtrace.a.key",
+        "rtrace.b.decision",
+        "rtrace.b.checkpoint",
+        "rtrace.b.key",
+    }
+
+
+def test_another_log_under_the_same_node_name_is_a_fork(server: NatsServer, tmp_path: Path) -> None:
+    fill(tmp_path / "one", "x", 5)
+    fill(tmp_path / "two", "x", 8)
+    replicate(tmp_path / "one", server.url, node="x", until_caught_up=True)
+    with pytest.raises(ForkError, match="another record 4"):
+        replicate(tmp_path / "two", server.url, node="x", until_caught_up=True)
+    assert replicated(server.url, "x") == all_lines(tmp_path / "one")
+
+
+def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """A publish that landed but whose ack was lost, retried where the duplicate check does
+    not catch it (as after a leader change on R3): resolved as landed, not a failure."""
+    fill(tmp_path / "a", "a", 2)
+    lines = all_lines(tmp_path / "a")
+    rep = Replicator(tmp_path / "a", server.url, node="a")
+
+    async def scenario(js):  # type: ignore[no-untyped-def]
+        await ensure_stream(js)
+        first = await js.publish(
+            "rtrace.a.decision",
+            lines[0],
+            headers={"Nats-Msg-Id": "an-earlier-try", "Nats-Expected-Last-Subject-Sequence": "0"},
+        )
+        seq = await rep._publish(js, lambda: False, "rtrace.a.decision", lines[0], "a/x", 0)
+        with pytest.raises(ForkError, match="another writer"):
+            await rep._publish(js, lambda: False, "rtrace.a.decision", lines[1], "a/y", 0)
+        return first.seq, seq
+
+    first, resolved = run(scenario, server.url)
+    assert resolved == first
+    assert rep.status.resolved == 1
+    assert replicated(server.url, "a") == lines[:1]
+    rep.log.close()
+
+
+def _rtrace(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reasoning_trace", *args]
+
+
+def _count(url: str, node: str) -> int:
+    try:
+        fleet = Fleet(url)
+    except ReplicationError:  # no stream yet
+        return 0
+    with fleet:
+        return fleet.subjects(decision_subject(node)).get(decision_subject(node), 0)
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_killed_replicator_resumes_exactly_where_it_stopped(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "a"
+    fill(root, "a", 6000)
+    proc = subprocess.Popen(
+        _rtrace("--dir", str(root), "replicate", "--nats", server.url, "--node", "a"),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: _count(server.url, "a") >= 1000)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        shipped = _count(server.url, "a")
+        assert 1000 <= shipped < 6000  # stopped mid-stream
+        fill(root, "a", 500, start=6000)  # and the node kept deciding meanwhile
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = subprocess.run(
+        _rtrace("--dir", str(root), "replicate", "--nats", server.url, "--node", "a", "--once"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"from seq {shipped}" in done.stderr
+    assert replicated(server.url, "a") == all_lines(root)
+
+
+def test_a_server_outage_loses_and_duplicates_nothing(server: NatsServer, tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    fill(root, "a", 200)
+    stop = threading.Event()
+    rep = Replicator(root, server.url, node="a")
+    thread = threading.Thread(target=rep.run, args=(stop.is_set,))
+    thread.start()
+    try:
+        _wait(lambda: rep.status.next_seq == 200)
+        server.kill()  # SIGKILL: the server is gone mid-replication
+        fill(root, "a", 300, start=200)  # local writes go on
+        _wait(lambda: rep.status.retries > 0)  # it noticed the outage and keeps trying
+        assert rep.status.next_seq < 500
+        server.start()
+        _wait(lambda: rep.status.next_seq == 500)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert replicated(server.url, "a") == all_lines(root)
+
+
+def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) -> None:
+    require_server()
+    srv = NatsServer(tmp_path / "nats", extra='include "accounts.conf"')
+    shutil.copy(EXAMPLES / "accounts.conf", srv.dir)  # includes are relative to the config
+    srv.start()
+    try:
+        writer = f"nats://writer:change-me-writer@127.0.0.1:{srv.port}"
+        admin = f"nats://admin:change-me-admin@127.0.0.1:{srv.port}"
+        fill(tmp_path / "a", "a", 5)
+        assert replicate(tmp_path / "a", writer, node="a", until_caught_up=True).records == 5
+
+        async def attack(js):  # type: ignore[no-untyped-def]
+            outcomes = []
+            leaky = StreamConfig(name="RTRACE", subjects=["rtrace.>"], max_age=60)
+            for attempt in (lambda: js.delete_stream("RTRACE"), lambda: js.update_stream(leaky)):
+                try:
+                    await attempt()
+                    outcomes.append("done")
+                except Exception as exc:  # noqa: BLE001 -- refused either way; which is shown
+                    outcomes.append(type(exc).__name__)
+            return outcomes
+
+        async def state(js):  # type: ignore[no-untyped-def]
+            info = await js.stream_info("RTRACE")
+            return info.config.max_age, info.state.messages
+
+        outcomes = run(attack, writer)
+        assert "done" not in outcomes, outcomes
+        assert run(state, admin) == (0, 5 + 2)
+        assert replicated(writer, "a") == all_lines(tmp_path / "a")
+    finally:
+        srv.kill()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_replicate_needs_a_valid_node_name(tmp_path: Path) -> None:
+    fill(tmp_path / "a", "a", 1)
+    done = subprocess.run(
+        _rtrace(
+            "--dir",
+            str(tmp_path / "a"),
+            "replicate",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--node",
+            "a.b",
+        ),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "node name 'a.b'" in done.stderr
