@@ -17,18 +17,18 @@ import pytest
 
 pytest.importorskip("nats")
 
-import nats  # noqa: E402
-from nats.js.api import StreamConfig, StorageType  # noqa: E402
-from nats.js.errors import APIError  # noqa: E402
+import nats
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError
 
-from reasoning_trace import DecisionLog, ForkError  # noqa: E402
-from reasoning_trace.errors import ReplicationError, StreamConfigError  # noqa: E402
-from reasoning_trace.fleet import Fleet, verify_node  # noqa: E402
-from reasoning_trace.jetstream import decision_subject, ensure_stream  # noqa: E402
-from reasoning_trace.replicate import Replicator, replicate  # noqa: E402
+from reasoning_trace import DecisionLog, ForkError
+from reasoning_trace.errors import ReplicationError, StreamConfigError
+from reasoning_trace.fleet import Fleet, verify_node
+from reasoning_trace.jetstream import decision_subject, ensure_stream
+from reasoning_trace.replicate import Replicator, replicate
 
-from .conftest import all_lines  # noqa: E402
-from .natsserver import NatsServer, require_server  # noqa: E402
+from .conftest import all_lines
+from .natsserver import NatsServer, require_server
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples" / "nats-server"

@@ -87,7 +87,6 @@ class Fleet:
     def subjects(self, pattern: str) -> dict[str, int]:
         """The subjects matching ``pattern`` with their message counts."""
         info = self._bridge.run(self._js.stream_info(self.stream, subjects_filter=pattern))
-        self._end = max(self._end, info.state.last_seq)
         return dict(info.state.subjects or {})
 
     def nodes(self) -> list[str]:
@@ -107,8 +106,12 @@ class Fleet:
         ``snapshot``: end with the last message there now; otherwise wait for more until
         ``stop()``.
         """
-        if snapshot and not self.subjects(subject):
-            return
+        if snapshot:
+            info = self._bridge.run(self._js.stream_info(self.stream, subjects_filter=subject))
+            if not info.state.subjects:
+                # Nothing there as of the stream's last_seq: a follow may start after it.
+                self._end = max(self._end, info.state.last_seq or 0)
+                return
         sub = self._bridge.run(self._subscribe(subject, start))
         try:
             while True:
@@ -187,7 +190,8 @@ class Fleet:
         (``after_seq`` is per node and so not used across a fleet)."""
         stopped = stop or (lambda: False)
         if self._end == 0:
-            self.subjects(decision_subject("*"))
+            info = self._bridge.run(self._js.stream_info(self.stream))
+            self._end = info.state.last_seq or 0
         held: list[tuple[float, int, Decision]] = []  # (release time, tiebreak, decision)
         counter = itertools.count()
         release_at = 0.0

@@ -1,0 +1,183 @@
+"""Reading a fleet from the stream with the installed ``rtrace``: tail, tail -f, query, stats,
+verify --source --node, and verify --witness catching a local rewrite after replication."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nats")
+
+from reasoning_trace import DecisionLog
+from reasoning_trace.note import Signer
+from reasoning_trace.replicate import replicate
+
+from .natsserver import NatsServer, require_server
+
+NODES = ("east", "west")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    require_server()
+    srv = NatsServer(tmp_path / "nats").start()
+    yield srv
+    srv.kill()
+
+
+def rtrace(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "reasoning_trace", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def record_alternating(base: Path, rounds: int, start: int = 0) -> None:
+    """Both nodes decide in turn, so their records interleave in time."""
+    logs = {n: DecisionLog(str(base / n), node=n) for n in NODES}
+    try:
+        for i in range(start, start + rounds):
+            for n, log in logs.items():
+                log.record(
+                    "rollback" if i % 4 == 0 else "upgrade",
+                    i % 4 != 0,
+                    {"safety": {"passed": i % 4 != 0}, "ops": {"passed": True}},
+                    {"agent_id": f"{n}-agent", "round": i},
+                )
+    finally:
+        for log in logs.values():
+            log.close()
+
+
+def ship(base: Path, url: str) -> None:
+    for n in NODES:
+        replicate(base / n, url, node=n, until_caught_up=True)
+
+
+def test_tail_query_and_stats_across_nodes(server: NatsServer, tmp_path: Path) -> None:
+    record_alternating(tmp_path, 40)
+    ship(tmp_path, server.url)
+    src = ("--source", server.url)
+
+    tail = [json.loads(x) for x in rtrace(*src, "tail", "-n", "6", "--json").stdout.splitlines()]
+    assert len(tail) == 6
+    assert [d["timestamp"] for d in tail] == sorted(d["timestamp"] for d in tail)
+    assert {d["node"] for d in tail} == set(NODES)
+    assert {d["subject"]["round"] for d in tail} == {37, 38, 39}  # the newest, by time
+
+    rollbacks = rtrace(*src, "query", "--action", "rollback", "--format", "json").stdout
+    found = [json.loads(x) for x in rollbacks.splitlines()]
+    assert len(found) == 2 * 10 and all(d["action"] == "rollback" for d in found)
+    assert [d["timestamp"] for d in found] == sorted(d["timestamp"] for d in found)
+    vetoed = rtrace(*src, "query", "--voter", "safety", "--format", "json").stdout.splitlines()
+    assert len(vetoed) == 20
+
+    stats = json.loads(rtrace(*src, "stats", "--json").stdout)
+    assert stats["total"] == 80 and stats["approved"] == 60
+    assert stats["vetoes"] == [{"voter": "safety", "vetoes": 20}]
+
+    table = rtrace(*src, "tail", "-n", "2").stdout
+    assert "node" in table and "east" in table and "west" in table
+
+    refused = rtrace(*src, "record", "--action", "x", "--approved", check=False)
+    assert refused.returncode == 2 and "works on a local log" in refused.stderr
+
+
+def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: Path) -> None:
+    record_alternating(tmp_path, 3)
+    ship(tmp_path, server.url)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reasoning_trace",
+            "--source",
+            server.url,
+            "tail",
+            "-n",
+            "1",
+            "-f",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        # Once the newest record is printed, the follower has read the stream; records
+        # replicated afterwards must all arrive, once each, in time order.
+        assert json.loads(lines.get(timeout=30))["subject"]["round"] == 2
+        record_alternating(tmp_path, 5, start=3)
+        ship(tmp_path, server.url)
+        got = [json.loads(lines.get(timeout=30)) for _ in range(10)]
+        with pytest.raises(queue.Empty):
+            lines.get(timeout=0.5)  # nothing twice
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+    assert {(d["node"], d["subject"]["round"]) for d in got} == {
+        (n, r) for n in NODES for r in range(3, 8)
+    }
+    assert [d["timestamp"] for d in got] == sorted(d["timestamp"] for d in got)
+
+
+def test_verify_a_node_from_the_stream_alone(server: NatsServer, tmp_path: Path) -> None:
+    record_alternating(tmp_path, 30)
+    ship(tmp_path, server.url)
+    vkey = tmp_path / "east" / "checkpoints" / "vkey"
+    ok = rtrace("--source", server.url, "verify", "--node", "east", "--vkey", str(vkey), "--json")
+    summary = json.loads(ok.stdout.splitlines()[-1])["summary"]
+    assert summary["ok"] is True and summary["records"] == 30
+    assert summary["signed_size"] == 30
+
+    keys = str(Signer.generate("someone-else").verifier)  # a key that did not sign
+    wrong = rtrace("--source", server.url, "verify", "--node", "east", "--vkey", keys, check=False)
+    assert wrong.returncode == 1
+    assert "unknown_key" in wrong.stdout
+
+    missing = rtrace("--source", server.url, "verify", check=False)
+    assert missing.returncode == 2 and "--node" in missing.stderr
+
+
+def test_witness_catches_a_local_rewrite_after_replication(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    record_alternating(tmp_path, 50)
+    ship(tmp_path, server.url)
+    east = tmp_path / "east"
+    assert rtrace("--dir", str(east), "verify", "--witness", server.url, "--node", "east")
+
+    # The host is compromised: the whole log is rewritten, consistently, and re-signed with
+    # the node's own key. Locally it verifies; against what it replicated, it does not.
+    for item in east.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+    with DecisionLog(str(east), node="east") as log:
+        for i in range(50):
+            log.record("upgrade", True, {"safety": {"passed": True}}, {"round": i})
+    assert rtrace("--dir", str(east), "verify").returncode == 0
+    caught = rtrace(
+        "--dir", str(east), "verify", "--witness", server.url, "--node", "east", check=False
+    )
+    assert caught.returncode == 1, caught.stdout
+    assert "altered" in caught.stdout and "checkpoint_mismatch" in caught.stdout
+    assert "FAILED" in caught.stdout
