@@ -73,6 +73,7 @@ def register(cli: click.Group) -> None:
         status = replicator.run(stop.is_set, until_caught_up=once)
         click.echo(
             f"replicated {status.records} records and {status.checkpoints} checkpoints of "
-            f"{status.node}; the stream holds seqs 0..{status.next_seq - 1}",
+            f"{status.node}; the stream holds seqs 0..{status.next_seq - 1} "
+            f"({status.retries} retries, {status.resolved} resolved as already stored)",
             err=True,
         )
