@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("nats")
 
-import nats  # noqa: E402
+import nats
 
-from reasoning_trace import DecisionLog  # noqa: E402
-from reasoning_trace.fleet import Fleet  # noqa: E402
-from reasoning_trace.jetstream import decision_subject  # noqa: E402
+from reasoning_trace import DecisionLog
+from reasoning_trace.fleet import Fleet
+from reasoning_trace.jetstream import decision_subject
 
-from .conftest import all_lines  # noqa: E402
-from .natsserver import Cluster, require_server  # noqa: E402
+from .conftest import all_lines
+from .natsserver import Cluster, require_server
 
 
 @pytest.fixture
@@ -92,8 +92,20 @@ def test_kill_9_follower_then_leader_loses_and_duplicates_nothing(
     DecisionLog(str(root), node="a").close()
     log_file = open(tmp_path / "replicate.log", "w")  # noqa: SIM115 -- the child's stderr
     rep = subprocess.Popen(
-        [sys.executable, "-m", "reasoning_trace", "--dir", str(root), "replicate", "--nats",
-         cluster.url, "--node", "a", "--replicas", "3"],
+        [
+            sys.executable,
+            "-m",
+            "reasoning_trace",
+            "--dir",
+            str(root),
+            "replicate",
+            "--nats",
+            cluster.url,
+            "--node",
+            "a",
+            "--replicas",
+            "3",
+        ],
         stderr=log_file,
     )
     thread = threading.Thread(target=writer)

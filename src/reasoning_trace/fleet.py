@@ -30,6 +30,7 @@ from .jetstream import (
     checkpoint_subject,
     connect,
     decision_subject,
+    ensure_stream,
     expiry_risks,
     key_subject,
     last_message,
@@ -43,6 +44,7 @@ from .verify import Finding, Report, _verifiers
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
 
 __all__ = ["Fleet", "verify_node", "witness"]
 
@@ -56,7 +58,15 @@ class Fleet:
     arriving close together are printed in time order.
     """
 
-    def __init__(self, url: str, *, stream: str = DEFAULT_STREAM, hold: float = 0.2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        hold: float = 0.2,
+        create: bool = False,
+        replicas: int = 1,
+    ) -> None:
         from nats.js.errors import NotFoundError
 
         self.url = url
@@ -68,7 +78,10 @@ class Fleet:
             self._nc = self._bridge.run(connect(url, name="rtrace-fleet"))
             self._js = self._nc.jetstream(timeout=5)
             try:
-                self._bridge.run(self._js.stream_info(stream))
+                if create:
+                    self._bridge.run(ensure_stream(self._js, stream, replicas=replicas))
+                else:
+                    self._bridge.run(self._js.stream_info(stream))
             except NotFoundError:
                 from .errors import ReplicationError
 
@@ -81,6 +94,16 @@ class Fleet:
             self._bridge.close()
             raise
         self._end = 0  # the stream seq the newest snapshot read reached
+
+    @property
+    def bridge(self) -> Bridge:
+        """The event loop this fleet's connection runs on."""
+        return self._bridge
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context of this fleet's connection."""
+        return self._js
 
     # --- raw reading ---------------------------------------------------------------------------
 
@@ -106,20 +129,24 @@ class Fleet:
         ``snapshot``: end with the last message there now; otherwise wait for more until
         ``stop()``.
         """
+        end = 0
         if snapshot:
-            info = self._bridge.run(self._js.stream_info(self.stream, subjects_filter=subject))
-            if not info.state.subjects:
-                # Nothing there as of the stream's last_seq: a follow may start after it.
-                self._end = max(self._end, info.state.last_seq or 0)
+            last = self._bridge.run(last_message(self._js, self.stream, subject))
+            if last is None or (last.seq or 0) < start:
+                if last is None:  # nothing there as of now: a follow may start after it
+                    info = self._bridge.run(self._js.stream_info(self.stream))
+                    self._end = max(self._end, info.state.last_seq or 0)
                 return
+            end = last.seq or 0
         sub = self._bridge.run(self._subscribe(subject, start))
         try:
             while True:
                 batch = self._bridge.run(self._take(sub, 0.5 if snapshot else 0.1))
                 for msg in batch:
-                    self._end = max(self._end, msg.metadata.sequence.stream)
+                    seq = msg.metadata.sequence.stream
+                    self._end = max(self._end, seq)
                     yield msg
-                    if snapshot and msg.metadata.num_pending == 0:
+                    if snapshot and seq >= end:
                         return
                 if not batch and stop is not None and stop():
                     return

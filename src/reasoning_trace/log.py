@@ -304,9 +304,10 @@ class DecisionLog:
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
 
     def stats(self, flt: Filter | None = None) -> Stats:
-        """Approval rate per action, vetoes per voter and decisions per day (from the index)."""
+        """Approval rate per action, vetoes per voter and decisions per day (from the index,
+        or from one pass over a store that has none)."""
         if not isinstance(self._store, FileStore):
-            raise StorageError("stats need the file store's index")
+            return Stats.of(self.select(flt or Filter()))  # no index: one pass over the log
         raw = self._store._get_index().stats(flt or Filter())
         return Stats(
             [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],

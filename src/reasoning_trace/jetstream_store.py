@@ -1,0 +1,377 @@
+"""``JetStreamStore``: a ``Store`` whose records live only in JetStream, for writers without a
+disk (containers). ``DecisionLog(store=JetStreamStore(url, node="gate-1"))``.
+
+It writes the same stream and subjects as ``rtrace replicate`` (``rtrace.<node>.decision``,
+``.checkpoint``, ``.key``), so fleet reading and ``verify --source`` work on it unchanged.
+
+The guarantees of the file store, kept the JetStream way:
+
+- **seq**: each record is published expecting the subject's last message
+  (``Nats-Expected-Last-Subject-Sequence``). That check is the writer lock: any number of
+  writers, in any number of processes or containers, may write as one node; a writer that
+  loses the race catches up with the subject and takes the next seq. Seqs stay consecutive
+  from 0 and no two records ever share one.
+- **durability**: ``append`` returns once JetStream acknowledged the record (stored on file,
+  on a quorum of replicas for R3).
+- **retries**: a timed-out publish is retried with the same bytes, id and expectation, so a
+  try that landed is recognised ("duplicate", or "wrong last sequence" plus our own record on
+  reading the subject). If no answer comes within ``ack_deadline``, the record's fate is not
+  known: ``StorageError`` says so, and the next append first learns it from the stream.
+- **tree**: the writer keeps the RFC 9162 compact range of the node's records (O(log n)
+  memory) and signs checkpoints on the schedule of the file store (every 1024 records, every
+  60 s, on close) onto the checkpoint subject; ``verify --source --node`` checks them.
+
+Reading goes to the stream (``read``, ``recent``, ``get``, ``follow``); the writer keeps only
+each record's stream seq (8 bytes) and its id, to find them. Inclusion and consistency proofs
+are served by the file store only; a JetStream node is audited with ``verify_node``.
+Tests: ``tests/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, load_signer
+from .errors import (
+    ConflictError,
+    CorruptLine,
+    NotFound,
+    ReasoningTraceError,
+    ReplicationError,
+    StorageError,
+)
+from .fleet import Fleet
+from .jetstream import (
+    DEFAULT_STREAM,
+    WRONG_LAST_SEQUENCE,
+    check_node,
+    checkpoint_subject,
+    decision_subject,
+    key_subject,
+    last_message,
+)
+from .note import Signer, sign_note, split_note
+from .record import Decision, Pending, format_utc, parse_record
+from .store import AppendResult
+from .tree import CompactRange, leaf_hash
+
+if TYPE_CHECKING:
+    from nats.js.api import PubAck
+
+__all__ = ["JetStreamStore"]
+
+logger = logging.getLogger("reasoning_trace")
+
+
+class _WrongLast(Exception):
+    """The subject moved on: another writer (or our own earlier try) got there first."""
+
+
+class JetStreamStore:
+    """A log stored in JetStream as node ``node`` of ``stream`` (see the module docstring).
+
+    ``key`` is the signing key (a ``Signer`` or a key file; default: as ``rtrace keys``
+    finds it); ``origin`` names the checkpoints (default ``reasoning-trace/<node>``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        replicas: int = 1,
+        origin: str | None = None,
+        key: Signer | str | Path | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        ack_timeout: float = 2.0,
+        ack_deadline: float = 30.0,
+        poll: float = 0.05,
+    ) -> None:
+        self.node = check_node(node)
+        self.stream = stream
+        self.origin = origin or f"reasoning-trace/{node}"
+        self._subject = decision_subject(node)
+        self._clock = clock
+        self._every = checkpoint_every
+        self._seconds = checkpoint_seconds
+        self._ack_timeout = ack_timeout
+        self._ack_deadline = ack_deadline
+        self._poll = poll
+        self._signer = (
+            key
+            if isinstance(key, Signer)
+            else load_signer(self.origin, Path(key) if key is not None else None)
+        )
+        self._lock = threading.RLock()
+        self._tree = CompactRange()
+        self._sseqs = array("Q")  # seq -> stream seq
+        self._ids: dict[str, int] = {}
+        self._last_sseq = 0
+        self._closed = False
+        self._fleet = Fleet(url, stream=stream, create=True, replicas=replicas)
+        try:
+            self._catch_up()
+            self._ck_sseq, self._signed = self._newest_checkpoint()
+            self._signed_at = time.monotonic()
+            self._publish_key()
+        except BaseException:
+            self._fleet.close()
+            raise
+
+    # --- the subject, read back ----------------------------------------------------------------
+
+    def _run(self, coro: object, timeout: float | None = None) -> object:
+        return self._fleet.bridge.run(coro, timeout)  # type: ignore[arg-type]
+
+    def _catch_up(self) -> None:
+        """Take in records other writers (or our unanswered tries) added to the subject."""
+        with self._lock:
+            for msg in self._fleet.messages(self._subject, start=self._last_sseq + 1):
+                data = msg.data or b""
+                sseq = msg.metadata.sequence.stream
+                d = parse_record(data, file=f"{self._subject}#{sseq}")
+                if d.seq != len(self._sseqs):
+                    raise StorageError(
+                        f"{self._subject} holds record {d.seq} where {len(self._sseqs)} was due "
+                        f"(stream message {sseq}): this node's history is not consecutive"
+                    )
+                self._tree.append(leaf_hash(data))
+                self._sseqs.append(sseq)
+                self._ids[d.id] = d.seq
+                self._last_sseq = sseq
+
+    def _newest_checkpoint(self) -> tuple[int, int]:
+        msg = self._run(last_message(self._fleet.js, self.stream, checkpoint_subject(self.node)))
+        if msg is None:
+            return 0, 0
+        body = split_note((msg.data or b"").decode())[0]  # type: ignore[attr-defined]
+        return msg.seq, Checkpoint.parse(body).size  # type: ignore[attr-defined]
+
+    def _publish_key(self) -> None:
+        subject = key_subject(self.node)
+        msg = self._run(last_message(self._fleet.js, self.stream, subject))
+        keys = (msg.data or b"").decode().splitlines() if msg is not None else []  # type: ignore[attr-defined]
+        mine = str(self._signer.verifier)
+        if mine in keys:
+            return
+        data = "".join(f"{k}\n" for k in [*keys, mine]).encode()
+        expected = msg.seq if msg is not None else 0  # type: ignore[attr-defined]
+        try:
+            self._publish(subject, data, f"{self.node}/key/{mine}", expected)
+        except _WrongLast:
+            self._publish_key()  # another writer published meanwhile: merge with theirs
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def _pub(self, subject: str, data: bytes, msg_id: str, expected: int) -> PubAck:
+        return await self._fleet.js.publish(
+            subject,
+            data,
+            timeout=self._ack_timeout,
+            stream=self.stream,
+            headers={
+                "Nats-Msg-Id": msg_id,
+                "Nats-Expected-Last-Subject-Sequence": str(expected),
+            },
+        )
+
+    def _publish(self, subject: str, data: bytes, msg_id: str, expected: int) -> int:
+        """Publish until answered; the stream seq, or ``_WrongLast``. Outages are retried up
+        to ``ack_deadline``; then ``ReplicationError`` (the outcome is unknown)."""
+        from nats.errors import Error as NatsError
+        from nats.js.errors import APIError
+
+        deadline = time.monotonic() + self._ack_deadline
+        backoff = 0.05
+        while True:
+            try:
+                ack = self._run(self._pub(subject, data, msg_id, expected))
+                return ack.seq  # type: ignore[attr-defined, no-any-return]
+            except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise _WrongLast from exc
+                if exc.code is not None and exc.code < 500:
+                    raise ReplicationError(f"JetStream refused: {exc.description}") from exc
+                problem: Exception = exc
+            except (NatsError, TimeoutError, OSError) as exc:
+                problem = exc
+            if time.monotonic() >= deadline:
+                raise ReplicationError(
+                    f"JetStream did not answer within {self._ack_deadline:g} s ({problem!r})"
+                ) from problem
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
+        """Store ``batch`` in order, each record once JetStream acknowledged it.
+
+        Records are published one after another: after a failure, the batch's earlier
+        records stay stored and the later ones get the same ``StorageError`` (the file store
+        stores all or none).
+        """
+        results: list[AppendResult] = []
+        failed: StorageError | None = None
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"the JetStream store of {self.node} is closed")
+            for pending in batch:
+                if failed is not None:
+                    results.append(failed)
+                    continue
+                try:
+                    results.append(self._append_one(pending))
+                except ConflictError as exc:
+                    results.append(exc)
+                except StorageError as exc:
+                    failed = exc
+                    results.append(exc)
+            self._maybe_sign()
+        return results
+
+    def _stored_as(self, pending: Pending) -> Decision | ConflictError | None:
+        seq = self._ids.get(pending.id)
+        if seq is None:
+            return None
+        stored = self.get(seq)
+        if stored.content_key() == pending.content:
+            return stored
+        return ConflictError(pending.id, stored)
+
+    def _append_one(self, pending: Pending) -> Decision:
+        known = self._stored_as(pending)
+        while known is None:
+            seq = len(self._sseqs)
+            micros = self._clock() // 1000
+            when = format_utc(micros)
+            line = pending.compose(seq, micros, when)
+            try:
+                sseq = self._publish(
+                    self._subject, line, f"{self.node}/{pending.id}", self._last_sseq
+                )
+            except _WrongLast:
+                self._catch_up()  # someone appended: take their records, then the next seq
+                known = self._stored_as(pending)  # ... or it was our own earlier try
+                continue
+            except ReplicationError as exc:
+                raise StorageError(
+                    f"record {pending.id} not confirmed: {exc}; if it was stored, it is seq "
+                    f"{seq} and this store finds it before its next append"
+                ) from exc
+            if sseq <= self._last_sseq:  # "duplicate": our earlier try, already taken in
+                self._catch_up()
+                known = self._stored_as(pending)
+                continue
+            self._tree.append(leaf_hash(line))
+            self._sseqs.append(sseq)
+            self._ids[pending.id] = seq
+            self._last_sseq = sseq
+            return pending.decision(seq, micros, when, line)
+        if isinstance(known, ConflictError):
+            raise known
+        return known
+
+    def _maybe_sign(self, *, force: bool = False) -> None:
+        size = len(self._sseqs)
+        if size <= self._signed:
+            return
+        due = size - self._signed >= self._every
+        late = time.monotonic() - self._signed_at >= self._seconds
+        if not (force or due or late):
+            return
+        note = sign_note(Checkpoint(self.origin, size, self._tree.root()).body(), [self._signer])
+        try:
+            self._ck_sseq = self._publish(
+                checkpoint_subject(self.node),
+                note.encode(),
+                f"{self.node}/checkpoint/{size}",
+                self._ck_sseq,
+            )
+        except _WrongLast:
+            self._ck_sseq, self._signed = self._newest_checkpoint()  # another writer signed
+            return
+        except ReplicationError as exc:  # the records are stored; signing is retried later
+            logger.warning("reasoning_trace: checkpoint of %d not published: %s", size, exc)
+            return
+        self._signed, self._signed_at = size, time.monotonic()
+
+    def release(self) -> None:
+        """Nothing to release: the expected-sequence check is the lock."""
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """The number of records (after taking in other writers' records)."""
+        self._catch_up()
+        return len(self._sseqs)
+
+    def read(self, start: int = 0, stop: int | None = None) -> Iterator[Decision]:
+        """Decisions with ``start <= seq < stop``, read from the stream."""
+        n = self.size()
+        stop = n if stop is None else min(stop, n)
+        if start >= stop:
+            return
+        for msg in self._fleet.messages(self._subject, start=self._sseqs[start]):
+            d = parse_record(
+                msg.data or b"", file=f"{self._subject}#{msg.metadata.sequence.stream}"
+            )
+            if d.seq >= stop:
+                return
+            yield d
+            if d.seq == stop - 1:
+                return
+
+    def recent(
+        self, limit: int, on_corrupt: Callable[[CorruptLine], None] | None = None
+    ) -> list[Decision]:
+        """The newest ``limit`` decisions, oldest first."""
+        n = self.size()
+        return list(self.read(max(0, n - limit), n))
+
+    def get(self, key: int | str) -> Decision:
+        """One decision by seq or id (one request to the stream)."""
+        seq = self._ids.get(key) if isinstance(key, str) else key
+        if seq is None or not 0 <= seq < len(self._sseqs):
+            self._catch_up()
+            seq = self._ids.get(key) if isinstance(key, str) else key
+            if seq is None or not 0 <= seq < len(self._sseqs):
+                raise NotFound(f"no decision with {'id' if isinstance(key, str) else 'seq'} {key}")
+        msg = self._run(self._fleet.js.get_msg(self.stream, self._sseqs[seq]))
+        return parse_record(msg.data or b"", file=f"{self._subject}#{self._sseqs[seq]}")  # type: ignore[attr-defined]
+
+    def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
+        """Every decision (the stream has no day files to skip); callers filter exactly."""
+        return self.read(0)
+
+    def follow(self, after_seq: int | None, stop: Callable[[], bool]) -> Iterator[Decision]:
+        """Every decision after ``after_seq`` as it lands, from any writer, until ``stop()``."""
+        pos = self.size() if after_seq is None else after_seq + 1
+        while not stop():
+            n = self.size()
+            if pos < n:
+                for d in self.read(pos, n):
+                    yield d
+                    pos = d.seq + 1
+                continue
+            time.sleep(self._poll)
+
+    def close(self) -> None:
+        """Sign the records not yet covered by a checkpoint, then disconnect."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._maybe_sign(force=True)
+            except ReasoningTraceError as exc:
+                logger.warning("reasoning_trace: closing checkpoint not published: %s", exc)
+            finally:
+                self._fleet.close()
