@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import reasoning_trace
-from reasoning_trace import bus, read_recent, record_decision, set_consent_gate
+from reasoning_trace import bus, decision_summary, read_recent, record_decision, set_consent_gate
 
 from .conftest import SUBJECT, VOTES, all_lines
 
@@ -138,19 +138,76 @@ def test_event_published_with_summary(patched_root: Path) -> None:
 
 
 def test_consent_gate_can_withhold(patched_root: Path) -> None:
-    """A consent gate that returns None shares nothing; the decision is still recorded."""
+    """A consent gate that returns None shares nothing of that decision; it is still recorded,
+    and the decisions after it are delivered."""
     got: list[dict[str, Any]] = []
-    unsubscribe = bus.subscribe(got.append)
-    set_consent_gate(lambda decision: None)
+    done = threading.Event()
+
+    def subscriber(event: dict[str, Any]) -> None:
+        got.append(event)
+        if event["action"] == "marker":
+            done.set()
+
+    unsubscribe = bus.subscribe(subscriber)
+    set_consent_gate(lambda d: None if d.action == "halt" else decision_summary(d))
     try:
         assert record_decision("halt", True, {}, SUBJECT) is True
-        set_consent_gate(None)
         assert record_decision("marker", True, {}, SUBJECT) is True
-        done = threading.Event()
-        bus.subscribe(lambda e: done.set())
-        assert record_decision("marker2", True, {}, SUBJECT) is True
         assert done.wait(5)
     finally:
         set_consent_gate(None)
         unsubscribe()
-    assert [e["action"] for e in got if e["action"] != "marker2"] == ["marker"]
+    assert [e["action"] for e in got] == ["marker"]
+    assert [r["action"] for r in read_recent()] == ["halt", "marker"]
+
+
+def test_bus_subscribers_get_every_emitted_decision_and_catch_up(patched_root: Path) -> None:
+    """event_bus_emit=True goes through durable delivery: a subscriber that raises is retried
+    until it succeeds, and nothing is lost or skipped; event_bus_emit=False is withheld."""
+    got: list[str] = []
+    failing = threading.Event()
+    failing.set()
+    done = threading.Event()
+
+    def flaky(event: dict[str, Any]) -> None:
+        if failing.is_set():
+            raise RuntimeError("sink is down")
+        got.append(event["action"])
+        if event["action"] == "a99":
+            done.set()
+
+    unsubscribe = bus.subscribe(flaky)
+    try:
+        for i in range(100):
+            assert record_decision(f"a{i}", True, {}, SUBJECT, event_bus_emit=i % 10 != 5)
+        failing.clear()  # the sink recovers
+        assert done.wait(10)
+    finally:
+        unsubscribe()
+    assert got == [f"a{i}" for i in range(100) if i % 10 != 5]
+
+
+def test_a_named_bus_subscriber_resumes_where_it_left_off(patched_root: Path) -> None:
+    """A named subscriber's cursor is durable: what was recorded while it was away arrives
+    when it subscribes again, once."""
+    got: list[str] = []
+    first = threading.Event()
+    unsubscribe = bus.subscribe(lambda e: (got.append(e["action"]), first.set()), name="audit")
+    assert record_decision("one", True, {}, SUBJECT)
+    assert first.wait(5)
+    unsubscribe()
+    assert record_decision("two", True, {}, SUBJECT)  # nobody listening as "audit"
+    assert record_decision("three", True, {}, SUBJECT)
+    done = threading.Event()
+
+    def back(event: dict[str, Any]) -> None:
+        got.append(event["action"])
+        if event["action"] == "three":
+            done.set()
+
+    unsubscribe = bus.subscribe(back, name="audit")
+    try:
+        assert done.wait(5)
+    finally:
+        unsubscribe()
+    assert got == ["one", "two", "three"]

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import CorruptLine
-from .events import emit_decision
+from .events import bus
 from .files import resolve_root
 from .log import DecisionLog
+from .record import uuid7
 
 __all__ = ["_file_for", "_resolve_trace_dir", "read_recent", "record_decision"]
 
@@ -59,6 +60,7 @@ def _log_for(root: str) -> DecisionLog:
         log = _logs.get(root)
         if log is None:
             log = _logs[root] = DecisionLog(root)
+            bus.attach(log)  # the product's subscribers receive its decisions from now on
         return log
 
 
@@ -66,6 +68,7 @@ def _log_for(root: str) -> DecisionLog:
 def _close_all() -> None:
     with _logs_lock:
         for log in _logs.values():
+            bus.detach(log)
             log.close()
         _logs.clear()
 
@@ -78,20 +81,25 @@ def record_decision(
     reason: str = "",
     event_bus_emit: bool = True,
 ) -> bool:
-    """Record one consensus decision; ``True`` once durable, ``False`` if not recorded."""
+    """Record one consensus decision; ``True`` once durable, ``False`` if not recorded.
+
+    With ``event_bus_emit`` the product's subscribers receive it (through the consent gate)
+    from the log, after it is durable; without, it is withheld from them.
+    """
+    quiet = None
     try:
-        decision = _log_for(_package_resolver()).record(
-            action,
-            bool(approved),
-            votes,
-            subject,
-            reason,
-        )
+        log = _log_for(_package_resolver())
+        if not event_bus_emit and bus.has_subscribers:
+            quiet = uuid7()  # known before the write, so no subscriber can see it first
+            bus.quiet(quiet)
+        decision = log.record(action, bool(approved), votes, subject, reason, id=quiet)
     except Exception as exc:  # noqa: BLE001 -- SPEC 5: never raises; the failure is logged
+        if quiet is not None:
+            bus.stored(quiet, None)
         logger.warning("reasoning_trace: decision not recorded: %s", exc)
         return False
-    if event_bus_emit:
-        emit_decision(decision)
+    if quiet is not None:
+        bus.stored(quiet, decision.seq)
     return True
 
 

@@ -1,11 +1,13 @@
 """Events: decisions delivered to subscribers after they are durable (SPEC sections 5 and 7).
 
-Each subscriber has its own delivery thread and bounded queue, so a subscriber that raises is
-logged and goes on receiving, and one that hangs delays only itself: ``publish`` never blocks
-the writer and the write is never lost. What leaves the process passes the consent gate, a
-callable that maps a decision to what may be shared (or ``None`` to share nothing); the default
-shares the summary of SPEC 5.
-Tests: ``tests/test_events.py``.
+Every subscriber reads the log itself from a cursor of its own (``Subscription``), so one that
+is slow, raises or hangs never blocks the writer nor another subscriber, and loses nothing: it
+is retried with backoff and catches up once fixed. What leaves the process passes the consent
+gate, a callable that maps a decision to what may be shared (or ``None`` to share nothing);
+the default shares the summary of SPEC 5. ``bus`` is the product's set of subscribers that
+``record_decision(..., event_bus_emit=True)`` feeds; ``DecisionLog.subscribe`` is the same
+delivery for one log.
+Tests: ``tests/test_events.py``, ``tests/test_compat.py``.
 """
 
 from __future__ import annotations
@@ -90,30 +92,114 @@ class _Delivery:
                 )
 
 
+class _Entry:
+    """One bus subscriber: its callback, its durable name (if any), its ad-hoc event queue."""
+
+    def __init__(self, callback: Subscriber, name: str | None) -> None:
+        self.callback = callback
+        self.name = name
+        self.delivery = _Delivery(callback)
+        self.feeds: dict[int, Subscription] = {}  # id(log) -> its delivery from that log
+
+
 class EventBus:
-    """In-process subscribers of decision events."""
+    """The product's subscribers: each receives every decision of the logs the bus is attached
+    to (``record_decision``'s logs), delivered from the log by a ``Subscription`` of its own:
+    after it is durable, at-least-once, retried when the subscriber raises, and never blocking
+    the writer or another subscriber. A ``name`` makes the cursor durable across restarts
+    (``.rtrace/cursors/bus-<name>``); unnamed subscribers start from the moment they subscribe.
+    Decisions recorded with ``event_bus_emit=False`` are withheld (``quiet``).
+
+    ``publish`` hands an ad-hoc event (not a decision) to every subscriber's queue.
+    """
+
+    QUIET_PRUNE = 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._deliveries: list[_Delivery] = []
+        self._entries: list[_Entry] = []
+        self._logs: list[Any] = []
+        self._quiet: dict[str, int] = {}  # id -> seq (-1 until stored) of withheld decisions
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Deliver every later event to ``callback``; returns a function that unsubscribes."""
-        delivery = _Delivery(callback)
+    def subscribe(self, callback: Subscriber, *, name: str | None = None) -> Callable[[], None]:
+        """Deliver every later decision (and ad-hoc event) to ``callback``; returns a
+        function that unsubscribes."""
+        entry = _Entry(callback, name)
         with self._lock:
-            self._deliveries = [*self._deliveries, delivery]
+            self._entries = [*self._entries, entry]
+            for log in self._logs:
+                self._feed(entry, log)
 
         def unsubscribe() -> None:
             with self._lock:
-                self._deliveries = [d for d in self._deliveries if d is not delivery]
-            delivery.stop()
+                self._entries = [e for e in self._entries if e is not entry]
+                feeds = list(entry.feeds.values())
+                entry.feeds.clear()
+            for feed in feeds:
+                feed.stop()
+            entry.delivery.stop()
 
         return unsubscribe
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone is subscribed."""
+        return bool(self._entries)
+
+    def attach(self, log: Any) -> None:
+        """Deliver ``log``'s decisions from now on to every subscriber."""
+        with self._lock:
+            if any(known is log for known in self._logs):
+                return
+            self._logs.append(log)
+            for entry in self._entries:
+                self._feed(entry, log)
+
+    def detach(self, log: Any) -> None:
+        """Stop delivering ``log``'s decisions (before it closes); cursors are saved."""
+        with self._lock:
+            self._logs = [known for known in self._logs if known is not log]
+            feeds = [e.feeds.pop(id(log)) for e in self._entries if id(log) in e.feeds]
+        for feed in feeds:
+            feed.stop()
+
+    def _feed(self, entry: _Entry, log: Any) -> None:
+        name = f"bus-{entry.name}" if entry.name else f"bus-{id(entry):x}"
+        entry.feeds[id(log)] = Subscription(
+            log, name, entry.callback, gate=self._gate, persist=entry.name is not None
+        )
+
+    def _gate(self, decision: Decision) -> dict[str, Any] | None:
+        if decision.id in self._quiet:
+            return None
+        try:
+            return _gate(decision)
+        except Exception:  # a failing gate shares nothing; the decision is already durable
+            logger.exception("reasoning_trace: consent gate failed; nothing was shared")
+            return None
+
+    def quiet(self, decision_id: str) -> None:
+        """Withhold the decision that will be recorded with this id (``event_bus_emit=False``)."""
+        with self._lock:
+            self._quiet[decision_id] = -1
+
+    def stored(self, decision_id: str, seq: int | None) -> None:
+        """The withheld decision is stored as ``seq`` (``None``: it was not recorded)."""
+        with self._lock:
+            if seq is None:
+                self._quiet.pop(decision_id, None)
+                return
+            self._quiet[decision_id] = seq
+            if len(self._quiet) > self.QUIET_PRUNE:
+                # Forget what every feed is past (logs differ, so: past every cursor).
+                cursors = [f.cursor for e in self._entries for f in e.feeds.values()]
+                low = min(cursors, default=seq)
+                self._quiet = {k: v for k, v in self._quiet.items() if v < 0 or v > low}
+
     def publish(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every subscriber without waiting for any of them."""
-        for delivery in self._deliveries:
-            delivery.offer(event)
+        """Hand an ad-hoc ``event`` to every subscriber without waiting for any of them."""
+        for entry in self._entries:
+            entry.delivery.offer(event)
 
 
 bus = EventBus()
@@ -121,20 +207,10 @@ _gate: ConsentGate = decision_summary
 
 
 def set_consent_gate(gate: ConsentGate | None) -> None:
-    """Replace what leaves the process for each decision (``None`` restores the default)."""
+    """Replace what leaves the process for each decision (``None`` restores the default).
+    The gate runs when a decision is delivered."""
     global _gate
     _gate = gate or decision_summary
-
-
-def emit_decision(decision: Decision) -> None:
-    """Publish what the consent gate allows of ``decision`` to the product's subscribers."""
-    try:
-        event = _gate(decision)
-    except Exception:  # a failing gate shares nothing; the decision is already durable
-        logger.exception("reasoning_trace: consent gate failed; nothing was shared")
-        return
-    if event is not None:
-        bus.publish(event)
 
 
 class Subscription:
@@ -146,7 +222,8 @@ class Subscription:
     the cursor only after the callback returned. A callback that raises is retried on the same
     decision with backoff (up to ``max_backoff`` seconds), so once it is fixed it catches up.
     The cursor (``<root>/.rtrace/cursors/<name>``) is written at most every ``save_every``
-    seconds and on stop; after a crash delivery resumes from it (at-least-once).
+    seconds and on stop; after a crash delivery resumes from it (at-least-once). With
+    ``persist=False`` the cursor lives in memory only (a subscriber that starts anew each run).
     """
 
     def __init__(
@@ -159,6 +236,7 @@ class Subscription:
         start: int | None = None,
         save_every: float = 0.2,
         max_backoff: float = 5.0,
+        persist: bool = True,
     ) -> None:
         if not name or any(c in name for c in "/\\\0") or name.startswith("."):
             raise ValueError(f"a subscriber name must be a plain file name, not {name!r}")
@@ -170,7 +248,8 @@ class Subscription:
         self._save_every = save_every
         self._max_backoff = max_backoff
         self._stop = threading.Event()
-        saved = self._load()
+        self._persist = persist
+        saved = self._load() if persist else None
         self.cursor = saved if saved is not None else (len(log) - 1 if start is None else start)
         self.failures = 0
         self._thread = threading.Thread(target=self._run, name=f"rtrace-sub-{name}", daemon=True)
@@ -186,6 +265,8 @@ class Subscription:
             return None
 
     def _save(self) -> None:
+        if not self._persist:
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(f"{self.cursor}\n")
