@@ -33,12 +33,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import nats  # noqa: E402
 from nats.js.api import ConsumerConfig, DeliverPolicy  # noqa: E402
+from tests.natsserver import Cluster, NatsServer  # noqa: E402
 
 from reasoning_trace import DecisionLog  # noqa: E402
 from reasoning_trace.fleet import Fleet  # noqa: E402
 from reasoning_trace.jetstream import decision_subject, stream_config  # noqa: E402
 from reasoning_trace.replicate import Replicator  # noqa: E402
-from tests.natsserver import Cluster, NatsServer  # noqa: E402
 
 
 def fill(root: Path, n: int) -> list[bytes]:
@@ -105,7 +105,7 @@ class Pacer(threading.Thread):
                     time.sleep(wait)
 
 
-def lag(url: str, base: Path, seconds: float, outage: float, server: NatsServer) -> None:
+def lag(url: str, base: Path, seconds: float, outage: float, server: NatsServer | None) -> None:
     root = base / "paced"
     DecisionLog(str(root), node="paced").close()
     proc = subprocess.Popen(
@@ -127,7 +127,7 @@ def lag(url: str, base: Path, seconds: float, outage: float, server: NatsServer)
     lags: list[float] = []
 
     async def consume(stop: threading.Event) -> None:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url.split(","))
         js = nc.jetstream()
         while True:
             try:
@@ -167,6 +167,12 @@ def lag(url: str, base: Path, seconds: float, outage: float, server: NatsServer)
         f"writer pace {pacer.count / (seconds):.0f}/s"
     )
 
+    if server is None or not outage:
+        pacer.stop.set()
+        pacer.join()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        return
     # Outage: the server dies, the writer goes on, the server comes back.
     server.kill(signal.SIGKILL)
     t0 = time.monotonic()
@@ -203,9 +209,10 @@ def main() -> None:
 
     single = NatsServer(base / "single").start()
     try:
+        print("single node:", end=" ")
         rate, raw = throughput(single.url, base / "t1", args.records, 1)
         print(
-            f"single node: {rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
+            f"{rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
         lag(single.url, base / "lag", args.seconds, args.outage, single)
@@ -219,6 +226,8 @@ def main() -> None:
             f"three-node R3: {rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
+        print("three-node R3:", end=" ")
+        lag(cluster.url, base / "lag3", args.seconds, 0, None)
     finally:
         cluster.stop()
 

@@ -219,17 +219,17 @@ class Fleet:
         if self._end == 0:
             info = self._bridge.run(self._js.stream_info(self.stream))
             self._end = info.state.last_seq or 0
-        held: list[tuple[float, int, Decision]] = []  # (release time, tiebreak, decision)
+        # Held back ``hold`` seconds after arrival, released oldest timestamp first: records of
+        # several nodes that arrive close together come out in time order.
+        held: list[tuple[float, int, float, Decision]] = []  # (timestamp, tiebreak, arrival, d)
         counter = itertools.count()
-        release_at = 0.0
         for msg in self._follow_messages(stopped):
             now = time.monotonic()
             if msg is not None:
                 d = self.decision(msg)
-                heapq.heappush(held, (d.timestamp, next(counter), d))
-                release_at = now + self.hold
-            while held and (msg is None or now >= release_at or len(held) > BATCH):
-                yield heapq.heappop(held)[2]
+                heapq.heappush(held, (d.timestamp, next(counter), now, d))
+            while held and (msg is None or held[0][2] + self.hold <= now or len(held) > BATCH):
+                yield heapq.heappop(held)[3]
 
     def _follow_messages(self, stop: Callable[[], bool]) -> Iterator[Msg | None]:
         """Messages as they come; ``None`` after each quiet spell, to release held records."""

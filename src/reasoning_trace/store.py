@@ -6,8 +6,10 @@ Contract, kept by every backend and checked by ``tests/test_store_contract.py``:
   assigned under the backend's writer lock (one lock for every thread and process writing the
   same log), each at the instant taken under that lock. A caller-given id already in the log
   yields the stored decision when the content is the same and ``ConflictError`` when it differs,
-  and consumes no seq. If the batch cannot be stored durably, every item gets a ``StorageError``,
-  nothing of the batch is visible and no seq is consumed. Returns one result per item.
+  and consumes no seq. If the batch cannot be stored durably, every item not stored gets a
+  ``StorageError`` and consumes no seq: the file store stores all of a batch or none of it;
+  the JetStream store, which acknowledges record by record, may keep a prefix of it (those
+  items get their decisions). Returns one result per item.
 - ``size()`` is the number of records (the next seq), without scanning.
 - ``read(start, stop)`` yields the decisions with ``start <= seq < stop`` in seq order.
 - ``recent(limit)`` returns the newest ``limit`` decisions, oldest first, in time independent of
