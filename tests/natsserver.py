@@ -48,9 +48,11 @@ class NatsServer:
 
     @property
     def url(self) -> str:
+        """The client URL of this server."""
         return f"nats://127.0.0.1:{self.port}"
 
     def write_config(self) -> Path:
+        """Write this server's configuration file (ports, store, routes, extra)."""
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
         cluster = (
             f"cluster {{ name: rtrace; listen: 127.0.0.1:{self.cluster_port}; routes: [{routes}] }}"
@@ -67,6 +69,7 @@ class NatsServer:
         return path
 
     def start(self, *, wait: bool = True) -> NatsServer:
+        """Start the server (again, on the same ports and store) and wait until ready."""
         config = self.write_config()
         log = open(self.dir / "server.log", "ab")  # noqa: SIM115 -- kept by the process
         self.proc = subprocess.Popen([BINARY, "-c", str(config)], stdout=log, stderr=log)
@@ -95,18 +98,21 @@ class NatsServer:
         raise RuntimeError(f"nats-server {self.name} not ready: {last}\n{self.log()[-2000:]}")
 
     def log(self) -> str:
+        """What the server wrote to its log so far."""
         try:
             return (self.dir / "server.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the server with ``sig`` (SIGKILL by default) and reap it."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
         self.proc = None
 
     def jsz(self) -> dict:  # type: ignore[type-arg]
+        """The monitoring endpoint's JetStream report."""
         with urllib.request.urlopen(
             f"http://127.0.0.1:{self.http}/jsz?streams=true", timeout=2
         ) as r:
@@ -123,9 +129,11 @@ class Cluster:
 
     @property
     def url(self) -> str:
+        """The three client URLs, comma-separated (as ``rtrace`` takes them)."""
         return ",".join(s.url for s in self.servers)
 
     def start(self) -> Cluster:
+        """Start all three servers and wait until each is ready."""
         for s in self.servers:
             s.start(wait=False)
         for s in self.servers:
@@ -133,8 +141,10 @@ class Cluster:
         return self
 
     def stop(self) -> None:
+        """Kill every server."""
         for s in self.servers:
             s.kill()
 
     def by_name(self, name: str) -> NatsServer:
+        """The server with this ``server_name``."""
         return next(s for s in self.servers if s.name == name)

@@ -29,6 +29,7 @@ from .natsserver import Cluster, require_server
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A running three-node cluster, killed after the test."""
     require_server()
     c = Cluster(tmp_path / "nats").start()
     yield c
@@ -43,6 +44,7 @@ def stream_cluster(url: str) -> tuple[str | None, list[str], int]:
     """(leader, replicas, messages) of the RTRACE stream, or (None, [], 0) while unavailable."""
 
     async def ask() -> tuple[str | None, list[str], int]:
+        """Ask any server for the stream's cluster info."""
         nc = await nats.connect(
             url.split(","), connect_timeout=1, max_reconnect_attempts=1, error_cb=quiet
         )
@@ -61,6 +63,7 @@ def stream_cluster(url: str) -> tuple[str | None, list[str], int]:
 
 
 def count(url: str) -> int:
+    """Records of node ``a`` in the stream (-1 while it cannot answer)."""
     try:
         with Fleet(url) as fleet:
             return fleet.subjects(decision_subject("a")).get(decision_subject("a"), 0)
@@ -69,6 +72,7 @@ def count(url: str) -> int:
 
 
 def wait_for(predicate, what: str, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -78,6 +82,8 @@ def wait_for(predicate, what: str, timeout: float = 90.0) -> None:  # type: igno
 def test_kill_9_follower_then_leader_loses_and_duplicates_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    """Every record the node wrote is in the R3 stream once, in order, after a follower and then
+    the leader were killed with SIGKILL during replication."""
     root = tmp_path / "a"
     stop = threading.Event()
     written = [0]

@@ -27,6 +27,7 @@ NODES = ("east", "west")
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A running single nats-server, killed after the test."""
     require_server()
     srv = NatsServer(tmp_path / "nats").start()
     yield srv
@@ -34,6 +35,7 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 def rtrace(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``rtrace`` and return what it did (asserting success if ``check``)."""
     done = subprocess.run(
         [sys.executable, "-m", "reasoning_trace", *args],
         capture_output=True,
@@ -63,11 +65,13 @@ def record_alternating(base: Path, rounds: int, start: int = 0) -> None:
 
 
 def ship(base: Path, url: str) -> None:
+    """Replicate both nodes' logs until the stream holds everything."""
     for n in NODES:
         replicate(base / n, url, node=n, until_caught_up=True)
 
 
 def test_tail_query_and_stats_across_nodes(server: NatsServer, tmp_path: Path) -> None:
+    """tail, query and stats with --source read every node's records, in time order."""
     record_alternating(tmp_path, 40)
     ship(tmp_path, server.url)
     src = ("--source", server.url)
@@ -97,6 +101,7 @@ def test_tail_query_and_stats_across_nodes(server: NatsServer, tmp_path: Path) -
 
 
 def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: Path) -> None:
+    """tail -f with --source prints every node's new records once each, in time order."""
     record_alternating(tmp_path, 3)
     ship(tmp_path, server.url)
     proc = subprocess.Popen(
@@ -139,6 +144,7 @@ def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: P
 
 
 def test_verify_a_node_from_the_stream_alone(server: NatsServer, tmp_path: Path) -> None:
+    """verify --source --node passes with the node's key and fails with a key that did not sign."""
     record_alternating(tmp_path, 30)
     ship(tmp_path, server.url)
     vkey = tmp_path / "east" / "checkpoints" / "vkey"
@@ -159,6 +165,8 @@ def test_verify_a_node_from_the_stream_alone(server: NatsServer, tmp_path: Path)
 def test_witness_catches_a_local_rewrite_after_replication(
     server: NatsServer, tmp_path: Path
 ) -> None:
+    """A log rewritten and re-signed after replication verifies locally but fails
+    verify --witness."""
     record_alternating(tmp_path, 50)
     ship(tmp_path, server.url)
     east = tmp_path / "east"

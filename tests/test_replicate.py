@@ -36,6 +36,7 @@ EXAMPLES = HERE.parent / "examples" / "nats-server"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A running single nats-server, killed after the test."""
     require_server()
     srv = NatsServer(tmp_path / "nats").start()
     yield srv
@@ -43,6 +44,7 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 def fill(root: Path, node: str, n: int, start: int = 0) -> None:
+    """Record ``n`` decisions as ``node`` in the log at ``root``."""
     with DecisionLog(str(root), node=node) as log:
         for i in range(start, start + n):
             log.record(
@@ -54,12 +56,16 @@ def fill(root: Path, node: str, n: int, start: int = 0) -> None:
 
 
 def replicated(url: str, node: str, stream: str = "RTRACE") -> list[bytes]:
+    """The stored lines the stream holds for ``node``, in stream order."""
     with Fleet(url, stream=stream) as fleet:
         return [m.data for m in fleet.messages(decision_subject(node))]
 
 
 def run(coro_fn, url: str):  # type: ignore[no-untyped-def]
+    """Run ``coro_fn(js)`` on a fresh connection to ``url``."""
+
     async def main():  # type: ignore[no-untyped-def]
+        """Connect, run, disconnect."""
         nc = await nats.connect(url)
         try:
             return await coro_fn(nc.jetstream())
@@ -70,6 +76,8 @@ def run(coro_fn, url: str):  # type: ignore[no-untyped-def]
 
 
 def test_several_nodes_replicate_exactly_once_in_order(server: NatsServer, tmp_path: Path) -> None:
+    """Three nodes' logs land in the stream byte for byte, once, in order, with checkpoints that
+    verify."""
     for node, n in (("alpha", 1500), ("beta", 700), ("gamma", 1)):
         fill(tmp_path / node, node, n)
         status = replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
@@ -93,10 +101,12 @@ def test_several_nodes_replicate_exactly_once_in_order(server: NatsServer, tmp_p
 def test_the_stream_is_created_safe_and_refuses_delete_and_purge(
     server: NatsServer, tmp_path: Path
 ) -> None:
+    """The stream the product creates keeps history, and refuses deleting a record or purging."""
     fill(tmp_path / "a", "a", 10)
     replicate(tmp_path / "a", server.url, node="a", until_caught_up=True)
 
     async def attack(js):  # type: ignore[no-untyped-def]
+        """Try to delete a record and to purge the stream."""
         info = await js.stream_info("RTRACE")
         refused = []
         for attempt in (lambda: js.delete_msg("RTRACE", 1), lambda: js.purge_stream("RTRACE")):
@@ -119,7 +129,10 @@ def test_the_stream_is_created_safe_and_refuses_delete_and_purge(
 def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
     server: NatsServer, tmp_path: Path
 ) -> None:
+    """An existing stream with a max_age is refused by the replicator and noted by verify."""
+
     async def make(js):  # type: ignore[no-untyped-def]
+        """Create a leaky stream and check that ensure_stream refuses it."""
         await js.add_stream(
             StreamConfig(
                 name="LEAKY",
@@ -143,6 +156,8 @@ def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
 
 
 def test_a_consumer_sees_only_the_subject_it_asked_for(server: NatsServer, tmp_path: Path) -> None:
+    """A consumer filtered to one node's decisions gets nothing else (2.9 has one filter
+    subject)."""
     for node in ("a", "b"):
         fill(tmp_path / node, node, 20)
         replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
@@ -161,6 +176,7 @@ def test_a_consumer_sees_only_the_subject_it_asked_for(server: NatsServer, tmp_p
 
 
 def test_another_log_under_the_same_node_name_is_a_fork(server: NatsServer, tmp_path: Path) -> None:
+    """A second log replicating under a taken node name is refused as a fork."""
     fill(tmp_path / "one", "x", 5)
     fill(tmp_path / "two", "x", 8)
     replicate(tmp_path / "one", server.url, node="x", until_caught_up=True)
@@ -179,6 +195,7 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
     rep = Replicator(tmp_path / "a", server.url, node="a")
 
     async def scenario(js):  # type: ignore[no-untyped-def]
+        """Store the record under another msg id, then publish it as a retry would."""
         await ensure_stream(js)
         first = await js.publish(
             "rtrace.a.decision",
@@ -198,10 +215,12 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
 
 
 def _rtrace(*args: str) -> list[str]:
+    """The command line of ``rtrace`` with ``args``."""
     return [sys.executable, "-m", "reasoning_trace", *args]
 
 
 def _count(url: str, node: str) -> int:
+    """Records of ``node`` in the stream (0 before the stream exists)."""
     try:
         fleet = Fleet(url)
     except ReplicationError:  # no stream yet
@@ -211,6 +230,7 @@ def _count(url: str, node: str) -> int:
 
 
 def _wait(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -220,6 +240,8 @@ def _wait(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-
 def test_a_killed_replicator_resumes_exactly_where_it_stopped(
     server: NatsServer, tmp_path: Path
 ) -> None:
+    """A replicator killed with SIGKILL mid-stream resumes from the stream's end: nothing twice,
+    nothing missing."""
     root = tmp_path / "a"
     fill(root, "a", 6000)
     proc = subprocess.Popen(
@@ -248,6 +270,7 @@ def test_a_killed_replicator_resumes_exactly_where_it_stopped(
 
 
 def test_a_server_outage_loses_and_duplicates_nothing(server: NatsServer, tmp_path: Path) -> None:
+    """Local writes go on while the server is dead; replication catches up once it is back."""
     root = tmp_path / "a"
     fill(root, "a", 200)
     stop = threading.Event()
@@ -270,6 +293,7 @@ def test_a_server_outage_loses_and_duplicates_nothing(server: NatsServer, tmp_pa
 
 
 def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) -> None:
+    """With the shipped accounts, a writer cannot delete the stream or raise its max_age."""
     require_server()
     srv = NatsServer(tmp_path / "nats", extra='include "accounts.conf"')
     shutil.copy(EXAMPLES / "accounts.conf", srv.dir)  # includes are relative to the config
@@ -281,6 +305,7 @@ def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) 
         assert replicate(tmp_path / "a", writer, node="a", until_caught_up=True).records == 5
 
         async def attack(js):  # type: ignore[no-untyped-def]
+            """Try to delete the stream and to give it a max_age."""
             outcomes = []
             leaky = StreamConfig(name="RTRACE", subjects=["rtrace.>"], max_age=60)
             for attempt in (lambda: js.delete_stream("RTRACE"), lambda: js.update_stream(leaky)):
@@ -292,6 +317,7 @@ def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) 
             return outcomes
 
         async def state(js):  # type: ignore[no-untyped-def]
+            """The stream's max_age and message count, as the admin sees them."""
             info = await js.stream_info("RTRACE")
             return info.config.max_age, info.state.messages
 
@@ -305,6 +331,7 @@ def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_replicate_needs_a_valid_node_name(tmp_path: Path) -> None:
+    """A node name that is not a subject token is refused with exit 2, naming it."""
     fill(tmp_path / "a", "a", 1)
     done = subprocess.run(
         _rtrace(

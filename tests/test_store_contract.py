@@ -18,6 +18,7 @@ Opener = Callable[[], DecisionLog]
 
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One nats-server for the module's JetStream cases."""
     require_server()
     pytest.importorskip("nats")
     srv = NatsServer(tmp_path_factory.mktemp("nats")).start()
@@ -41,6 +42,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 
 
 def gate(log: DecisionLog, i: int, **kw: object) -> object:
+    """Record one gate decision numbered ``i``."""
     return log.record(
         "upgrade" if i % 2 else "halt",
         i % 3 != 0,
@@ -51,6 +53,7 @@ def gate(log: DecisionLog, i: int, **kw: object) -> object:
 
 
 def test_seqs_are_consecutive_and_reads_find_them(opener: Opener) -> None:
+    """Seqs run from 0 without gaps, and every read path finds the records."""
     with opener() as log:
         made = [gate(log, i) for i in range(120)]
         assert [d.seq for d in made] == list(range(120))  # type: ignore[attr-defined]
@@ -69,12 +72,14 @@ def test_seqs_are_consecutive_and_reads_find_them(opener: Opener) -> None:
 
 
 def log_filter(**kw: object):  # type: ignore[no-untyped-def]
+    """A ``Filter`` from keyword arguments."""
     from reasoning_trace import Filter
 
     return Filter.build(**kw)  # type: ignore[arg-type]
 
 
 def test_caller_ids_are_idempotent_and_conflicts_consume_no_seq(opener: Opener) -> None:
+    """A retried caller id returns the stored decision; a conflict or a refusal uses no seq."""
     with opener() as log:
         first = gate(log, 1, id="deploy-42")
         again = gate(log, 1, id="deploy-42")
@@ -88,6 +93,7 @@ def test_caller_ids_are_idempotent_and_conflicts_consume_no_seq(opener: Opener) 
 
 
 def test_two_writers_of_one_log_never_share_a_seq(opener: Opener) -> None:
+    """Two writers of one log, concurrently: 300 records, seqs 0..299, no id twice."""
     a, b = opener(), opener()
     try:
         threads = [
@@ -106,6 +112,7 @@ def test_two_writers_of_one_log_never_share_a_seq(opener: Opener) -> None:
 
 
 def test_follow_sees_another_writers_records(opener: Opener) -> None:
+    """follow yields what another writer records, each once, in order."""
     reader, writer = opener(), opener()
     try:
         gate(writer, 0)
@@ -133,6 +140,8 @@ def test_follow_sees_another_writers_records(opener: Opener) -> None:
 def test_the_jetstream_store_signs_checkpoints_that_verify(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """A diskless writer's checkpoints verify from the stream, and a new writer continues its
+    history."""
     pytest.importorskip("nats")
     from reasoning_trace.fleet import verify_node
     from reasoning_trace.jetstream_store import JetStreamStore
