@@ -12,6 +12,8 @@ import pytest
 
 from reasoning_trace import DecisionLog
 
+from .natsserver import NatsServer, require_server
+
 HERE = Path(__file__).parent
 VECTORS = HERE / "vectors"  # copied from the project's shared testdata; sources in SOURCE.md
 
@@ -67,3 +69,13 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     path = tmp_path_factory.mktemp("key") / "signing.key"
     monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
     return path
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A running nats-server with JetStream on free loopback ports, killed after the test
+    (skips where Debian's nats-server is not installed)."""
+    require_server()
+    srv = NatsServer(tmp_path / "nats").start()
+    yield srv
+    srv.kill()

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,9 @@ from reasoning_trace import DecisionLog
 from reasoning_trace.note import Signer
 from reasoning_trace.replicate import replicate
 
-from .natsserver import NatsServer, require_server
+from .natsserver import NatsServer
 
 NODES = ("east", "west")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A running single nats-server, killed after the test."""
-    require_server()
-    srv = NatsServer(tmp_path / "nats").start()
-    yield srv
-    srv.kill()
 
 
 def rtrace(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -70,11 +60,11 @@ def ship(base: Path, url: str) -> None:
         replicate(base / n, url, node=n, until_caught_up=True)
 
 
-def test_tail_query_and_stats_across_nodes(server: NatsServer, tmp_path: Path) -> None:
+def test_tail_query_and_stats_across_nodes(nats_server: NatsServer, tmp_path: Path) -> None:
     """tail, query and stats with --source read every node's records, in time order."""
     record_alternating(tmp_path, 40)
-    ship(tmp_path, server.url)
-    src = ("--source", server.url)
+    ship(tmp_path, nats_server.url)
+    src = ("--source", nats_server.url)
 
     tail = [json.loads(x) for x in rtrace(*src, "tail", "-n", "6", "--json").stdout.splitlines()]
     assert len(tail) == 6
@@ -100,17 +90,17 @@ def test_tail_query_and_stats_across_nodes(server: NatsServer, tmp_path: Path) -
     assert refused.returncode == 2 and "works on a local log" in refused.stderr
 
 
-def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: Path) -> None:
+def test_tail_follow_interleaves_every_node_live(nats_server: NatsServer, tmp_path: Path) -> None:
     """tail -f with --source prints every node's new records once each, in time order."""
     record_alternating(tmp_path, 3)
-    ship(tmp_path, server.url)
+    ship(tmp_path, nats_server.url)
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "reasoning_trace",
             "--source",
-            server.url,
+            nats_server.url,
             "tail",
             "-n",
             "1",
@@ -129,7 +119,7 @@ def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: P
         # replicated afterwards must all arrive, once each, in time order.
         assert json.loads(lines.get(timeout=30))["subject"]["round"] == 2
         record_alternating(tmp_path, 5, start=3)
-        ship(tmp_path, server.url)
+        ship(tmp_path, nats_server.url)
         got = [json.loads(lines.get(timeout=30)) for _ in range(10)]
         with pytest.raises(queue.Empty):
             lines.get(timeout=0.5)  # nothing twice
@@ -143,34 +133,38 @@ def test_tail_follow_interleaves_every_node_live(server: NatsServer, tmp_path: P
     assert [d["timestamp"] for d in got] == sorted(d["timestamp"] for d in got)
 
 
-def test_verify_a_node_from_the_stream_alone(server: NatsServer, tmp_path: Path) -> None:
+def test_verify_a_node_from_the_stream_alone(nats_server: NatsServer, tmp_path: Path) -> None:
     """verify --source --node passes with the node's key and fails with a key that did not sign."""
     record_alternating(tmp_path, 30)
-    ship(tmp_path, server.url)
+    ship(tmp_path, nats_server.url)
     vkey = tmp_path / "east" / "checkpoints" / "vkey"
-    ok = rtrace("--source", server.url, "verify", "--node", "east", "--vkey", str(vkey), "--json")
+    ok = rtrace(
+        "--source", nats_server.url, "verify", "--node", "east", "--vkey", str(vkey), "--json"
+    )
     summary = json.loads(ok.stdout.splitlines()[-1])["summary"]
     assert summary["ok"] is True and summary["records"] == 30
     assert summary["signed_size"] == 30
 
     keys = str(Signer.generate("someone-else").verifier)  # a key that did not sign
-    wrong = rtrace("--source", server.url, "verify", "--node", "east", "--vkey", keys, check=False)
+    wrong = rtrace(
+        "--source", nats_server.url, "verify", "--node", "east", "--vkey", keys, check=False
+    )
     assert wrong.returncode == 1
     assert "unknown_key" in wrong.stdout
 
-    missing = rtrace("--source", server.url, "verify", check=False)
+    missing = rtrace("--source", nats_server.url, "verify", check=False)
     assert missing.returncode == 2 and "--node" in missing.stderr
 
 
 def test_witness_catches_a_local_rewrite_after_replication(
-    server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """A log rewritten and re-signed after replication verifies locally but fails
     verify --witness."""
     record_alternating(tmp_path, 50)
-    ship(tmp_path, server.url)
+    ship(tmp_path, nats_server.url)
     east = tmp_path / "east"
-    assert rtrace("--dir", str(east), "verify", "--witness", server.url, "--node", "east")
+    assert rtrace("--dir", str(east), "verify", "--witness", nats_server.url, "--node", "east")
 
     # The host is compromised: the whole log is rewritten, consistently, and re-signed with
     # the node's own key. Locally it verifies; against what it replicated, it does not.
@@ -184,8 +178,32 @@ def test_witness_catches_a_local_rewrite_after_replication(
             log.record("upgrade", True, {"safety": {"passed": True}}, {"round": i})
     assert rtrace("--dir", str(east), "verify").returncode == 0
     caught = rtrace(
-        "--dir", str(east), "verify", "--witness", server.url, "--node", "east", check=False
+        "--dir", str(east), "verify", "--witness", nats_server.url, "--node", "east", check=False
     )
     assert caught.returncode == 1, caught.stdout
     assert "altered" in caught.stdout and "checkpoint_mismatch" in caught.stdout
     assert "FAILED" in caught.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--source", "nats://127.0.0.1:1", "tail"],
+        ["replicate", "--nats", "nats://127.0.0.1:1"],
+        ["verify", "--witness", "nats://127.0.0.1:1"],
+    ],
+)
+def test_without_the_nats_extra_the_error_says_what_to_install(
+    args: list[str], tmp_path: Path
+) -> None:
+    """Without nats-py, fleet commands exit 2 naming the extra to install."""
+    DecisionLog(str(tmp_path / "log")).close()
+    code = (
+        "import sys; sys.modules['nats'] = None\n"
+        "from reasoning_trace.cli import main\n"
+        f"sys.argv = ['rtrace', '--dir', {str(tmp_path / 'log')!r}, *{args!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "pip install 'reasoning-trace[nats]'" in done.stderr

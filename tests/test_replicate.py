@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ from .natsserver import NatsServer, require_server
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples" / "nats-server"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A running single nats-server, killed after the test."""
-    require_server()
-    srv = NatsServer(tmp_path / "nats").start()
-    yield srv
-    srv.kill()
 
 
 def fill(root: Path, node: str, n: int, start: int = 0) -> None:
@@ -75,35 +65,38 @@ def run(coro_fn, url: str):  # type: ignore[no-untyped-def]
     return asyncio.run(main())
 
 
-def test_several_nodes_replicate_exactly_once_in_order(server: NatsServer, tmp_path: Path) -> None:
+def test_several_nodes_replicate_exactly_once_in_order(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     """Three nodes' logs land in the stream byte for byte, once, in order, with checkpoints that
     verify."""
     for node, n in (("alpha", 1500), ("beta", 700), ("gamma", 1)):
         fill(tmp_path / node, node, n)
-        status = replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
+        status = replicate(tmp_path / node, nats_server.url, node=node, until_caught_up=True)
         assert status.records == n
         assert status.next_seq == n
     for node in ("alpha", "beta", "gamma"):
-        assert replicated(server.url, node) == all_lines(tmp_path / node)
+        assert replicated(nats_server.url, node) == all_lines(tmp_path / node)
         vkey = (tmp_path / node / "checkpoints" / "vkey").read_text()
-        report = verify_node(server.url, node, vkey)
+        report = verify_node(nats_server.url, node, vkey)
         assert report.ok, report.failures
         assert report.signed_size == report.records  # the closing checkpoint is replicated too
-    with Fleet(server.url) as fleet:
+    with Fleet(nats_server.url) as fleet:
         assert fleet.nodes() == ["alpha", "beta", "gamma"]
         assert len(fleet) == 2201
     # Running again ships nothing: resumption comes from the stream itself.
     assert (
-        replicate(tmp_path / "alpha", server.url, node="alpha", until_caught_up=True).records == 0
+        replicate(tmp_path / "alpha", nats_server.url, node="alpha", until_caught_up=True).records
+        == 0
     )
 
 
 def test_the_stream_is_created_safe_and_refuses_delete_and_purge(
-    server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """The stream the product creates keeps history, and refuses deleting a record or purging."""
     fill(tmp_path / "a", "a", 10)
-    replicate(tmp_path / "a", server.url, node="a", until_caught_up=True)
+    replicate(tmp_path / "a", nats_server.url, node="a", until_caught_up=True)
 
     async def attack(js):  # type: ignore[no-untyped-def]
         """Try to delete a record and to purge the stream."""
@@ -116,18 +109,18 @@ def test_the_stream_is_created_safe_and_refuses_delete_and_purge(
                 refused.append(exc.description)
         return info.config, refused, (await js.stream_info("RTRACE")).state.messages
 
-    config, refused, messages = run(attack, server.url)
+    config, refused, messages = run(attack, nats_server.url)
     assert config.deny_delete and config.deny_purge and not config.allow_rollup_hdrs
     assert config.max_age == 0 and config.max_msgs == -1 and config.max_bytes == -1
     assert getattr(config.discard, "value", config.discard) == "new"
     assert getattr(config.storage, "value", config.storage) == "file"
     assert len(refused) == 2
     assert messages == 10 + 1 + 1  # ten records, the key, the closing checkpoint
-    assert replicated(server.url, "a") == all_lines(tmp_path / "a")
+    assert replicated(nats_server.url, "a") == all_lines(tmp_path / "a")
 
 
 def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
-    server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """An existing stream with a max_age is refused by the replicator and noted by verify."""
 
@@ -147,21 +140,23 @@ def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
         with pytest.raises(StreamConfigError, match="max_age is 3600 s"):
             await ensure_stream(js, "LEAKY")
 
-    run(make, server.url)
-    report = verify_node(server.url, "a", stream="LEAKY")
+    run(make, nats_server.url)
+    report = verify_node(nats_server.url, "a", stream="LEAKY")
     assert any(f.kind == "expiring_stream" and "max_age" in f.message for f in report.findings)
     fill(tmp_path / "a", "a", 3)
     with pytest.raises(StreamConfigError):
-        replicate(tmp_path / "a", server.url, node="a", stream="LEAKY", until_caught_up=True)
+        replicate(tmp_path / "a", nats_server.url, node="a", stream="LEAKY", until_caught_up=True)
 
 
-def test_a_consumer_sees_only_the_subject_it_asked_for(server: NatsServer, tmp_path: Path) -> None:
+def test_a_consumer_sees_only_the_subject_it_asked_for(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     """A consumer filtered to one node's decisions gets nothing else (2.9 has one filter
     subject)."""
     for node in ("a", "b"):
         fill(tmp_path / node, node, 20)
-        replicate(tmp_path / node, server.url, node=node, until_caught_up=True)
-    with Fleet(server.url) as fleet:
+        replicate(tmp_path / node, nats_server.url, node=node, until_caught_up=True)
+    with Fleet(nats_server.url) as fleet:
         subjects = {m.subject for m in fleet.messages(decision_subject("a"))}
         everything = {m.subject for m in fleet.messages("rtrace.>")}
     assert subjects == {"rtrace.a.decision"}
@@ -175,24 +170,26 @@ def test_a_consumer_sees_only_the_subject_it_asked_for(server: NatsServer, tmp_p
     }
 
 
-def test_another_log_under_the_same_node_name_is_a_fork(server: NatsServer, tmp_path: Path) -> None:
+def test_another_log_under_the_same_node_name_is_a_fork(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     """A second log replicating under a taken node name is refused as a fork."""
     fill(tmp_path / "one", "x", 5)
     fill(tmp_path / "two", "x", 8)
-    replicate(tmp_path / "one", server.url, node="x", until_caught_up=True)
+    replicate(tmp_path / "one", nats_server.url, node="x", until_caught_up=True)
     with pytest.raises(ForkError, match="another record 4"):
-        replicate(tmp_path / "two", server.url, node="x", until_caught_up=True)
-    assert replicated(server.url, "x") == all_lines(tmp_path / "one")
+        replicate(tmp_path / "two", nats_server.url, node="x", until_caught_up=True)
+    assert replicated(nats_server.url, "x") == all_lines(tmp_path / "one")
 
 
 def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
-    server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """A publish that landed but whose ack was lost, retried where the duplicate check does
     not catch it (as after a leader change on R3): resolved as landed, not a failure."""
     fill(tmp_path / "a", "a", 2)
     lines = all_lines(tmp_path / "a")
-    rep = Replicator(tmp_path / "a", server.url, node="a")
+    rep = Replicator(tmp_path / "a", nats_server.url, node="a")
 
     async def scenario(js):  # type: ignore[no-untyped-def]
         """Store the record under another msg id, then publish it as a retry would."""
@@ -207,10 +204,10 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
             await rep._publish(js, lambda: False, "rtrace.a.decision", lines[1], "a/y", 0)
         return first.seq, seq
 
-    first, resolved = run(scenario, server.url)
+    first, resolved = run(scenario, nats_server.url)
     assert resolved == first
     assert rep.status.resolved == 1
-    assert replicated(server.url, "a") == lines[:1]
+    assert replicated(nats_server.url, "a") == lines[:1]
     rep.log.close()
 
 
@@ -238,58 +235,62 @@ def _wait(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-
 
 
 def test_a_killed_replicator_resumes_exactly_where_it_stopped(
-    server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """A replicator killed with SIGKILL mid-stream resumes from the stream's end: nothing twice,
     nothing missing."""
     root = tmp_path / "a"
     fill(root, "a", 6000)
     proc = subprocess.Popen(
-        _rtrace("--dir", str(root), "replicate", "--nats", server.url, "--node", "a"),
+        _rtrace("--dir", str(root), "replicate", "--nats", nats_server.url, "--node", "a"),
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(lambda: _count(server.url, "a") >= 1000)
+        _wait(lambda: _count(nats_server.url, "a") >= 1000)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        shipped = _count(server.url, "a")
+        shipped = _count(nats_server.url, "a")
         assert 1000 <= shipped < 6000  # stopped mid-stream
         fill(root, "a", 500, start=6000)  # and the node kept deciding meanwhile
     finally:
         if proc.poll() is None:
             proc.kill()
     done = subprocess.run(
-        _rtrace("--dir", str(root), "replicate", "--nats", server.url, "--node", "a", "--once"),
+        _rtrace(
+            "--dir", str(root), "replicate", "--nats", nats_server.url, "--node", "a", "--once"
+        ),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert f"from seq {shipped}" in done.stderr
-    assert replicated(server.url, "a") == all_lines(root)
+    assert replicated(nats_server.url, "a") == all_lines(root)
 
 
-def test_a_server_outage_loses_and_duplicates_nothing(server: NatsServer, tmp_path: Path) -> None:
+def test_a_server_outage_loses_and_duplicates_nothing(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     """Local writes go on while the server is dead; replication catches up once it is back."""
     root = tmp_path / "a"
     fill(root, "a", 200)
     stop = threading.Event()
-    rep = Replicator(root, server.url, node="a")
+    rep = Replicator(root, nats_server.url, node="a")
     thread = threading.Thread(target=rep.run, args=(stop.is_set,))
     thread.start()
     try:
         _wait(lambda: rep.status.next_seq == 200)
-        server.kill()  # SIGKILL: the server is gone mid-replication
+        nats_server.kill()  # SIGKILL: the server is gone mid-replication
         fill(root, "a", 300, start=200)  # local writes go on
         _wait(lambda: rep.status.retries > 0)  # it noticed the outage and keeps trying
         assert rep.status.next_seq < 500
-        server.start()
+        nats_server.start()
         _wait(lambda: rep.status.next_seq == 500)
     finally:
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
-    assert replicated(server.url, "a") == all_lines(root)
+    assert replicated(nats_server.url, "a") == all_lines(root)
 
 
 def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) -> None:

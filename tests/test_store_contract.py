@@ -17,7 +17,7 @@ Opener = Callable[[], DecisionLog]
 
 
 @pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+def shared_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """One nats-server for the module's JetStream cases."""
     require_server()
     pytest.importorskip("nats")
@@ -31,7 +31,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens one log (each call another writer of the same log)."""
     if request.param == "files":
         return lambda: DecisionLog(str(tmp_path / "log"))
-    srv: NatsServer = request.getfixturevalue("nats_server")
+    srv: NatsServer = request.getfixturevalue("shared_nats_server")
     from reasoning_trace.jetstream_store import JetStreamStore
 
     node = request.node.name.split("[")[0][-40:].replace(".", "_")
@@ -138,7 +138,7 @@ def test_follow_sees_another_writers_records(opener: Opener) -> None:
 
 
 def test_the_jetstream_store_signs_checkpoints_that_verify(
-    nats_server: NatsServer, tmp_path: Path
+    shared_nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """A diskless writer's checkpoints verify from the stream, and a new writer continues its
     history."""
@@ -149,17 +149,19 @@ def test_the_jetstream_store_signs_checkpoints_that_verify(
 
     signer = Signer.generate("reasoning-trace/stateless")
     store = JetStreamStore(
-        nats_server.url, "stateless", key=signer, stream="CONTRACT", checkpoint_every=64
+        shared_nats_server.url, "stateless", key=signer, stream="CONTRACT", checkpoint_every=64
     )
     with DecisionLog(store=store) as log:
         for i in range(200):
             gate(log, i)
     # Reopened (a new container): it continues the same history from the stream alone.
     with DecisionLog(
-        store=JetStreamStore(nats_server.url, "stateless", key=signer, stream="CONTRACT")
+        store=JetStreamStore(shared_nats_server.url, "stateless", key=signer, stream="CONTRACT")
     ) as log:
         assert gate(log, 200).seq == 200  # type: ignore[attr-defined]
-    report = verify_node(nats_server.url, "stateless", str(signer.verifier), stream="CONTRACT")
+    report = verify_node(
+        shared_nats_server.url, "stateless", str(signer.verifier), stream="CONTRACT"
+    )
     assert report.ok, report.failures
     assert report.records == 201 and report.signed_size == 201
     assert report.checkpoints >= 4  # 64, 128, 192, 200 and the last close

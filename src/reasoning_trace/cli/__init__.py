@@ -68,14 +68,30 @@ def open_reader(ctx: click.Context) -> DecisionLog | Fleet:
     return open_log(ctx)
 
 
+class MissingExtra(click.ClickException):
+    """An optional extra is not installed: the command cannot run as asked (exit 2)."""
+
+    exit_code = 2
+
+
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """Fail with the install command when an optional extra's modules are missing."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingExtra(
+                f"{what} needs its extra ({module} is missing): "
+                f"pip install 'reasoning-trace[{extra}]'"
+            ) from exc
+
+
 def _fleet(url: str, stream: str) -> Fleet:
-    try:
-        from ..fleet import Fleet
-    except ImportError as exc:
-        raise click.ClickException(
-            f"fleet mode needs its extra ({exc.name} is missing): "
-            "pip install 'reasoning-trace[nats]'"
-        ) from exc
+    require_extra("fleet mode", "nats", "nats")
+    from ..fleet import Fleet
+
     try:
         return Fleet(url, stream=stream)
     except ValueError as exc:
@@ -133,15 +149,11 @@ def serve(
     streams_per_client: int,
 ) -> None:
     """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
-    try:
-        import uvicorn
+    require_extra("the server", "server", "uvicorn", "fastapi", "plotly", "prometheus_client")
+    import uvicorn
 
-        from ..server import Tokens, create_app, is_loopback
-    except ImportError as exc:
-        raise click.ClickException(
-            f"the server needs its extra ({exc.name} is missing): "
-            "pip install 'reasoning-trace[server]'"
-        ) from exc
+    from ..server import Tokens, create_app, is_loopback
+
     try:
         tokens = Tokens.from_environment(token_file)
     except ValueError as exc:

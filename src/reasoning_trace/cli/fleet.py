@@ -49,13 +49,11 @@ def register(cli: click.Group) -> None:
         """
         if ctx.obj.get("source") is not None:
             raise click.UsageError("replicate ships a local log: give --nats, not --source")
-        try:
-            from ..replicate import Replicator
-        except ImportError as exc:
-            raise click.ClickException(
-                f"fleet mode needs its extra ({exc.name} is missing): "
-                "pip install 'reasoning-trace[nats]'"
-            ) from exc
+        from . import require_extra
+
+        require_extra("fleet mode", "nats", "nats")
+        from ..replicate import Replicator
+
         logging.basicConfig(level=logging.INFO, format="rtrace: %(message)s")
         try:
             replicator = Replicator(

@@ -110,15 +110,13 @@ def register(cli: click.Group) -> None:
                 raise click.UsageError(
                     "give --source (a replica) or --witness (this log), not both"
                 )
-            try:
-                from ..fleet import verify_node
-                from ..fleet import witness as witness_check
-                from ..jetstream import check_node, default_node
-            except ImportError as exc:
-                raise click.ClickException(
-                    f"fleet mode needs its extra ({exc.name} is missing): "
-                    "pip install 'reasoning-trace[nats]'"
-                ) from exc
+            from . import require_extra
+
+            require_extra("fleet mode", "nats", "nats")
+            from ..fleet import verify_node
+            from ..fleet import witness as witness_check
+            from ..jetstream import check_node, default_node
+
             try:
                 if source is not None:
                     if node is None:
