@@ -68,6 +68,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     """Each test signs with its own key file, never the user's."""
     path = tmp_path_factory.mktemp("key") / "signing.key"
     monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
+    monkeypatch.setenv("REASONING_TRACE_CURSORS", str(path.parent / "cursors"))
     return path
 
 

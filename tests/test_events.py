@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -61,7 +62,8 @@ def wait_until(check: Any, seconds: float = 20) -> bool:
 
 
 def test_durable_cursor_resumes_without_loss(tmp_path: Path) -> None:
-    """A named subscriber gets every decision after its cursor; restarted, it resumes there."""
+    """A named subscriber gets every decision after its cursor; restarted, it resumes there,
+    even after the log's derived files were deleted."""
     got: list[int] = []
     with DecisionLog(str(tmp_path / "log"), sync="never") as log:
         sub = log.subscribe(
@@ -71,6 +73,7 @@ def test_durable_cursor_resumes_without_loss(tmp_path: Path) -> None:
             log.record("a", True, {}, {"n": n})
         assert wait_until(lambda: sub.cursor == 99)
         sub.stop()
+        shutil.rmtree(tmp_path / "log" / ".rtrace")  # derived (SPEC 2): the cursor is not there
         for n in range(100, 150):
             log.record("a", True, {}, {"n": n})
         again = log.subscribe(

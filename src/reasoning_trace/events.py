@@ -13,13 +13,17 @@ Tests: ``tests/test_events.py``, ``tests/test_compat.py``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from .record import Decision
 
@@ -29,6 +33,7 @@ __all__ = [
     "Subscriber",
     "Subscription",
     "bus",
+    "cursor_path",
     "decision_summary",
     "set_consent_gate",
 ]
@@ -107,7 +112,7 @@ class EventBus:
     to (``record_decision``'s logs), delivered from the log by a ``Subscription`` of its own:
     after it is durable, at-least-once, retried when the subscriber raises, and never blocking
     the writer or another subscriber. A ``name`` makes the cursor durable across restarts
-    (``.rtrace/cursors/bus-<name>``); unnamed subscribers start from the moment they subscribe.
+    (``cursor_path(root, "bus-<name>")``); unnamed subscribers start from the moment they subscribe.
     Decisions recorded with ``event_bus_emit=False`` are withheld (``quiet``).
 
     ``publish`` hands an ad-hoc event (not a decision) to every subscriber's queue.
@@ -213,6 +218,25 @@ def set_consent_gate(gate: ConsentGate | None) -> None:
     _gate = gate or decision_summary
 
 
+def cursor_path(root: Path, name: str) -> Path:
+    """Where subscriber ``name`` of the log at ``root`` keeps its cursor.
+
+    Not under the root: everything there but day files and checkpoints is derived and may be
+    deleted (SPEC 2), while a cursor is state that cannot be rebuilt. So it lives in
+    ``$REASONING_TRACE_CURSORS`` if set, else in the per-user state directory, under a name
+    derived from the root's absolute path.
+    """
+    base = os.environ.get("REASONING_TRACE_CURSORS")
+    folder = (
+        Path(base).expanduser().absolute()
+        if base
+        else Path(platformdirs.user_state_dir("reasoning-trace", appauthor=False)) / "cursors"
+    )
+    absolute = str(Path(root).absolute())
+    tag = hashlib.sha256(absolute.encode()).hexdigest()[:16]
+    return folder / f"{Path(absolute).name or 'root'}-{tag}" / name
+
+
 class Subscription:
     """Durable, at-least-once delivery of a log's decisions to one named subscriber.
 
@@ -221,7 +245,7 @@ class Subscription:
     from its cursor, calls ``callback`` with what the consent gate lets through, and advances
     the cursor only after the callback returned. A callback that raises is retried on the same
     decision with backoff (up to ``max_backoff`` seconds), so once it is fixed it catches up.
-    The cursor (``<root>/.rtrace/cursors/<name>``) is written at most every ``save_every``
+    The cursor (``cursor_path(root, name)``) is written at most every ``save_every``
     seconds and on stop; after a crash delivery resumes from it (at-least-once). With
     ``persist=False`` the cursor lives in memory only (a subscriber that starts anew each run).
     """
@@ -244,7 +268,7 @@ class Subscription:
         self.callback = callback
         self.gate = gate or decision_summary
         self._log = log
-        self._path = log.root / ".rtrace" / "cursors" / name
+        self._path = cursor_path(log.root, name)
         self._save_every = save_every
         self._max_backoff = max_backoff
         self._stop = threading.Event()
