@@ -207,3 +207,22 @@ def test_without_the_nats_extra_the_error_says_what_to_install(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert "pip install 'reasoning-trace[nats]'" in done.stderr
+
+
+def test_recent_finds_each_nodes_last_records_without_reading_everything(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """recent(n) across nodes of very different sizes equals the newest n of a full read."""
+    from reasoning_trace.fleet import Fleet
+
+    record_alternating(tmp_path, 3)
+    with DecisionLog(str(tmp_path / "east"), node="east") as log:
+        for i in range(700):
+            log.record("upgrade", True, {}, {"round": 100 + i})
+    ship(tmp_path, nats_server.url)
+    with Fleet(nats_server.url) as fleet:
+        everything = sorted(fleet.decisions(), key=lambda d: d.timestamp)
+        assert len(everything) == 706
+        for n in (0, 1, 2, 5, 6, 7, 300, 706, 1000):
+            expected = everything[-n:] if n else []
+            assert [d.line for d in fleet.recent(n)] == [d.line for d in expected], n

@@ -15,7 +15,6 @@ import heapq
 import itertools
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +92,8 @@ class Fleet:
                 self._bridge.run(self._nc.close())
             self._bridge.close()
             raise
-        self._end = 0  # the stream seq the newest snapshot read reached
+        self._end = 0  # the stream's last seq when the newest read began (0: none yet)
+        self._delivered: dict[str, int] = {}  # subject -> newest stream seq a read returned
 
     @property
     def bridge(self) -> Bridge:
@@ -133,9 +133,6 @@ class Fleet:
         if snapshot:
             last = self._bridge.run(last_message(self._js, self.stream, subject))
             if last is None or (last.seq or 0) < start:
-                if last is None:  # nothing there as of now: a follow may start after it
-                    info = self._bridge.run(self._js.stream_info(self.stream))
-                    self._end = max(self._end, info.state.last_seq or 0)
                 return
             end = last.seq or 0
         sub = self._bridge.run(self._subscribe(subject, start))
@@ -144,7 +141,8 @@ class Fleet:
                 batch = self._bridge.run(self._take(sub, 0.5 if snapshot else 0.1))
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
-                    self._end = max(self._end, seq)
+                    if seq > self._delivered.get(msg.subject, 0):
+                        self._delivered[msg.subject] = seq
                     yield msg
                     if snapshot and seq >= end:
                         return
@@ -191,24 +189,52 @@ class Fleet:
     def __len__(self) -> int:
         return sum(self.subjects(decision_subject("*")).values())
 
+    def _mark(self) -> None:
+        """Note where the stream ends now: a later ``follow`` starts there, skipping what
+        reads since returned."""
+        info = self._bridge.run(self._js.stream_info(self.stream))
+        self._end = info.state.last_seq or 0
+
+    def _start_of_last(self, subject: str, n: int) -> int | None:
+        """The stream seq from which ``subject`` holds its last ``n`` records (``None``: it
+        holds none). A binary search with "next message on the subject" requests, so tail
+        reads O(log stream) messages, not the whole stream."""
+        last = self._bridge.run(last_message(self._js, self.stream, subject))
+        if last is None:
+            return None
+        target = parse_record(last.data or b"").seq - n + 1
+        lo, hi = 1, last.seq or 1
+        if target <= 0 or n <= 0:
+            return lo if n > 0 else hi + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            msg = self._bridge.run(self._js.get_msg(self.stream, mid, subject=subject, next=True))
+            if parse_record(msg.data or b"").seq >= target:
+                hi = mid
+            else:
+                lo = (msg.seq or mid) + 1
+        return lo
+
     def recent(
         self, limit: int = 200, on_corrupt: Callable[[CorruptLine], None] | None = None
     ) -> list[Decision]:
-        """The newest ``limit`` decisions across nodes, oldest first, by time."""
-        newest: deque[Decision] = deque(maxlen=limit)
-        per_node: dict[str, deque[Decision]] = {}
-        for msg in self.messages(decision_subject("*")):
-            try:
-                d = self.decision(msg)
-            except CorruptLine as exc:
-                if on_corrupt is None:
-                    raise
-                on_corrupt(exc)
+        """The newest ``limit`` decisions across nodes, oldest first, by time (each node's
+        last ``limit`` are read, then merged)."""
+        self._mark()
+        found: list[Decision] = []
+        for subject in sorted(self.subjects(decision_subject("*"))):
+            start = self._start_of_last(subject, limit)
+            if start is None:
                 continue
-            per_node.setdefault(msg.subject, deque(maxlen=limit)).append(d)
-        for d in sorted(itertools.chain.from_iterable(per_node.values()), key=_when):
-            newest.append(d)
-        return list(newest)
+            for msg in self.messages(subject, start=start):
+                try:
+                    found.append(self.decision(msg))
+                except CorruptLine as exc:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(exc)
+        found.sort(key=_when)
+        return found[len(found) - limit :] if limit > 0 else []
 
     def follow(
         self, after_seq: int | None = None, *, stop: Callable[[], bool] | None = None
@@ -217,8 +243,7 @@ class Fleet:
         (``after_seq`` is per node and so not used across a fleet)."""
         stopped = stop or (lambda: False)
         if self._end == 0:
-            info = self._bridge.run(self._js.stream_info(self.stream))
-            self._end = info.state.last_seq or 0
+            self._mark()
         # Held back ``hold`` seconds after arrival, released oldest timestamp first: records of
         # several nodes that arrive close together come out in time order.
         held: list[tuple[float, int, float, Decision]] = []  # (timestamp, tiebreak, arrival, d)
@@ -226,6 +251,8 @@ class Fleet:
         for msg in self._follow_messages(stopped):
             now = time.monotonic()
             if msg is not None:
+                if msg.metadata.sequence.stream <= self._delivered.get(msg.subject, 0):
+                    continue  # a read already returned it
                 d = self.decision(msg)
                 heapq.heappush(held, (d.timestamp, next(counter), now, d))
             while held and (msg is None or held[0][2] + self.hold <= now or len(held) > BATCH):
