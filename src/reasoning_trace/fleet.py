@@ -234,7 +234,7 @@ class Fleet:
                         raise
                     on_corrupt(exc)
         found.sort(key=_when)
-        return found[len(found) - limit :] if limit > 0 else []
+        return found[max(0, len(found) - limit) :] if limit > 0 else []
 
     def follow(
         self, after_seq: int | None = None, *, stop: Callable[[], bool] | None = None
