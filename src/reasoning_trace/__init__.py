@@ -6,6 +6,8 @@ module's API as one-shot uses of it. See SPEC sections 1-3 and 5.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 # The seed's private helpers stay importable by name (existing tests monkeypatch them).
 from .compat import _file_for, _resolve_trace_dir, read_recent, record_decision  # noqa: F401
 from .errors import (
@@ -22,8 +24,10 @@ from .errors import (
     RecordError,
     RecordTooLarge,
     RedactionError,
+    ReplicationError,
     SignatureError,
     StorageError,
+    StreamConfigError,
     UnknownKey,
 )
 from .events import bus, decision_summary, set_consent_gate
@@ -35,6 +39,33 @@ from .store import Store
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .fleet import Fleet, verify_node, witness
+    from .jetstream_store import JetStreamStore
+    from .replicate import Replicator, replicate
+
+# Fleet mode (the ``[nats]`` extra) is imported on first use: most logs never need it.
+_LAZY = {
+    "Fleet": "fleet",
+    "verify_node": "fleet",
+    "witness": "fleet",
+    "JetStreamStore": "jetstream_store",
+    "Replicator": "replicate",
+    "replicate": "replicate",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reasoning_trace' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "ConflictError",
     "CorruptLine",
@@ -42,8 +73,10 @@ __all__ = [
     "DecisionLog",
     "FileStore",
     "Filter",
+    "Fleet",
     "ForkError",
     "IntegrityError",
+    "JetStreamStore",
     "LogRootMissing",
     "NotFound",
     "NoteError",
@@ -53,15 +86,21 @@ __all__ = [
     "RecordError",
     "RecordTooLarge",
     "RedactionError",
+    "ReplicationError",
+    "Replicator",
     "SignatureError",
     "StorageError",
     "Store",
+    "StreamConfigError",
     "UnknownKey",
     "__version__",
     "bus",
     "decision_summary",
     "read_recent",
     "record_decision",
+    "replicate",
     "set_consent_gate",
     "uuid7",
+    "verify_node",
+    "witness",
 ]
