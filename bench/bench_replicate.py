@@ -3,6 +3,7 @@
 1. Throughput: a log of N records shipped by ``Replicator`` (one publish in flight, each
    expecting the subject's last message), against the same lines published raw in the same
    script (serially, without the expectation header): single node, and three-node R3.
+   Also a ``DecisionLog`` on a ``JetStreamStore`` (a writer without a disk), one thread.
 2. Lag at a steady 1,000 decisions/s: a writer records at that pace (``sync="batch"``) while
    ``rtrace replicate`` runs as its own process; a stream consumer in this script takes each
    record's lag as (time it arrives) - (its timestamp). p50/p99/max.
@@ -73,6 +74,27 @@ def raw_rate(url: str, lines: list[bytes], replicas: int) -> float:
         return len(lines) / elapsed
 
     return asyncio.run(run())
+
+
+def store_rate(url: str, n: int, replicas: int) -> float:
+    """Decisions/s recorded by a DecisionLog on a JetStreamStore (no disk), one thread."""
+    from reasoning_trace.jetstream_store import JetStreamStore
+    from reasoning_trace.note import Signer
+
+    store = JetStreamStore(
+        url, f"stateless-r{replicas}", key=Signer.generate("bench/stateless"), replicas=replicas
+    )
+    with DecisionLog(store=store) as log:
+        t = time.perf_counter()
+        for i in range(n):
+            log.record(
+                "upgrade",
+                i % 5 != 0,
+                {"safety": {"passed": i % 5 != 0}, "cost": {"passed": True}},
+                {"agent_id": f"agent-{i % 7}", "version": "1.4.2", "i": i},
+                "a realistic reason of a few words",
+            )
+        return n / (time.perf_counter() - t)
 
 
 def throughput(url: str, base: Path, n: int, replicas: int) -> tuple[float, float]:
@@ -215,6 +237,11 @@ def main() -> None:
             f"{rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
+        stateless = store_rate(single.url, args.records // 4, 1)
+        print(
+            f"single node: JetStreamStore (no disk) records {stateless:,.0f}/s "
+            f"(ratio to raw {stateless / raw:.2f})"
+        )
         lag(single.url, base / "lag", args.seconds, args.outage, single)
     finally:
         single.kill()
@@ -225,6 +252,11 @@ def main() -> None:
         print(
             f"three-node R3: {rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
+        )
+        stateless = store_rate(cluster.url, args.records // 4, 3)
+        print(
+            f"three-node R3: JetStreamStore (no disk) records {stateless:,.0f}/s "
+            f"(ratio to raw {stateless / raw:.2f})"
         )
         print("three-node R3:", end=" ")
         lag(cluster.url, base / "lag3", args.seconds, 0, None)

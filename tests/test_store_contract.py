@@ -4,12 +4,13 @@ file store, and the JetStream store on a real nats-server (for writers without a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from reasoning_trace import ConflictError, DecisionLog, NotFound, RecordError
+from reasoning_trace import ConflictError, DecisionLog, NotFound, RecordError, StorageError
 
 from .natsserver import NatsServer, require_server
 
@@ -111,6 +112,26 @@ def test_two_writers_of_one_log_never_share_a_seq(opener: Opener) -> None:
         b.close()
 
 
+def test_eight_threads_of_one_writer_get_consecutive_seqs(opener: Opener) -> None:
+    """Threads of one log share batches; every record is stored once with its own seq."""
+    with opener() as log:
+        made: list[object] = []
+        threads = [
+            threading.Thread(
+                target=lambda t=t: made.extend(gate(log, t * 100 + i) for i in range(50))
+            )
+            for t in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        records = list(log.read(0))
+        assert [d.seq for d in records] == list(range(400))
+        assert sorted(d.seq for d in made) == list(range(400))  # type: ignore[attr-defined]
+        assert {d.line for d in made} == {d.line for d in records}  # type: ignore[attr-defined]
+
+
 def test_follow_sees_another_writers_records(opener: Opener) -> None:
     """follow yields what another writer records, each once, in order."""
     reader, writer = opener(), opener()
@@ -165,3 +186,57 @@ def test_the_jetstream_store_signs_checkpoints_that_verify(
     assert report.ok, report.failures
     assert report.records == 201 and report.signed_size == 201
     assert report.checkpoints >= 4  # 64, 128, 192, 200 and the last close
+
+
+def test_the_jetstream_store_rides_out_a_server_restart(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Decisions recorded while the server is killed and restarted are all stored once, in
+    seq order, and the node's replicated history still verifies."""
+    pytest.importorskip("nats")
+    from reasoning_trace.fleet import Fleet, verify_node
+    from reasoning_trace.jetstream import decision_subject
+    from reasoning_trace.jetstream_store import JetStreamStore
+    from reasoning_trace.note import Signer
+
+    signer = Signer.generate("reasoning-trace/restart")
+    log = DecisionLog(store=JetStreamStore(nats_server.url, "restart", key=signer))
+    made: list[object] = []
+    errors: list[BaseException] = []
+    go_on = threading.Event()
+    go_on.set()
+
+    def write() -> None:
+        i = 0
+        while go_on.is_set():
+            try:
+                made.append(gate(log, i))
+            except StorageError as exc:  # only if the outage outlasted the ack deadline
+                errors.append(exc)
+            i += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(made) < 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        nats_server.kill()
+        before = len(made)
+        nats_server.start()
+        deadline = time.monotonic() + 60
+        while len(made) < before + 200:  # writing resumed after the restart
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        go_on.clear()
+        writer.join(60)
+        log.close()
+    assert not errors
+    with Fleet(nats_server.url) as fleet:
+        stored = [m.data for m in fleet.messages(decision_subject("restart"))]
+    assert stored == [d.line for d in made]  # type: ignore[attr-defined]
+    report = verify_node(nats_server.url, "restart", str(signer.verifier))
+    assert report.ok, report.failures
+    assert report.signed_size == len(stored)

@@ -33,9 +33,9 @@ import logging
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, load_signer
 from .errors import (
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["JetStreamStore"]
 
 logger = logging.getLogger("reasoning_trace")
+T = TypeVar("T")
 
 
 class _WrongLast(Exception):
@@ -129,8 +130,8 @@ class JetStreamStore:
 
     # --- the subject, read back ----------------------------------------------------------------
 
-    def _run(self, coro: object, timeout: float | None = None) -> object:
-        return self._fleet.bridge.run(coro, timeout)  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self._fleet.bridge.run(coro, timeout)
 
     def _catch_up(self) -> None:
         """Take in records other writers (or our unanswered tries) added to the subject."""
@@ -153,18 +154,18 @@ class JetStreamStore:
         msg = self._run(last_message(self._fleet.js, self.stream, checkpoint_subject(self.node)))
         if msg is None:
             return 0, 0
-        body = split_note((msg.data or b"").decode())[0]  # type: ignore[attr-defined]
-        return msg.seq, Checkpoint.parse(body).size  # type: ignore[attr-defined]
+        body = split_note((msg.data or b"").decode())[0]
+        return msg.seq or 0, Checkpoint.parse(body).size
 
     def _publish_key(self) -> None:
         subject = key_subject(self.node)
         msg = self._run(last_message(self._fleet.js, self.stream, subject))
-        keys = (msg.data or b"").decode().splitlines() if msg is not None else []  # type: ignore[attr-defined]
+        keys = (msg.data or b"").decode().splitlines() if msg is not None else []
         mine = str(self._signer.verifier)
         if mine in keys:
             return
         data = "".join(f"{k}\n" for k in [*keys, mine]).encode()
-        expected = msg.seq if msg is not None else 0  # type: ignore[attr-defined]
+        expected = (msg.seq or 0) if msg is not None else 0
         try:
             self._publish(subject, data, f"{self.node}/key/{mine}", expected)
         except _WrongLast:
@@ -195,7 +196,7 @@ class JetStreamStore:
         while True:
             try:
                 ack = self._run(self._pub(subject, data, msg_id, expected))
-                return ack.seq  # type: ignore[attr-defined, no-any-return]
+                return ack.seq
             except APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise _WrongLast from exc
@@ -216,26 +217,85 @@ class JetStreamStore:
 
         Records are published one after another: after a failure, the batch's earlier
         records stay stored and the later ones get the same ``StorageError`` (the file store
-        stores all or none).
+        stores all or none). A run of new records is published from the event loop in one
+        go, so a batch of many costs one thread hop, not one per record.
         """
         results: list[AppendResult] = []
         failed: StorageError | None = None
         with self._lock:
             if self._closed:
                 raise StorageError(f"the JetStream store of {self.node} is closed")
-            for pending in batch:
+            i = 0
+            while i < len(batch):
                 if failed is not None:
                     results.append(failed)
+                    i += 1
                     continue
-                try:
-                    results.append(self._append_one(pending))
+                run = self._new_run(batch[i:])
+                first: tuple[int, str, bytes] | None = None
+                if run:
+                    done, first = self._run(
+                        self._publish_run(run, len(self._sseqs), self._last_sseq)
+                    )
+                    for pending, (seq, micros, when, line, sseq) in zip(run, done, strict=False):
+                        self._took(pending, line, sseq)
+                        results.append(pending.decision(seq, micros, when, line))
+                    i += len(done)
+                    if first is None:
+                        continue
+                try:  # one record the slow way: retries, catching up, ids already stored
+                    results.append(self._append_one(batch[i], first))
                 except ConflictError as exc:
                     results.append(exc)
                 except StorageError as exc:
                     failed = exc
                     results.append(exc)
+                i += 1
             self._maybe_sign()
         return results
+
+    def _new_run(self, batch: Sequence[Pending]) -> list[Pending]:
+        """The leading records of ``batch`` whose ids are new (neither stored nor repeated)."""
+        run: list[Pending] = []
+        seen: set[str] = set()
+        for pending in batch:
+            if pending.id in self._ids or pending.id in seen:
+                break
+            seen.add(pending.id)
+            run.append(pending)
+        return run
+
+    async def _publish_run(
+        self, run: Sequence[Pending], seq: int, last: int
+    ) -> tuple[list[tuple[int, int, str, bytes, int]], tuple[int, str, bytes] | None]:
+        """Publish ``run`` back to back; stop at the first record not plainly acknowledged.
+
+        Returns the stored records (seq, micros, when, line, stream seq) and, if it stopped,
+        the stopped record's composition, which must be retried byte for byte (it may have
+        landed)."""
+        from nats.errors import Error as NatsError
+
+        done: list[tuple[int, int, str, bytes, int]] = []
+        for pending in run:
+            micros = self._clock() // 1000
+            when = format_utc(micros)
+            line = pending.compose(seq, micros, when)
+            try:
+                ack = await self._pub(self._subject, line, f"{self.node}/{pending.id}", last)
+            except (NatsError, TimeoutError, OSError):
+                return done, (micros, when, line)
+            if ack.duplicate or ack.seq <= last:
+                return done, (micros, when, line)
+            done.append((seq, micros, when, line, ack.seq))
+            seq, last = seq + 1, ack.seq
+        return done, None
+
+    def _took(self, pending: Pending, line: bytes, sseq: int) -> None:
+        """Take a record the stream acknowledged into this writer's state."""
+        self._tree.append(leaf_hash(line))
+        self._ids[pending.id] = len(self._sseqs)
+        self._sseqs.append(sseq)
+        self._last_sseq = sseq
 
     def _stored_as(self, pending: Pending) -> Decision | ConflictError | None:
         seq = self._ids.get(pending.id)
@@ -246,13 +306,20 @@ class JetStreamStore:
             return stored
         return ConflictError(pending.id, stored)
 
-    def _append_one(self, pending: Pending) -> Decision:
+    def _append_one(
+        self, pending: Pending, first: tuple[int, str, bytes] | None = None
+    ) -> Decision:
+        """Store one record, retrying through outages and catching up with other writers.
+        ``first``: a composition already tried, to publish again byte for byte first."""
         known = self._stored_as(pending)
         while known is None:
             seq = len(self._sseqs)
-            micros = self._clock() // 1000
-            when = format_utc(micros)
-            line = pending.compose(seq, micros, when)
+            if first is not None:
+                (micros, when, line), first = first, None
+            else:
+                micros = self._clock() // 1000
+                when = format_utc(micros)
+                line = pending.compose(seq, micros, when)
             try:
                 sseq = self._publish(
                     self._subject, line, f"{self.node}/{pending.id}", self._last_sseq
@@ -270,10 +337,7 @@ class JetStreamStore:
                 self._catch_up()
                 known = self._stored_as(pending)
                 continue
-            self._tree.append(leaf_hash(line))
-            self._sseqs.append(sseq)
-            self._ids[pending.id] = seq
-            self._last_sseq = sseq
+            self._took(pending, line, sseq)
             return pending.decision(seq, micros, when, line)
         if isinstance(known, ConflictError):
             raise known
@@ -345,7 +409,7 @@ class JetStreamStore:
             if seq is None or not 0 <= seq < len(self._sseqs):
                 raise NotFound(f"no decision with {'id' if isinstance(key, str) else 'seq'} {key}")
         msg = self._run(self._fleet.js.get_msg(self.stream, self._sseqs[seq]))
-        return parse_record(msg.data or b"", file=f"{self._subject}#{self._sseqs[seq]}")  # type: ignore[attr-defined]
+        return parse_record(msg.data or b"", file=f"{self._subject}#{self._sseqs[seq]}")
 
     def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
         """Every decision (the stream has no day files to skip); callers filter exactly."""
