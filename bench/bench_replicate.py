@@ -76,24 +76,35 @@ def raw_rate(url: str, lines: list[bytes], replicas: int) -> float:
     return asyncio.run(run())
 
 
-def store_rate(url: str, n: int, replicas: int) -> float:
-    """Decisions/s recorded by a DecisionLog on a JetStreamStore (no disk), one thread."""
+def store_rate(url: str, n: int, replicas: int, threads: int = 1) -> float:
+    """Decisions/s recorded by a DecisionLog on a JetStreamStore (no disk)."""
     from reasoning_trace.jetstream_store import JetStreamStore
     from reasoning_trace.note import Signer
 
     store = JetStreamStore(
-        url, f"stateless-r{replicas}", key=Signer.generate("bench/stateless"), replicas=replicas
+        url,
+        f"stateless-r{replicas}-t{threads}",
+        key=Signer.generate("bench/stateless"),
+        replicas=replicas,
     )
     with DecisionLog(store=store) as log:
+
+        def work(k: int) -> None:
+            for i in range(k, n, threads):
+                log.record(
+                    "upgrade",
+                    i % 5 != 0,
+                    {"safety": {"passed": i % 5 != 0}, "cost": {"passed": True}},
+                    {"agent_id": f"agent-{i % 7}", "version": "1.4.2", "i": i},
+                    "a realistic reason of a few words",
+                )
+
+        workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
         t = time.perf_counter()
-        for i in range(n):
-            log.record(
-                "upgrade",
-                i % 5 != 0,
-                {"safety": {"passed": i % 5 != 0}, "cost": {"passed": True}},
-                {"agent_id": f"agent-{i % 7}", "version": "1.4.2", "i": i},
-                "a realistic reason of a few words",
-            )
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
         return n / (time.perf_counter() - t)
 
 
@@ -237,11 +248,12 @@ def main() -> None:
             f"{rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
-        stateless = store_rate(single.url, args.records // 4, 1)
-        print(
-            f"single node: JetStreamStore (no disk) records {stateless:,.0f}/s "
-            f"(ratio to raw {stateless / raw:.2f})"
-        )
+        for threads in (1, 8):
+            stateless = store_rate(single.url, args.records // 4, 1, threads)
+            print(
+                f"single node: JetStreamStore (no disk), {threads} thread(s): {stateless:,.0f} "
+                f"records/s (ratio to raw {stateless / raw:.2f})"
+            )
         lag(single.url, base / "lag", args.seconds, args.outage, single)
     finally:
         single.kill()
@@ -253,11 +265,12 @@ def main() -> None:
             f"three-node R3: {rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
-        stateless = store_rate(cluster.url, args.records // 4, 3)
-        print(
-            f"three-node R3: JetStreamStore (no disk) records {stateless:,.0f}/s "
-            f"(ratio to raw {stateless / raw:.2f})"
-        )
+        for threads in (1, 8):
+            stateless = store_rate(cluster.url, args.records // 4, 3, threads)
+            print(
+                f"three-node R3: JetStreamStore (no disk), {threads} thread(s): {stateless:,.0f} "
+                f"records/s (ratio to raw {stateless / raw:.2f})"
+            )
         print("three-node R3:", end=" ")
         lag(cluster.url, base / "lag3", args.seconds, 0, None)
     finally:
