@@ -64,7 +64,7 @@ def open_reader(ctx: click.Context) -> DecisionLog | Fleet:
     """What the reading commands read: the local log, or with ``--source`` the fleet."""
     source = ctx.obj.get("source")
     if source is not None:
-        return _fleet(source, ctx.obj["stream"])
+        return open_fleet(source, ctx.obj["stream"])
     return open_log(ctx)
 
 
@@ -88,7 +88,8 @@ def require_extra(what: str, extra: str, *modules: str) -> None:
             ) from exc
 
 
-def _fleet(url: str, stream: str) -> Fleet:
+def open_fleet(url: str, stream: str) -> Fleet:
+    """The fleet replicated to ``stream`` at ``url`` (needs the ``[nats]`` extra)."""
     require_extra("fleet mode", "nats", "nats")
     from ..fleet import Fleet
 

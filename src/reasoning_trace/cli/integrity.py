@@ -67,6 +67,14 @@ def _print_report(report: Report, as_json: bool) -> None:
     )
 
 
+def _fleet_nodes(ctx: click.Context) -> list[str]:
+    """The nodes that replicated to the stream ``--source`` names."""
+    from . import open_fleet
+
+    with open_fleet(ctx.obj["source"], ctx.obj["stream"]) as fleet:
+        return fleet.nodes()
+
+
 def register(cli: click.Group) -> None:
     """Add the integrity commands to the ``rtrace`` group."""
     from . import open_log
@@ -78,7 +86,8 @@ def register(cli: click.Group) -> None:
     )
     @click.option(
         "--node",
-        help="With --source: the node whose replicated log to verify, from the stream alone. "
+        help="With --source: the node whose replicated log to verify, from the stream alone "
+        "(default: every node). "
         "With --witness: the node name this log replicates as (default: this host's name).",
     )
     @click.option(
@@ -119,9 +128,17 @@ def register(cli: click.Group) -> None:
 
             try:
                 if source is not None:
-                    if node is None:
-                        raise click.UsageError("verify --source needs --node NAME")
-                    report = verify_node(source, check_node(node), keys, stream=stream)
+                    nodes = [check_node(node)] if node is not None else _fleet_nodes(ctx)
+                    if not nodes:
+                        raise click.ClickException(f"no node has replicated to {stream!r}")
+                    ok = True
+                    for name in nodes:  # without --node: every node, each on its own
+                        report = verify_node(source, name, keys, stream=stream)
+                        if len(nodes) > 1 and not as_json:
+                            click.echo(f"node {name}:")
+                        _print_report(report, as_json)
+                        ok = ok and report.ok
+                    ctx.exit(0 if ok else 1)
                 else:
                     assert witness is not None
                     name = check_node(node or default_node())
