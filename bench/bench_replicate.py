@@ -7,7 +7,9 @@
 2. Lag at a steady 1,000 decisions/s: a writer records at that pace (``sync="batch"``) while
    ``rtrace replicate`` runs as its own process; a stream consumer in this script takes each
    record's lag as (time it arrives) - (its timestamp). p50/p99/max.
-3. Catch-up: the server is killed for ``--outage`` seconds (60 by default) while the writer
+3. Reading: one node's replicated records delivered bare, checked by ``verify_node``,
+   aggregated by ``Fleet.stats``; and ``tail -n 20`` (``Fleet.recent``) over the fleet.
+4. Catch-up: the server is killed for ``--outage`` seconds (60 by default) while the writer
    goes on at 1,000/s; then it is restarted, and the time until the stream holds everything
    gives the catch-up rate.
 
@@ -106,6 +108,31 @@ def store_rate(url: str, n: int, replicas: int, threads: int = 1) -> float:
         for w in workers:
             w.join()
         return n / (time.perf_counter() - t)
+
+
+def reading(url: str, node: str, n: int) -> None:
+    """Fleet reads of one node's n replicated records, against bare message delivery."""
+    from reasoning_trace.fleet import verify_node
+
+    with Fleet(url) as fleet:
+        t = time.perf_counter()
+        assert sum(1 for _ in fleet.messages(decision_subject(node))) == n
+        raw = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        assert fleet.stats().total >= n
+        stats = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        fleet.recent(20)
+        recent_ms = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    report = verify_node(url, node)
+    assert report.ok and report.records == n
+    verify = n / (time.perf_counter() - t)
+    print(
+        f"reading {n:,} replicated records: delivery {raw:,.0f}/s; verify --source "
+        f"{verify:,.0f}/s ({verify / raw:.2f}); stats {stats:,.0f}/s ({stats / raw:.2f}); "
+        f"tail -n 20 {recent_ms:.1f} ms"
+    )
 
 
 def throughput(url: str, base: Path, n: int, replicas: int) -> tuple[float, float]:
@@ -248,6 +275,8 @@ def main() -> None:
             f"{rate:,.0f} records/s replicated; raw serial publish {raw:,.0f}/s "
             f"(ratio {rate / raw:.2f})"
         )
+        print("single node:", end=" ")
+        reading(single.url, "r1", args.records)
         for threads in (1, 8):
             stateless = store_rate(single.url, args.records // 4, 1, threads)
             print(

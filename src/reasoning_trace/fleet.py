@@ -11,10 +11,12 @@ Tests: ``tests/test_fleet.py``.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,46 @@ if TYPE_CHECKING:
 __all__ = ["Fleet", "verify_node", "witness"]
 
 BATCH = 1024
+
+
+class _Inbox:
+    """Messages a subscription delivered, waiting to be taken in batches (on the loop).
+
+    Holds at most ``limit``: a full inbox makes the delivery callback wait, which holds back
+    the consumer's flow control, so a slow reader slows the server instead of filling memory.
+    """
+
+    def __init__(self, limit: int = 4 * BATCH) -> None:
+        self.msgs: deque[Msg] = deque()
+        self.limit = limit
+        self.ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.sub: Any = None
+
+    async def put(self, msg: Msg) -> None:
+        while len(self.msgs) >= self.limit:
+            self.room.clear()
+            await self.room.wait()
+        self.msgs.append(msg)
+        self.ready.set()
+
+    async def take(self, timeout: float) -> list[Msg]:
+        if not self.msgs:
+            self.ready.clear()
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        out = list(self.msgs)
+        self.msgs.clear()
+        self.room.set()
+        return out
+
+    async def close(self) -> None:
+        self.room.set()
+        if self.sub is not None:
+            await self.sub.unsubscribe()
 
 
 class Fleet:
@@ -135,10 +177,10 @@ class Fleet:
             if last is None or (last.seq or 0) < start:
                 return
             end = last.seq or 0
-        sub = self._bridge.run(self._subscribe(subject, start))
+        inbox = self._bridge.run(self._subscribe(subject, start))
         try:
             while True:
-                batch = self._bridge.run(self._take(sub, 0.5 if snapshot else 0.1))
+                batch = self._bridge.run(self._take(inbox, 0.5 if snapshot else 0.1))
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
                     if seq > self._delivered.get(msg.subject, 0):
@@ -149,29 +191,25 @@ class Fleet:
                 if not batch and stop is not None and stop():
                     return
         finally:
-            self._bridge.run(sub.unsubscribe())
+            self._bridge.run(inbox.close())
 
-    async def _subscribe(self, subject: str, start: int) -> Any:
+    async def _subscribe(self, subject: str, start: int) -> _Inbox:
+        """An ordered consumer of ``subject`` from stream seq ``start``, delivering into an
+        inbox by callback (three times the rate of awaiting each message)."""
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
+        inbox = _Inbox()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
         )
-        return await self._js.subscribe(
-            subject, stream=self.stream, ordered_consumer=True, config=config
+        inbox.sub = await self._js.subscribe(
+            subject, stream=self.stream, ordered_consumer=True, config=config, cb=inbox.put
         )
+        return inbox
 
     @staticmethod
-    async def _take(sub: Any, timeout: float) -> list[Msg]:
-        from nats.errors import TimeoutError as NatsTimeout
-
-        try:
-            out = [await sub.next_msg(timeout=timeout)]
-        except NatsTimeout:
-            return []
-        while len(out) < BATCH and sub.pending_msgs > 0:
-            out.append(await sub.next_msg(timeout=timeout))
-        return out
+    async def _take(inbox: _Inbox, timeout: float) -> list[Msg]:
+        return await inbox.take(timeout)
 
     @staticmethod
     def decision(msg: Msg) -> Decision:
@@ -260,15 +298,15 @@ class Fleet:
 
     def _follow_messages(self, stop: Callable[[], bool]) -> Iterator[Msg | None]:
         """Messages as they come; ``None`` after each quiet spell, to release held records."""
-        sub = self._bridge.run(self._subscribe(decision_subject("*"), self._end + 1))
+        inbox = self._bridge.run(self._subscribe(decision_subject("*"), self._end + 1))
         try:
             while not stop():
-                batch = self._bridge.run(self._take(sub, self.hold))
+                batch = self._bridge.run(self._take(inbox, self.hold))
                 yield from batch
                 if not batch:
                     yield None
         finally:
-            self._bridge.run(sub.unsubscribe())
+            self._bridge.run(inbox.close())
 
     def select(self, flt: Filter) -> Iterator[Decision]:
         """The decisions ``flt`` matches, in stream order."""
