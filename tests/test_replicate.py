@@ -349,3 +349,18 @@ def test_replicate_needs_a_valid_node_name(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "node name 'a.b'" in done.stderr
+
+
+def test_progress_is_logged_while_records_flow(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator sees how far the stream's copy reaches and how late it is."""
+    fill(tmp_path / "a", "a", 300)
+    caplog.set_level("INFO", logger="reasoning_trace")
+    Replicator(tmp_path / "a", nats_server.url, node="a", batch=100, report_every=0).run(
+        until_caught_up=True
+    )
+    progress = [r.getMessage() for r in caplog.records if "shipped" in r.getMessage()]
+    assert progress, caplog.text
+    assert "the stream holds seqs 0..299 of 300" in progress[-1]
+    assert "lag p99" in progress[-1]

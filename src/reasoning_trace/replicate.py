@@ -77,7 +77,8 @@ class Replicator:
     """Replicates the log at ``root`` as ``node`` into ``stream`` on the NATS server at ``url``.
 
     ``replicas`` is used when the stream has to be created. ``batch`` bounds the records held
-    in memory; ``poll`` is how often an idle replicator looks for new records.
+    in memory; ``poll`` is how often an idle replicator looks for new records; progress is
+    logged every ``report_every`` seconds while records flow.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Replicator:
         batch: int = 256,
         poll: float = 0.005,
         ack_timeout: float = 2.0,
+        report_every: float = 10.0,
     ) -> None:
         self.log = DecisionLog(str(root) if root is not None else None, create=False)
         self.url = url
@@ -100,6 +102,7 @@ class Replicator:
         self.batch = batch
         self.poll = poll
         self.ack_timeout = ack_timeout
+        self.report_every = report_every
         self.status = ReplicationStatus(self.node)
         self._checkpoints = Checkpoints(self.log.root)
         self._subject = decision_subject(self.node)
@@ -133,15 +136,34 @@ class Replicator:
                 stop, lambda: ensure_stream(js, self.stream, replicas=self.replicas)
             )
             await self._resume(js, stop)
+            reported = time.monotonic()
             while not stop():
                 shipped = await self._ship_records(js, stop)
                 await self._ship_checkpoints(js, stop)
+                if shipped and time.monotonic() - reported >= self.report_every:
+                    self._report()
+                    reported = time.monotonic()
                 if not shipped:
                     if until_caught_up and self.status.next_seq >= len(self.log):
                         return
                     await asyncio.sleep(self.poll)
         finally:
             await nc.close()
+
+    def _report(self) -> None:
+        """Log progress: how far the stream's copy reaches and how late it is."""
+        lags = sorted(self.status.lags[-10_000:])
+        p99 = lags[int(len(lags) * 0.99)] * 1e3 if lags else 0.0
+        logger.info(
+            "reasoning_trace: %s: %d records and %d checkpoints shipped; the stream holds "
+            "seqs 0..%d of %d; lag p99 %.1f ms",
+            self.node,
+            self.status.records,
+            self.status.checkpoints,
+            self.status.next_seq - 1,
+            len(self.log),
+            p99,
+        )
 
     async def _retrying(self, stop: Callable[[], bool], call: Callable[[], Awaitable[T]]) -> T:
         from nats.errors import Error as NatsError

@@ -54,7 +54,7 @@ def register(cli: click.Group) -> None:
         require_extra("fleet mode", "nats", "nats")
         from ..replicate import Replicator
 
-        logging.basicConfig(level=logging.INFO, format="rtrace: %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
             replicator = Replicator(
                 ctx.obj["root"], url, node=node, stream=ctx.obj["stream"], replicas=replicas
