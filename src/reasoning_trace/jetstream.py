@@ -216,6 +216,14 @@ async def ensure_stream(
         raise StreamConfigError(
             f"stream {name!r} holds {subjects}, not {PREFIX}.>: it is not a reasoning-trace stream"
         )
+    have = info.config.num_replicas or 1
+    if have < replicas:
+        logger.warning(
+            "reasoning_trace: stream %s keeps %d replica(s), fewer than the %d asked for",
+            name,
+            have,
+            replicas,
+        )
     risks = expiry_risks(info.config)
     if strict and risks:
         raise StreamConfigError(f"stream {name!r} would not keep history: " + "; ".join(risks))
