@@ -84,6 +84,9 @@ def test_durable_cursor_resumes_without_loss(tmp_path: Path) -> None:
     assert got == list(range(150))
 
 
+COUNT = 10_000  # the issue's figure
+
+
 def test_failing_and_hanging_subscribers_catch_up(tmp_path: Path) -> None:
     """A subscriber that raises and one that hangs never block writes; fixed, both catch up."""
     broken = threading.Event()
@@ -107,16 +110,16 @@ def test_failing_and_hanging_subscribers_catch_up(tmp_path: Path) -> None:
             log.subscribe("failing", failing, gate=gate, start=-1),
             log.subscribe("hanging", hanging, gate=gate, start=-1),
         ]
-        for n in range(2000):
+        for n in range(COUNT):
             log.record("a", True, {}, {"n": n})  # returns although both subscribers are stuck
-        assert len(log) == 2000 and failing_got == [] and hanging_got == []
+        assert len(log) == COUNT and failing_got == [] and hanging_got == []
         assert wait_until(lambda: subs[0].failures > 0)
         broken.clear()
         release.set()
-        assert wait_until(lambda: len(failing_got) == 2000 and len(hanging_got) == 2000)
+        assert wait_until(lambda: len(failing_got) == COUNT and len(hanging_got) == COUNT)
         for sub in subs:
             sub.stop()
-    assert failing_got == list(range(2000)) and hanging_got == list(range(2000))
+    assert failing_got == list(range(COUNT)) and hanging_got == list(range(COUNT))
 
 
 def test_default_gate_shares_only_the_summary(tmp_path: Path) -> None:
