@@ -364,3 +364,15 @@ def test_progress_is_logged_while_records_flow(
     assert progress, caplog.text
     assert "the stream holds seqs 0..299 of 300" in progress[-1]
     assert "lag p99" in progress[-1]
+
+
+def test_the_example_server_configuration_is_valid() -> None:
+    """``examples/nats-server/server.conf`` (with its accounts) passes nats-server's own check."""
+    require_server()
+    from .natsserver import BINARY
+
+    done = subprocess.run(
+        [BINARY, "-c", "server.conf", "-t"], cwd=EXAMPLES, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is valid" in done.stdout + done.stderr
