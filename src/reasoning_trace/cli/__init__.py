@@ -34,8 +34,8 @@ __all__ = ["cli", "main"]
     "--source",
     metavar="nats://HOST:PORT",
     default=None,
-    help="Read a fleet's replicated logs from this NATS server instead of a local log "
-    "(tail, query, stats, verify --node).",
+    help="Read a fleet's replicated logs from this NATS server (or comma-separated cluster) "
+    "instead of a local log: tail, query, stats, verify.",
 )
 @click.option(
     "--stream",
@@ -54,8 +54,7 @@ def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> Deci
     root: a mistyped --dir must be an error, not an empty log that "verifies"."""
     if ctx.obj.get("source") is not None:
         raise click.UsageError(
-            f"{ctx.info_name} works on a local log; --source serves tail, query, stats "
-            "and verify --node"
+            f"{ctx.info_name} works on a local log; --source serves tail, query, stats and verify"
         )
     return DecisionLog(ctx.obj["root"], create=create, **kwargs)
 
