@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from reasoning_trace import DecisionLog
-from reasoning_trace.events import EventBus, decision_summary
+from reasoning_trace.events import EventBus, decision_summary, set_consent_gate
 
 
 def test_failing_and_hanging_subscribers_do_not_block(tmp_path: Path) -> None:
-    """A subscriber that raises and one that hangs leave publishing and others unaffected."""
+    """A subscriber that raises and one that hangs leave the writer and others unaffected."""
     bus = EventBus()
     release = threading.Event()
     healthy: list[int] = []
@@ -30,17 +30,23 @@ def test_failing_and_hanging_subscribers_do_not_block(tmp_path: Path) -> None:
         if len(healthy) == 500:
             all_in.set()
 
-    bus.subscribe(raises)
-    bus.subscribe(hangs)
-    bus.subscribe(good)
-    with DecisionLog(str(tmp_path / "log"), sync="never") as log:
-        for n in range(500):
-            d = log.record("a", True, {}, {"n": n})
-            bus.publish({"n": d.subject["n"]})
-        assert len(log) == 500
-    assert all_in.wait(10)
+    unsubscribes = [bus.subscribe(raises), bus.subscribe(hangs), bus.subscribe(good)]
+    set_consent_gate(lambda d: {"n": d.subject["n"]})
+    try:
+        with DecisionLog(str(tmp_path / "log"), sync="never") as log:
+            bus.attach(log)
+            for n in range(500):
+                log.record("a", True, {}, {"n": n})
+            assert len(log) == 500
+            assert all_in.wait(10)
+            release.set()
+            bus.detach(log)
+    finally:
+        set_consent_gate(None)
+        release.set()
+        for unsubscribe in unsubscribes:
+            unsubscribe()
     assert healthy == list(range(500))
-    release.set()
 
 
 def test_summary_keeps_only_the_four_keys(tmp_path: Path) -> None:

@@ -12,11 +12,9 @@ Tests: ``tests/test_events.py``, ``tests/test_compat.py``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +41,6 @@ logger = logging.getLogger("reasoning_trace")
 Subscriber = Callable[[dict[str, Any]], object]
 ConsentGate = Callable[[Decision], "dict[str, Any] | None"]
 SUMMARY_KEYS = ("agent_id", "prompt_id", "goal_type", "version")
-QUEUE_LIMIT = 10_000
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:
@@ -56,54 +53,12 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
     }
 
 
-class _Delivery:
-    def __init__(self, callback: Subscriber) -> None:
-        self.callback = callback
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_LIMIT)
-        self.dropped = 0
-        self.thread = threading.Thread(target=self._run, name="rtrace-subscriber", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (event := self.queue.get()) is not None:
-            try:
-                self.callback(event)
-            except Exception:  # a subscriber's failure is its own; log it and go on (SPEC 7)
-                logger.exception("reasoning_trace: subscriber %r raised", self.callback)
-
-    def stop(self) -> None:
-        """End the delivery thread once it has handed over what is queued (or at once, if
-        the queue is full: those events were for a subscriber that is leaving)."""
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)
-            return
-        while True:  # full: make room for the stop marker
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        self.queue.put_nowait(None)
-
-    def offer(self, event: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                logger.warning(
-                    "reasoning_trace: subscriber %r is not keeping up; %d events dropped",
-                    self.callback,
-                    self.dropped,
-                )
-
-
 class _Entry:
-    """One bus subscriber: its callback, its durable name (if any), its ad-hoc event queue."""
+    """One bus subscriber: its callback, its durable name (if any), its feeds."""
 
     def __init__(self, callback: Subscriber, name: str | None) -> None:
         self.callback = callback
         self.name = name
-        self.delivery = _Delivery(callback)
         self.feeds: dict[int, Subscription] = {}  # id(log) -> its delivery from that log
 
 
@@ -114,8 +69,6 @@ class EventBus:
     the writer or another subscriber. A ``name`` makes the cursor durable across restarts
     (``cursor_path(root, "bus-<name>")``); unnamed subscribers start from the moment they subscribe.
     Decisions recorded with ``event_bus_emit=False`` are withheld (``quiet``).
-
-    ``publish`` hands an ad-hoc event (not a decision) to every subscriber's queue.
     """
 
     QUIET_PRUNE = 1024
@@ -127,8 +80,8 @@ class EventBus:
         self._quiet: dict[str, int] = {}  # id -> seq (-1 until stored) of withheld decisions
 
     def subscribe(self, callback: Subscriber, *, name: str | None = None) -> Callable[[], None]:
-        """Deliver every later decision (and ad-hoc event) to ``callback``; returns a
-        function that unsubscribes."""
+        """Deliver every later decision to ``callback``; returns a function that
+        unsubscribes."""
         entry = _Entry(callback, name)
         with self._lock:
             self._entries = [*self._entries, entry]
@@ -142,7 +95,6 @@ class EventBus:
                 entry.feeds.clear()
             for feed in feeds:
                 feed.stop()
-            entry.delivery.stop()
 
         return unsubscribe
 
@@ -200,11 +152,6 @@ class EventBus:
                 cursors = [f.cursor for e in self._entries for f in e.feeds.values()]
                 low = min(cursors, default=seq)
                 self._quiet = {k: v for k, v in self._quiet.items() if v < 0 or v > low}
-
-    def publish(self, event: dict[str, Any]) -> None:
-        """Hand an ad-hoc ``event`` to every subscriber without waiting for any of them."""
-        for entry in self._entries:
-            entry.delivery.offer(event)
 
 
 bus = EventBus()
