@@ -28,25 +28,31 @@ import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .checkpoint import Checkpoint
 from .errors import ReplicationError, StreamConfigError
+from .note import split_note
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-    from nats.js.api import RawStreamMsg, StreamConfig, StreamInfo
+    from nats.js.api import PubAck, RawStreamMsg, StreamConfig, StreamInfo
     from nats.js.client import JetStreamContext
 
 __all__ = [
     "DEFAULT_STREAM",
     "Bridge",
+    "WrongLastSequence",
     "check_node",
+    "checkpoint_size",
     "checkpoint_subject",
     "connect",
     "decision_subject",
     "default_node",
     "ensure_stream",
     "expiry_risks",
+    "is_transient",
     "key_subject",
     "last_message",
+    "publish_after",
     "stream_config",
 ]
 
@@ -238,6 +244,64 @@ async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawSt
         return await js.get_last_msg(stream, subject)
     except NotFoundError:
         return None
+
+
+class WrongLastSequence(ReplicationError):
+    """The subject moved past the message a publish expected: another writer got there
+    first, or an earlier try of this very publish landed (read the subject to know which)."""
+
+
+async def publish_after(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    data: bytes,
+    msg_id: str,
+    expected: int,
+    timeout: float,
+) -> PubAck:
+    """Publish ``data`` only if the subject's last message is stream seq ``expected``.
+
+    Raises ``WrongLastSequence`` when it is not, ``ReplicationError`` when the server refuses
+    for good; outages surface as nats-py's own errors (see ``is_transient``).
+    """
+    from nats.js.errors import APIError
+
+    try:
+        return await js.publish(
+            subject,
+            data,
+            timeout=timeout,
+            stream=stream,
+            headers={
+                "Nats-Msg-Id": msg_id,
+                "Nats-Expected-Last-Subject-Sequence": str(expected),
+            },
+        )
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            raise WrongLastSequence(f"{subject} moved past message {expected}") from exc
+        if exc.code is not None and exc.code < 500:
+            raise ReplicationError(f"JetStream refused: {exc.description}") from exc
+        raise
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage worth retrying (a timeout, no responders during an
+    election, a lost connection, a 5xx), not an answer."""
+    from nats.errors import Error as NatsError
+    from nats.js.errors import APIError
+
+    if isinstance(exc, ReplicationError):
+        return False
+    if isinstance(exc, APIError):  # an answer; only "unavailable" ones are worth a retry
+        return exc.code is None or exc.code >= 500
+    return isinstance(exc, NatsError | TimeoutError | OSError)
+
+
+def checkpoint_size(note: bytes) -> int:
+    """The tree size of a replicated checkpoint note (its signature is not checked here)."""
+    return Checkpoint.parse(split_note(note.decode())[0]).size
 
 
 class Bridge:

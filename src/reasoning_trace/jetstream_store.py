@@ -49,14 +49,17 @@ from .errors import (
 from .fleet import Fleet
 from .jetstream import (
     DEFAULT_STREAM,
-    WRONG_LAST_SEQUENCE,
+    WrongLastSequence,
     check_node,
+    checkpoint_size,
     checkpoint_subject,
     decision_subject,
+    is_transient,
     key_subject,
     last_message,
+    publish_after,
 )
-from .note import Signer, sign_note, split_note
+from .note import Signer, sign_note
 from .record import Decision, Pending, format_utc, parse_record
 from .store import AppendResult
 from .tree import CompactRange, leaf_hash
@@ -68,10 +71,6 @@ __all__ = ["JetStreamStore"]
 
 logger = logging.getLogger("reasoning_trace")
 T = TypeVar("T")
-
-
-class _WrongLast(Exception):
-    """The subject moved on: another writer (or our own earlier try) got there first."""
 
 
 class JetStreamStore:
@@ -154,8 +153,7 @@ class JetStreamStore:
         msg = self._run(last_message(self._fleet.js, self.stream, checkpoint_subject(self.node)))
         if msg is None:
             return 0, 0
-        body = split_note((msg.data or b"").decode())[0]
-        return msg.seq or 0, Checkpoint.parse(body).size
+        return msg.seq or 0, checkpoint_size(msg.data or b"")
 
     def _publish_key(self) -> None:
         subject = key_subject(self.node)
@@ -168,42 +166,22 @@ class JetStreamStore:
         expected = (msg.seq or 0) if msg is not None else 0
         try:
             self._publish(subject, data, f"{self.node}/key/{mine}", expected)
-        except _WrongLast:
+        except WrongLastSequence:
             self._publish_key()  # another writer published meanwhile: merge with theirs
 
     # --- writing -------------------------------------------------------------------------------
 
-    async def _pub(self, subject: str, data: bytes, msg_id: str, expected: int) -> PubAck:
-        return await self._fleet.js.publish(
-            subject,
-            data,
-            timeout=self._ack_timeout,
-            stream=self.stream,
-            headers={
-                "Nats-Msg-Id": msg_id,
-                "Nats-Expected-Last-Subject-Sequence": str(expected),
-            },
-        )
-
     def _publish(self, subject: str, data: bytes, msg_id: str, expected: int) -> int:
-        """Publish until answered; the stream seq, or ``_WrongLast``. Outages are retried up
-        to ``ack_deadline``; then ``ReplicationError`` (the outcome is unknown)."""
-        from nats.errors import Error as NatsError
-        from nats.js.errors import APIError
-
+        """Publish until answered; the stream seq, or ``WrongLastSequence``. Outages are
+        retried up to ``ack_deadline``; then ``ReplicationError`` (the outcome is unknown)."""
         deadline = time.monotonic() + self._ack_deadline
         backoff = 0.05
         while True:
             try:
-                ack = self._run(self._pub(subject, data, msg_id, expected))
-                return ack.seq
-            except APIError as exc:
-                if exc.err_code == WRONG_LAST_SEQUENCE:
-                    raise _WrongLast from exc
-                if exc.code is not None and exc.code < 500:
-                    raise ReplicationError(f"JetStream refused: {exc.description}") from exc
-                problem: Exception = exc
-            except (NatsError, TimeoutError, OSError) as exc:
+                return self._run(self._pub(subject, data, msg_id, expected)).seq
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 problem = exc
             if time.monotonic() >= deadline:
                 raise ReplicationError(
@@ -211,6 +189,11 @@ class JetStreamStore:
                 ) from problem
             time.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
+
+    async def _pub(self, subject: str, data: bytes, msg_id: str, expected: int) -> PubAck:
+        return await publish_after(
+            self._fleet.js, self.stream, subject, data, msg_id, expected, self._ack_timeout
+        )
 
     def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
         """Store ``batch`` in order, each record once JetStream acknowledged it.
@@ -282,7 +265,7 @@ class JetStreamStore:
             line = pending.compose(seq, micros, when)
             try:
                 ack = await self._pub(self._subject, line, f"{self.node}/{pending.id}", last)
-            except (NatsError, TimeoutError, OSError):
+            except (NatsError, TimeoutError, OSError):  # OSError: ours too; slow path decides
                 return done, (micros, when, line)
             if ack.duplicate or ack.seq <= last:
                 return done, (micros, when, line)
@@ -324,7 +307,7 @@ class JetStreamStore:
                 sseq = self._publish(
                     self._subject, line, f"{self.node}/{pending.id}", self._last_sseq
                 )
-            except _WrongLast:
+            except WrongLastSequence:
                 self._catch_up()  # someone appended: take their records, then the next seq
                 known = self._stored_as(pending)  # ... or it was our own earlier try
                 continue
@@ -359,7 +342,7 @@ class JetStreamStore:
                 f"{self.node}/checkpoint/{size}",
                 self._ck_sseq,
             )
-        except _WrongLast:
+        except WrongLastSequence:
             self._ck_sseq, self._signed = self._newest_checkpoint()  # another writer signed
             return
         except ReplicationError as exc:  # the records are stored; signing is retried later

@@ -28,22 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .checkpoint import Checkpoint, Checkpoints
-from .errors import CorruptLine, ForkError, ReasoningTraceError, ReplicationError
+from .checkpoint import Checkpoints
+from .errors import CorruptLine, ForkError
 from .jetstream import (
     DEFAULT_STREAM,
-    WRONG_LAST_SEQUENCE,
+    WrongLastSequence,
     check_node,
+    checkpoint_size,
     checkpoint_subject,
     connect,
     decision_subject,
     default_node,
     ensure_stream,
+    is_transient,
     key_subject,
     last_message,
+    publish_after,
 )
 from .log import DecisionLog
-from .note import split_note
 from .record import parse_record
 
 if TYPE_CHECKING:
@@ -166,22 +168,16 @@ class Replicator:
         )
 
     async def _retrying(self, stop: Callable[[], bool], call: Callable[[], Awaitable[T]]) -> T:
-        from nats.errors import Error as NatsError
-        from nats.js.errors import APIError
-
+        """Await ``call()`` until it answers, riding out outages and elections."""
         backoff = 0.05
         while True:
             if stop():
                 raise _Stop
             try:
                 return await call()
-            except ReasoningTraceError:
-                raise  # ours (a fork, an unsafe stream): not an outage
-            except APIError as exc:
-                if exc.code is not None and exc.code < 500:
-                    raise ReplicationError(f"the server refused: {exc.description}") from exc
-                problem: Exception = exc
-            except (TimeoutError, NatsError, OSError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # an answer (a fork, a refusal, an unsafe stream): not an outage
                 problem = exc
             self.status.retries += 1
             if self.status.retries == 1 or self.status.retries % 50 == 0:
@@ -206,7 +202,7 @@ class Replicator:
             self.status.next_seq = parse_record(last.data or b"").seq + 1
         if ck is not None:
             self._ck_sseq = ck.seq or 0
-            self._ck_size = Checkpoint.parse(split_note((ck.data or b"").decode())[0]).size
+            self._ck_size = checkpoint_size(ck.data or b"")
         if key is not None:
             self._key_sseq, self._keys = key.seq or 0, key.data or b""
         logger.info(
@@ -244,31 +240,19 @@ class Replicator:
         expected: int,
     ) -> int:
         """Publish one message expecting ``expected`` as the subject's last; its stream seq."""
-        from nats.js.errors import APIError
-
-        headers = {
-            "Nats-Msg-Id": msg_id,
-            "Nats-Expected-Last-Subject-Sequence": str(expected),
-        }
         first = True
         while True:
             try:
                 ack = await self._retrying(
                     stop,
-                    lambda: js.publish(
-                        subject,
-                        data,
-                        timeout=self.ack_timeout,
-                        stream=self.stream,
-                        headers=headers,
+                    lambda: publish_after(
+                        js, self.stream, subject, data, msg_id, expected, self.ack_timeout
                     ),
                 )
                 return ack.seq
-            except ReplicationError as exc:
-                cause = exc.__cause__
-                if not isinstance(cause, APIError) or cause.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-            # "wrong last sequence": did an earlier try land? The subject's last message says.
+            except WrongLastSequence:
+                pass
+            # Did an earlier try land? The subject's last message says.
             last = await self._retrying(stop, lambda: last_message(js, self.stream, subject))
             if last is not None and last.data == data:
                 self.status.resolved += 1
