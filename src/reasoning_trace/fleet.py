@@ -17,7 +17,8 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,38 +159,30 @@ class Fleet:
         """The nodes that replicated at least one record, sorted."""
         return sorted(node_of(s) for s in self.subjects(decision_subject("*")))
 
-    def messages(
-        self,
-        subject: str,
-        *,
-        start: int = 1,
-        snapshot: bool = True,
-        stop: Callable[[], bool] | None = None,
-    ) -> Iterator[Msg]:
-        """The stream's messages on ``subject`` from stream seq ``start``, in stream order.
-
-        ``snapshot``: end with the last message there now; otherwise wait for more until
-        ``stop()``.
-        """
-        end = 0
-        if snapshot:
-            last = self._bridge.run(last_message(self._js, self.stream, subject))
-            if last is None or (last.seq or 0) < start:
-                return
-            end = last.seq or 0
-        inbox = self._bridge.run(self._subscribe(subject, start))
-        try:
-            while True:
-                batch = self._bridge.run(self._take(inbox, 0.5 if snapshot else 0.1))
+    def messages(self, subject: str, *, start: int = 1) -> Iterator[Msg]:
+        """The stream's messages on ``subject`` from stream seq ``start`` up to the last one
+        there now, in stream order."""
+        last = self._bridge.run(last_message(self._js, self.stream, subject))
+        if last is None or (last.seq or 0) < start:
+            return
+        end = last.seq or 0
+        with closing(self._batches(subject, start, 0.5)) as batches:
+            for batch in batches:
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
                     if seq > self._delivered.get(msg.subject, 0):
                         self._delivered[msg.subject] = seq
                     yield msg
-                    if snapshot and seq >= end:
+                    if seq >= end:
                         return
-                if not batch and stop is not None and stop():
-                    return
+
+    def _batches(self, subject: str, start: int, wait: float) -> Generator[list[Msg], None, None]:
+        """Batches of ``subject``'s messages from stream seq ``start`` as they arrive, an
+        empty one after each ``wait`` seconds without any; the consumer ends with the loop."""
+        inbox = self._bridge.run(self._subscribe(subject, start))
+        try:
+            while True:
+                yield self._bridge.run(inbox.take(wait))
         finally:
             self._bridge.run(inbox.close())
 
@@ -206,10 +199,6 @@ class Fleet:
             subject, stream=self.stream, ordered_consumer=True, config=config, cb=inbox.put
         )
         return inbox
-
-    @staticmethod
-    async def _take(inbox: _Inbox, timeout: float) -> list[Msg]:
-        return await inbox.take(timeout)
 
     @staticmethod
     def decision(msg: Msg) -> Decision:
@@ -298,15 +287,13 @@ class Fleet:
 
     def _follow_messages(self, stop: Callable[[], bool]) -> Iterator[Msg | None]:
         """Messages as they come; ``None`` after each quiet spell, to release held records."""
-        inbox = self._bridge.run(self._subscribe(decision_subject("*"), self._end + 1))
-        try:
-            while not stop():
-                batch = self._bridge.run(self._take(inbox, self.hold))
+        with closing(self._batches(decision_subject("*"), self._end + 1, self.hold)) as batches:
+            for batch in batches:
+                if stop():
+                    return
                 yield from batch
                 if not batch:
                     yield None
-        finally:
-            self._bridge.run(inbox.close())
 
     def select(self, flt: Filter) -> Iterator[Decision]:
         """The decisions ``flt`` matches, in stream order."""
