@@ -225,8 +225,18 @@ def test_tail_follow_on_a_terminal_and_ctrl_c(demo_log: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
 def test_tail_follow_across_midnight(root: Path) -> None:
-    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight."""
-    assert rtrace(root, "record", "--action", "first", "--approved").returncode == 0
+    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight.
+
+    Every write runs under faketime, so the test is the same whatever today's date is.
+    """
+    first = subprocess.run(
+        ["faketime", "-f", "@2026-11-25 23:59:58", shutil.which("rtrace") or "rtrace"]
+        + ["--dir", str(root), "record", "--action", "first", "--approved"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
     follower = subprocess.Popen(
         [shutil.which("rtrace") or "rtrace", "--dir", str(root), "tail", "-n", "1", "-f"],
         stdout=subprocess.PIPE,

@@ -36,7 +36,7 @@ from typing import Literal, TypeVar
 import orjson
 import platformdirs
 
-from .checkpoint import TreeState
+from .checkpoint import Checkpoints, TreeState
 from .errors import (
     ConflictError,
     CorruptLine,
@@ -44,9 +44,21 @@ from .errors import (
     NotFound,
     ReasoningTraceError,
     StorageError,
+    UnreconciledLog,
 )
 from .index import Index
-from .record import Decision, Pending, decision_from_dict, format_utc, parse_record
+from .layout import fsync_dir as _fsync_dir
+from .layout import quarantine
+from .metrics import incr, observe_max
+from .record import (
+    MAX_MICROS,
+    Decision,
+    Pending,
+    decision_from_dict,
+    format_utc,
+    parse_record,
+    parse_utc,
+)
 from .store import AppendResult
 
 __all__ = ["FileStore", "Sync", "resolve_root", "resolve_sync"]
@@ -84,14 +96,6 @@ def resolve_sync(sync: str | None) -> Sync:
     return value
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _storage_error(action: str, exc: OSError) -> StorageError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     where = f" ({exc.filename})" if exc.filename else ""
@@ -99,27 +103,35 @@ def _storage_error(action: str, exc: OSError) -> StorageError:
 
 
 class _Head:
-    """Where the log ends: next seq, the day file holding the last record, its size, inode."""
+    """Where the log ends: next seq, the day file holding the last record, its size, inode, and
+    the last record's instant (Unix microseconds), below which no new record's instant goes."""
 
-    __slots__ = ("day", "ino", "next_seq", "size")
+    __slots__ = ("day", "ino", "micros", "next_seq", "size")
 
-    def __init__(self, next_seq: int, day: str | None, size: int, ino: int) -> None:
+    def __init__(self, next_seq: int, day: str | None, size: int, ino: int, micros: int) -> None:
         self.next_seq, self.day, self.size, self.ino = next_seq, day, size, ino
+        self.micros = micros
 
     def encode(self) -> bytes:
-        text = f"{self.next_seq} {self.day or '-'} {self.size} {self.ino}\n".encode()
-        return text.ljust(_HEAD_BYTES, b" ")
+        text = f"{self.next_seq} {self.day or '-'} {self.size} {self.ino} {self.micros}\n"
+        return text.encode().ljust(_HEAD_BYTES, b" ")
+
+    @staticmethod
+    def invalid() -> bytes:
+        """A head that never decodes: the next writer recomputes it from the day files."""
+        return b"-".ljust(_HEAD_BYTES, b" ")
 
     @classmethod
     def decode(cls, raw: bytes) -> _Head | None:
         parts = raw.split()
-        if len(parts) != 4:
+        if len(parts) != 5:
             return None
         try:
             day = parts[1].decode()
-            return cls(int(parts[0]), None if day == "-" else day, int(parts[2]), int(parts[3]))
+            n, size, ino, micros = int(parts[0]), int(parts[2]), int(parts[3]), int(parts[4])
         except ValueError:
             return None
+        return cls(n, None if day == "-" else day, size, ino, micros)
 
 
 class FileStore:
@@ -156,6 +168,9 @@ class FileStore:
         self._mutex = threading.Lock()  # one writer thread of this store at a time
         self._index: Index | None = None
         self._closed = False
+        self._behind = False  # the clock was last seen behind the log's newest instant
+        self._head_stale = False  # the head in the lock file must be recomputed
+        self._ready = False  # the signing key was checked (before the first append)
         self.tree = tree(self.root) if tree is not None else None
 
     # --- paths -------------------------------------------------------------------------------
@@ -211,7 +226,11 @@ class FileStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _load_head(self, lock_fd: int) -> _Head:
-        """The cached head if it still matches the day file, else recomputed (and repaired)."""
+        """The cached head if it still matches the day file, else recomputed (and repaired).
+
+        Raises ``UnreconciledLog`` when the day files hold fewer records than the cached head
+        or the newest checkpoint says were written: appending would re-use their seqs.
+        """
         head = _Head.decode(os.pread(lock_fd, _HEAD_BYTES, 0))
         if head is not None:
             if head.day is None:
@@ -224,32 +243,77 @@ class FileStore:
                     st = None
                 if st is not None and st.st_ino == head.ino and st.st_size == head.size:
                     return head
-        return self._recover_head()
+        found = self._recover_head()
+        self._reconcile(found, head)
+        return found
 
     def _save_head(self, lock_fd: int, head: _Head) -> None:
         os.pwrite(lock_fd, head.encode(), 0)
 
     def _recover_head(self) -> _Head:
-        """Recompute the head from the day files' tails, quarantining torn tails."""
+        """Recompute the head from the day files' tails, repairing torn tails on the way.
+
+        The next seq follows the highest seq that ends any day file and the floor instant is
+        the latest instant among them, so even a log written before time was kept monotonic
+        (a record in an older day file than its predecessor) never has a seq issued twice.
+        """
         days = self.days()
         for day in days:
             self._repair_tail(day)
-        for day in reversed(days):
+        best: _Head | None = None
+        for day in days:
             path = self.day_path(day)
             for offset, line in self._lines_backward(path):
                 rec = parse_record(line, file=str(path), offset=offset)
-                st = os.stat(path)
-                return _Head(rec.seq + 1, day, st.st_size, st.st_ino)
-        return _Head(0, None, 0, 0)
+                micros = _instant(rec)
+                if best is None or rec.seq + 1 > best.next_seq:
+                    best = _Head(rec.seq + 1, day, 0, 0, max(micros, best.micros if best else 0))
+                else:
+                    best.micros = max(best.micros, micros)
+                break
+        if best is None:
+            return _Head(0, None, 0, 0, 0)
+        last_day = next(d for d in reversed(days) if os.path.getsize(self._day_s(d)))
+        st = os.stat(self._day_s(last_day))
+        return _Head(best.next_seq, last_day, st.st_size, st.st_ino, best.micros)
 
-    def _repair_tail(self, day: str) -> None:
-        """Cut bytes after the last newline (a write torn by a crash) into ``quarantine/``."""
+    def _reconcile(self, found: _Head, cached: _Head | None) -> None:
+        """Refuse to write when the day files fall short of what was acknowledged or signed."""
+        if cached is not None and cached.next_seq > found.next_seq:
+            raise UnreconciledLog(
+                f"the log at {self.root} holds {found.next_seq} records, but its writers had "
+                f"already stored {cached.next_seq} (.rtrace/lock); records were removed or lost. "
+                "Nothing was written: restore the missing records (`rtrace verify` lists them), "
+                "or, if the loss is known and accepted, delete .rtrace/lock to continue after "
+                "what the day files hold"
+            )
+        try:
+            latest = Checkpoints(self.root).latest()
+        except (OSError, ReasoningTraceError) as exc:
+            logger.warning("reasoning_trace: could not read the newest checkpoint: %s", exc)
+            return
+        if latest is not None and latest.size > found.next_seq:
+            raise UnreconciledLog(
+                f"the log at {self.root} holds {found.next_seq} records, but a checkpoint signed "
+                f"at {latest.datetime_utc} covers {latest.size} ({latest.file}:{latest.line}); "
+                "signed records are missing. Nothing was written: restore them from a backup or "
+                "a replica (`rtrace verify` shows what is missing)"
+            )
+
+    def _repair_tail(self, day: str) -> bool:
+        """Mend bytes after the last newline of ``day``'s file, left by an interrupted write.
+
+        A complete record (the line parses and its seq follows the line before it) only lost its
+        newline: the newline is restored and the record kept. Anything else was never
+        acknowledged: it is cut into ``quarantine/`` for forensics. Returns whether a record was
+        restored (the caller's head is then out of date).
+        """
         path = self.day_path(day)
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
             if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-                return
+                return False
             cut = size
             while cut > 0:
                 start = max(0, cut - _CHUNK)
@@ -260,16 +324,20 @@ class FileStore:
                     break
                 cut = start
             fragment = os.pread(fd, size - cut, cut)
-            qdir = self.root / "quarantine"
-            qdir.mkdir(exist_ok=True)
-            qpath = qdir / f"{day}.jsonl.{cut}.{time.time_ns()}.torn"
-            with open(qpath, "xb") as fh:
-                fh.write(fragment)
-                fh.flush()
-                os.fsync(fh.fileno())
-            _fsync_dir(qdir)
+            if self._is_next_record(fragment, path, cut):
+                _write_all_at(fd, b"\n", size)
+                os.fsync(fd)
+                incr("newlines_restored")
+                logger.warning(
+                    "reasoning_trace: restored the newline of the last record of %s (a complete "
+                    "record whose final newline was lost)",
+                    path,
+                )
+                return True
+            qpath = quarantine(self.root, f"{day}.jsonl.{cut}", fragment)
             os.ftruncate(fd, cut)
             os.fsync(fd)
+            incr("torn_tails_quarantined")
             logger.warning(
                 "reasoning_trace: cut a torn tail of %d bytes from %s at byte %d "
                 "(an unacknowledged write interrupted by a crash); kept in %s",
@@ -278,8 +346,31 @@ class FileStore:
                 cut,
                 qpath,
             )
+            return False
         finally:
             os.close(fd)
+
+    def _is_next_record(self, fragment: bytes, path: Path, offset: int) -> bool:
+        """Whether ``fragment`` is a whole record whose seq follows the record before it."""
+        try:
+            rec = parse_record(fragment, file=str(path), offset=offset)
+        except CorruptLine:
+            return False
+        for prev_off, prev in self._lines_backward(path):
+            if prev_off + len(prev) + 1 > offset:
+                continue  # the fragment itself, when the file has no newline at all
+            try:
+                return rec.seq == parse_record(prev).seq + 1
+            except CorruptLine:
+                return False
+        previous = [d for d in self.days() if d < path.name[:10]]
+        for day in reversed(previous):
+            for _off, prev in self._lines_backward(self.day_path(day)):
+                try:
+                    return rec.seq == parse_record(prev).seq + 1
+                except CorruptLine:
+                    return False
+        return rec.seq == 0
 
     # --- appending ---------------------------------------------------------------------------
 
@@ -303,6 +394,9 @@ class FileStore:
         """
         if self._closed:
             raise StorageError("the log is closed")
+        if not self._ready and self.tree is not None:
+            self.tree.ready()  # a log never records while it cannot sign
+        self._ready = True
         with self._mutex:
             lease = self._lease
             if lease is None:
@@ -348,7 +442,11 @@ class FileStore:
                 except OSError as exc:  # derived: the next writer catches the file up
                     self.tree.range = None
                     logger.error("reasoning_trace: hash file not updated: %s", exc)
-            self._save_head(fd, head)
+            if self._head_stale:  # recompute from the day files next time
+                self._head_stale = False
+                os.pwrite(fd, _Head.invalid(), 0)
+            else:
+                self._save_head(fd, head)
         finally:
             self._unlock()
 
@@ -362,10 +460,16 @@ class FileStore:
         groups: dict[str, list[bytes]] = {}
         stored: list[tuple[int, int, int, str, bytes]] = []  # (index, seq, micros, when, line)
         clock = self._clock
+        last = head.micros
         for i, pending in enumerate(batch):
             if results[i] is not None:
                 continue
             micros = clock() // 1000
+            if not last <= micros <= MAX_MICROS:
+                micros = self._clamp(micros, last)
+            elif self._behind:
+                self._behind = False
+            last = micros
             when = format_utc(micros)
             line = pending.compose(seq, micros, when)
             groups.setdefault(when[:10], []).append(line)
@@ -373,7 +477,7 @@ class FileStore:
             seq += 1
         if stored:
             before = head
-            head = _Head(seq, *self._write_groups(groups, head))
+            head = _Head(seq, *self._write_groups(groups, head), last)
             if self.tree is not None:
                 lines = [(w[:10], line) for _, _, _, w, line in stored]
                 self._extend_tree(before, lines, stored[-1][2], trusted)
@@ -387,6 +491,33 @@ class FileStore:
                 same = first.content_key() == batch[i].content
                 results[i] = first if same else ConflictError(first.id, first)
         return results, head  # type: ignore[return-value]
+
+    def _clamp(self, micros: int, last: int) -> int:
+        """The instant for a record when the clock reads ``micros`` and the log's newest
+        instant is ``last``: never before ``last`` (time in the log never runs backwards, so
+        file order stays seq order), never outside the years 1970-9999."""
+        if micros > MAX_MICROS:
+            if not self._behind:
+                logger.warning(
+                    "reasoning_trace: the clock reads past the year 9999 (%d us); records are "
+                    "stamped 9999-12-31T23:59:59.999999Z until it is set right",
+                    micros,
+                )
+                self._behind = True
+            return max(last, MAX_MICROS)
+        step = last - micros
+        if not self._behind:
+            self._behind = True
+            incr("clock_steps_back")
+            observe_max("clock_step_back_seconds", step / 1e6)
+            logger.warning(
+                "reasoning_trace: the clock is %.6f s behind the log's newest record (%s); "
+                "records keep that instant until the clock catches up, so time in the log never "
+                "runs backwards",
+                step / 1e6,
+                format_utc(last),
+            )
+        return max(last, 0)
 
     def _extend_tree(
         self, head: _Head, lines: list[tuple[str, bytes]], micros: int, trusted: bool
@@ -490,12 +621,16 @@ class FileStore:
             created = False
         st = os.fstat(fd)
         size = st.st_size
-        if size and not created:
-            with open(path, "rb") as fh:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    self._repair_tail(day)
-                    size = os.fstat(fd).st_size
+        if size and not created and not _ends_with_newline(path, size):
+            if self._repair_tail(day):
+                os.close(fd)
+                self._head_stale = True
+                raise StorageError(
+                    f"{path} ends with a whole record the head did not know of (its newline "
+                    "was lost in a crash); the newline is restored and the head will be "
+                    "recomputed: nothing was written, record again"
+                )
+            size = os.fstat(fd).st_size
         self._day_fd = (day, fd, st.st_ino)
         return fd, size, st.st_ino, created
 
@@ -747,6 +882,30 @@ def _write_all(fd: int, data: bytes) -> None:
         if n == 0:
             raise OSError(errno.EIO, "write returned 0")
         view = view[n:]
+
+
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write returned 0")
+        offset += n
+        view = view[n:]
+
+
+def _ends_with_newline(path: str, size: int) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) == b"\n"
+
+
+def _instant(record: Decision) -> int:
+    """A record's instant in Unix microseconds (from ``datetime_utc``, else ``timestamp``)."""
+    try:
+        return parse_utc(record.datetime_utc)
+    except ValueError:
+        return int(record.timestamp * 1_000_000)
 
 
 def _day_of(micros: int) -> str:

@@ -267,15 +267,22 @@ class HashFile:
         os.ftruncate(self._open(), stored_hash_count(size) * HASH_SIZE)
 
     def append(self, hashes: Sequence[bytes]) -> None:
-        """Append stored hashes at the end of the file."""
+        """Append stored hashes after the last whole hash of the file.
+
+        A failed write (a full disk) is cut back, so the file never holds part of a hash.
+        """
         fd = self._open()
         data = b"".join(hashes)
-        end = os.fstat(fd).st_size
+        start = end = os.fstat(fd).st_size // HASH_SIZE * HASH_SIZE
         view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, end)
-            end += n
-            view = view[n:]
+        try:
+            while view:
+                n = os.pwrite(fd, view, end)
+                end += n
+                view = view[n:]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
 
     def close(self) -> None:
         """Close the file."""
