@@ -230,8 +230,10 @@ def test_tail_follow_across_midnight(root: Path) -> None:
     Every write runs under faketime, so the test is the same whatever today's date is.
     """
     first = subprocess.run(
-        ["faketime", "-f", "@2026-11-25 23:59:58", shutil.which("rtrace") or "rtrace"]
-        + ["--dir", str(root), "record", "--action", "first", "--approved"],
+        [
+            *("faketime", "-f", "@2026-11-25 23:59:58", shutil.which("rtrace") or "rtrace"),
+            *("--dir", str(root), "record", "--action", "first", "--approved"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import socket
@@ -36,7 +37,7 @@ from .layout import fsync_dir, quarantine
 from .metrics import incr
 from .note import Signer, Verifier, open_note, sign_note
 from .proof import verify_consistency
-from .record import format_utc
+from .record import format_utc, parse_utc
 from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
 
 __all__ = [
@@ -136,7 +137,8 @@ def load_signer(
 
     ``published``: the verifier keys the log already published. Where one of them is named
     ``origin``, a missing key file is not replaced by a new key (that would silently change who
-    signs the log); ``rtrace keys rotate`` (``rotate_key``) changes keys deliberately. Raises ``SigningKeyError`` naming the file and what is wrong with it.
+    signs the log); ``rtrace keys rotate`` (``rotate_key``) changes keys deliberately.
+    Raises ``SigningKeyError`` naming the file and what is wrong with it.
     """
     path = path or key_path(origin)
     mine = [v for v in published if v.name == origin]
@@ -420,6 +422,7 @@ class TreeState:
         self._pending: list[bytes] = []  # stored hashes not yet in the file
         self.halted: str | None = None  # why signing stopped, if it did
         self.owed = False  # a due checkpoint could not be written (a full disk): sign it next
+        self.floor_micros = 0  # the newest record's instant: no checkpoint is dated before it
         self._signer: Signer | None = None
         self._last_signed: float | None = None  # monotonic time of the last checkpoint
 
@@ -566,6 +569,12 @@ class TreeState:
                     logger.error("reasoning_trace: %s", self.halted)
                     return None
                 raise ForkError(self.halted) from exc
+        # A checkpoint is never dated before the records it covers or the checkpoint before
+        # it, whatever the clock says: its day file then follows the signing order.
+        micros = max(micros, self.floor_micros)
+        if latest is not None:
+            with contextlib.suppress(ValueError):  # a date this product did not write
+                micros = max(micros, parse_utc(latest.datetime_utc))
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_note(checkpoint.body(), [self.signer])
         try:

@@ -526,6 +526,7 @@ class FileStore:
         a failure here (all of it derived, or a checkpoint that will be retried) is logged and
         never fails the write."""
         assert self.tree is not None
+        self.tree.floor_micros = micros
         try:
             self.tree.extend(
                 head.next_seq,
@@ -572,6 +573,7 @@ class FileStore:
             try:
                 self._make_durable()
                 self.tree.sync_to(head.next_seq, self._lines_from)
+                self.tree.floor_micros = head.micros
                 return action(self.tree, head.next_seq)
             finally:
                 self._unlocked(fd, head)

@@ -383,6 +383,15 @@ def verify(
     if verifiers is None:
         verifiers = files.verifiers()
     signed = _checkpoints(files, verifiers, report)
+    for path, offset, length in files.torn():
+        report.add(
+            Finding(
+                "torn_tail",
+                f"{path}: {length} bytes after the last newline at byte {offset} (a checkpoint "
+                "write interrupted by a crash; the next writer moves them to quarantine/)",
+                str(path),
+            )
+        )
     if not verifiers and files.days():
         report.add(
             Finding(
