@@ -179,16 +179,27 @@ def load_signer(
 
 
 def _write_key(path: Path, signer: Signer, *, exclusive: bool) -> Signer:
+    """Create the key file with its whole content at once (a temporary file hard-linked into
+    place), so a concurrent process never reads it half written; if another process created it
+    first, use theirs."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return Signer.parse(path.read_text())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(signer) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(signer) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return Signer.parse(path.read_text())
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
     return signer
 
 

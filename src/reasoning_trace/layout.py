@@ -3,7 +3,7 @@
 ``quarantine/`` keeps the bytes a crash left that are not a complete record or checkpoint
 line: cut from their file by the next writer, kept for forensics, listed by ``rtrace verify``
 as crash artefacts.
-Tests: ``tests/test_files.py`` (torn tails), ``tests/test_checkpoint.py`` (torn checkpoints).
+Tests: ``tests/test_faults.py`` (torn tails of day and checkpoint files).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Names (all monotonic totals):
 - ``checkpoint_write_failures``: checkpoints that were due but could not be written;
 - ``torn_tails_quarantined`` / ``newlines_restored``: crash repairs of day and checkpoint files.
 
-Tests: ``tests/test_metrics.py``.
+Tests: ``tests/test_faults.py``.
 """
 
 from __future__ import annotations
