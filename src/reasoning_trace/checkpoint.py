@@ -434,6 +434,7 @@ class TreeState:
         self.halted: str | None = None  # why signing stopped, if it did
         self.owed = False  # a due checkpoint could not be written (a full disk): sign it next
         self.floor_micros = 0  # the newest record's instant: no checkpoint is dated before it
+        self._first_batch_done = False
         self._signer: Signer | None = None
         self._last_signed: float | None = None  # monotonic time of the last checkpoint
 
@@ -520,6 +521,12 @@ class TreeState:
         """
         rng = self.sync_to(start, lines_from, trusted=trusted)
         due: list[tuple[int, bytes]] = []
+        if not self._first_batch_done:
+            self._first_batch_done = True
+            if start and self.files.latest() is None:
+                # Records nobody signed yet precede this batch (the original module's, being
+                # adopted): a checkpoint signs them before anything else.
+                due.append((start, rng.root()))
         pending = self._pending  # nothing below flushes until the loop is done
         day = prev_day
         for line_day, line in lines:

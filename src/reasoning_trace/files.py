@@ -21,8 +21,10 @@ Tests: ``tests/test_files.py``, ``tests/test_processes.py`` (SIGKILL rounds, man
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import hashlib
 import itertools
 import logging
 import os
@@ -49,6 +51,7 @@ from .errors import (
 from .index import Index
 from .layout import fsync_dir as _fsync_dir
 from .layout import quarantine
+from .legacy import Prefix, find_prefix, is_legacy, read_line
 from .metrics import incr, observe_max
 from .record import (
     MAX_MICROS,
@@ -58,6 +61,7 @@ from .record import (
     format_utc,
     parse_record,
     parse_utc,
+    prepare,
 )
 from .store import AppendResult
 
@@ -171,6 +175,8 @@ class FileStore:
         self._behind = False  # the clock was last seen behind the log's newest instant
         self._head_stale = False  # the head in the lock file must be recomputed
         self._ready = False  # the signing key was checked (before the first append)
+        self._prefix: Prefix | None = None  # the legacy prefix, once it can no longer change
+        self._taken: list[Pending] = []  # the original module's lines, to record again
         self.tree = tree(self.root) if tree is not None else None
 
     # --- paths -------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ class FileStore:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _load_head(self, lock_fd: int) -> _Head:
+    def _load_head(self, lock_fd: int, *, take_in: bool = False) -> _Head:
         """The cached head if it still matches the day file, else recomputed (and repaired).
 
         Raises ``UnreconciledLog`` when the day files hold fewer records than the cached head
@@ -243,39 +249,116 @@ class FileStore:
                     st = None
                 if st is not None and st.st_ino == head.ino and st.st_size == head.size:
                     return head
-        found = self._recover_head()
+        found = self._recover_head(take_in)
         self._reconcile(found, head)
         return found
 
     def _save_head(self, lock_fd: int, head: _Head) -> None:
         os.pwrite(lock_fd, head.encode(), 0)
 
-    def _recover_head(self) -> _Head:
+    def _recover_head(self, take_in: bool = False) -> _Head:
         """Recompute the head from the day files' tails, repairing torn tails on the way.
 
         The next seq follows the highest seq that ends any day file and the floor instant is
         the latest instant among them, so even a log written before time was kept monotonic
-        (a record in an older day file than its predecessor) never has a seq issued twice.
+        (a record in an older day file than its predecessor) never has a seq issued twice. A
+        log that holds only the original module's lines continues after them (adoption).
+        Lines the original module appended after this product's records are passed over;
+        with ``take_in`` (a writer) they are moved to ``quarantine/`` and queued to be
+        recorded again, saying where they came from.
         """
         days = self.days()
         for day in days:
             self._repair_tail(day)
+        prefix = self.legacy_prefix()
         best: _Head | None = None
+        foreign: list[tuple[str, int, bytes]] = []
+        floor = 0
         for day in days:
             path = self.day_path(day)
             for offset, line in self._lines_backward(path):
-                rec = parse_record(line, file=str(path), offset=offset)
+                if prefix.covers(day, offset):
+                    floor = max(floor, _legacy_instant(line))
+                    break
+                try:
+                    rec = parse_record(line, file=str(path), offset=offset)
+                except CorruptLine:
+                    if _foreign(line):
+                        foreign.append((day, offset, line))
+                        floor = max(floor, _legacy_instant(line))
+                        continue
+                    raise
                 micros = _instant(rec)
                 if best is None or rec.seq + 1 > best.next_seq:
                     best = _Head(rec.seq + 1, day, 0, 0, max(micros, best.micros if best else 0))
                 else:
                     best.micros = max(best.micros, micros)
                 break
+        if foreign and take_in:
+            self._take_in(sorted(foreign))
         if best is None:
-            return _Head(0, None, 0, 0, 0)
+            if not prefix.leaves:
+                return _Head(0, None, 0, 0, 0)
+            best = _Head(prefix.leaves, None, 0, 0, 0)
+        best.micros = max(best.micros, floor)
         last_day = next(d for d in reversed(days) if os.path.getsize(self._day_s(d)))
         st = os.stat(self._day_s(last_day))
         return _Head(best.next_seq, last_day, st.st_size, st.st_ino, best.micros)
+
+    def _take_in(self, foreign: list[tuple[str, int, bytes]]) -> None:
+        """Cut the original module's lines from the ends of day files into ``quarantine/``
+        and queue their content to be recorded (by the append that is under way)."""
+        by_day: dict[str, list[tuple[int, bytes]]] = {}
+        for day, offset, line in foreign:
+            by_day.setdefault(day, []).append((offset, line))
+        for day, lines in by_day.items():
+            cut = lines[0][0]
+            path = self._day_s(day)
+            with open(path, "rb") as fh:
+                fh.seek(cut)
+                tail = fh.read()
+            qpath = quarantine(self.root, f"{day}.jsonl.{cut}", tail, suffix="foreign")
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, cut)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            logger.warning(
+                "reasoning_trace: %d line(s) written by the original module after this log's "
+                "records were found at the end of %s; their bytes are kept in %s and their "
+                "content is recorded again as new records (legacy_source says where from)",
+                len(lines),
+                path,
+                qpath,
+            )
+            for n, (_offset, line) in enumerate(lines, 1):
+                obj = orjson.loads(line)
+                source = {
+                    "file": f"{qpath.parent.name}/{qpath.name}",
+                    "line": n,
+                    "sha256": hashlib.sha256(line).hexdigest(),
+                    "datetime_utc": obj.get("datetime_utc"),
+                }
+                try:
+                    self._taken.append(
+                        prepare(
+                            obj["action"],
+                            obj["approved"],
+                            obj.get("votes", {}),
+                            obj.get("subject", {}),
+                            obj.get("reason", ""),
+                            legacy_source=source,
+                        )
+                    )
+                except ReasoningTraceError as exc:
+                    logger.error(
+                        "reasoning_trace: line %d of %s cannot be recorded again (%s); its "
+                        "bytes stay in quarantine",
+                        n,
+                        qpath,
+                        exc,
+                    )
 
     def _reconcile(self, found: _Head, cached: _Head | None) -> None:
         """Refuse to write when the day files fall short of what was acknowledged or signed."""
@@ -402,7 +485,7 @@ class FileStore:
             if lease is None:
                 try:
                     fd = self._lock()
-                    head = self._load_head(fd)
+                    head = self._load_head(fd, take_in=True)
                 except StorageError:
                     self._unlock()
                     raise
@@ -414,6 +497,9 @@ class FileStore:
                 fd, head = self._lock_fd, lease  # type: ignore[assignment]
             self._lease = None
             try:
+                if self._taken:  # the original module's lines first, in their order
+                    taken, self._taken = self._taken, []
+                    head = self._append_locked(fd, head, taken)[1]
                 results, head = self._append_locked(fd, head, batch, trusted=lease is not None)
             except (CorruptLine, StorageError):
                 self._end_lease(fd, head)
@@ -547,7 +633,22 @@ class FileStore:
             os.fsync(self._day_fd[1])
 
     def _lines_from(self, seq: int) -> Iterator[bytes]:
-        return (d.line for d in self.read(seq))
+        """The leaf inputs from ``seq`` on: the legacy prefix's lines as they are (parsed or
+        not), then the records."""
+        prefix = self.legacy_prefix()
+        if seq < prefix.leaves:
+            n = 0
+            for day in self.days():
+                for offset, _lineno, line in self.lines(day):
+                    if not prefix.covers(day, offset):
+                        break
+                    if n >= seq:
+                        yield line
+                    n += 1
+                if prefix.end is not None and day >= prefix.end[0]:
+                    break
+            seq = prefix.leaves
+        yield from (d.line for d in self.read(seq))
 
     def _locked(self) -> tuple[int, _Head]:
         """The writer lock and the head, from a lease if this process holds one."""
@@ -739,6 +840,10 @@ class FileStore:
 
         The scan loop of every query, kept flat: read 1 MiB, split, parse, build.
         """
+        prefix = self.legacy_prefix()
+        if prefix.leaves and (prefix.end is None or day <= prefix.end[0]):
+            yield from self._prefix_decisions(day, start, prefix)
+            return
         path = self._day_s(day)
         try:
             fh = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the with below
@@ -757,9 +862,39 @@ class FileStore:
                         try:
                             yield build(loads(line), line)
                         except ValueError as exc:
+                            if _foreign(line):
+                                continue  # the original module's line after adoption: no seq
                             at = offset + data.index(line + b"\n")
                             raise self._corrupt(day, start, at, exc) from exc
                 offset += len(data) - len(carry)
+
+    def legacy_prefix(self) -> Prefix:
+        """The lines the original module wrote before this product's first record (see
+        ``legacy``); cached once a record of this product follows them."""
+        if self._prefix is not None:
+            return self._prefix
+        prefix = find_prefix(self._root_s, self.days())
+        if prefix.frozen():
+            self._prefix = prefix
+        return prefix
+
+    def _prefix_decisions(self, day: str, start: int, prefix: Prefix) -> Iterator[Decision]:
+        """The decisions of a day file that holds legacy prefix lines, from byte ``start``:
+        legacy records with their position as seq; unparseable legacy lines are skipped (they
+        are leaves, and ``verify`` notes them)."""
+        seq = prefix.starts.get(day, prefix.leaves)
+        for offset, _lineno, line in self.lines(day):
+            if prefix.covers(day, offset):
+                if offset >= start:
+                    with contextlib.suppress(ValueError):
+                        yield read_line(line, seq)
+                seq += 1
+            elif offset >= start:
+                try:
+                    yield decision_from_dict(orjson.loads(line), line)
+                except ValueError as exc:
+                    if not _foreign(line):
+                        raise self._corrupt(day, 0, offset, exc) from exc
 
     def _corrupt(self, day: str, start: int, offset: int, exc: Exception) -> CorruptLine:
         """A CorruptLine with its line number (counted only now, on the error path)."""
@@ -779,12 +914,21 @@ class FileStore:
         out: list[Decision] = []
         if limit <= 0:
             return out
+        prefix = self.legacy_prefix()
         for day in reversed(self.days()):
             path = self.day_path(day)
+            if prefix.leaves and (prefix.end is None or day <= prefix.end[0]):
+                found = list(self.decisions(day))
+                out.extend(reversed(found[-(limit - len(out)) :]))
+                if len(out) >= limit:
+                    break
+                continue
             for offset, line in self._lines_backward(path):
                 try:
                     out.append(parse_record(line, file=str(path), offset=offset))
                 except CorruptLine as exc:
+                    if _foreign(line):
+                        continue
                     if on_corrupt is None:
                         raise
                     on_corrupt(exc)
@@ -886,6 +1030,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _foreign(line: bytes) -> bool:
+    """Whether a line (not a record) has the original module's shape."""
+    try:
+        return is_legacy(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return False
+
+
 def _write_all_at(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -900,6 +1052,17 @@ def _ends_with_newline(path: str, size: int) -> bool:
     with open(path, "rb") as fh:
         fh.seek(size - 1)
         return fh.read(1) == b"\n"
+
+
+def _legacy_instant(line: bytes) -> int:
+    """The instant of a line of the original module (0 if it has none that reads)."""
+    try:
+        ts = orjson.loads(line).get("timestamp")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return 0
+    return min(max(int(ts * 1_000_000), 0), MAX_MICROS)
 
 
 def _instant(record: Decision) -> int:

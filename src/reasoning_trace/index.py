@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import CorruptLine, StorageError
-from .record import Decision, decision_from_dict, parse_record
+from .legacy import is_legacy, read_line
+from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -47,6 +48,14 @@ CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq
 CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
+
+
+def is_legacy_line(line: bytes) -> bool:
+    """Whether a line that is not a record has the original module's shape."""
+    try:
+        return is_legacy(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _exact(flt: Filter) -> bool:
@@ -147,6 +156,7 @@ class Index:
             vetoes: list[tuple[str, int]] = []
             subjects: list[tuple[str, str, int]] = []
             end_day, end_off = day0, off0
+            prefix = self._store.legacy_prefix()
             for day in self._store.days():
                 if day0 is not None and day < day0:
                     continue
@@ -155,8 +165,17 @@ class Index:
                     raise _Stale
                 for offset, _lineno, line in self._store.lines(day, start):
                     try:
-                        d = decision_from_dict(orjson.loads(line), line)
+                        if prefix.covers(day, offset):
+                            d = read_line(line, next_seq)
+                        else:
+                            d = decision_from_dict(orjson.loads(line), line)
                     except ValueError as exc:
+                        if prefix.covers(day, offset):
+                            next_seq += 1  # a legacy line that does not parse: a leaf all the same
+                            end_day, end_off = day, offset + len(line) + 1
+                            continue
+                        if is_legacy_line(line):
+                            continue  # the original module's line after adoption: not a record
                         path = str(self._store.day_path(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
                     seq = d.seq
@@ -222,7 +241,9 @@ class Index:
             with self._lock:
                 row = (
                     self._conn()
-                    .execute(f"SELECT day, offset, length FROM records WHERE {where}=?", (key,))
+                    .execute(
+                        f"SELECT day, offset, length, seq FROM records WHERE {where}=?", (key,)
+                    )
                     .fetchone()
                 )
             if row is None:
@@ -237,7 +258,7 @@ class Index:
                     self._rebuild_locked()
         return None
 
-    def _read_at(self, day: str, offset: int, length: int) -> Decision | None:
+    def _read_at(self, day: str, offset: int, length: int, seq: int) -> Decision | None:
         path = self._store.day_path(day)
         try:
             with open(path, "rb") as fh:
@@ -248,8 +269,8 @@ class Index:
         if len(line) != length + 1 or not line.endswith(b"\n"):
             return None
         try:
-            return parse_record(line[:-1], file=str(path), offset=offset)
-        except CorruptLine:
+            return read_line(line[:-1], seq)
+        except ValueError:
             return None
 
     # --- queries -----------------------------------------------------------------------------
@@ -297,28 +318,28 @@ class Index:
 
     def _rows(
         self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
-    ) -> list[tuple[str, int, int]]:
+    ) -> list[tuple[str, int, int, int]]:
         self.catch_up()
         where, args = self._where(flt, probe=limit is not None)
         if before_seq is not None:
             where += " AND r.seq < ?"
             args.append(min(before_seq, MAX_SEQ))
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
+        sql = f"SELECT day, offset, length, seq FROM records r WHERE {where} ORDER BY r.seq {order}"
         if limit is not None and _exact(flt):
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return self._conn().execute(sql, args).fetchall()
 
-    def _read(self, rows: list[tuple[str, int, int]]) -> Iterator[tuple[str, int, bytes]]:
-        """(day file path, offset, line) for each row, one open file per day."""
+    def _read(self, rows: list[tuple[str, int, int, int]]) -> Iterator[tuple[str, int, bytes, int]]:
+        """(day file path, offset, line, seq) for each row, one open file per day."""
         handles: dict[str, int] = {}
         try:
-            for day, offset, length in rows:
+            for day, offset, length, seq in rows:
                 fd = handles.get(day)
                 if fd is None:
                     fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
-                yield self._store._day_s(day), offset, os.pread(fd, length, offset)
+                yield self._store._day_s(day), offset, os.pread(fd, length, offset), seq
         finally:
             for fd in handles.values():
                 os.close(fd)
@@ -334,9 +355,9 @@ class Index:
         """The decisions a filter matches, found through the index and checked exactly."""
         exact = _exact(flt)
         out: list[Decision] = []
-        for path, offset, line in self._read(self._rows(flt, limit, newest_first, before_seq)):
+        for path, offset, line, seq in self._read(self._rows(flt, limit, newest_first, before_seq)):
             try:
-                d = decision_from_dict(orjson.loads(line), line)
+                d = read_line(line, seq)
             except ValueError as exc:  # the index is stale or the file was edited
                 raise CorruptLine(path, offset, f"not a record ({exc})") from exc
             if exact or flt.matches(d):
@@ -352,7 +373,7 @@ class Index:
         ``None``): what ``rtrace query --format json`` prints."""
         if not _exact(flt):
             return None
-        return [line for _, _, line in self._read(self._rows(flt, limit, newest_first))]
+        return [line for _, _, line, _ in self._read(self._rows(flt, limit, newest_first))]
 
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""

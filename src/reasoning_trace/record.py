@@ -402,6 +402,7 @@ def prepare(
     node: str | None = None,
     redact: Sequence[Redactor] = (),
     max_line_bytes: int = MAX_LINE_BYTES,
+    legacy_source: Mapping[str, Any] | None = None,
 ) -> Pending:
     """Validate, redact and encode a decision; raise ``RecordError`` naming the field path.
 
@@ -442,6 +443,8 @@ def prepare(
 
     head = b'{"action":' + enc(action) + b',"approved":' + enc(approved) + b',"datetime_utc":"'
     mid = b'","id":' + enc(id)
+    if legacy_source is not None:  # a record taken in from the original module's bytes
+        mid += b',"legacy_source":' + _exact(dict(legacy_source), "legacy_source")
     if node is not None:
         mid += b',"node":' + enc(node)
     mid += b',"reason":' + enc(fields["reason"])
