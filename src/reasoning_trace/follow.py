@@ -39,7 +39,7 @@ def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, in
             obj = orjson.loads(line) if line.startswith(b"{") else None
             seq = obj.get("seq") if isinstance(obj, dict) else None
             if type(seq) is not int:  # the original module's line: its seq is its position
-                seq = store.size() - 1
+                seq = store.legacy_prefix().leaves - 1
             return day, offset + len(line) + 1, seq
         return day, 0, -1
     if after_seq < 0:

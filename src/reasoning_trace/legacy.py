@@ -110,9 +110,17 @@ class Prefix:
 
     leaves: int = 0
     end: tuple[str, int] | None = None
+    end_line: int = 0  # line number (1-based) of the first record in its day file
     starts: dict[str, int] = field(default_factory=dict)
     unparseable: list[tuple[str, int]] = field(default_factory=list)
     parsed: int = 0
+    off_day: list[tuple[str, int]] = field(default_factory=list)  # datetime_utc of another day
+
+    def counts(self) -> dict[str, int]:
+        """How many prefix lines each day file holds."""
+        days = list(self.starts)
+        ends = [self.starts[d] for d in days[1:]] + [self.leaves]
+        return {d: end - self.starts[d] for d, end in zip(days, ends, strict=True)}
 
     def covers(self, day: str, offset: int) -> bool:
         """Whether the line at (day, offset) is in the prefix."""
@@ -121,6 +129,14 @@ class Prefix:
         if self.end is None:
             return True
         return (day, offset) < self.end
+
+    def covers_line(self, day: str, lineno: int) -> bool:
+        """Whether line ``lineno`` (1-based) of ``day``'s file is in the prefix."""
+        if not self.leaves:
+            return False
+        if self.end is None:
+            return True
+        return (day, lineno) < (self.end[0], self.end_line)
 
     def frozen(self) -> bool:
         """Whether the prefix can no longer change (a record of this product follows it)."""
@@ -161,13 +177,16 @@ def find_prefix(root: str, days: list[str]) -> Prefix:
             except orjson.JSONDecodeError:
                 obj = None
             if isinstance(obj, dict) and "v" in obj:
-                prefix.end = (day, offset)
+                prefix.end, prefix.end_line = (day, offset), lineno
                 if obj.get("seq") != prefix.leaves or not prefix.parsed:
                     return Prefix(end=(days[0], 0))
+                prefix.starts = {d: n for d, n in prefix.starts.items() if d <= day}
                 return prefix
             try:
-                legacy_decision(obj, line, prefix.leaves)
+                record = legacy_decision(obj, line, prefix.leaves)
                 prefix.parsed += 1
+                if not record.datetime_utc.startswith(day):
+                    prefix.off_day.append((day, lineno))  # the original read its clock twice
             except ValueError:
                 prefix.unparseable.append((day, lineno))
             prefix.leaves += 1

@@ -10,7 +10,9 @@ Names (all monotonic totals):
 - ``clock_steps_back``: times the clock was found behind the log's newest instant;
 - ``clock_step_back_seconds``: the largest such step seen, in seconds (a maximum, not a sum);
 - ``checkpoint_write_failures``: checkpoints that were due but could not be written;
-- ``torn_tails_quarantined`` / ``newlines_restored``: crash repairs of day and checkpoint files.
+- ``torn_tails_quarantined`` / ``newlines_restored``: crash repairs of day and checkpoint files;
+- ``decisions_not_stored`` / ``decisions_refused``: ``record_decision`` calls that returned
+  ``False`` because the log could not store, or because the decision was refused.
 
 Tests: ``tests/test_faults.py``.
 """

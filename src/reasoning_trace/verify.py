@@ -39,6 +39,8 @@ import orjson
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
+from .index import is_legacy_line
+from .legacy import Prefix, find_prefix
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
@@ -76,6 +78,10 @@ NOTES = (
     "clock_backwards",  # a record's timestamp is before the previous one's
     "key_from_stream",  # a replica was checked with the key its node replicated, not yours
     "expiring_stream",  # the stream's settings would let replicated history expire
+    "legacy",  # records the original module wrote, adopted into the tree as they are
+    "legacy_unparseable",  # a line of the original module that is not a record (kept, a leaf)
+    "foreign_line",  # the original module's line after this log's records: not in the tree
+    "taken_in",  # the original module's lines moved to quarantine/ and recorded again
 )
 MAX_PER_KIND = 1000
 
@@ -245,7 +251,8 @@ class _StoredLeaves:
 class _Detail:
     """The second pass over a span: parse each line and classify what is wrong."""
 
-    def __init__(self, report: Report, stored: _StoredLeaves, start: int) -> None:
+    def __init__(self, report: Report, stored: _StoredLeaves, start: int, prefix: Prefix) -> None:
+        self.prefix = prefix
         self.report = report
         self.stored = stored
         self.expected = start
@@ -272,6 +279,17 @@ class _Detail:
 
     def line(self, file: str, lineno: int, line: bytes) -> None:
         add = self.report.add
+        day = os.path.basename(file)[:10]
+        if self.prefix.covers_line(day, lineno):  # the original module's: its place is its seq
+            seq = self.expected
+            stored = self.stored.get(seq)
+            if stored is not None and stored != leaf_hash(line):
+                self.suspect[seq] = (file, lineno)
+            self.expected += 1
+            self.last_day = day
+            return
+        if b'"v":' not in line and is_legacy_line(line):
+            return  # not a leaf (noted by the first pass)
         try:
             obj = orjson.loads(line)
             seq = obj["seq"]
@@ -405,7 +423,32 @@ def verify(
     # Pass 1: hash every line, compare roots at the signed sizes.
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
-    size, done, places = _hash_pass(days, signed, report, total, progress, workers)
+    prefix = find_prefix(str(base), [p.stem for p in days])
+    if prefix.leaves:
+        report.add(
+            Finding(
+                "legacy",
+                f"seq 0..{prefix.leaves - 1}: {prefix.parsed} records written by the original "
+                "module (and any lines of its that do not parse), kept as they are and covered "
+                "by the tree from their adoption on",
+                None,
+                None,
+                0,
+                prefix.leaves - 1,
+            )
+        )
+    for day, lineno in prefix.unparseable:
+        file = str(base / f"{day}.jsonl")
+        report.add(
+            Finding(
+                "legacy_unparseable",
+                f"{file}:{lineno}: a line of the original module that is not a record (torn or "
+                "interleaved by its concurrent writers); kept as it is, a leaf of the tree",
+                file,
+                lineno,
+            )
+        )
+    size, done, places = _hash_pass(days, signed, report, total, progress, workers, prefix)
     report.records, report.bytes = size, done
     if size == 0 and any(s.size == 0 for s in signed):
         for s in signed:
@@ -465,7 +508,7 @@ def verify(
     stored = _StoredLeaves(base)
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
     if start < size:  # else every record is covered by a matching checkpoint
-        detail = _Detail(report, stored, start)
+        detail = _Detail(report, stored, start, prefix)
         d_index, offset = places[start]
         if start:  # the day of the record just before the pass, for a gap right at it
             detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
@@ -480,6 +523,16 @@ def verify(
     quarantine = base / "quarantine"
     if quarantine.is_dir():
         for fragment in sorted(quarantine.iterdir()):
+            if fragment.name.endswith(".foreign"):
+                report.add(
+                    Finding(
+                        "taken_in",
+                        f"{fragment}: lines the original module appended after this log's "
+                        "records, moved here and recorded again (see legacy_source)",
+                        str(fragment),
+                    )
+                )
+                continue
             report.add(
                 Finding(
                     "crash_fragment",
@@ -507,6 +560,7 @@ class _Chunk:
     odd: list[tuple[int, bytes, bytes]]  # (index in chunk, timestamp, previous timestamp)
     torn: int  # bytes after the file's last newline (only in its last chunk)
     nbytes: int
+    legacy: list[int] = field(default_factory=list)  # lines of the original module's shape
 
 
 def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
@@ -543,8 +597,11 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     add = leaves.append
     odd: list[tuple[int, bytes, bytes]] = []
     prev = first_dt = b""
+    legacy: list[int] = []
     for k, line in enumerate(parts):
         add(sha(b"\x00" + line).digest())
+        if b'"v":' not in line and is_legacy_line(line):
+            legacy.append(k)
         i = line.find(b'"datetime_utc":"')
         dt = line[i + 16 : i + 43] if i >= 0 else b""
         if dt < prev or dt[:10] != day:
@@ -553,7 +610,7 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
         if k == 0:
             first_dt = dt
     lengths = array("I", map(len, parts)).tobytes()
-    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data))
+    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
 
 
 def _chunks(days: list[Path], workers: int) -> Iterator[tuple[int, _Chunk]]:
@@ -587,6 +644,7 @@ def _hash_pass(
     total: int,
     progress: Callable[[int, int], None] | None,
     workers: int,
+    prefix: Prefix,
 ) -> tuple[int, int, dict[int, tuple[int, int]]]:
     """Fold every leaf into the tree's edge and compare the root at each signed size.
 
@@ -618,9 +676,11 @@ def _hash_pass(
             )
         if chunk.last_dt:
             last_dt = chunk.last_dt
-        size0 = size
         leaves = chunk.leaves
+        skip = _foreign_lines(chunk, days[d_index], prefix, file_lines, report)
         for j in range(0, len(leaves), 32):
+            if skip and j // 32 in skip:
+                continue  # the original module's line after this log's records: not a leaf
             h = leaves[j : j + 32]
             n = size
             while n & 1:
@@ -636,10 +696,10 @@ def _hash_pass(
                     targets[t_index].matched = root == targets[t_index].root
                     t_index += 1
                 next_size = targets[t_index].size if t_index < len(targets) else -1
-                k = size - size0
+                k = j // 32 + 1  # lines of the chunk up to this leaf's
                 upto = sum(array("I", chunk.lengths[: 4 * k])) + k
                 places[size] = (d_index, chunk.first_offset + upto)
-        file_lines += size - size0
+        file_lines += len(leaves) // 32
         done += chunk.nbytes
         if chunk.torn:
             report.add(
@@ -656,9 +716,39 @@ def _hash_pass(
     return size, done, places
 
 
+def _foreign_lines(
+    chunk: _Chunk, path: Path, prefix: Prefix, file_lines: int, report: Report
+) -> set[int]:
+    """Indexes of the chunk's lines that the original module appended after this log's
+    records (not leaves), each noted."""
+    out: set[int] = set()
+    if not chunk.legacy:
+        return out
+    lengths = array("I")
+    lengths.frombytes(chunk.lengths)
+    for k in chunk.legacy:
+        offset = chunk.first_offset + sum(lengths[:k]) + k
+        if not prefix.covers(path.stem, offset):
+            out.add(k)
+            report.add(
+                Finding(
+                    "foreign_line",
+                    f"{path}:{file_lines + k + 1}: a line of the original module written after "
+                    "this log's records (a rolling upgrade); it is not part of the signed tree "
+                    "and no seq was given to it (a writer takes such lines in when they end a "
+                    "day file)",
+                    str(path),
+                    file_lines + k + 1,
+                )
+            )
+    return out
+
+
 def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
     """A record's timestamp is not of its file's day, or goes back in time."""
-    if dt[:10] != day.encode() and dt:
+    if not dt:
+        return  # no timestamp in this product's form: the original module's line (noted apart)
+    if dt[:10] != day.encode():
         report.add(
             Finding(
                 "wrong_day",
