@@ -3,7 +3,8 @@
 Per record: two clock reads (``time.time()`` for ``timestamp``, then ``utcnow()`` for
 ``datetime_utc`` and again for the day file), ``json.dumps(sort_keys=True)`` with the default
 separators, and open-append-close in text mode with no process lock. Usage as a script:
-``seed_writer.py ROOT COUNT REASON_BYTES TAG`` prints ``i`` after each record it wrote.
+``seed_writer.py ROOT COUNT REASON_BYTES TAG [PAUSE_S]`` prints ``i`` after each record it
+wrote, pausing ``PAUSE_S`` seconds between records.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def seed_record(
 def main() -> None:
     """Write COUNT decisions with REASON_BYTES of reason each, announcing each one."""
     root, count, size, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     for i in range(count):
+        if pause:
+            time.sleep(pause)
         seed_record(
             root,
             "upgrade_proposal",
