@@ -264,8 +264,8 @@ class FileStore:
         (a record in an older day file than its predecessor) never has a seq issued twice. A
         log that holds only the original module's lines continues after them (adoption).
         Lines the original module appended after this product's records are passed over;
-        with ``take_in`` (a writer) they are moved to ``quarantine/`` and queued to be
-        recorded again, saying where they came from.
+        with ``take_in`` (a writer) their content is queued to be recorded again, saying
+        where it came from.
         """
         days = self.days()
         for day in days:
@@ -306,59 +306,47 @@ class FileStore:
         return _Head(best.next_seq, last_day, st.st_size, st.st_ino, best.micros)
 
     def _take_in(self, foreign: list[tuple[str, int, bytes]]) -> None:
-        """Cut the original module's lines from the ends of day files into ``quarantine/``
-        and queue their content to be recorded (by the append that is under way)."""
-        by_day: dict[str, list[tuple[int, bytes]]] = {}
+        """Queue the content of the original module's lines found at the ends of day files to
+        be recorded (by the append under way), each saying where it came from.
+
+        Their bytes stay where they are: the original module takes no lock, so cutting them
+        out could cut a line it is appending at that instant. Readers pass over them, and
+        ``verify`` notes them; the records taken in put their content under the signed tree.
+        """
+        logger.warning(
+            "reasoning_trace: %d line(s) written by the original module after this log's "
+            "records were found at the end of %s; their content is recorded again as new "
+            "records (legacy_source says where from), their bytes stay where they are",
+            len(foreign),
+            ", ".join(sorted({f"{day}.jsonl" for day, _, _ in foreign})),
+        )
         for day, offset, line in foreign:
-            by_day.setdefault(day, []).append((offset, line))
-        for day, lines in by_day.items():
-            cut = lines[0][0]
-            path = self._day_s(day)
-            with open(path, "rb") as fh:
-                fh.seek(cut)
-                tail = fh.read()
-            qpath = quarantine(self.root, f"{day}.jsonl.{cut}", tail, suffix="foreign")
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            obj = orjson.loads(line)
+            source = {
+                "file": f"{day}.jsonl",
+                "offset": offset,
+                "sha256": hashlib.sha256(line).hexdigest(),
+                "datetime_utc": obj.get("datetime_utc"),
+            }
             try:
-                os.ftruncate(fd, cut)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            logger.warning(
-                "reasoning_trace: %d line(s) written by the original module after this log's "
-                "records were found at the end of %s; their bytes are kept in %s and their "
-                "content is recorded again as new records (legacy_source says where from)",
-                len(lines),
-                path,
-                qpath,
-            )
-            for n, (_offset, line) in enumerate(lines, 1):
-                obj = orjson.loads(line)
-                source = {
-                    "file": f"{qpath.parent.name}/{qpath.name}",
-                    "line": n,
-                    "sha256": hashlib.sha256(line).hexdigest(),
-                    "datetime_utc": obj.get("datetime_utc"),
-                }
-                try:
-                    self._taken.append(
-                        prepare(
-                            obj["action"],
-                            obj["approved"],
-                            obj.get("votes", {}),
-                            obj.get("subject", {}),
-                            obj.get("reason", ""),
-                            legacy_source=source,
-                        )
+                self._taken.append(
+                    prepare(
+                        obj["action"],
+                        obj["approved"],
+                        obj.get("votes", {}),
+                        obj.get("subject", {}),
+                        obj.get("reason", ""),
+                        legacy_source=source,
                     )
-                except ReasoningTraceError as exc:
-                    logger.error(
-                        "reasoning_trace: line %d of %s cannot be recorded again (%s); its "
-                        "bytes stay in quarantine",
-                        n,
-                        qpath,
-                        exc,
-                    )
+                )
+            except ReasoningTraceError as exc:
+                logger.error(
+                    "reasoning_trace: the original module's line at %s.jsonl byte %d cannot be "
+                    "recorded again (%s); it stays in place, noted by verify",
+                    day,
+                    offset,
+                    exc,
+                )
 
     def _reconcile(self, found: _Head, cached: _Head | None) -> None:
         """Refuse to write when the day files fall short of what was acknowledged or signed."""

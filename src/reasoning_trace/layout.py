@@ -26,15 +26,12 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def quarantine(root: Path, name: str, fragment: bytes, *, suffix: str = "torn") -> Path:
-    """Keep ``fragment`` durably as ``<root>/quarantine/<name>.<ns>.<suffix>``; return its path.
-
-    ``torn``: bytes a crash left (never acknowledged); ``foreign``: lines the original module
-    appended after this log's records, recorded again as new records.
-    """
+def quarantine(root: Path, name: str, fragment: bytes) -> Path:
+    """Keep ``fragment`` (bytes a crash left, never acknowledged) durably as
+    ``<root>/quarantine/<name>.<ns>.torn``; return its path."""
     qdir = root / QUARANTINE
     qdir.mkdir(exist_ok=True)
-    qpath = qdir / f"{name}.{time.time_ns()}.{suffix}"
+    qpath = qdir / f"{name}.{time.time_ns()}.torn"
     with open(qpath, "xb") as fh:
         fh.write(fragment)
         fh.flush()

@@ -16,9 +16,10 @@ first record this product wrote, in file order (day files sorted by name, lines 
   note, never a failure: it predates the log's integrity.
 - A line of the original's shape *after* the prefix was appended by an original module still
   running beside the new one (a rolling upgrade). It is not a leaf: readers skip it, ``verify``
-  notes it, and a writer that finds such lines at the end of a day file takes them in: it moves
-  their bytes to ``quarantine/`` and records their content as new records that say where they
-  came from (``legacy_source``).
+  notes it, and a writer that finds such lines at the end of a day file takes them in: it
+  records their content as new records that say where they came from (``legacy_source``: file,
+  byte offset, SHA-256 of the line). Their bytes stay in place: the original module takes no
+  lock, so cutting them out could cut a line it is writing at that instant.
 
 Tests: ``tests/test_legacy.py``.
 """

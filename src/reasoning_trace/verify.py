@@ -81,7 +81,6 @@ NOTES = (
     "legacy",  # records the original module wrote, adopted into the tree as they are
     "legacy_unparseable",  # a line of the original module that is not a record (kept, a leaf)
     "foreign_line",  # the original module's line after this log's records: not in the tree
-    "taken_in",  # the original module's lines moved to quarantine/ and recorded again
 )
 MAX_PER_KIND = 1000
 
@@ -523,16 +522,6 @@ def verify(
     quarantine = base / "quarantine"
     if quarantine.is_dir():
         for fragment in sorted(quarantine.iterdir()):
-            if fragment.name.endswith(".foreign"):
-                report.add(
-                    Finding(
-                        "taken_in",
-                        f"{fragment}: lines the original module appended after this log's "
-                        "records, moved here and recorded again (see legacy_source)",
-                        str(fragment),
-                    )
-                )
-                continue
             report.add(
                 Finding(
                     "crash_fragment",
@@ -734,9 +723,9 @@ def _foreign_lines(
                 Finding(
                     "foreign_line",
                     f"{path}:{file_lines + k + 1}: a line of the original module written after "
-                    "this log's records (a rolling upgrade); it is not part of the signed tree "
-                    "and no seq was given to it (a writer takes such lines in when they end a "
-                    "day file)",
+                    "this log's records (a rolling upgrade); not a leaf, no seq; a writer that "
+                    "found it at the end of the file recorded its content again (a record "
+                    "whose legacy_source names this file and offset)",
                     str(path),
                     file_lines + k + 1,
                 )
