@@ -421,6 +421,7 @@ class TreeState:
         key: Path | None = None,
         every: int = CHECKPOINT_EVERY,
         seconds: float = CHECKPOINT_SECONDS,
+        hashes: Path | None = None,
     ) -> None:
         self.files = Checkpoints(root)
         self.origin = origin or self.files.origin() or default_origin()
@@ -428,7 +429,7 @@ class TreeState:
         self.every = every
         self.seconds = seconds
         self.files = Checkpoints(root)
-        self.hashes = HashFile(str(root / ".rtrace" / "hashes"))
+        self.hashes = HashFile(str(hashes or root / ".rtrace" / "hashes"))
         self.range: CompactRange | None = None
         self._pending: list[bytes] = []  # stored hashes not yet in the file
         self.halted: str | None = None  # why signing stopped, if it did

@@ -50,7 +50,7 @@ from .errors import (
 )
 from .index import Index
 from .layout import fsync_dir as _fsync_dir
-from .layout import quarantine
+from .layout import quarantine, reader_cache
 from .legacy import Prefix, find_prefix, is_legacy, read_line
 from .metrics import incr, observe_max
 from .record import (
@@ -177,6 +177,9 @@ class FileStore:
         self._ready = False  # the signing key was checked (before the first append)
         self._prefix: Prefix | None = None  # the legacy prefix, once it can no longer change
         self._taken: list[Pending] = []  # the original module's lines, to record again
+        self._writer = False  # this store appended (or signed): the log's writer
+        self._cache: Path | None = None  # a reader's derived state (index, hashes)
+        self._reader_tree: TreeState | None = None
         self.tree = tree(self.root) if tree is not None else None
 
     # --- paths -------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ class FileStore:
     def _save_head(self, lock_fd: int, head: _Head) -> None:
         os.pwrite(lock_fd, head.encode(), 0)
 
-    def _recover_head(self, take_in: bool = False) -> _Head:
+    def _recover_head(self, take_in: bool = False, *, repair: bool = True) -> _Head:
         """Recompute the head from the day files' tails, repairing torn tails on the way.
 
         The next seq follows the highest seq that ends any day file and the floor instant is
@@ -268,8 +271,9 @@ class FileStore:
         where it came from.
         """
         days = self.days()
-        for day in days:
-            self._repair_tail(day)
+        if repair:
+            for day in days:
+                self._repair_tail(day)
         prefix = self.legacy_prefix()
         best: _Head | None = None
         foreign: list[tuple[str, int, bytes]] = []
@@ -445,11 +449,49 @@ class FileStore:
 
     # --- appending ---------------------------------------------------------------------------
 
+    @property
+    def writes(self) -> bool:
+        """Whether this store has written (it is then the log's writer: it holds derived
+        state under the root and signs on close). A store that only reads never writes."""
+        return self._writer
+
+    def _derived_path(self, name: str) -> Path:
+        """Where derived state named ``name`` lives: under ``.rtrace/`` for a writer, in the
+        per-user cache for a reader (reading never writes under the root)."""
+        if self._writer:
+            return self.root / DERIVED_DIR / name
+        if self._cache is None:
+            self._cache = reader_cache(self.root)
+        return self._cache / name
+
+    def _peek_head(self) -> _Head:
+        """The head as a reader sees it: the writers' cached head if it still matches the day
+        file, else computed from the day files' tails, without taking the lock or repairing."""
+        try:
+            fd = os.open(self._lock_s, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            head = None
+        else:
+            try:
+                head = _Head.decode(os.pread(fd, _HEAD_BYTES, 0))
+            finally:
+                os.close(fd)
+        if head is not None and head.day is not None:
+            try:
+                st = os.stat(self._day_s(head.day))
+                if st.st_ino == head.ino and st.st_size == head.size:
+                    return head
+            except FileNotFoundError:
+                pass
+        return self._recover_head(repair=False)
+
     def size(self) -> int:
         """The number of records (next seq), from the validated head."""
         with self._mutex:
             if self._lease is not None:
                 return self._lease.next_seq
+            if not self._writer:
+                return self._peek_head().next_seq
             fd = self._lock()
             try:
                 return self._load_head(fd).next_seq
@@ -467,7 +509,7 @@ class FileStore:
             raise StorageError("the log is closed")
         if not self._ready and self.tree is not None:
             self.tree.ready()  # a log never records while it cannot sign
-        self._ready = True
+        self._ready = self._writer = True
         with self._mutex:
             lease = self._lease
             if lease is None:
@@ -653,10 +695,25 @@ class FileStore:
         if self._lease is None:
             self._unlock()
 
-    def with_tree(self, action: Callable[[TreeState, int], T]) -> T:
-        """Run ``action(tree, size)`` under the writer lock with the tree caught up to the head."""
+    def with_tree(self, action: Callable[[TreeState, int], T], *, write: bool = False) -> T:
+        """Run ``action(tree, size)`` with the tree caught up to the head.
+
+        ``write`` (signing a checkpoint): under the writer lock, this store then being the
+        log's writer. Otherwise a store that has not written reads: no lock, and the tree's
+        hashes in the reader's cache (``action`` must not sign).
+        """
         if self.tree is None:
             raise StorageError("this log keeps no tree (integrity is off)")
+        if write:
+            self._writer = True
+        if not self._writer:
+            with self._mutex:
+                if self._reader_tree is None:
+                    self._reader_tree = TreeState(self.root, hashes=self._derived_path("hashes"))
+                size = self._peek_head().next_seq
+                tree = self._reader_tree
+                tree.sync_to(size, self._lines_from)
+                return action(tree, size)
         with self._mutex:
             fd, head = self._locked()
             try:
@@ -974,13 +1031,18 @@ class FileStore:
 
     def _get_index(self) -> Index:
         if self._index is None:
-            self._index = Index(self)
+            self._index = Index(self, self._derived_path("index.sqlite"))
         return self._index
 
     def close(self) -> None:
         """Sign a final checkpoint (clean close), release the lock, files and index."""
         self.release()
-        if self.tree is not None and not self._closed and os.path.isdir(self._root_s):
+        if (
+            self.tree is not None
+            and self._writer
+            and not self._closed
+            and os.path.isdir(self._root_s)
+        ):
             try:
                 micros = self._clock() // 1000
                 self.with_tree(lambda tree, size: tree.sign_current(micros, automatic=True))
@@ -999,6 +1061,8 @@ class FileStore:
                 self._index = None
             if self.tree is not None:
                 self.tree.close()
+            if self._reader_tree is not None:
+                self._reader_tree.close()
 
 
 class _SameBatch(ReasoningTraceError):

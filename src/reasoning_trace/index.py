@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -76,9 +77,9 @@ class _Stale(Exception):
 class Index:
     """seq/id → (day, offset, length), derived from a ``FileStore``'s day files."""
 
-    def __init__(self, store: FileStore) -> None:
+    def __init__(self, store: FileStore, path: Path) -> None:
         self._store = store
-        self._path = store.root / ".rtrace" / "index.sqlite"
+        self._path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 

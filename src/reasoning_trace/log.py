@@ -382,25 +382,26 @@ class DecisionLog:
                 note = latest.note
             return note
 
-        return self._files().with_tree(sign)
+        return self._files().with_tree(sign, write=True)
 
     def prove(self, key: int | str, size: int | None = None) -> InclusionProof:
         """An inclusion proof of one decision (by seq or id) in the tree of ``size`` records.
 
-        ``size`` defaults to the newest checkpoint, signing one first if that does not cover
-        the decision yet, so the proof always comes with the note it verifies against.
+        ``size`` defaults to the newest checkpoint, so the proof comes with the note it
+        verifies against. Proving never signs (reading never writes): a decision that no
+        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``).
         """
         decision = self.get(key)
-        clock = time.time_ns
 
         def prove(tree: TreeState, head: int) -> InclusionProof:
             n, note = size, None
             if n is None:
                 latest = tree.files.latest()
                 if latest is None or latest.size <= decision.seq:
-                    note = tree.sign_current(clock() // 1000)
-                    latest = tree.files.latest()
-                assert latest is not None
+                    raise NotFound(
+                        f"seq {decision.seq} is not yet covered by a signed checkpoint "
+                        "(`rtrace checkpoint --now` where the log is written signs one)"
+                    )
                 n, note = latest.size, latest.note
             elif not decision.seq < n <= head:
                 raise ValueError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")

@@ -234,13 +234,15 @@ class MemoryHashes:
 class HashFile:
     """The derived hash file: 32-byte stored hashes, appended in ``stored_hash_index`` order."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly  # for auditors: opened read-only, never created
         self._fd: int | None = None
 
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
+            self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
         return self._fd
 
     def count(self) -> int:

@@ -238,7 +238,7 @@ class _StoredLeaves:
 
     def __init__(self, root: Path) -> None:
         path = root / DERIVED_DIR / "hashes"
-        self.file = HashFile(str(path)) if path.exists() else None
+        self.file = HashFile(str(path), readonly=True) if path.is_file() else None
         self.leaves = self.file.leaves() if self.file else 0
 
     def get(self, seq: int) -> bytes | None:
