@@ -648,3 +648,62 @@ WriterUnderFaults.TestCase.settings = settings(
     max_examples=60, stateful_step_count=25, deadline=None
 )
 test_writer_under_faults = WriterUnderFaults.TestCase
+
+
+def test_deleting_derived_files_under_running_writers_never_repeats_a_seq(root: Path) -> None:
+    """.rtrace/ is deleted again and again while three multi-threaded writer processes run:
+    no seq is given twice, nothing acknowledged is lost, verify is clean (the writer lock is
+    the root directory, not a file under .rtrace/)."""
+    make_log(root, 1)
+    procs = [start_writer(root, f"p{i}", 150, 4, "batch") for i in range(3)]
+    deletions = 0
+    while any(p.poll() is None for p in procs):
+        shutil.rmtree(root / ".rtrace", ignore_errors=True)
+        deletions += 1
+    acked: dict[int, str] = {}
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        for line in out.splitlines():
+            seq, rid = line.split()[:2]
+            assert int(seq) not in acked, f"seq {seq} acknowledged twice"
+            acked[int(seq)] = rid
+    assert deletions > 1 and len(acked) == 1800
+    records = check_order(root)
+    assert len(records) == 1801
+    by_seq = {r["seq"]: r["id"] for r in records}
+    assert all(by_seq[s] == rid for s, rid in acked.items())
+    report = verify(root)
+    assert report.ok, report.failures[:3]
+
+
+def test_a_checkpoint_line_torn_by_another_process_under_a_running_writer(root: Path) -> None:
+    """Another writer crashed mid checkpoint line while this one runs: this writer moves the
+    torn bytes aside before its next checkpoint instead of welding onto them, and signs on."""
+    with DecisionLog(str(root), sync="never", checkpoint_every=2) as log:
+        for _ in range(4):
+            log.record("a", True, {}, {})
+        cp_file = Checkpoints(root).days()[-1]
+        with open(cp_file, "ab") as fh:
+            fh.write(cp_file.read_bytes()[:100])
+        for _ in range(4):
+            log.record("a", True, {}, {})
+    assert all(orjson.loads(line)["size"] for line in whole_lines(cp_file))
+    report = verify(root)
+    assert report.ok and report.signed_size == 8, report.findings
+    assert rtrace(root, "checkpoint", "--now").returncode == 0
+
+
+def test_a_key_that_cannot_be_created_is_a_clear_error(root: Path, tmp_path: Path) -> None:
+    """A key folder that cannot be written: record refuses with an error naming the key file,
+    the CLI prints it without a traceback, nothing is written."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    key = folder / "sub" / "signing.key"
+    (folder / "sub").write_text("a file where the key's folder should be")
+    done = rtrace(
+        root, "record", "--action", "a", "--approved", env={"REASONING_TRACE_KEY": str(key)}
+    )
+    assert done.returncode == 2 and str(key) in done.stderr and "Traceback" not in done.stderr
+    assert not list(root.glob("*.jsonl"))

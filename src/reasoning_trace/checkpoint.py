@@ -157,7 +157,14 @@ def load_signer(
             raise SigningKeyError(
                 f"no signing key at {path} (run `rtrace keys init`)", str(path)
             ) from None
-        return _write_key(path, Signer.generate(origin), exclusive=True)
+        try:
+            return _write_key(path, Signer.generate(origin), exclusive=True)
+        except OSError as exc:
+            raise SigningKeyError(
+                f"cannot create the signing key at {path}: {exc.strerror or exc} (make its "
+                "folder writable, or point $REASONING_TRACE_KEY elsewhere)",
+                str(path),
+            ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SigningKeyError(f"cannot read the signing key at {path}: {exc}", str(path)) from exc
     try:
@@ -351,7 +358,10 @@ class Checkpoints:
             },
             option=orjson.OPT_SORT_KEYS,
         )
-        _append_whole(self.dir / f"{when[:10]}.jsonl", line + b"\n")
+        path = self.dir / f"{when[:10]}.jsonl"
+        if path.exists() and path.stat().st_size and not _ends_with_newline(path):
+            self.repair()  # another writer crashed mid-line: never weld onto its bytes
+        _append_whole(path, line + b"\n")
         self.write_newest(note)
 
     def write_newest(self, note: str) -> None:
@@ -367,6 +377,12 @@ class Checkpoints:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.root)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _append_whole(path: Path, data: bytes) -> None:

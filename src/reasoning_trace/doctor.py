@@ -176,16 +176,8 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _lock_check(base: Path) -> Check:
-    """Probe the writer lock without holding it."""
-    path = base / DERIVED_DIR / "lock"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Check("lock", "ok", "no writer has run yet (created by the first)")
-    except OSError as exc:
-        return Check(
-            "lock", "fail", f"{path}: {exc.strerror}", "make .rtrace/ readable and writable"
-        )
+    """Probe the writer lock (an ``flock`` of the root directory) without holding it."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -196,9 +188,10 @@ def _lock_check(base: Path) -> Check:
         state = "held by a writer right now"
     finally:
         os.close(fd)
-    if not os.access(path, os.W_OK):
+    head = base / DERIVED_DIR / "lock"
+    if head.exists() and not os.access(head, os.W_OK):
         return Check(
-            "lock", "fail", f"{path} is not writable", "make .rtrace/ writable, or delete it"
+            "lock", "fail", f"{head} is not writable", "make .rtrace/ writable, or delete it"
         )
     return Check("lock", "ok", state)
 

@@ -164,8 +164,10 @@ class FileStore:
         self._root_s = str(self.root)
         self._derived = os.path.join(self._root_s, DERIVED_DIR)
         self._lock_s = os.path.join(self._derived, "lock")
-        self._lock_fd: int | None = None
+        self._lock_fd: int | None = None  # the head file (.rtrace/lock), a cache
         self._lock_ino = 0
+        self._root_fd: int | None = None  # the root directory, flocked by the writer
+        self._root_ino = 0
         self._lease: _Head | None = None  # head while the lock is kept between batches
         self._lease_start = 0.0
         self._day_fd: tuple[str, int, int] | None = None  # (day, fd, inode) kept open
@@ -202,37 +204,61 @@ class FileStore:
     # --- writer lock and head ----------------------------------------------------------------
 
     def _lock(self) -> int:
-        """Take the cross-process writer lock; return its fd (which also stores the head)."""
+        """Take the cross-process writer lock; return the fd of the head file.
+
+        The lock is an ``flock`` of the root directory itself, not of a file under
+        ``.rtrace/``: deleting the derived directory (documented as safe) while writers run
+        can then never let two of them hold "the" lock at once. The head file under
+        ``.rtrace/`` is only a cache, re-created when it was deleted or replaced.
+        """
         while True:
-            if self._lock_fd is None:
-                if not os.path.isdir(self._root_s):
+            if self._root_fd is None:
+                try:
+                    fd = os.open(self._root_s, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except FileNotFoundError as exc:
                     raise LogRootMissing(
                         f"log root {self.root} was removed while the log was open; "
                         "nothing was written (restore or recreate it to continue)"
-                    )
-                try:
-                    os.mkdir(self._derived)
-                except FileExistsError:
-                    pass
-                except FileNotFoundError as exc:
-                    raise LogRootMissing(f"log root {self.root} was removed") from exc
-                fd = os.open(self._lock_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                self._lock_fd, self._lock_ino = fd, os.fstat(fd).st_ino
-            fd = self._lock_fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
+                    ) from exc
+                self._root_fd, self._root_ino = fd, os.fstat(fd).st_ino
+            fcntl.flock(self._root_fd, fcntl.LOCK_EX)
             try:
-                if os.stat(self._lock_s).st_ino == self._lock_ino:
-                    return fd
+                same = os.stat(self._root_s).st_ino == self._root_ino
             except FileNotFoundError:
-                pass
-            # The lock file was deleted or replaced (or the root removed): lock the current one.
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+                same = False
+            if same:
+                break
+            # The root was removed or replaced: lock the directory now at that path.
+            fcntl.flock(self._root_fd, fcntl.LOCK_UN)
+            os.close(self._root_fd)
+            self._root_fd = None
+        try:
+            if self._lock_fd is not None and os.stat(self._lock_s).st_ino == self._lock_ino:
+                return self._lock_fd
+        except FileNotFoundError:
+            pass
+        if self._lock_fd is not None:  # the head file was deleted or replaced
+            os.close(self._lock_fd)
             self._lock_fd = None
+        try:
+            for attempt in itertools.count():
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self._derived)
+                try:
+                    fd = os.open(self._lock_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    break
+                except FileNotFoundError:
+                    if attempt >= 100:  # .rtrace/ deleted again between mkdir and open
+                        raise
+        except BaseException:
+            fcntl.flock(self._root_fd, fcntl.LOCK_UN)
+            raise
+        self._lock_fd, self._lock_ino = fd, os.fstat(fd).st_ino
+        return fd
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        if self._root_fd is not None:
+            fcntl.flock(self._root_fd, fcntl.LOCK_UN)
 
     def _load_head(self, lock_fd: int, *, take_in: bool = False) -> _Head:
         """The cached head if it still matches the day file, else recomputed (and repaired).
@@ -992,7 +1018,11 @@ class FileStore:
         days = self.days()
         begin_day, begin_off = (days[0], 0) if days else (None, 0)
         if start > 0 and days:
-            loc = self._get_index().locate(start - 1)
+            try:
+                loc = self._get_index().locate(start - 1)
+            except StorageError as exc:  # derived: read from the start instead
+                logger.warning("reasoning_trace: index unusable (%s); reading day files", exc)
+                loc = None
             if loc is not None:
                 begin_day, begin_off = loc[0], loc[1] + loc[2] + 1
         for day in days:
@@ -1056,6 +1086,9 @@ class FileStore:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
             if self._index is not None:
                 self._index.close()
                 self._index = None

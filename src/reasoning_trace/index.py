@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
 def is_legacy_line(line: bytes) -> bool:
     """Whether a line that is not a record has the original module's shape."""
     try:
@@ -203,10 +208,10 @@ class Index:
             )
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise _Stale(f"an id appears twice among seq {rows[0][0]}..{rows[-1][0]}") from exc
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)  # SQLite may have rolled back already (a full disk): keep the cause
             raise
 
     def _rebuild_locked(self) -> None:

@@ -67,9 +67,13 @@ def quarantine(root: Path, name: str, fragment: bytes) -> Path:
     qdir = root / QUARANTINE
     qdir.mkdir(exist_ok=True)
     qpath = qdir / f"{name}.{time.time_ns()}.torn"
-    with open(qpath, "xb") as fh:
-        fh.write(fragment)
-        fh.flush()
-        os.fsync(fh.fileno())
-    fsync_dir(qdir)
+    try:
+        with open(qpath, "xb") as fh:
+            fh.write(fragment)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(qdir)
+    except OSError:
+        qpath.unlink(missing_ok=True)  # no empty or partial copy (a full disk): retried later
+        raise
     return qpath
