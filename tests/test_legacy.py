@@ -334,3 +334,61 @@ def patched_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "traces"
     monkeypatch.setattr(reasoning_trace, "_resolve_trace_dir", lambda: str(root))
     return root
+
+
+def test_the_original_writing_while_the_first_new_writer_adopts(tmp_path: Path) -> None:
+    """The original module keeps appending while the first new writer adopts its lines and
+    records: the adopted prefix is what the writer counted (its first seq says so), later
+    lines are taken in or stay in place, and the log verifies, signs and reads afterwards."""
+    root = tmp_path / "log"
+    write_original(root, 3, datetime(2026, 5, 11, 12), timedelta(seconds=1))
+    seed = subprocess.Popen(
+        [sys.executable, SEED, str(root), "400", "10", "old", "0.001"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert seed.stdout is not None
+    for _ in range(50):
+        seed.stdout.readline()
+    writer = start_writer(root, "new", 60, 2, "batch")
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    seed.communicate(timeout=120)
+    with DecisionLog(str(root)) as log:
+        log.record("last", True, {}, {})
+        records = list(log.read())
+    assert [r.seq for r in records] == list(range(len(records)))
+    report = verify(root)
+    assert report.ok, report.failures[:3]
+    assert report.signed_size == len(records)
+    in_place = {
+        orjson.loads(line)["subject"]["i"]
+        for line in lines_of(root)
+        if line.startswith(b'{"action": ') and b"agent-old" in line
+    }
+    assert in_place == set(range(400))
+    assert {int(x.split()[0]) for x in out.splitlines()} <= {r.seq for r in records}
+
+
+def test_odd_lines_of_the_original(tmp_path: Path) -> None:
+    """A blank line, a line with NaN (which the original's json wrote), a whole last record
+    missing its newline and one absurd timestamp: adoption keeps every line, verify passes,
+    and new records are stamped with the writer's own clock."""
+    root = tmp_path / "log"
+    write_original(root, 4, datetime(2026, 5, 11, 12), timedelta(seconds=1))
+    day = root / "2026-05-11.jsonl"
+    lines = day.read_bytes().splitlines(keepends=True)
+    nan = lines[1].replace(b'"reason": "reason 1"', b'"reason": "reason 1", "score": NaN')
+    future = lines[2].replace(b'"timestamp": ', b'"timestamp": 1925000000.0, "was": ')
+    day.write_bytes(lines[0] + b"\n" + nan + future + lines[3].rstrip(b"\n"))
+    before = day.read_bytes()
+    now = 1_800_000_000 * 10**9
+    with DecisionLog(str(root), clock=lambda: now) as log:
+        new = log.record("after", True, {}, {})
+        history = list(log.read())
+    assert new.seq == 4 and new.datetime_utc.startswith("2027-01-15")
+    assert day.read_bytes() == before + b"\n"  # the last record's newline restored, nothing cut
+    assert [d.subject.get("i") for d in history] == [0, 1, 2, 3, None]
+    assert history[1].extra["score"] != history[1].extra["score"]  # NaN, read as it was written
+    report = verify(root)
+    assert report.ok and report.signed_size == 5, report.findings

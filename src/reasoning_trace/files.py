@@ -51,7 +51,7 @@ from .errors import (
 from .index import Index
 from .layout import fsync_dir as _fsync_dir
 from .layout import quarantine, reader_cache
-from .legacy import Prefix, find_prefix, is_legacy, read_line
+from .legacy import Prefix, find_prefix, is_legacy_line, read_line
 from .metrics import incr, observe_max
 from .record import (
     MAX_MICROS,
@@ -277,15 +277,28 @@ class FileStore:
                 except FileNotFoundError:
                     st = None
                 if st is not None and st.st_ino == head.ino and st.st_size == head.size:
-                    return head
-        found = self._recover_head(take_in)
+                    today = _day_of(max(time.time_ns() // 1000, head.micros))  # a wall-clock hint
+                    if today == head.day or not os.path.exists(self._day_s(today)):
+                        return head
+                    # Today's file exists but no writer of ours made it: the original module
+                    # (which keeps no head) did; take in what it wrote.
+                    return self._recover_head(take_in, since=head) if take_in else head
+        since = None
+        if head is not None and head.day is not None and take_in:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(self._day_s(head.day))
+                if st.st_ino == head.ino and st.st_size > head.size:
+                    since = head  # bytes were appended by something that keeps no head
+        found = self._recover_head(take_in, since=since)
         self._reconcile(found, head)
         return found
 
     def _save_head(self, lock_fd: int, head: _Head) -> None:
         os.pwrite(lock_fd, head.encode(), 0)
 
-    def _recover_head(self, take_in: bool = False, *, repair: bool = True) -> _Head:
+    def _recover_head(
+        self, take_in: bool = False, *, repair: bool = True, since: _Head | None = None
+    ) -> _Head:
         """Recompute the head from the day files' tails, repairing torn tails on the way.
 
         The next seq follows the highest seq that ends any day file and the floor instant is
@@ -308,14 +321,14 @@ class FileStore:
             path = self.day_path(day)
             for offset, line in self._lines_backward(path):
                 if prefix.covers(day, offset):
-                    floor = max(floor, _legacy_instant(line))
+                    floor = max(floor, _day_start(day))
                     break
                 try:
                     rec = parse_record(line, file=str(path), offset=offset)
                 except CorruptLine:
                     if _foreign(line):
                         foreign.append((day, offset, line))
-                        floor = max(floor, _legacy_instant(line))
+                        floor = max(floor, _day_start(day))
                         continue
                     raise
                 micros = _instant(rec)
@@ -324,6 +337,8 @@ class FileStore:
                 else:
                     best.micros = max(best.micros, micros)
                 break
+        if take_in and since is not None:
+            foreign = self._foreign_since(since, days)
         if foreign and take_in:
             self._take_in(sorted(foreign))
         if best is None:
@@ -334,6 +349,19 @@ class FileStore:
         last_day = next(d for d in reversed(days) if os.path.getsize(self._day_s(d)))
         st = os.stat(self._day_s(last_day))
         return _Head(best.next_seq, last_day, st.st_size, st.st_ino, best.micros)
+
+    def _foreign_since(self, since: _Head, days: list[str]) -> list[tuple[str, int, bytes]]:
+        """The original module's lines appended since the writers' last head: after its size
+        in its day file, and anywhere in later day files."""
+        out = []
+        for day in days:
+            if since.day is None or day < since.day:
+                continue
+            start = since.size if day == since.day else 0
+            for offset, _lineno, line in self.lines(day, start):
+                if _foreign(line):
+                    out.append((day, offset, line))
+        return out
 
     def _take_in(self, foreign: list[tuple[str, int, bytes]]) -> None:
         """Queue the content of the original module's lines found at the ends of day files to
@@ -425,7 +453,12 @@ class FileStore:
                     break
                 cut = start
             fragment = os.pread(fd, size - cut, cut)
-            if self._is_next_record(fragment, path, cut):
+            if fragment.startswith(_SEED_START) and not is_legacy_line(fragment):
+                size = _await_original(fd, size)  # the original module may be mid-line
+                if os.pread(fd, 1, size - 1) == b"\n":
+                    return False
+                fragment = os.pread(fd, size - cut, cut)
+            if self._is_next_record(fragment, path, cut) or is_legacy_line(fragment):
                 _write_all_at(fd, b"\n", size)
                 os.fsync(fd)
                 incr("newlines_restored")
@@ -551,6 +584,12 @@ class FileStore:
                 self._lease_start = time.monotonic()
             else:
                 fd, head = self._lock_fd, lease  # type: ignore[assignment]
+                kept = self._day_fd
+                if kept is None or kept[0] != lease.day or os.fstat(kept[1]).st_size != lease.size:
+                    # Something that takes no lock (the original module) appended meanwhile.
+                    self._save_head(fd, lease)
+                    head = self._load_head(fd, take_in=True)
+                    lease = None
             self._lease = None
             try:
                 if self._taken:  # the original module's lines first, in their order
@@ -1115,12 +1154,30 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+#: How the original module's lines begin (``json.dumps(sort_keys=True)``: "action" first).
+_SEED_START = b'{"action": '
+#: How long a writer waits for the original module to finish a line it is writing.
+ORIGINAL_LINE_WAIT = 2.0
+
+
+def _await_original(fd: int, size: int) -> int:
+    """Wait (bounded) while a file ending in part of an original module's line still grows
+    or until it ends with a newline; return its size then."""
+    deadline = time.monotonic() + ORIGINAL_LINE_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        now = os.fstat(fd).st_size
+        if now != size:
+            deadline = time.monotonic() + ORIGINAL_LINE_WAIT  # still writing: wait on
+            size = now
+        if os.pread(fd, 1, size - 1) == b"\n":
+            break
+    return size
+
+
 def _foreign(line: bytes) -> bool:
     """Whether a line (not a record) has the original module's shape."""
-    try:
-        return is_legacy(orjson.loads(line))
-    except orjson.JSONDecodeError:
-        return False
+    return is_legacy_line(line)
 
 
 def _write_all_at(fd: int, data: bytes, offset: int) -> None:
@@ -1139,15 +1196,11 @@ def _ends_with_newline(path: str, size: int) -> bool:
         return fh.read(1) == b"\n"
 
 
-def _legacy_instant(line: bytes) -> int:
-    """The instant of a line of the original module (0 if it has none that reads)."""
-    try:
-        ts = orjson.loads(line).get("timestamp")
-    except (orjson.JSONDecodeError, AttributeError):
-        return 0
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        return 0
-    return min(max(int(ts * 1_000_000), 0), MAX_MICROS)
+def _day_start(day: str) -> int:
+    """The first instant of a UTC day ``YYYY-MM-DD``, in Unix microseconds. The original
+    module's own timestamps are not trusted as a floor (one bad clock reading would stamp
+    every later record); the day of the file that holds them keeps file order all the same."""
+    return parse_utc(f"{day}T00:00:00.000000Z")
 
 
 def _instant(record: Decision) -> int:

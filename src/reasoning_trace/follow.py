@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .errors import CorruptLine
-from .index import is_legacy_line
+from .legacy import is_legacy_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import CorruptLine, StorageError
-from .legacy import is_legacy, read_line
+from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
@@ -54,14 +54,6 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 def _rollback(db: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         db.execute("ROLLBACK")
-
-
-def is_legacy_line(line: bytes) -> bool:
-    """Whether a line that is not a record has the original module's shape."""
-    try:
-        return is_legacy(orjson.loads(line))
-    except orjson.JSONDecodeError:
-        return False
 
 
 def _exact(flt: Filter) -> bool:

@@ -27,6 +27,7 @@ Tests: ``tests/test_legacy.py``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,15 @@ import orjson
 
 from .record import Decision
 
-__all__ = ["Prefix", "find_prefix", "is_legacy", "legacy_decision", "read_line"]
+__all__ = [
+    "Prefix",
+    "find_prefix",
+    "is_legacy",
+    "is_legacy_line",
+    "legacy_decision",
+    "load",
+    "read_line",
+]
 
 SEED_FIELDS = ("timestamp", "datetime_utc", "action", "approved", "votes", "subject", "reason")
 _CHUNK = 1 << 20
@@ -51,6 +60,11 @@ def is_legacy(obj: Any) -> bool:
         and "approved" in obj
         and "timestamp" in obj
     )
+
+
+def is_legacy_line(line: bytes) -> bool:
+    """Whether a stored line has the original module's shape."""
+    return is_legacy(load(line))
 
 
 def legacy_decision(obj: Any, line: bytes, seq: int) -> Decision:
@@ -93,7 +107,7 @@ def read_line(line: bytes, seq: int) -> Decision:
     """
     from .record import decision_from_dict
 
-    obj = orjson.loads(line)
+    obj = load(line)
     if isinstance(obj, dict) and "v" not in obj:
         return legacy_decision(obj, line, seq)
     return decision_from_dict(obj, line)
@@ -119,9 +133,13 @@ class Prefix:
 
     def counts(self) -> dict[str, int]:
         """How many prefix lines each day file holds."""
-        days = list(self.starts)
-        ends = [self.starts[d] for d in days[1:]] + [self.leaves]
-        return {d: end - self.starts[d] for d, end in zip(days, ends, strict=True)}
+        days = sorted(self.starts)
+        ends = [*(self.starts[d] for d in days[1:]), self.leaves]
+        return {
+            d: end - self.starts[d]
+            for d, end in zip(days, ends, strict=True)
+            if end > self.starts[d]
+        }
 
     def covers(self, day: str, offset: int) -> bool:
         """Whether the line at (day, offset) is in the prefix."""
@@ -144,53 +162,83 @@ class Prefix:
         return self.end is not None
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) of each complete, non-empty line of a file."""
+def load(line: bytes) -> Any:
+    """A line parsed as JSON, as the original module's own ``json`` would (it wrote ``NaN``
+    and ``Infinity`` for such floats); ``None`` when it is not JSON."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _lines(path: str) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, offset, line) of each complete, non-empty line of a file (blank lines
+    are counted, not yielded: they are not records, nor leaves)."""
     try:
         fh = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the with below
     except FileNotFoundError:
         return
     with fh:
-        offset, carry = 0, b""
+        offset, carry, lineno = 0, b"", 0
         while block := fh.read(_CHUNK):
             parts = (carry + block).split(b"\n")
             carry = parts.pop()
             for part in parts:
+                lineno += 1
                 if part:
-                    yield offset, part
+                    yield lineno, offset, part
                 offset += len(part) + 1
 
 
 def find_prefix(root: str, days: list[str]) -> Prefix:
     """The legacy prefix of the log at ``root`` whose day files are ``days`` (sorted).
 
-    Reads the first line only for a log that has none (the usual case). A prefix counts only
-    if it holds at least one legacy record and, where a record of this product follows it,
-    that record's seq equals the prefix's length; otherwise the log has no legacy prefix and
-    odd lines at its start are what they look like (corrupt).
+    Reads the first line only for a log that has none (the usual case). Once this product
+    wrote a record, the prefix is the first ``seq`` lines of the original module before it
+    (that record's seq says how many the writer adopted): lines the original appended later,
+    even before that record in file order, are not in it. A prefix counts only if it holds at
+    least one legacy record and no more lines than that seq; otherwise the log has no legacy
+    prefix and odd lines at its start are what they look like (corrupt).
     """
-    prefix = Prefix()
+    seen: list[tuple[str, int, int, bool, bool]] = []  # day, offset, lineno, parsed, off day
+    starts: dict[str, int] = {}
     for day in days:
-        prefix.starts[day] = prefix.leaves
-        for lineno, (offset, line) in enumerate(_lines(os.path.join(root, f"{day}.jsonl")), 1):
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                obj = None
+        starts[day] = len(seen)
+        for lineno, offset, line in _lines(os.path.join(root, f"{day}.jsonl")):
+            obj = load(line)
             if isinstance(obj, dict) and "v" in obj:
-                prefix.end, prefix.end_line = (day, offset), lineno
-                if obj.get("seq") != prefix.leaves or not prefix.parsed:
+                adopted = obj.get("seq")
+                if type(adopted) is not int or adopted > len(seen):
                     return Prefix(end=(days[0], 0))
-                prefix.starts = {d: n for d, n in prefix.starts.items() if d <= day}
-                return prefix
+                stop = seen[adopted] if adopted < len(seen) else (day, offset, lineno, 0, 0)
+                return _prefix(seen[:adopted], starts, (stop[0], stop[1]), stop[2])
             try:
-                record = legacy_decision(obj, line, prefix.leaves)
-                prefix.parsed += 1
-                if not record.datetime_utc.startswith(day):
-                    prefix.off_day.append((day, lineno))  # the original read its clock twice
+                record = legacy_decision(obj, line, len(seen))
+                seen.append((day, offset, lineno, True, not record.datetime_utc.startswith(day)))
             except ValueError:
-                prefix.unparseable.append((day, lineno))
-            prefix.leaves += 1
-    if not prefix.parsed:
-        return Prefix()
-    return prefix
+                seen.append((day, offset, lineno, False, False))
+    return _prefix(seen, starts, None, 0)
+
+
+def _prefix(
+    seen: list[tuple[str, int, int, bool, bool]],
+    starts: dict[str, int],
+    end: tuple[str, int] | None,
+    end_line: int,
+) -> Prefix:
+    parsed = sum(1 for entry in seen if entry[3])
+    if not parsed:
+        return Prefix(end=end if end is None else (min(starts), 0))
+    return Prefix(
+        leaves=len(seen),
+        end=end,
+        end_line=end_line,
+        starts={d: n for d, n in starts.items() if n < len(seen) or d == seen[-1][0]},
+        unparseable=[(d, n) for d, _, n, ok, _ in seen if not ok],
+        parsed=parsed,
+        off_day=[(d, n) for d, _, n, ok, off in seen if ok and off],
+    )

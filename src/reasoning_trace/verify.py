@@ -39,8 +39,7 @@ import orjson
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
-from .index import is_legacy_line
-from .legacy import Prefix, find_prefix
+from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
@@ -280,6 +279,8 @@ class _Detail:
         add = self.report.add
         day = os.path.basename(file)[:10]
         if self.prefix.covers_line(day, lineno):  # the original module's: its place is its seq
+            if not line:
+                return  # a blank line: not a leaf
             seq = self.expected
             stored = self.stored.get(seq)
             if stored is not None and stored != leaf_hash(line):
@@ -711,10 +712,18 @@ def _foreign_lines(
     """Indexes of the chunk's lines that the original module appended after this log's
     records (not leaves), each noted."""
     out: set[int] = set()
+    lengths = array("I")
+    if prefix.leaves:  # blank lines among the original module's are not leaves
+        lengths.frombytes(chunk.lengths)
+        offset = chunk.first_offset
+        for k, length in enumerate(lengths):
+            if not length and prefix.covers(path.stem, offset):
+                out.add(k)
+            offset += length + 1
     if not chunk.legacy:
         return out
-    lengths = array("I")
-    lengths.frombytes(chunk.lengths)
+    if not lengths:
+        lengths.frombytes(chunk.lengths)
     for k in chunk.legacy:
         offset = chunk.first_offset + sum(lengths[:k]) + k
         if not prefix.covers(path.stem, offset):
