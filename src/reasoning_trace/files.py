@@ -73,7 +73,7 @@ Sync = Literal["batch", "always", "never"]
 T = TypeVar("T")
 SYNC_MODES: tuple[Sync, ...] = ("batch", "always", "never")
 DERIVED_DIR = ".rtrace"
-_DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
+_DAY_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl\Z")
 _CHUNK = 1 << 20
 _HEAD_BYTES = 96
 #: Longest a busy process keeps the writer lock across consecutive batches.
@@ -196,10 +196,14 @@ class FileStore:
     def days(self) -> list[str]:
         """The days that have a day file, oldest first."""
         try:
-            names = os.listdir(self.root)
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    m.group(1)
+                    for e in entries
+                    if (m := _DAY_RE.match(e.name)) and e.is_file(follow_symlinks=False)
+                )
         except FileNotFoundError as exc:
             raise LogRootMissing(f"log root {self.root} does not exist") from exc
-        return sorted(m.group(1) for n in names if (m := _DAY_RE.match(n)))
 
     # --- writer lock and head ----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import CorruptLine, StorageError
+from .layout import is_day
 from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
 
@@ -257,6 +258,8 @@ class Index:
         return None
 
     def _read_at(self, day: str, offset: int, length: int, seq: int) -> Decision | None:
+        if not isinstance(day, str) or not is_day(day):
+            return None  # a row naming no day file of this log: the index is not trusted
         path = self._store.day_path(day)
         try:
             with open(path, "rb") as fh:
@@ -334,6 +337,8 @@ class Index:
         handles: dict[str, int] = {}
         try:
             for day, offset, length, seq in rows:
+                if not isinstance(day, str) or not is_day(day):
+                    raise _Stale(f"a row names {day!r}, not a day file of this log")
                 fd = handles.get(day)
                 if fd is None:
                     fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
@@ -351,13 +356,34 @@ class Index:
         before_seq: int | None = None,
     ) -> list[Decision]:
         """The decisions a filter matches, found through the index and checked exactly."""
+        for attempt in range(2):
+            try:
+                return self._select(flt, limit, newest_first, before_seq)
+            except _Stale:
+                if attempt:
+                    raise StorageError(
+                        f"the index of {self._store.root} disagrees with its day files even "
+                        "rebuilt (run `rtrace verify`)"
+                    ) from None
+                with self._lock:
+                    self._rebuild_locked()
+        raise AssertionError("unreachable")
+
+    def _select(
+        self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None
+    ) -> list[Decision]:
+        """``select`` once; ``_Stale`` when a row does not lead to the record it names (only
+        bytes read from this log's own day files, at the place the seq says, are returned)."""
         exact = _exact(flt)
         out: list[Decision] = []
-        for path, offset, line, seq in self._read(self._rows(flt, limit, newest_first, before_seq)):
+        rows = self._rows(flt, limit, newest_first, before_seq)
+        for _path, _offset, line, seq in self._read(rows):
             try:
                 d = read_line(line, seq)
             except ValueError as exc:  # the index is stale or the file was edited
-                raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+                raise _Stale(f"seq {seq}: not a record there ({exc})") from exc
+            if d.seq != seq:
+                raise _Stale(f"seq {seq}: the line there is seq {d.seq}")
             if exact or flt.matches(d):
                 out.append(d)
                 if limit is not None and len(out) >= limit:
@@ -371,7 +397,7 @@ class Index:
         ``None``): what ``rtrace query --format json`` prints."""
         if not _exact(flt):
             return None
-        return [line for _, _, line, _ in self._read(self._rows(flt, limit, newest_first))]
+        return [d.line for d in self.select(flt, limit=limit, newest_first=newest_first)]
 
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""

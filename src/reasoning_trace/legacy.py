@@ -133,6 +133,8 @@ class Prefix:
 
     def counts(self) -> dict[str, int]:
         """How many prefix lines each day file holds."""
+        if not self.leaves:
+            return {}
         days = sorted(self.starts)
         ends = [*(self.starts[d] for d in days[1:]), self.leaves]
         return {

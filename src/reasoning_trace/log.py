@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
 from .errors import CorruptLine, NotFound, StorageError
@@ -35,6 +35,8 @@ from .store import Store
 from .tree import consistency_proof, inclusion_proof, leaf_hash
 
 __all__ = ["DecisionLog"]
+
+T = TypeVar("T")
 
 
 def _outcome(result: object) -> Decision:
@@ -416,6 +418,11 @@ class DecisionLog:
             )
 
         return self._files().with_tree(prove)
+
+    def prove_with(self, action: Callable[[TreeState, int], T]) -> T:
+        """Run ``action(tree, size)`` on the log's tree caught up to its head (reading: no
+        lock, nothing signed, unless this log is the writer)."""
+        return self._files().with_tree(action)
 
     def consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
         """A consistency proof from the tree of ``old`` records to that of ``new`` (default:

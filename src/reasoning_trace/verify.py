@@ -39,6 +39,7 @@ import orjson
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
+from .layout import is_day
 from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
@@ -69,6 +70,10 @@ FAILURES = (
     "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
     "fork",  # two signed checkpoints of one size with different roots
     "no_key",  # checkpoints exist but there is no verifier key to check them
+    "no_checkpoint",  # a pinned verifier key, records, and not one checkpoint it verifies
+    "unsigned_stale",  # records a running writer would have signed, that no checkpoint covers
+    "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
+    "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -385,10 +390,14 @@ def verify(
     *,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
-    ``vkey``: the auditor's verifier key(s); default, the keys the log published.
+    ``vkey``: the auditor's verifier key(s); default, the keys the log published. A pinned
+    key fails closed: records and no checkpoint it verifies is a failure. ``trusted``:
+    checkpoint notes the auditor kept from before (signed by ``vkey``); the log fails if it
+    is shorter than one (a rollback) or its tree at that size has another root (a fork).
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
@@ -401,6 +410,7 @@ def verify(
     if verifiers is None:
         verifiers = files.verifiers()
     signed = _checkpoints(files, verifiers, report)
+    kept = _trusted(trusted, verifiers, report)
     for path, offset, length in files.torn():
         report.add(
             Finding(
@@ -417,7 +427,9 @@ def verify(
                 "the log has checkpoints but no verifier key to check them (give one with vkey=)",
             )
         )
-    days = sorted(p for p in base.glob("*.jsonl") if len(p.stem) == 10)
+    days = sorted(
+        p for p in base.glob("*.jsonl") if is_day(p.stem) and p.is_file() and not p.is_symlink()
+    )
     total = sum(p.stat().st_size for p in days)
 
     # Pass 1: hash every line, compare roots at the signed sizes.
@@ -448,7 +460,33 @@ def verify(
                 lineno,
             )
         )
-    size, done, places = _hash_pass(days, signed, report, total, progress, workers, prefix)
+    targets = sorted([*signed, *kept], key=lambda t: t.size)
+    size, done, places = _hash_pass(days, targets, report, total, progress, workers, prefix)
+    for k in kept:
+        if k.size > size:
+            report.add(
+                Finding(
+                    "rollback",
+                    f"the log has {size} records, fewer than the {k.size} of the checkpoint you "
+                    f"kept ({k.where}): records were removed after it was signed",
+                    None,
+                    None,
+                    size,
+                    k.size - 1,
+                )
+            )
+        elif not (k.matched or (k.size == 0 and k.root == EMPTY_ROOT)):
+            report.add(
+                Finding(
+                    "trusted_mismatch",
+                    f"the log's first {k.size} records do not hash to the root of the checkpoint "
+                    f"you kept ({k.where}): its signed history was rewritten",
+                    None,
+                    None,
+                    0,
+                    k.size - 1,
+                )
+            )
     report.records, report.bytes = size, done
     if size == 0 and any(s.size == 0 for s in signed):
         for s in signed:
@@ -490,7 +528,33 @@ def verify(
             spans.append((good, s.size))
     report.signed_size = good
     newest = max((s.size for s in signed), default=0)
-    if size > newest:
+    if vkey is not None and size and not report.checkpoints:
+        report.add(
+            Finding(
+                "no_checkpoint",
+                f"{size} records and not one checkpoint that the verifier key you gave "
+                "verifies: nothing here is proven (were checkpoints deleted?)",
+                None,
+                None,
+                0,
+                size - 1,
+            )
+        )
+    stale = _stale_unsigned(days, places, newest, size)
+    if stale:
+        report.add(
+            Finding(
+                "unsigned_stale",
+                f"seq {newest}..{size - 1}: not covered by a signed checkpoint although records "
+                f"of a later day ({stale}) follow them; a writer signs when a UTC day ends, so "
+                "their checkpoint is missing",
+                None,
+                None,
+                newest,
+                size - 1,
+            )
+        )
+    elif size > newest:
         report.add(
             Finding(
                 "unsigned",
@@ -740,6 +804,34 @@ def _foreign_lines(
                 )
             )
     return out
+
+
+def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
+    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
+    out = []
+    for n, note in enumerate(notes, 1):
+        try:
+            cp = open_checkpoint(note, verifiers)
+        except (NoteError, SignatureError) as exc:
+            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
+            continue
+        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
+    return out
+
+
+def _stale_unsigned(
+    days: list[Path], places: dict[int, tuple[int, int]], newest: int, size: int
+) -> str | None:
+    """The later day, if unsigned records (after the newest checkpoint) belong to a UTC day
+    that ended before the log's last record: a writer would have signed them at that day's
+    end (whatever its other signing settings)."""
+    if size <= newest or newest not in places:
+        return None
+    d_index, offset = places[newest]
+    while d_index < len(days) and offset >= days[d_index].stat().st_size:
+        d_index, offset = d_index + 1, 0  # the next unsigned record starts in a later file
+    last = max((i for i, p in enumerate(days) if p.stat().st_size), default=-1)
+    return days[last].stem if d_index < last else None
 
 
 def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
