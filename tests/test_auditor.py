@@ -16,7 +16,6 @@ import pytest
 
 from reasoning_trace import DecisionLog
 from reasoning_trace.attest import attest
-from reasoning_trace.layout import reader_cache
 from reasoning_trace.verify import verify
 
 from .test_cli_integrity import rtrace
@@ -145,7 +144,13 @@ def test_a_copy_owned_by_another_user(written: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")}
     env["REASONING_TRACE_KEY"] = str(home / "key")
     rtrace_cmd = shutil.which("rtrace") or "rtrace"
-    for cmd in (["verify"], ["show", "3"], ["query", "--format", "json"], ["stats"], ["prove", "3"]):
+    for cmd in (
+        ["verify"],
+        ["show", "3"],
+        ["query", "--format", "json"],
+        ["stats"],
+        ["prove", "3"],
+    ):
         done = subprocess.run(
             [*base, rtrace_cmd, "--dir", str(copy), *cmd],
             capture_output=True,
@@ -277,7 +282,9 @@ def test_a_rollback_is_caught_with_a_kept_checkpoint(written: Path, tmp_path: Pa
     lines = day.read_bytes().splitlines(keepends=True)
     day.write_bytes(b"".join(lines[:24]))
     cp_file = sorted((written / "checkpoints").glob("2*.jsonl"))[-1]
-    entries = [e for e in cp_file.read_bytes().splitlines(keepends=True) if json.loads(e)["size"] <= 24]
+    entries = [
+        e for e in cp_file.read_bytes().splitlines(keepends=True) if json.loads(e)["size"] <= 24
+    ]
     cp_file.write_bytes(b"".join(entries))
     (written / "checkpoint").write_text(json.loads(entries[-1])["note"])
     shutil.rmtree(written / ".rtrace")
@@ -294,7 +301,7 @@ def test_odd_files_are_findings_not_tracebacks(written: Path, tmp_path: Path) ->
     with open(cp_file, "ab") as fh:
         fh.write(b'{"size": 3, "note": "\xff\xfe"}\n{"size": 4, "no')
     (tmp_path / "out").mkdir()
-    for code, text in run_all(written, tmp_path / "out", {}):
+    for _code, text in run_all(written, tmp_path / "out", {}):
         assert "Traceback" not in text
     done = rtrace(written, "verify", "--json")
     assert done.returncode == 1
