@@ -199,7 +199,7 @@ def test_a_forged_index_never_changes_what_readers_return(written: Path, tmp_pat
     with DecisionLog(str(other)) as log:
         for i in range(40):
             log.record("other", True, {}, {"j": i})
-        log.stats()
+        log.get(7)  # a writer's lookup builds its index under .rtrace/
     shutil.copy(other / ".rtrace" / "index.sqlite", written / ".rtrace" / "index.sqlite")
     with DecisionLog(str(written)) as log:
         log.record("more", True, {}, {})
@@ -307,3 +307,48 @@ def test_odd_files_are_findings_not_tracebacks(written: Path, tmp_path: Path) ->
     assert done.returncode == 1
     kinds = {json.loads(x).get("kind") for x in done.stdout.splitlines()}
     assert {"bad_checkpoint", "torn_tail"} <= kinds
+
+
+def test_index_rows_never_supply_content(written: Path, tmp_path: Path, signing_key: Path) -> None:
+    """Rows pointing inside another line, verdict columns flipped, vetoes or rows deleted: the
+    reader's answers (query, stats, show) stay those of the day files."""
+    with DecisionLog(str(written)) as log:
+        forged = log.get(5).line.replace(b'"reason":"r5"', b'"reason":"FORGED"')
+        carrier = log.record("halt", True, {}, {"payload": forged.decode()})
+    expected = {
+        cmd: rtrace(written, *cmd).stdout
+        for cmd in (("query", "--format", "json"), ("stats", "--json"), ("show", "5"))
+    }
+    index = next(signing_key.parent.glob("cache/reasoning-trace/logs/*/index.sqlite"))
+    day = sorted(written.glob("*.jsonl"))[-1]
+    line_start = day.read_bytes().index(carrier.line)
+    db = sqlite3.connect(index)
+    db.execute(
+        "UPDATE records SET day=?, offset=?, length=? WHERE seq=5",
+        (day.stem, line_start + 10, 40),
+    )
+    db.execute("UPDATE records SET approved = 1 - approved")
+    db.execute("DELETE FROM vetoes")
+    db.execute("DELETE FROM records WHERE seq = 7")
+    db.commit()
+    db.close()
+    for cmd, out in expected.items():
+        assert rtrace(written, *cmd).stdout == out, cmd
+
+
+def test_one_bad_checkpoint_line_hides_nothing_after_it(written: Path) -> None:
+    """A malformed line in an older checkpoint file is a finding; the checkpoints after it
+    still count."""
+    first = sorted((written / "checkpoints").glob("2*.jsonl"))[0]
+    lines = first.read_bytes().splitlines(keepends=True)
+    first.write_bytes(lines[0] + b'\xff\xfe{"size":3\n' + b"".join(lines[1:]))
+    report = verify(written)
+    assert "bad_checkpoint" in report.kinds()
+    assert report.signed_size == 30 and "unsigned_stale" not in report.kinds()
+
+
+def test_a_directory_named_like_a_day_file_is_a_finding(written: Path) -> None:
+    """Something named like a day file that is not a file is reported, not skipped silently."""
+    (written / "2030-01-01.jsonl").mkdir()
+    report = verify(written)
+    assert not report.ok and "odd_entry" in report.kinds()

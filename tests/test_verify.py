@@ -280,9 +280,11 @@ def test_notes_are_not_failures(log_copy: Path, pristine: tuple[Path, str]) -> N
     stale = last._replace(seq=last.seq + 1, id=uuid7(), timestamp=late / 1e6, datetime_utc=when)
     with open(log_copy / f"{when[:10]}.jsonl", "ab") as fh:
         fh.write(format_record(stale) + b"\n")
-    report = verify(log_copy, pristine[1])
+    report = verify(log_copy, pristine[1], now=late / 1e6 + 1)  # the unsigned line is fresh
     assert report.ok, report.failures
     assert report.kinds() == {"crash_fragment", "unsigned", "clock_backwards"}
+    later = verify(log_copy, pristine[1], now=late / 1e6 + 3600)  # an hour on: past due
+    assert "unsigned_stale" in later.kinds() and not later.ok
 
 
 @settings(

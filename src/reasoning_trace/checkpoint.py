@@ -258,14 +258,24 @@ class Checkpoints:
         return sorted(p for p in self.dir.glob("*.jsonl") if len(p.stem) == 10 and p.is_file())
 
     def entries(self) -> Iterator[Entry]:
-        """Every checkpoint, in the order they were signed (streaming); a malformed line raises
-        ``NoteError`` and the iteration goes on after it. A torn last line is not an entry
-        (see ``torn``)."""
+        """Every checkpoint, in the order they were signed (streaming); a malformed line
+        raises ``NoteError``. A torn last line is not an entry (see ``torn``)."""
+        for item in self.entries_and_errors():
+            if isinstance(item, NoteError):
+                raise item
+            yield item
+
+    def entries_and_errors(self) -> Iterator[Entry | NoteError]:
+        """Every checkpoint in signing order, a malformed line as its ``NoteError`` (with its
+        place) and the lines after it all the same: for auditors, who must see past one."""
         for path in self.days():
             with open(path, "rb") as fh:
                 for n, raw in enumerate(fh, start=1):
                     if raw.endswith(b"\n"):
-                        yield _entry(raw, str(path), n)
+                        try:
+                            yield _entry(raw, str(path), n)
+                        except NoteError as exc:
+                            yield exc
 
     def torn(self) -> list[tuple[Path, int, int]]:
         """(file, byte offset, length) of the bytes after the last newline of each checkpoint

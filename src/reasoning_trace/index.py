@@ -317,6 +317,15 @@ class Index:
             args.extend((key, subject_text(value)))
         return " AND ".join(conds), args
 
+    def _check_count(self) -> None:
+        """``_Stale`` when the index holds another number of records than the day files (a
+        row deleted or added behind its back)."""
+        expected = self._store.size() - len(self._store.legacy_prefix().unparseable)
+        with self._lock:
+            have = self._conn().execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        if have != expected:
+            raise _Stale(f"the index holds {have} records, the day files {expected}")
+
     def _rows(
         self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
     ) -> list[tuple[str, int, int, int]]:
@@ -342,7 +351,15 @@ class Index:
                 fd = handles.get(day)
                 if fd is None:
                     fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
-                yield self._store._day_s(day), offset, os.pread(fd, length, offset), seq
+                # A whole line only: a newline before it (or the file's start) and after it.
+                start = max(offset - 1, 0)
+                data = os.pread(fd, length + 1 + (offset - start), start)
+                if (offset and data[:1] != b"\n") or data[-1:] != b"\n":
+                    raise _Stale(f"seq {seq}: the row does not point at a whole line")
+                line = data[offset - start : -1]
+                if len(line) != length:
+                    raise _Stale(f"seq {seq}: the row's length does not match the line")
+                yield self._store._day_s(day), offset, line, seq
         finally:
             for fd in handles.values():
                 os.close(fd)
@@ -374,17 +391,20 @@ class Index:
     ) -> list[Decision]:
         """``select`` once; ``_Stale`` when a row does not lead to the record it names (only
         bytes read from this log's own day files, at the place the seq says, are returned)."""
-        exact = _exact(flt)
         out: list[Decision] = []
         rows = self._rows(flt, limit, newest_first, before_seq)
-        for _path, _offset, line, seq in self._read(rows):
+        self._check_count()
+        prefix = self._store.legacy_prefix()
+        for path, offset, line, seq in self._read(rows):
+            if seq < prefix.leaves and prefix.place(seq) != (os.path.basename(path)[:10], offset):
+                raise _Stale(f"seq {seq}: not the place of the original module's line {seq}")
             try:
                 d = read_line(line, seq)
             except ValueError as exc:  # the index is stale or the file was edited
                 raise _Stale(f"seq {seq}: not a record there ({exc})") from exc
             if d.seq != seq:
                 raise _Stale(f"seq {seq}: the line there is seq {d.seq}")
-            if exact or flt.matches(d):
+            if flt.matches(d):  # the row's columns are never trusted for content
                 out.append(d)
                 if limit is not None and len(out) >= limit:
                     break

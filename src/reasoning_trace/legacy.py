@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +131,15 @@ class Prefix:
     unparseable: list[tuple[str, int]] = field(default_factory=list)
     parsed: int = 0
     off_day: list[tuple[str, int]] = field(default_factory=list)  # datetime_utc of another day
+    days: list[str] = field(default_factory=list)  # the day files of the prefix, in order
+    day_of: array[int] = field(default_factory=lambda: array("H"))  # seq -> index in days
+    offset_of: array[int] = field(default_factory=lambda: array("Q"))  # seq -> byte offset
+
+    def place(self, seq: int) -> tuple[str, int] | None:
+        """(day, byte offset) of the prefix line ``seq``, or ``None`` beyond the prefix."""
+        if not 0 <= seq < self.leaves:
+            return None
+        return self.days[self.day_of[seq]], self.offset_of[seq]
 
     def counts(self) -> dict[str, int]:
         """How many prefix lines each day file holds."""
@@ -235,7 +245,12 @@ def _prefix(
     parsed = sum(1 for entry in seen if entry[3])
     if not parsed:
         return Prefix(end=end if end is None else (min(starts), 0))
+    days = sorted({entry[0] for entry in seen})
+    index = {d: i for i, d in enumerate(days)}
     return Prefix(
+        days=days,
+        day_of=array("H", (index[entry[0]] for entry in seen)),
+        offset_of=array("Q", (entry[1] for entry in seen)),
         leaves=len(seen),
         end=end,
         end_line=end_line,

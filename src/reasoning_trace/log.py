@@ -29,7 +29,7 @@ from .errors import CorruptLine, NotFound, StorageError
 from .events import Subscription
 from .files import FileStore, resolve_root, resolve_sync
 from .proof import ConsistencyProof, InclusionProof
-from .query import ActionStats, Filter, Stats, TimeSpec
+from .query import Filter, Stats, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
 from .store import Store
 from .tree import consistency_proof, inclusion_proof, leaf_hash
@@ -306,16 +306,10 @@ class DecisionLog:
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
 
     def stats(self, flt: Filter | None = None) -> Stats:
-        """Approval rate per action, vetoes per voter and decisions per day (from the index,
-        or from one pass over a store that has none)."""
-        if not isinstance(self._store, FileStore):
-            return Stats.of(self.select(flt or Filter()))  # no index: one pass over the log
-        raw = self._store._get_index().stats(flt or Filter())
-        return Stats(
-            [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
-            [(str(v), int(n)) for v, n in raw["voters"]],
-            [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["days"]],
-        )
+        """Approval rate per action, vetoes per voter and decisions per day, counted from the
+        records themselves in one pass (a time range reads only its days): the derived index
+        is never trusted for content (SPEC 4a)."""
+        return Stats.of(self.select(flt or Filter()))
 
     def select(self, flt: Filter) -> Iterator[Decision]:
         """Stream the decisions that ``flt`` matches, oldest first."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,7 @@ from .layout import is_day
 from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
+from .record import parse_utc
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
 
 __all__ = [
@@ -74,6 +76,7 @@ FAILURES = (
     "unsigned_stale",  # records a running writer would have signed, that no checkpoint covers
     "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
     "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root
+    "odd_entry",  # something named like a day or checkpoint file that is not a regular file
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -183,14 +186,9 @@ class _Signed:
 def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) -> list[_Signed]:
     """Every checkpoint whose signature verifies, by size; failures become findings."""
     by_size: dict[int, _Signed] = {}
-    entries: Iterator[Any] = files.entries()
-    while True:
-        try:
-            entry = next(entries)
-        except StopIteration:
-            break
-        except NoteError as exc:
-            report.add(Finding("bad_checkpoint", str(exc)))
+    for entry in files.entries_and_errors():
+        if isinstance(entry, NoteError):
+            report.add(Finding("bad_checkpoint", str(entry)))
             continue
         where = f"{entry.file}:{entry.line}"
         try:
@@ -391,6 +389,7 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     trusted: Iterable[str] = (),
+    now: float | None = None,
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
@@ -398,6 +397,8 @@ def verify(
     key fails closed: records and no checkpoint it verifies is a failure. ``trusted``:
     checkpoint notes the auditor kept from before (signed by ``vkey``); the log fails if it
     is shorter than one (a rollback) or its tree at that size has another root (a fork).
+    ``now`` (Unix seconds, default the clock): unsigned records older than a writer's signing
+    schedule by then are a failure, not a fresh tail.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
@@ -427,9 +428,18 @@ def verify(
                 "the log has checkpoints but no verifier key to check them (give one with vkey=)",
             )
         )
-    days = sorted(
-        p for p in base.glob("*.jsonl") if is_day(p.stem) and p.is_file() and not p.is_symlink()
-    )
+    named = [p for p in base.glob("*.jsonl") if is_day(p.stem)]
+    named += [p for p in (base / "checkpoints").glob("*.jsonl") if is_day(p.stem)]
+    for odd in sorted(p for p in named if p.is_symlink() or not p.is_file()):
+        report.add(
+            Finding(
+                "odd_entry",
+                f"{odd}: named like a day file but not a regular file (a "
+                f"{'link' if odd.is_symlink() else 'directory or device'}); not read",
+                str(odd),
+            )
+        )
+    days = sorted(p for p in named if p.parent == base and p.is_file() and not p.is_symlink())
     total = sum(p.stat().st_size for p in days)
 
     # Pass 1: hash every line, compare roots at the signed sizes.
@@ -541,13 +551,17 @@ def verify(
             )
         )
     stale = _stale_unsigned(days, places, newest, size)
+    if not stale and size > newest:
+        stale = _old_unsigned(days[-1] if days else None, time.time() if now is None else now)
     if stale:
         report.add(
             Finding(
                 "unsigned_stale",
-                f"seq {newest}..{size - 1}: not covered by a signed checkpoint although records "
-                f"of a later day ({stale}) follow them; a writer signs when a UTC day ends, so "
-                "their checkpoint is missing",
+                f"seq {newest}..{size - 1}: not covered by a signed checkpoint although a "
+                f"writer would have signed them by now ({stale} is past its signing schedule: "
+                "a writer signs when a UTC day ends, every few minutes while the log grows and "
+                "on close); their checkpoint is missing, or the writer died and nobody signed "
+                "since (`rtrace checkpoint --now` signs what is there)",
                 None,
                 None,
                 newest,
@@ -819,6 +833,30 @@ def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) ->
     return out
 
 
+#: Unsigned records older than this (seconds) were due a checkpoint: a running writer signs
+#: every CHECKPOINT_SECONDS while the log grows and on close.
+STALE_SECONDS = 5 * 60
+
+
+def _old_unsigned(last_file: Path | None, now: float) -> str | None:
+    """The instant of the log's last record, if it is older than ``STALE_SECONDS``."""
+    if last_file is None:
+        return None
+    with open(last_file, "rb") as fh:
+        fh.seek(max(0, last_file.stat().st_size - 65536))
+        tail = fh.read().split(b"\n")
+    for line in reversed(tail):
+        i = line.find(b'"datetime_utc":"')
+        if i >= 0:
+            when = line[i + 16 : i + 43].decode(errors="replace")
+            try:
+                age = now - parse_utc(when) / 1e6
+            except ValueError:
+                return None
+            return f"the last record, {when}" if age > STALE_SECONDS else None
+    return None
+
+
 def _stale_unsigned(
     days: list[Path], places: dict[int, tuple[int, int]], newest: int, size: int
 ) -> str | None:
@@ -831,7 +869,7 @@ def _stale_unsigned(
     while d_index < len(days) and offset >= days[d_index].stat().st_size:
         d_index, offset = d_index + 1, 0  # the next unsigned record starts in a later file
     last = max((i for i, p in enumerate(days) if p.stat().st_size), default=-1)
-    return days[last].stem if d_index < last else None
+    return f"a later day, {days[last].stem}, follows" if d_index < last else None
 
 
 def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
