@@ -61,6 +61,7 @@ from .jetstream import (
     last_message,
     last_record,
     message_from,
+    parse_servers,
     publish_after,
     record_of,
     redact_url,
@@ -125,6 +126,7 @@ class Replicator:
         reship: bool = False,
     ) -> None:
         self.log = DecisionLog(str(root) if root is not None else None, create=False)
+        parse_servers(url)  # a bad URL is refused here, not after the log is open
         self.url = url
         self.shown_url = redact_url(url)
         self.node = check_node(node or default_node())
@@ -263,6 +265,7 @@ class Replicator:
     async def _retrying(self, stop: Callable[[], bool], call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` until it answers, riding out outages and elections."""
         from nats.errors import NoRespondersError
+        from nats.js.errors import NoStreamResponseError
 
         backoff = 0.05
         while True:
@@ -280,7 +283,7 @@ class Replicator:
                     f"{self._problems.denied[-1]}: these credentials are not node "
                     f"{self.node!r}'s (give --node the name they may publish as)"
                 )
-            if isinstance(problem, NoRespondersError):
+            if isinstance(problem, NoRespondersError | NoStreamResponseError):
                 await self._check_stream_exists()
             self.status.retries += 1
             if self.status.retries == 1 or self.status.retries % 50 == 0:
