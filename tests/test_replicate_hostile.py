@@ -4,7 +4,6 @@ is told what is going on (waiting, refused credentials, an open server), never a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -19,7 +18,6 @@ import pytest
 pytest.importorskip("nats")
 
 
-from reasoning_trace import DecisionLog
 from reasoning_trace.errors import ForkError
 from reasoning_trace.jetstream import decision_subject, ensure_stream
 from reasoning_trace.replicate import Replicator, StreamLost, replicate
@@ -148,6 +146,7 @@ def test_a_foreign_message_published_while_shipping_is_stepped_over(
         return junk, second, landed.seq, junk2, third
 
     junk, second, landed, junk2, third = run(scenario, nats_server.url)
+    assert landed < junk2
     rep.log.close()
     assert second == junk + 1 and third == junk2  # the subject's last message, to expect next
     assert rep.status.resolved == 1
