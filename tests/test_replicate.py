@@ -78,7 +78,7 @@ def test_several_nodes_replicate_exactly_once_in_order(
     for node in ("alpha", "beta", "gamma"):
         assert replicated(nats_server.url, node) == all_lines(tmp_path / node)
         vkey = (tmp_path / node / "checkpoints" / "vkey").read_text()
-        report = verify_node(nats_server.url, node, vkey)
+        report = verify_node(nats_server.url, node, vkey, allow_open_server=True)
         assert report.ok, report.failures
         assert report.signed_size == report.records  # the closing checkpoint is replicated too
     with Fleet(nats_server.url) as fleet:
@@ -141,7 +141,7 @@ def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
             await ensure_stream(js, "LEAKY")
 
     run(make, nats_server.url)
-    report = verify_node(nats_server.url, "a", stream="LEAKY")
+    report = verify_node(nats_server.url, "a", stream="LEAKY", trust_stream_keys=True)
     assert any(f.kind == "expiring_stream" and "max_age" in f.message for f in report.findings)
     fill(tmp_path / "a", "a", 3)
     with pytest.raises(StreamConfigError):

@@ -365,6 +365,8 @@ class Index:
             f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
             "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
             "GROUP BY day ORDER BY day",
+            "nodes": f"SELECT COALESCE(node, ''), COUNT(*), SUM(approved) FROM records r "
+            f"WHERE {where} GROUP BY COALESCE(node, '') ORDER BY 1",
         }
         with self._lock:
             db = self._conn()

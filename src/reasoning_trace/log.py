@@ -313,6 +313,7 @@ class DecisionLog:
             [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
             [(str(v), int(n)) for v, n in raw["voters"]],
             [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["days"]],
+            [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["nodes"]],
         )
 
     def select(self, flt: Filter) -> Iterator[Decision]:

@@ -68,6 +68,9 @@ FAILURES = (
     "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
     "fork",  # two signed checkpoints of one size with different roots
     "no_key",  # checkpoints exist but there is no verifier key to check them
+    "foreign_message",  # a message on a node's subject of the stream that is not its own
+    "key_changed",  # the keys a node published changed, and the stream's keys were trusted
+    "open_server",  # the stream's server takes no credentials: anyone can delete it
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -76,6 +79,8 @@ NOTES = (
     "clock_backwards",  # a record's timestamp is before the previous one's
     "key_from_stream",  # a replica was checked with the key its node replicated, not yours
     "expiring_stream",  # the stream's settings would let replicated history expire
+    "key_change_seen",  # the keys a node published changed (checked with the caller's keys)
+    "open_server_accepted",  # the server takes no credentials, and the caller accepted that
 )
 MAX_PER_KIND = 1000
 
