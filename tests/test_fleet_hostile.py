@@ -173,6 +173,19 @@ def test_a_check_that_compared_nothing_fails(nats_server: NatsServer, tmp_path: 
     assert default.returncode == 1 and "no replica of" in default.stderr
 
 
+def test_a_source_without_a_scheme_is_taken_and_another_scheme_refused(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """--source HOST:PORT means nats://HOST:PORT; http://… exits 2 with a clear message."""
+    record_alternating(tmp_path, 1)
+    ship(tmp_path, nats_server.url)
+    bare = nats_server.url.removeprefix("nats://")
+    assert json.loads(rtrace("--source", bare, "stats", "--json").stdout)["total"] == 2
+    http = rtrace("--source", "http://u:pw@127.0.0.1:1", "tail", check=False)
+    assert http.returncode == 2 and "is not a NATS URL" in http.stderr
+    assert "pw" not in http.stderr and "Traceback" not in http.stderr
+
+
 def test_the_example_accounts_let_no_node_speak_for_another(tmp_path: Path) -> None:
     """With the shipped accounts, gate-1 cannot publish on gate-2's subjects (the replicator
     says so, exit 2), the reader cannot publish at all, and no password is ever printed."""
