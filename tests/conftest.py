@@ -69,6 +69,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     path = tmp_path_factory.mktemp("key") / "signing.key"
     monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
     monkeypatch.setenv("REASONING_TRACE_CURSORS", str(path.parent / "cursors"))
+    monkeypatch.setenv("REASONING_TRACE_CACHE", str(path.parent / "cache"))
     return path
 
 

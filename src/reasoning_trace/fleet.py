@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from nats.js.api import RawStreamMsg
     from nats.js.client import JetStreamContext
 
+    from .fleet_index import FleetIndex
+
 __all__ = ["Fleet", "verify_node", "witness"]
 
 logger = logging.getLogger("reasoning_trace")
@@ -117,7 +119,8 @@ class Fleet:
     ``hold`` is how long ``follow`` keeps a record back so that records of several nodes
     arriving close together are printed in time order. ``on_foreign(subject, stream_seq,
     why)`` hears of each message skipped because it is not a record of its subject's node
-    (default: a logged warning).
+    (default: a logged warning). ``index``: answer ``query`` and ``stats`` from the fleet
+    index in the user's cache (``fleet_index.py``; a path: that file), caught up first.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Fleet:
         create: bool = False,
         replicas: int = 1,
         on_foreign: Callable[[str, int, str], None] | None = None,
+        index: bool | str | os.PathLike[str] = False,
     ) -> None:
         from nats.js.errors import NotFoundError
 
@@ -162,6 +166,11 @@ class Fleet:
             raise
         self._end = 0  # the stream's last seq when the newest read began (0: none yet)
         self._delivered: dict[str, int] = {}  # subject -> newest stream seq a read returned
+        self._index: FleetIndex | None = None
+        if index:
+            from .fleet_index import FleetIndex
+
+            self._index = FleetIndex(self, None if index is True else index)
 
     @property
     def bridge(self) -> Bridge:
@@ -438,6 +447,8 @@ class Fleet:
     ) -> list[Decision]:
         """The decisions ``flt`` matches across nodes, in time order (``newest_first``:
         reversed); at most ``limit``, holding no more than ``limit`` in memory."""
+        if self._index is not None:
+            return self._index.query(flt, limit=limit, newest_first=newest_first)
         if limit is None:
             found = list(self.select(flt))
             if newest_first:
@@ -451,19 +462,28 @@ class Fleet:
         self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
     ) -> list[bytes]:
         """The stored lines ``query`` would return."""
+        if self._index is not None:
+            found = self._index.lines(flt, limit=limit, newest_first=newest_first)
+            return [line for line, _ in found]
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
 
     def iter_lines(self, flt: Filter) -> Iterator[bytes]:
         """The stored lines ``flt`` matches, in time order, streamed (flat memory)."""
+        if self._index is not None:
+            return (line for line, _ in self._index.lines(flt))
         return (d.line for d in self.select(flt))
 
     def stats(self, flt: Filter | None = None) -> Stats:
         """Approval rate per action, vetoes per voter, decisions per day and per node,
-        fleet-wide, in one streaming pass."""
+        fleet-wide: by the index, or in one streaming pass over the stream."""
+        if self._index is not None:
+            return self._index.stats(flt or Filter())
         return Stats.of(self.select(flt or Filter()))
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (and close the index)."""
+        if self._index is not None:
+            self._index.close()
         if not self._bridge.loop.is_closed():
             self._bridge.run(self._nc.close())
             self._bridge.close()

@@ -71,7 +71,7 @@ def _fleet_nodes(ctx: click.Context) -> list[str]:
     """The nodes that replicated to the stream ``--source`` names."""
     from . import open_fleet
 
-    with open_fleet(ctx.obj["source"], ctx.obj["stream"]) as fleet:
+    with open_fleet(ctx.obj["source"], ctx.obj["stream"], index=False) as fleet:
         return fleet.nodes()
 
 
