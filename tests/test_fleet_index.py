@@ -4,6 +4,7 @@ when the stream is re-created or the cache is deleted."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("nats")
 
 from reasoning_trace.fleet import Fleet
-from reasoning_trace.jetstream import decision_subject
+from reasoning_trace.jetstream import decision_subject, ensure_stream
 from reasoning_trace.query import Filter
 
 from .natsserver import NatsServer
@@ -113,3 +114,55 @@ def test_time_ranges_and_tails_are_found_by_binary_search(
         for n in (1, 3, 39, 40, 41):
             tail = fleet.recent(n, node="east")
             assert lines(tail) == lines([d for d in everything if d.node == "east"][-n:])
+
+
+def synthetic(node: str, seq: int, micros: int) -> bytes:
+    """A stored record line of ``node`` at ``micros`` (a fixed past instant, not today)."""
+    from reasoning_trace.record import format_utc
+
+    record = {
+        "v": 1,
+        "seq": seq,
+        "id": f"{node}-{seq}",
+        "timestamp": micros / 1_000_000,
+        "datetime_utc": format_utc(micros),
+        "action": ("upgrade", "rollback", "halt")[seq % 3],
+        "approved": seq % 4 != 0,
+        "votes": {"safety": {"passed": seq % 4 != 0}, "cost": {"passed": seq % 6 != 0}},
+        "subject": {"agent_id": f"agent-{seq % 2}"},
+        "reason": "",
+        "node": node,
+    }
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_index_stats_over_time_ranges_split_whole_and_partial_days(
+    nats_server: NatsServer,
+) -> None:
+    """Index stats over ranges that start and end mid-day, on day boundaries, or inside one
+    day equal stats from the stream."""
+    day = 86_400_000_000
+    t0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+    lines_of: dict[str, list[bytes]] = {"n1": [], "n2": []}
+    for i in range(240):  # ten days, a record every hour per node, offset between nodes
+        for k, node in enumerate(lines_of):
+            lines_of[node].append(synthetic(node, i, t0 + i * day // 24 + k * 600_000_000))
+
+    async def load(js):  # type: ignore[no-untyped-def]
+        """Create the stream and publish both nodes' lines."""
+        await ensure_stream(js)
+        for i in range(240):
+            for node, node_lines in lines_of.items():
+                await js.publish(decision_subject(node), node_lines[i])
+
+    run(load, nats_server.url)
+    cuts = [None, t0, t0 + day, t0 + 3 * day + 1, t0 + 5 * day // 2, t0 + 7 * day, t0 + 20 * day]
+    with Fleet(nats_server.url) as stream, Fleet(nats_server.url, index=True) as indexed:
+        for since in cuts:
+            for until in cuts:
+                if since is not None and until is not None and until <= since:
+                    continue
+                for extra in ({}, {"node": "n2"}, {"action": "halt", "approved": False}):
+                    flt = Filter(since_us=since, until_us=until, **extra)  # type: ignore[arg-type]
+                    assert indexed.stats(flt) == stream.stats(flt), flt
+        assert indexed.stats(Filter(since_us=t0 + day, until_us=t0 + 2 * day)).total == 48

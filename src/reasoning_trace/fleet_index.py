@@ -22,6 +22,7 @@ Tests: ``tests/test_fleet_index.py``; benchmark: ``bench/bench_fleet.py``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -34,17 +35,17 @@ import orjson
 import platformdirs
 
 from .errors import CorruptLine, StorageError
-from .index import _exact, stats_sql, subject_text, where_sql
+from .index import _exact, subject_text, where_sql
 from .jetstream import decision_subject, node_of, parse_servers
 from .query import ActionStats, Filter, Stats
-from .record import Decision, decision_from_dict
+from .record import Decision, decision_from_dict, format_utc
 
 if TYPE_CHECKING:
     from .fleet import Fleet
 
 __all__ = ["FleetIndex", "cache_dir"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMMIT_EVERY = 20_000  # rows per transaction while catching up
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -59,8 +60,17 @@ CREATE INDEX IF NOT EXISTS vetoes_voter ON vetoes(voter, seq);
 CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
 CREATE TABLE IF NOT EXISTS foreign_messages (seq INTEGER PRIMARY KEY, subject TEXT, why TEXT);
+CREATE TABLE IF NOT EXISTS daily (
+    day TEXT NOT NULL, node TEXT NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (day, node, action, approved));
+CREATE TABLE IF NOT EXISTS daily_vetoes (
+    day TEXT NOT NULL, node TEXT NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL,
+    voter TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, node, action, approved, voter));
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
+
+_TABLES = ("records", "vetoes", "subjects", "foreign_messages", "daily", "daily_vetoes", "meta")
+_DAY_US = 86_400_000_000
 
 
 def cache_dir() -> Path:
@@ -96,7 +106,7 @@ class FleetIndex:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # derived: losing it loses nothing
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            for table in ("records", "vetoes", "subjects", "foreign_messages", "meta"):
+            for table in _TABLES:
                 db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.executescript(_SCHEMA)
@@ -144,7 +154,7 @@ class FleetIndex:
 
     def _reset(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
-        for table in ("records", "vetoes", "subjects", "foreign_messages", "meta"):
+        for table in _TABLES:
             db.execute(f"DELETE FROM {table}")
         db.execute("COMMIT")
 
@@ -155,6 +165,8 @@ class FleetIndex:
         vetoes: list[tuple[str, int]] = []
         subjects: list[tuple[str, str, int]] = []
         foreign: list[tuple[int, str, str]] = []
+        daily: dict[tuple[str, str, str, int], int] = {}
+        daily_vetoes: dict[tuple[str, str, str, int, str], int] = {}
         added = 0
         last = after
 
@@ -165,6 +177,16 @@ class FleetIndex:
                 db.executemany("INSERT INTO vetoes VALUES (?,?)", vetoes)
                 db.executemany("INSERT INTO subjects VALUES (?,?,?)", subjects)
                 db.executemany("INSERT OR IGNORE INTO foreign_messages VALUES (?,?,?)", foreign)
+                db.executemany(
+                    "INSERT INTO daily VALUES (?,?,?,?,?) "
+                    "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in daily.items()],
+                )
+                db.executemany(
+                    "INSERT INTO daily_vetoes VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in daily_vetoes.items()],
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?,?)",
                     [("last_sseq", last), ("created", created)],
@@ -177,6 +199,8 @@ class FleetIndex:
             vetoes.clear()
             subjects.clear()
             foreign.clear()
+            daily.clear()
+            daily_vetoes.clear()
 
         for msg in self.fleet.messages(decision_subject("*"), start=after + 1):
             sseq = msg.metadata.sequence.stream
@@ -193,10 +217,14 @@ class FleetIndex:
                 foreign.append((sseq, subject, f"a record of node {d.node!r} on {node!r}'s"))
                 continue
             ts = round(d.timestamp * 1_000_000)
+            dkey = (d.day, node, d.action, int(d.approved))
             rows.append((sseq, d.seq, d.id, d.day, ts, d.action, int(d.approved), node, line))
+            daily[dkey] = daily.get(dkey, 0) + 1
             for voter, vote in d.votes.items():
                 if isinstance(vote, dict) and vote.get("passed") is False:
                     vetoes.append((voter, sseq))
+                    vkey = (*dkey, voter)
+                    daily_vetoes[vkey] = daily_vetoes.get(vkey, 0) + 1
             for key, value in d.subject.items():
                 if isinstance(value, str | int | float | bool) or value is None:
                     subjects.append((key, subject_text(value), sseq))
@@ -265,18 +293,119 @@ class FleetIndex:
         ]
 
     def stats(self, flt: Filter) -> Stats:
-        """Approval rate per action, vetoes per voter, per day and per node, by SQL."""
+        """Approval rate per action, vetoes per voter, per day and per node. Whole UTC days
+        come from per-day totals kept while indexing (a year is a few thousand rows); only
+        the partial days at the ends of a time range, and filters on voters or subjects,
+        count records."""
         if not _exact(flt):  # subject values that are not text: decide each record exactly
             return Stats.of(self.query(flt))
         self.catch_up()
         self._report_foreign(flt)
-        where, args = where_sql(flt)
+        counts: list[tuple[str, str, str, int, int]] = []
+        vetoes: list[tuple[str, str, str, int, str, int]] = []
         with self._lock:
             db = self._conn()
-            raw = {name: db.execute(sql, args).fetchall() for name, sql in stats_sql(where).items()}
-        return Stats(
-            [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
-            [(str(v), int(n)) for v, n in raw["voters"]],
-            [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["days"]],
-            [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["nodes"]],
+            if flt.voter is not None or flt.subject:
+                self._count_records(db, flt, counts, vetoes)
+            else:
+                lo, hi = flt.since_us, flt.until_us
+                first = None if lo is None else -(-lo // _DAY_US) * _DAY_US  # whole days from
+                last = None if hi is None else hi // _DAY_US * _DAY_US  # whole days before
+                if first is not None and last is not None and first >= last:
+                    self._count_records(db, flt, counts, vetoes)  # within one day
+                else:
+                    if lo is not None and first is not None and lo < first:
+                        part = dataclasses.replace(flt, until_us=first)
+                        self._count_records(db, part, counts, vetoes)
+                    self._count_days(db, flt, first, last, counts, vetoes)
+                    if hi is not None and last is not None and last < hi:
+                        part = dataclasses.replace(flt, since_us=last)
+                        self._count_records(db, part, counts, vetoes)
+        return _fold(counts, vetoes)
+
+    @staticmethod
+    def _count_records(
+        db: sqlite3.Connection,
+        flt: Filter,
+        counts: list[tuple[str, str, str, int, int]],
+        vetoes: list[tuple[str, str, str, int, str, int]],
+    ) -> None:
+        where, args = where_sql(flt)
+        counts.extend(
+            db.execute(
+                f"SELECT day, node, action, approved, COUNT(*) FROM records r WHERE {where} "
+                "GROUP BY 1, 2, 3, 4",
+                args,
+            )
         )
+        vetoes.extend(
+            db.execute(
+                "SELECT r.day, r.node, r.action, r.approved, v.voter, COUNT(*) FROM vetoes v "
+                f"JOIN records r ON r.seq = v.seq WHERE {where} GROUP BY 1, 2, 3, 4, 5",
+                args,
+            )
+        )
+
+    @staticmethod
+    def _count_days(
+        db: sqlite3.Connection,
+        flt: Filter,
+        first: int | None,
+        last: int | None,
+        counts: list[tuple[str, str, str, int, int]],
+        vetoes: list[tuple[str, str, str, int, str, int]],
+    ) -> None:
+        conds: list[str] = ["1"]
+        args: list[object] = []
+        if first is not None:
+            conds.append("day >= ?")
+            args.append(format_utc(first)[:10])
+        if last is not None:
+            conds.append("day < ?")
+            args.append(format_utc(last)[:10])
+        for column, value in (("node", flt.node), ("action", flt.action)):
+            if value is not None:
+                conds.append(f"{column} = ?")
+                args.append(value)
+        if flt.approved is not None:
+            conds.append("approved = ?")
+            args.append(int(flt.approved))
+        where = " AND ".join(conds)
+        counts.extend(
+            db.execute(f"SELECT day, node, action, approved, n FROM daily WHERE {where}", args)
+        )
+        vetoes.extend(
+            db.execute(
+                f"SELECT day, node, action, approved, voter, n FROM daily_vetoes WHERE {where}",
+                args,
+            )
+        )
+
+
+def _fold(
+    counts: list[tuple[str, str, str, int, int]],
+    vetoes: list[tuple[str, str, str, int, str, int]],
+) -> Stats:
+    """Stats from (day, node, action, approved, n) and (…, voter, n) rows, ordered as
+    ``Stats.of`` orders them."""
+    actions: dict[str, list[int]] = {}
+    days: dict[str, list[int]] = {}
+    nodes: dict[str, list[int]] = {}
+    voters: dict[str, int] = {}
+    for day, node, action, approved, n in counts:
+        for table, key in ((actions, action), (days, day), (nodes, node)):
+            row = table.setdefault(key, [0, 0])
+            row[0] += n
+            if approved:
+                row[1] += n
+    for *_, voter, n in vetoes:
+        voters[voter] = voters.get(voter, 0) + n
+    return Stats(
+        [
+            ActionStats(a, n, ok)
+            for a, (n, ok) in sorted(actions.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        ],
+        sorted(voters.items(), key=lambda kv: (-kv[1], kv[0])),
+        [(day, n, ok) for day, (n, ok) in sorted(days.items())],
+        [(node, n, ok) for node, (n, ok) in sorted(nodes.items())],
+    )
