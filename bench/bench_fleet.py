@@ -110,15 +110,16 @@ def fmt(times: list[float]) -> str:
 
 
 def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of ``rtrace`` with ``args`` in a fresh process."""
+    """(peak RSS in MB, seconds) of ``rtrace`` with ``args`` in a fresh process (VmHWM: unlike
+    ru_maxrss, it does not carry the forking parent's peak over the exec)."""
     code = (
-        "import resource, sys, time\n"
+        "import sys, time\n"
         "from reasoning_trace.cli import main\n"
         f"sys.argv = ['rtrace', *{args!r}]\n"
         "t = time.perf_counter()\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t,"
-        " file=sys.stderr)\n"
+        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+        "print(hwm, time.perf_counter() - t, file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -218,11 +219,12 @@ def main() -> None:
             mb, secs = peak_rss(cmd, env)
             print(f"{label}: peak RSS {mb:,.0f} MB, {secs:.2f} s")
         code = (
-            "import resource, sys, time\n"
+            "import time\n"
             "from reasoning_trace.fleet import Fleet\n"
             "t = time.perf_counter()\n"
             f"with Fleet({srv.url!r}) as f:\n    n = f.stats().total\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)\n"
+            "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+            "print(hwm, time.perf_counter() - t)\n"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
