@@ -28,6 +28,7 @@ from .errors import (
     SignatureError,
     StorageError,
     StreamConfigError,
+    StreamLost,
     UnknownKey,
 )
 from .events import bus, decision_summary, set_consent_gate
@@ -92,6 +93,7 @@ __all__ = [
     "StorageError",
     "Store",
     "StreamConfigError",
+    "StreamLost",
     "UnknownKey",
     "__version__",
     "bus",

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .checkpoint import Checkpoints
-from .errors import CorruptLine, ForkError, ReplicationError
+from .errors import CorruptLine, ForkError, ReplicationError, StreamLost
 from .jetstream import (
     DEFAULT_STREAM,
     AuthorizationError,
@@ -77,11 +77,6 @@ __all__ = ["ReplicationStatus", "Replicator", "StreamLost", "replicate"]
 
 logger = logging.getLogger("reasoning_trace")
 T = TypeVar("T")
-
-
-class StreamLost(ReplicationError):
-    """The stream no longer holds what this log shipped to it (deleted, re-created, or
-    emptied): an incident to report, never repaired silently."""
 
 
 @dataclass
