@@ -199,13 +199,20 @@ class Fleet:
 
     def messages(self, subject: str, *, start: int = 1) -> Iterator[Msg]:
         """The stream's messages on ``subject`` from stream seq ``start`` up to the last one
-        there now, in stream order."""
+        there now, in stream order. Read by an ephemeral pull consumer in batches of
+        ``BATCH``, the next batch fetched while this one is used: at most two batches are
+        in memory, whatever the stream's size."""
         last = self._bridge.run(last_message(self._js, self.stream, subject))
         if last is None or (last.seq or 0) < start:
             return
         end = last.seq or 0
-        with closing(self._batches(subject, start, 0.5)) as batches:
-            for batch in batches:
+        psub = self._bridge.run(self._pull(subject, start))
+        loop = self._bridge.loop
+        try:
+            ahead = asyncio.run_coroutine_threadsafe(_fetch(psub), loop)
+            while True:
+                batch = ahead.result()
+                ahead = asyncio.run_coroutine_threadsafe(_fetch(psub), loop)
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
                     if seq > self._delivered.get(msg.subject, 0):
@@ -213,6 +220,33 @@ class Fleet:
                     yield msg
                     if seq >= end:
                         return
+        finally:
+            ahead.cancel()
+            self._bridge.run(self._unpull(psub))
+
+    async def _pull(self, subject: str, start: int) -> JetStreamContext.PullSubscription:
+        """An ephemeral pull consumer of ``subject`` from stream seq ``start`` (no acks; the
+        server drops it after a minute unused, and ``_unpull`` at once)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+        )
+        return await self._js.pull_subscribe(
+            subject, durable=None, stream=self.stream, config=config
+        )
+
+    async def _unpull(self, psub: JetStreamContext.PullSubscription) -> None:
+        from nats.js.errors import NotFoundError
+
+        await psub.unsubscribe()
+        try:
+            await self._js.delete_consumer(self.stream, psub._consumer)
+        except NotFoundError:
+            logger.debug("reasoning_trace: consumer %s was already gone", psub._consumer)
 
     def _batches(self, subject: str, start: int, wait: float) -> Generator[list[Msg], None, None]:
         """Batches of ``subject``'s messages from stream seq ``start`` as they arrive, an
@@ -582,6 +616,15 @@ def _own_records(fleet: Fleet, node: str, report: Report) -> Iterator[Msg]:
 
 def _quiet(subject: str, sseq: int, why: str) -> None:
     """Foreign messages are findings in a report, not warnings."""
+
+
+async def _fetch(psub: JetStreamContext.PullSubscription) -> list[Msg]:
+    """The next batch of a pull consumer (waits until at least one message is there)."""
+    while True:
+        try:
+            return await psub.fetch(BATCH, timeout=5)
+        except TimeoutError:
+            continue  # nothing yet: the reader knows the end is coming
 
 
 def _when(d: Decision) -> float:
