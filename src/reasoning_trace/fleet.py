@@ -199,54 +199,32 @@ class Fleet:
 
     def messages(self, subject: str, *, start: int = 1) -> Iterator[Msg]:
         """The stream's messages on ``subject`` from stream seq ``start`` up to the last one
-        there now, in stream order. Read by an ephemeral pull consumer in batches of
-        ``BATCH``, the next batch fetched while this one is used: at most two batches are
-        in memory, whatever the stream's size."""
+        there now, in stream order. Read by an ephemeral push consumer that may have at
+        most ``4 * BATCH`` messages unacknowledged, each taken batch acknowledged at once
+        by its last message (ack-all): memory stays flat whatever the stream's size."""
         last = self._bridge.run(last_message(self._js, self.stream, subject))
         if last is None or (last.seq or 0) < start:
             return
         end = last.seq or 0
-        psub = self._bridge.run(self._pull(subject, start))
-        loop = self._bridge.loop
+        inbox = self._bridge.run(self._subscribe(subject, start, bounded=True))
+        newest = start - 1
         try:
-            ahead = asyncio.run_coroutine_threadsafe(_fetch(psub), loop)
             while True:
-                batch = ahead.result()
-                ahead = asyncio.run_coroutine_threadsafe(_fetch(psub), loop)
+                batch = self._bridge.run(inbox.take(5.0))
+                if batch:
+                    self._bridge.run(batch[-1].ack())
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
+                    if seq <= newest:
+                        continue  # redelivered: already yielded
+                    newest = seq
                     if seq > self._delivered.get(msg.subject, 0):
                         self._delivered[msg.subject] = seq
                     yield msg
                     if seq >= end:
                         return
         finally:
-            ahead.cancel()
-            self._bridge.run(self._unpull(psub))
-
-    async def _pull(self, subject: str, start: int) -> JetStreamContext.PullSubscription:
-        """An ephemeral pull consumer of ``subject`` from stream seq ``start`` (no acks; the
-        server drops it after a minute unused, and ``_unpull`` at once)."""
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, start),
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-        )
-        return await self._js.pull_subscribe(
-            subject, durable=None, stream=self.stream, config=config
-        )
-
-    async def _unpull(self, psub: JetStreamContext.PullSubscription) -> None:
-        from nats.js.errors import NotFoundError
-
-        await psub.unsubscribe()
-        try:
-            await self._js.delete_consumer(self.stream, psub._consumer)
-        except NotFoundError:
-            logger.debug("reasoning_trace: consumer %s was already gone", psub._consumer)
+            self._bridge.run(inbox.close())
 
     def _batches(self, subject: str, start: int, wait: float) -> Generator[list[Msg], None, None]:
         """Batches of ``subject``'s messages from stream seq ``start`` as they arrive, an
@@ -258,15 +236,25 @@ class Fleet:
         finally:
             self._bridge.run(inbox.close())
 
-    async def _subscribe(self, subject: str, start: int) -> _Inbox:
-        """An ordered consumer of ``subject`` from stream seq ``start``, delivering into an
-        inbox by callback (three times the rate of awaiting each message)."""
-        from nats.js.api import ConsumerConfig, DeliverPolicy
+    async def _subscribe(self, subject: str, start: int, *, bounded: bool = False) -> _Inbox:
+        """A consumer of ``subject`` from stream seq ``start``, delivering into an inbox by
+        callback (three times the rate of awaiting each message): ordered (for following),
+        or ``bounded``: at most ``4 * BATCH`` unacknowledged, acknowledged all at once."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         inbox = _Inbox()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
         )
+        if bounded:
+            config.ack_policy = AckPolicy.ALL
+            config.max_ack_pending = 4 * BATCH
+            config.ack_wait = 300.0
+            config.inactive_threshold = 60.0
+            inbox.sub = await self._js.subscribe(
+                subject, stream=self.stream, config=config, cb=inbox.put, manual_ack=True
+            )
+            return inbox
         inbox.sub = await self._js.subscribe(
             subject, stream=self.stream, ordered_consumer=True, config=config, cb=inbox.put
         )
@@ -616,15 +604,6 @@ def _own_records(fleet: Fleet, node: str, report: Report) -> Iterator[Msg]:
 
 def _quiet(subject: str, sseq: int, why: str) -> None:
     """Foreign messages are findings in a report, not warnings."""
-
-
-async def _fetch(psub: JetStreamContext.PullSubscription) -> list[Msg]:
-    """The next batch of a pull consumer (waits until at least one message is there)."""
-    while True:
-        try:
-            return await psub.fetch(BATCH, timeout=5)
-        except TimeoutError:
-            continue  # nothing yet: the reader knows the end is coming
 
 
 def _when(d: Decision) -> float:
