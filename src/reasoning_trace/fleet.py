@@ -37,6 +37,7 @@ from .files import resolve_root
 from .jetstream import (
     DEFAULT_STREAM,
     Bridge,
+    Problems,
     check_node,
     checkpoint_of,
     checkpoint_subject,
@@ -71,6 +72,7 @@ __all__ = ["Fleet", "verify_node", "witness"]
 logger = logging.getLogger("reasoning_trace")
 
 BATCH = 1024
+STALL = 60.0  # seconds a read may get nothing before it fails (elections take a few)
 
 
 class _Inbox:
@@ -146,7 +148,8 @@ class Fleet:
         parse_servers(url)  # a bad URL is a ValueError before any thread starts
         self._bridge = Bridge()
         try:
-            self._nc = self._bridge.run(connect(url, name="rtrace-fleet"))
+            self._problems = Problems()
+            self._nc = self._bridge.run(connect(url, name="rtrace-fleet", problems=self._problems))
             self.open_server = server_is_open(self._nc)
             self._js = self._nc.jetstream(timeout=5)
             try:
@@ -208,11 +211,15 @@ class Fleet:
         end = last.seq or 0
         inbox = self._bridge.run(self._subscribe(subject, start, bounded=True))
         newest = start - 1
+        quiet_since = time.monotonic()
         try:
             while True:
-                batch = self._bridge.run(inbox.take(5.0))
-                if batch:
-                    self._bridge.run(batch[-1].ack())
+                batch = self._bridge.run(inbox.take(1.0))
+                if not batch:
+                    self._stalled(subject, newest, end, quiet_since)
+                    continue
+                quiet_since = time.monotonic()
+                self._bridge.run(batch[-1].ack())
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
                     if seq <= newest:
@@ -225,6 +232,22 @@ class Fleet:
                         return
         finally:
             self._bridge.run(inbox.close())
+
+    def _stalled(self, subject: str, newest: int, end: int, quiet_since: float) -> None:
+        """A read that gets nothing although the stream holds more: refused acks (the
+        user's permissions) fail at once; anything else after ``STALL`` seconds."""
+        refused = [s for s in self._problems.denied if s.startswith("$JS.ACK.")]
+        if refused or time.monotonic() - quiet_since > STALL:
+            why = (
+                f"this user may not acknowledge what it reads (publish on {refused[-1]} is "
+                "denied; allow $JS.ACK.<stream>.>)"
+                if refused
+                else f"nothing arrived for {STALL:g} s"
+            )
+            raise ReplicationError(
+                f"reading {subject} from stream {self.stream!r} at {self.shown_url} stopped "
+                f"at message {newest} of {end}: {why}"
+            )
 
     def _batches(self, subject: str, start: int, wait: float) -> Generator[list[Msg], None, None]:
         """Batches of ``subject``'s messages from stream seq ``start`` as they arrive, an
