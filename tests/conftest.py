@@ -71,6 +71,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
     monkeypatch.setenv("REASONING_TRACE_CURSORS", str(path.parent / "cursors"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(path.parent / "cache"))  # readers' derived state
+    monkeypatch.setenv("REASONING_TRACE_CACHE", str(path.parent / "cache"))
     return path
 
 

@@ -138,8 +138,17 @@ def test_verify_a_node_from_the_stream_alone(nats_server: NatsServer, tmp_path: 
     record_alternating(tmp_path, 30)
     ship(tmp_path, nats_server.url)
     vkey = tmp_path / "east" / "checkpoints" / "vkey"
+    open_ok = "--allow-open-server"
     ok = rtrace(
-        "--source", nats_server.url, "verify", "--node", "east", "--vkey", str(vkey), "--json"
+        "--source",
+        nats_server.url,
+        "verify",
+        "--node",
+        "east",
+        "--vkey",
+        str(vkey),
+        open_ok,
+        "--json",
     )
     summary = json.loads(ok.stdout.splitlines()[-1])["summary"]
     assert summary["ok"] is True and summary["records"] == 30
@@ -147,12 +156,21 @@ def test_verify_a_node_from_the_stream_alone(nats_server: NatsServer, tmp_path: 
 
     keys = str(Signer.generate("someone-else").verifier)  # a key that did not sign
     wrong = rtrace(
-        "--source", nats_server.url, "verify", "--node", "east", "--vkey", keys, check=False
+        "--source",
+        nats_server.url,
+        "verify",
+        "--node",
+        "east",
+        "--vkey",
+        keys,
+        open_ok,
+        check=False,
     )
     assert wrong.returncode == 1
     assert "unknown_key" in wrong.stdout
 
-    every = rtrace("--source", nats_server.url, "verify")  # no --node: each node in turn
+    # no --node: each node in turn, here with the keys they published, trusted as asked
+    every = rtrace("--source", nats_server.url, "verify", "--trust-stream-keys", open_ok)
     assert "node east:" in every.stdout and "node west:" in every.stdout
     assert every.stdout.count("OK:") == 2
 
@@ -165,7 +183,10 @@ def test_witness_catches_a_local_rewrite_after_replication(
     record_alternating(tmp_path, 50)
     ship(tmp_path, nats_server.url)
     east = tmp_path / "east"
-    assert rtrace("--dir", str(east), "verify", "--witness", nats_server.url, "--node", "east")
+    kept = tmp_path / "east.vkey"  # the auditor's copy of the node's verifier key
+    kept.write_text((east / "checkpoints" / "vkey").read_text())
+    witness = ("verify", "--witness", nats_server.url, "--node", "east", "--allow-open-server")
+    assert rtrace("--dir", str(east), *witness, "--vkey", str(kept))
 
     # The host is compromised: the whole log is rewritten, consistently, and re-signed with
     # the node's own key. Locally it verifies; against what it replicated, it does not.
@@ -179,7 +200,7 @@ def test_witness_catches_a_local_rewrite_after_replication(
             log.record("upgrade", True, {"safety": {"passed": True}}, {"round": i})
     assert rtrace("--dir", str(east), "verify").returncode == 0
     caught = rtrace(
-        "--dir", str(east), "verify", "--witness", nats_server.url, "--node", "east", check=False
+        "--dir", str(east), *witness, "--vkey", str(tmp_path / "east.vkey"), check=False
     )
     assert caught.returncode == 1, caught.stdout
     assert "altered" in caught.stdout and "checkpoint_mismatch" in caught.stdout

@@ -78,7 +78,7 @@ def test_several_nodes_replicate_exactly_once_in_order(
     for node in ("alpha", "beta", "gamma"):
         assert replicated(nats_server.url, node) == all_lines(tmp_path / node)
         vkey = (tmp_path / node / "checkpoints" / "vkey").read_text()
-        report = verify_node(nats_server.url, node, vkey)
+        report = verify_node(nats_server.url, node, vkey, allow_open_server=True)
         assert report.ok, report.failures
         assert report.signed_size == report.records  # the closing checkpoint is replicated too
     with Fleet(nats_server.url) as fleet:
@@ -141,7 +141,7 @@ def test_a_stream_that_lets_history_expire_is_refused_and_warned_about(
             await ensure_stream(js, "LEAKY")
 
     run(make, nats_server.url)
-    report = verify_node(nats_server.url, "a", stream="LEAKY")
+    report = verify_node(nats_server.url, "a", stream="LEAKY", trust_stream_keys=True)
     assert any(f.kind == "expiring_stream" and "max_age" in f.message for f in report.findings)
     fill(tmp_path / "a", "a", 3)
     with pytest.raises(StreamConfigError):
@@ -300,10 +300,10 @@ def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) 
     shutil.copy(EXAMPLES / "accounts.conf", srv.dir)  # includes are relative to the config
     srv.start()
     try:
-        writer = f"nats://writer:change-me-writer@127.0.0.1:{srv.port}"
+        writer = f"nats://gate-1:change-me-gate-1@127.0.0.1:{srv.port}"
         admin = f"nats://admin:change-me-admin@127.0.0.1:{srv.port}"
-        fill(tmp_path / "a", "a", 5)
-        assert replicate(tmp_path / "a", writer, node="a", until_caught_up=True).records == 5
+        fill(tmp_path / "a", "gate-1", 5)
+        assert replicate(tmp_path / "a", writer, node="gate-1", until_caught_up=True).records == 5
 
         async def attack(js):  # type: ignore[no-untyped-def]
             """Try to delete the stream and to give it a max_age."""
@@ -325,7 +325,7 @@ def test_example_accounts_deny_writers_stream_delete_and_update(tmp_path: Path) 
         outcomes = run(attack, writer)
         assert "done" not in outcomes, outcomes
         assert run(state, admin) == (0, 5 + 2)
-        assert replicated(writer, "a") == all_lines(tmp_path / "a")
+        assert replicated(writer, "gate-1") == all_lines(tmp_path / "a")
     finally:
         srv.kill()
 

@@ -181,7 +181,11 @@ def test_the_jetstream_store_signs_checkpoints_that_verify(
     ) as log:
         assert gate(log, 200).seq == 200  # type: ignore[attr-defined]
     report = verify_node(
-        shared_nats_server.url, "stateless", str(signer.verifier), stream="CONTRACT"
+        shared_nats_server.url,
+        "stateless",
+        str(signer.verifier),
+        stream="CONTRACT",
+        allow_open_server=True,
     )
     assert report.ok, report.failures
     assert report.records == 201 and report.signed_size == 201
@@ -237,6 +241,6 @@ def test_the_jetstream_store_rides_out_a_server_restart(
     with Fleet(nats_server.url) as fleet:
         stored = [m.data for m in fleet.messages(decision_subject("restart"))]
     assert stored == [d.line for d in made]  # type: ignore[attr-defined]
-    report = verify_node(nats_server.url, "restart", str(signer.verifier))
+    report = verify_node(nats_server.url, "restart", str(signer.verifier), allow_open_server=True)
     assert report.ok, report.failures
     assert report.signed_size == len(stored)

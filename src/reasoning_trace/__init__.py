@@ -29,6 +29,7 @@ from .errors import (
     SigningKeyError,
     StorageError,
     StreamConfigError,
+    StreamLost,
     UnknownKey,
     UnreconciledLog,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "StorageError",
     "Store",
     "StreamConfigError",
+    "StreamLost",
     "UnknownKey",
     "UnreconciledLog",
     "__version__",

@@ -169,6 +169,11 @@ class StreamConfigError(ReplicationError):
     deleted (an age, count or size limit, deletes or purges allowed, rollups): not used."""
 
 
+class StreamLost(ReplicationError):
+    """The stream no longer holds what a replicator shipped to it (deleted, re-created or
+    emptied): an incident to report, never repaired silently."""
+
+
 class IntegrityError(ReasoningTraceError):
     """Evidence that data is not what was signed; carries what was expected and found."""
 

@@ -6,7 +6,15 @@ the same commands across a fleet. ``verify_node`` checks one node's replicated r
 against its replicated signed checkpoints from the stream alone; ``witness`` checks a local
 log against what was replicated, so a rewrite after replication is found even when the
 rewriter re-signed the local checkpoints with the node's own key.
-Tests: ``tests/test_fleet.py``.
+
+Anyone allowed to publish on a node's subject can put a message there that is not one of its
+records (``{"seq":999999}``, ``hello``). Readers skip such a foreign message and report it
+(subject and stream seq), as local readers report a corrupt line; ``verify_node`` reports it
+as a finding. Reads are narrowed before anything is fetched: ``node`` by subject, a time range
+by a binary search on each node's records (a node's timestamps never run backwards), ``tail``
+by a binary search on seqs; nodes are merged in time order with a bounded buffer per node, so
+memory stays flat whatever the stream's size.
+Tests: ``tests/test_fleet.py``, ``tests/test_fleet_hostile.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import os
 import time
 from collections import deque
@@ -23,12 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import CorruptLine, NoteError, SignatureError, UnknownKey
+from .errors import CorruptLine, NoteError, NotFound, ReplicationError, SignatureError, UnknownKey
 from .files import resolve_root
 from .jetstream import (
     DEFAULT_STREAM,
     Bridge,
+    Problems,
     check_node,
+    checkpoint_of,
     checkpoint_subject,
     connect,
     decision_subject,
@@ -36,7 +47,12 @@ from .jetstream import (
     expiry_risks,
     key_subject,
     last_message,
+    last_record,
+    message_from,
     node_of,
+    parse_servers,
+    redact_url,
+    server_is_open,
 )
 from .note import Verifier
 from .query import Filter, Stats
@@ -46,11 +62,17 @@ from .verify import Finding, Report, _verifiers
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.js.api import RawStreamMsg
     from nats.js.client import JetStreamContext
+
+    from .fleet_index import FleetIndex
 
 __all__ = ["Fleet", "verify_node", "witness"]
 
+logger = logging.getLogger("reasoning_trace")
+
 BATCH = 1024
+STALL = 60.0  # seconds a read may get nothing before it fails (elections take a few)
 
 
 class _Inbox:
@@ -97,7 +119,10 @@ class Fleet:
     """Read access to every node's replicated records in ``stream`` on the server at ``url``.
 
     ``hold`` is how long ``follow`` keeps a record back so that records of several nodes
-    arriving close together are printed in time order.
+    arriving close together are printed in time order. ``on_foreign(subject, stream_seq,
+    why)`` hears of each message skipped because it is not a record of its subject's node
+    (default: a logged warning). ``index``: answer ``query`` and ``stats`` from the fleet
+    index in the user's cache (``fleet_index.py``; a path: that file), caught up first.
     """
 
     def __init__(
@@ -108,16 +133,24 @@ class Fleet:
         hold: float = 0.2,
         create: bool = False,
         replicas: int = 1,
+        on_foreign: Callable[[str, int, str], None] | None = None,
+        index: bool | str | os.PathLike[str] = False,
     ) -> None:
         from nats.js.errors import NotFoundError
 
         self.url = url
+        self.shown_url = redact_url(url)
         self.stream = stream
         self.hold = hold
-        self.root = url  # where the records come from, as DecisionLog.root says for a log
+        self.root = self.shown_url  # where the records come from, as DecisionLog.root says
+        self.on_foreign = on_foreign or _log_foreign
+        self.foreign: set[tuple[str, int]] = set()  # (subject, stream seq) skipped so far
+        parse_servers(url)  # a bad URL is a ValueError before any thread starts
         self._bridge = Bridge()
         try:
-            self._nc = self._bridge.run(connect(url, name="rtrace-fleet"))
+            self._problems = Problems()
+            self._nc = self._bridge.run(connect(url, name="rtrace-fleet", problems=self._problems))
+            self.open_server = server_is_open(self._nc)
             self._js = self._nc.jetstream(timeout=5)
             try:
                 if create:
@@ -125,10 +158,9 @@ class Fleet:
                 else:
                     self._bridge.run(self._js.stream_info(stream))
             except NotFoundError:
-                from .errors import ReplicationError
-
                 raise ReplicationError(
-                    f"there is no stream {stream!r} at {url}: nothing was replicated there"
+                    f"there is no stream {stream!r} at {self.shown_url}: nothing was "
+                    "replicated there"
                 ) from None
         except BaseException:
             if hasattr(self, "_nc"):
@@ -137,6 +169,11 @@ class Fleet:
             raise
         self._end = 0  # the stream's last seq when the newest read began (0: none yet)
         self._delivered: dict[str, int] = {}  # subject -> newest stream seq a read returned
+        self._index: FleetIndex | None = None
+        if index:
+            from .fleet_index import FleetIndex
+
+            self._index = FleetIndex(self, None if index is True else index)
 
     @property
     def bridge(self) -> Bridge:
@@ -159,22 +196,58 @@ class Fleet:
         """The nodes that replicated at least one record, sorted."""
         return sorted(node_of(s) for s in self.subjects(decision_subject("*")))
 
+    def has_replica(self, node: str) -> bool:
+        """Whether ``node`` replicated anything (records, checkpoints or keys) here."""
+        return bool(self.subjects(f"rtrace.{check_node(node)}.*"))
+
     def messages(self, subject: str, *, start: int = 1) -> Iterator[Msg]:
         """The stream's messages on ``subject`` from stream seq ``start`` up to the last one
-        there now, in stream order."""
+        there now, in stream order. Read by an ephemeral push consumer that may have at
+        most ``4 * BATCH`` messages unacknowledged, each taken batch acknowledged at once
+        by its last message (ack-all): memory stays flat whatever the stream's size."""
         last = self._bridge.run(last_message(self._js, self.stream, subject))
         if last is None or (last.seq or 0) < start:
             return
         end = last.seq or 0
-        with closing(self._batches(subject, start, 0.5)) as batches:
-            for batch in batches:
+        inbox = self._bridge.run(self._subscribe(subject, start, bounded=True))
+        newest = start - 1
+        quiet_since = time.monotonic()
+        try:
+            while True:
+                batch = self._bridge.run(inbox.take(1.0))
+                if not batch:
+                    self._stalled(subject, newest, end, quiet_since)
+                    continue
+                quiet_since = time.monotonic()
+                self._bridge.run(batch[-1].ack())
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
+                    if seq <= newest:
+                        continue  # redelivered: already yielded
+                    newest = seq
                     if seq > self._delivered.get(msg.subject, 0):
                         self._delivered[msg.subject] = seq
                     yield msg
                     if seq >= end:
                         return
+        finally:
+            self._bridge.run(inbox.close())
+
+    def _stalled(self, subject: str, newest: int, end: int, quiet_since: float) -> None:
+        """A read that gets nothing although the stream holds more: refused acks (the
+        user's permissions) fail at once; anything else after ``STALL`` seconds."""
+        refused = [s for s in self._problems.denied if s.startswith("$JS.ACK.")]
+        if refused or time.monotonic() - quiet_since > STALL:
+            why = (
+                f"this user may not acknowledge what it reads (publish on {refused[-1]} is "
+                "denied; allow $JS.ACK.<stream>.>)"
+                if refused
+                else f"nothing arrived for {STALL:g} s"
+            )
+            raise ReplicationError(
+                f"reading {subject} from stream {self.stream!r} at {self.shown_url} stopped "
+                f"at message {newest} of {end}: {why}"
+            )
 
     def _batches(self, subject: str, start: int, wait: float) -> Generator[list[Msg], None, None]:
         """Batches of ``subject``'s messages from stream seq ``start`` as they arrive, an
@@ -186,15 +259,25 @@ class Fleet:
         finally:
             self._bridge.run(inbox.close())
 
-    async def _subscribe(self, subject: str, start: int) -> _Inbox:
-        """An ordered consumer of ``subject`` from stream seq ``start``, delivering into an
-        inbox by callback (three times the rate of awaiting each message)."""
-        from nats.js.api import ConsumerConfig, DeliverPolicy
+    async def _subscribe(self, subject: str, start: int, *, bounded: bool = False) -> _Inbox:
+        """A consumer of ``subject`` from stream seq ``start``, delivering into an inbox by
+        callback (three times the rate of awaiting each message): ordered (for following),
+        or ``bounded``: at most ``4 * BATCH`` unacknowledged, acknowledged all at once."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         inbox = _Inbox()
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start)
         )
+        if bounded:
+            config.ack_policy = AckPolicy.ALL
+            config.max_ack_pending = 4 * BATCH
+            config.ack_wait = 300.0
+            config.inactive_threshold = 60.0
+            inbox.sub = await self._js.subscribe(
+                subject, stream=self.stream, config=config, cb=inbox.put, manual_ack=True
+            )
+            return inbox
         inbox.sub = await self._js.subscribe(
             subject, stream=self.stream, ordered_consumer=True, config=config, cb=inbox.put
         )
@@ -202,16 +285,70 @@ class Fleet:
 
     @staticmethod
     def decision(msg: Msg) -> Decision:
-        """The record a decision message holds, with its node (from the subject) if unset."""
-        d = parse_record(msg.data, file=f"{msg.subject}#{msg.metadata.sequence.stream}")
-        return d if d.node is not None else d._replace(node=node_of(msg.subject))
+        """The record a decision message holds, with its node (from the subject) if unset;
+        ``CorruptLine`` when it is not a record of that node."""
+        where = f"{msg.subject}#{msg.metadata.sequence.stream}"
+        node = node_of(msg.subject)
+        d = parse_record(msg.data, file=where)
+        if d.node is None:
+            return d._replace(node=node)
+        if d.node != node:
+            raise CorruptLine(where, 0, f"a record of node {d.node!r} on {node!r}'s subject")
+        return d
 
-    def decisions(self, node: str | None = None) -> Iterator[Decision]:
-        """Every replicated decision (of ``node``, or of all nodes), in stream order."""
-        subject = decision_subject(check_node(node) if node is not None else "*")
-        return map(self.decision, self.messages(subject))
+    def _record(self, subject: str, sseq: int, data: bytes) -> Decision | None:
+        """The record a message holds, or ``None`` after reporting it as foreign."""
+        node = node_of(subject)
+        try:
+            d = parse_record(data, file=f"{subject}#{sseq}")
+        except CorruptLine as exc:
+            self._foreign(subject, sseq, exc.args[0] if exc.args else str(exc))
+            return None
+        if d.node is None:
+            return d._replace(node=node)
+        if d.node != node:
+            self._foreign(subject, sseq, f"a record of node {d.node!r} on {node!r}'s subject")
+            return None
+        return d
 
-    # --- DecisionLog's reading API -------------------------------------------------------------
+    def _foreign(self, subject: str, sseq: int, why: str) -> None:
+        if (subject, sseq) not in self.foreign:
+            self.foreign.add((subject, sseq))
+            self.on_foreign(subject, sseq, why)
+
+    def _records(self, subject: str, start: int = 1) -> Iterator[Decision]:
+        """The records on one node's decision subject from stream seq ``start``, in order,
+        foreign messages skipped and reported."""
+        for msg in self.messages(subject, start=start):
+            d = self._record(msg.subject, msg.metadata.sequence.stream, msg.data)
+            if d is not None:
+                yield d
+
+    def decisions(
+        self, node: str | None = None, *, since_us: int | None = None, until_us: int | None = None
+    ) -> Iterator[Decision]:
+        """Every replicated decision (of ``node``, or of all nodes, merged in time order),
+        with ``since_us <= timestamp < until_us`` if given; only that range is fetched."""
+        nodes = [check_node(node)] if node is not None else self.nodes()
+        streams = [self._node_decisions(n, since_us, until_us) for n in nodes]
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=_when)
+
+    def _node_decisions(
+        self, node: str, since_us: int | None, until_us: int | None
+    ) -> Iterator[Decision]:
+        subject = decision_subject(node)
+        start = 1
+        if since_us is not None:
+            found = self._first_where(subject, lambda d: _us(d) >= since_us)
+            if found is None:
+                return
+            start = found
+        for d in self._records(subject, start):
+            if until_us is not None and _us(d) >= until_us:
+                return  # a node's timestamps never run backwards: nothing later matches
+            yield d
 
     def __len__(self) -> int:
         return sum(self.subjects(decision_subject("*")).values())
@@ -222,52 +359,98 @@ class Fleet:
         info = self._bridge.run(self._js.stream_info(self.stream))
         self._end = info.state.last_seq or 0
 
-    def _start_of_last(self, subject: str, n: int) -> int | None:
-        """The stream seq from which ``subject`` holds its last ``n`` records (``None``: it
-        holds none). A binary search with "next message on the subject" requests, so tail
-        reads O(log stream) messages, not the whole stream."""
+    def _record_from(self, subject: str, seq: int) -> tuple[int, Decision] | None:
+        """(stream seq, record) of the first record on ``subject`` at stream seq ``seq`` or
+        after, foreign messages stepped over (``None``: there is none)."""
+        while True:
+            msg = self._bridge.run(message_from(self._js, self.stream, subject, seq))
+            if msg is None:
+                return None
+            d = self._record(subject, msg.seq or 0, msg.data or b"")
+            if d is not None:
+                return msg.seq or 0, d
+            seq = (msg.seq or seq) + 1
+
+    def _first_where(self, subject: str, pred: Callable[[Decision], bool]) -> int | None:
+        """The stream seq of the first record on ``subject`` for which ``pred`` holds (it
+        must then hold for every later record), or ``None``: a binary search with "next
+        message on the subject" requests, so O(log stream) messages are read, not the stream."""
         last = self._bridge.run(last_message(self._js, self.stream, subject))
         if last is None:
             return None
-        target = parse_record(last.data or b"").seq - n + 1
-        lo, hi = 1, last.seq or 1
-        if target <= 0 or n <= 0:
-            return lo if n > 0 else hi + 1
+        lo, hi = 1, (last.seq or 0) + 1  # past the last message: no record, so "true"
         while lo < hi:
             mid = (lo + hi) // 2
-            msg = self._bridge.run(self._js.get_msg(self.stream, mid, subject=subject, next=True))
-            if parse_record(msg.data or b"").seq >= target:
+            found = self._record_from(subject, mid)
+            if found is None or pred(found[1]):
                 hi = mid
             else:
-                lo = (msg.seq or mid) + 1
-        return lo
+                lo = found[0] + 1  # no record in [mid, found] holds
+        found = self._record_from(subject, lo)
+        return found[0] if found is not None and pred(found[1]) else None
+
+    def _last_record(self, subject: str) -> Decision | None:
+        """The newest record on ``subject``; foreign messages after it are reported."""
+        node = node_of(subject)
+
+        async def find() -> tuple[RawStreamMsg | None, RawStreamMsg | None]:
+            return await last_record(self._js, self.stream, node)
+
+        last, record = self._bridge.run(find())
+        if last is not None and last is not record:
+            seq = (record.seq or 0) + 1 if record is not None else 1
+            while msg := self._bridge.run(message_from(self._js, self.stream, subject, seq)):
+                self._record(subject, msg.seq or 0, msg.data or b"")
+                seq = (msg.seq or seq) + 1
+        if record is None:
+            return None
+        return self._record(subject, record.seq or 0, record.data or b"")
+
+    def _start_of_last(self, subject: str, n: int) -> int | None:
+        """The stream seq from which ``subject`` holds its last ``n`` records (``None``: it
+        holds none, or ``n`` is 0)."""
+        newest = self._last_record(subject)
+        if newest is None or n <= 0:
+            return None
+        target = newest.seq - n + 1
+        return self._first_where(subject, lambda d: d.seq >= target)
 
     def recent(
-        self, limit: int = 200, on_corrupt: Callable[[CorruptLine], None] | None = None
+        self,
+        limit: int = 200,
+        on_corrupt: Callable[[CorruptLine], None] | None = None,
+        *,
+        node: str | None = None,
     ) -> list[Decision]:
-        """The newest ``limit`` decisions across nodes, oldest first, by time (each node's
-        last ``limit`` are read, then merged)."""
+        """The newest ``limit`` decisions across nodes (or of ``node``), oldest first, by
+        time (each node's last ``limit`` are read, then merged). Foreign messages are
+        skipped and reported (``on_foreign``); ``on_corrupt`` is kept for ``DecisionLog``'s
+        signature."""
         self._mark()
         found: list[Decision] = []
-        for subject in sorted(self.subjects(decision_subject("*"))):
+        subjects = (
+            [decision_subject(check_node(node))]
+            if node is not None
+            else sorted(self.subjects(decision_subject("*")))
+        )
+        for subject in subjects:
             start = self._start_of_last(subject, limit)
             if start is None:
                 continue
-            for msg in self.messages(subject, start=start):
-                try:
-                    found.append(self.decision(msg))
-                except CorruptLine as exc:
-                    if on_corrupt is None:
-                        raise
-                    on_corrupt(exc)
+            found.extend(self._records(subject, start))
         found.sort(key=_when)
         return found[max(0, len(found) - limit) :] if limit > 0 else []
 
     def follow(
-        self, after_seq: int | None = None, *, stop: Callable[[], bool] | None = None
+        self,
+        after_seq: int | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+        node: str | None = None,
     ) -> Iterator[Decision]:
-        """Every node's new decisions, interleaved in time, from the end of the last read
-        (``after_seq`` is per node and so not used across a fleet)."""
+        """Every node's (or ``node``'s) new decisions, interleaved in time, from the end of
+        the last read (``after_seq`` is per node and so not used across a fleet). Foreign
+        messages are skipped and reported; they never end the follow."""
         stopped = stop or (lambda: False)
         if self._end == 0:
             self._mark()
@@ -275,19 +458,22 @@ class Fleet:
         # several nodes that arrive close together come out in time order.
         held: list[tuple[float, int, float, Decision]] = []  # (timestamp, tiebreak, arrival, d)
         counter = itertools.count()
-        for msg in self._follow_messages(stopped):
+        subject = decision_subject(check_node(node) if node is not None else "*")
+        for msg in self._follow_messages(subject, stopped):
             now = time.monotonic()
             if msg is not None:
-                if msg.metadata.sequence.stream <= self._delivered.get(msg.subject, 0):
+                sseq = msg.metadata.sequence.stream
+                if sseq <= self._delivered.get(msg.subject, 0):
                     continue  # a read already returned it
-                d = self.decision(msg)
-                heapq.heappush(held, (d.timestamp, next(counter), now, d))
+                d = self._record(msg.subject, sseq, msg.data)
+                if d is not None:
+                    heapq.heappush(held, (d.timestamp, next(counter), now, d))
             while held and (msg is None or held[0][2] + self.hold <= now or len(held) > BATCH):
                 yield heapq.heappop(held)[3]
 
-    def _follow_messages(self, stop: Callable[[], bool]) -> Iterator[Msg | None]:
+    def _follow_messages(self, subject: str, stop: Callable[[], bool]) -> Iterator[Msg | None]:
         """Messages as they come; ``None`` after each quiet spell, to release held records."""
-        with closing(self._batches(decision_subject("*"), self._end + 1, self.hold)) as batches:
+        with closing(self._batches(subject, self._end + 1, self.hold)) as batches:
             for batch in batches:
                 if stop():
                     return
@@ -296,29 +482,53 @@ class Fleet:
                     yield None
 
     def select(self, flt: Filter) -> Iterator[Decision]:
-        """The decisions ``flt`` matches, in stream order."""
-        return filter(flt.matches, self.decisions())
+        """The decisions ``flt`` matches, in time order; only its node and time range are
+        fetched."""
+        found = self.decisions(flt.node, since_us=flt.since_us, until_us=flt.until_us)
+        return filter(flt.matches, found)
 
     def query(
         self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
     ) -> list[Decision]:
         """The decisions ``flt`` matches across nodes, in time order (``newest_first``:
-        reversed); at most ``limit``."""
-        found = sorted(self.select(flt), key=_when, reverse=newest_first)
-        return found[:limit] if limit is not None else found
+        reversed); at most ``limit``, holding no more than ``limit`` in memory."""
+        if self._index is not None:
+            return self._index.query(flt, limit=limit, newest_first=newest_first)
+        if limit is None:
+            found = list(self.select(flt))
+            if newest_first:
+                found.reverse()
+            return found
+        if newest_first:
+            return heapq.nlargest(limit, self.select(flt), key=_when)
+        return list(itertools.islice(self.select(flt), limit))
 
     def query_lines(
         self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
     ) -> list[bytes]:
         """The stored lines ``query`` would return."""
+        if self._index is not None:
+            found = self._index.lines(flt, limit=limit, newest_first=newest_first)
+            return [line for line, _ in found]
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
 
+    def iter_lines(self, flt: Filter) -> Iterator[bytes]:
+        """The stored lines ``flt`` matches, in time order, streamed (flat memory)."""
+        if self._index is not None:
+            return (line for line, _ in self._index.lines(flt))
+        return (d.line for d in self.select(flt))
+
     def stats(self, flt: Filter | None = None) -> Stats:
-        """Approval rate per action, vetoes per voter and decisions per day, fleet-wide."""
+        """Approval rate per action, vetoes per voter, decisions per day and per node,
+        fleet-wide: by the index, or in one streaming pass over the stream."""
+        if self._index is not None:
+            return self._index.stats(flt or Filter())
         return Stats.of(self.select(flt or Filter()))
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (and close the index)."""
+        if self._index is not None:
+            self._index.close()
         if not self._bridge.loop.is_closed():
             self._bridge.run(self._nc.close())
             self._bridge.close()
@@ -341,7 +551,22 @@ class Fleet:
         msg = self._bridge.run(last_message(self._js, self.stream, key_subject(node)))
         if msg is None:
             return []
-        return [Verifier.parse(v) for v in (msg.data or b"").decode().splitlines() if v.strip()]
+        return _parse_keys(msg.data or b"")
+
+    def key_history(self, node: str, report: Report) -> list[tuple[int, list[Verifier]]]:
+        """Every key message ``node``'s key subject holds: (stream seq, keys), in order. A
+        message that is not a list of verifier keys is a ``foreign_message`` finding."""
+        history = []
+        for msg in self.messages(key_subject(node)):
+            sseq = msg.metadata.sequence.stream
+            try:
+                history.append((sseq, _parse_keys(msg.data or b"")))
+            except (ValueError, UnicodeDecodeError) as exc:
+                where = f"{msg.subject}#{sseq}"
+                report.add(
+                    Finding("foreign_message", f"{where}: not verifier keys ({exc})", file=where)
+                )
+        return history
 
     def checkpoints(
         self, node: str, verifiers: list[Verifier], report: Report
@@ -352,6 +577,13 @@ class Fleet:
         for msg in self.messages(checkpoint_subject(node)):
             where = f"{msg.subject}#{msg.metadata.sequence.stream}"
             note = (msg.data or b"").decode(errors="replace")
+            try:
+                checkpoint_of(msg.data or b"")
+            except (ValueError, UnicodeDecodeError) as exc:
+                report.add(
+                    Finding("foreign_message", f"{where}: not a checkpoint ({exc})", file=where)
+                )
+                continue
             try:
                 ck: Checkpoint = open_checkpoint(note, verifiers)
             except UnknownKey as exc:
@@ -377,28 +609,119 @@ class Fleet:
         return signed
 
 
+def _own_records(fleet: Fleet, node: str, report: Report) -> Iterator[Msg]:
+    """The messages on ``node``'s decision subject that are its records; each foreign one
+    becomes a finding."""
+    for msg in fleet.messages(decision_subject(node)):
+        try:
+            Fleet.decision(msg)
+        except CorruptLine as exc:
+            where = f"{msg.subject}#{msg.metadata.sequence.stream}"
+            why = exc.args[0] if exc.args else exc
+            report.add(
+                Finding("foreign_message", f"{where}: not a record of {node} ({why})", file=where)
+            )
+            continue
+        yield msg
+
+
+def _quiet(subject: str, sseq: int, why: str) -> None:
+    """Foreign messages are findings in a report, not warnings."""
+
+
 def _when(d: Decision) -> float:
     return d.timestamp
+
+
+def _us(d: Decision) -> int:
+    return round(d.timestamp * 1_000_000)
+
+
+def _log_foreign(subject: str, sseq: int, why: str) -> None:
+    logger.warning(
+        "reasoning_trace: skipped stream message %d on %s: not a record of its node (%s)",
+        sseq,
+        subject,
+        why,
+    )
+
+
+def _parse_keys(data: bytes) -> list[Verifier]:
+    keys = [Verifier.parse(v) for v in data.decode().splitlines() if v.strip()]
+    if not keys:
+        raise ValueError("no key in it")
+    return keys
 
 
 def _keys(
     fleet: Fleet,
     node: str,
     vkey: str | Verifier | Iterable[str | Verifier] | None,
+    trust_stream_keys: bool,
     report: Report,
 ) -> list[Verifier]:
+    """The keys to check ``node``'s checkpoints with: the caller's; or, only when asked to
+    trust them, every key the node published. A key subject whose keys changed is a finding:
+    a failure when the stream's keys are trusted (whoever changed them may have signed what
+    follows), a note otherwise."""
     verifiers = _verifiers(vkey)
+    if verifiers is None and not trust_stream_keys:
+        raise ValueError(
+            f"give the verifier key of {node} you hold (--vkey): keys read from the stream "
+            "are whatever was published there (or say --trust-stream-keys)"
+        )
+    history = fleet.key_history(node, report)
+    kind = "key_changed" if verifiers is None else "key_change_seen"
+    for (_, before), (sseq, after) in itertools.pairwise(history):
+        if {str(v) for v in before} != {str(v) for v in after}:
+            where = f"{key_subject(node)}#{sseq}"
+            added = sorted({str(v) for v in after} - {str(v) for v in before})
+            report.add(
+                Finding(
+                    kind,
+                    f"{where}: the verifier keys {node} publishes changed"
+                    + (f" (new: {', '.join(added)})" if added else " (keys withdrawn)"),
+                    file=where,
+                )
+            )
     if verifiers is None:
-        verifiers = fleet.published_keys(node)
+        seen: dict[str, Verifier] = {}
+        for _, keys in history:
+            for v in keys:
+                seen.setdefault(str(v), v)
+        verifiers = list(seen.values())
         if verifiers:
             report.add(
                 Finding(
                     "key_from_stream",
-                    f"checked with the key {node} replicated ({verifiers[0].name}); "
-                    "give --vkey to check with a key you hold",
+                    f"checked with the keys {node} replicated ({verifiers[0].name}), trusted "
+                    "as asked; give --vkey to check with a key you hold",
                 )
             )
     return verifiers
+
+
+def _server_findings(fleet: Fleet, report: Report, allow_open_server: bool) -> None:
+    """What about the server and stream could let replicated history go."""
+    for risk in fleet.stream_risks():
+        report.add(Finding("expiring_stream", f"stream {fleet.stream}: {risk}"))
+    if fleet.open_server:
+        report.add(
+            Finding(
+                "open_server_accepted" if allow_open_server else "open_server",
+                f"the NATS server at {fleet.shown_url} takes no credentials: anyone who "
+                f"reaches it can delete stream {fleet.stream} or limit it so history expires, "
+                "and publish as any node (run it with per-node accounts: examples/nats-server/)",
+            )
+        )
+
+
+def _require_replica(fleet: Fleet, node: str) -> None:
+    if not fleet.has_replica(node):
+        raise NotFound(
+            f"no replica of {node} in {fleet.stream} at {fleet.shown_url}"
+            + (f" (it holds {', '.join(fleet.nodes())})" if fleet.nodes() else "")
+        )
 
 
 def _check_roots(
@@ -455,19 +778,23 @@ def verify_node(
     vkey: str | Verifier | Iterable[str | Verifier] | None = None,
     *,
     stream: str = DEFAULT_STREAM,
+    trust_stream_keys: bool = False,
+    allow_open_server: bool = False,
 ) -> Report:
     """Verify ``node``'s replicated records against its replicated checkpoints, from the
     stream alone: seqs consecutive from 0, every record parses, every signed root matches.
 
-    ``vkey``: the key(s) you trust; default, the keys the node replicated (noted). The
-    stream's configuration is checked too: a setting that lets history expire is a note.
+    ``vkey``: the key(s) you trust; the keys the node replicated are used only with
+    ``trust_stream_keys`` (``ValueError`` otherwise). ``NotFound`` when ``node`` replicated
+    nothing there. A stream setting that lets history expire is a note; a server without
+    credentials is a failure unless ``allow_open_server``; a foreign message is a failure.
     """
     check_node(node)
-    with Fleet(url, stream=stream) as fleet:
-        report = Report(f"{url} {stream} {node}")
-        for risk in fleet.stream_risks():
-            report.add(Finding("expiring_stream", f"stream {stream}: {risk}"))
-        verifiers = _keys(fleet, node, vkey, report)
+    with Fleet(url, stream=stream, on_foreign=_quiet) as fleet:
+        _require_replica(fleet, node)
+        report = Report(f"{fleet.shown_url} {stream} {node}")
+        _server_findings(fleet, report, allow_open_server)
+        verifiers = _keys(fleet, node, vkey, trust_stream_keys, report)
         signed = fleet.checkpoints(node, verifiers, report)
         if not verifiers and fleet.subjects(checkpoint_subject(node)):
             report.add(Finding("no_key", f"{node} replicated checkpoints but no verifier key"))
@@ -477,10 +804,17 @@ def verify_node(
             where = f"{msg.subject}#{msg.metadata.sequence.stream}"
             data = msg.data or b""
             try:
-                seq = parse_record(data, file=where).seq
+                seq = Fleet.decision(msg).seq
             except CorruptLine as exc:
-                report.add(Finding("unparseable", str(exc), file=where))
-                seq = expected
+                report.add(
+                    Finding(
+                        "foreign_message",
+                        f"{where}: not a record of {node} ({exc.args[0] if exc.args else exc}); "
+                        "skipped",
+                        file=where,
+                    )
+                )
+                continue
             if seq > expected:
                 report.add(
                     Finding(
@@ -511,22 +845,26 @@ def witness(
     vkey: str | Verifier | Iterable[str | Verifier] | None = None,
     *,
     stream: str = DEFAULT_STREAM,
+    trust_stream_keys: bool = False,
+    allow_open_server: bool = False,
 ) -> Report:
     """Check the local log at ``root`` against what ``node`` replicated: every replicated
     record must be the same bytes locally, and the local records must hash to every
     replicated signed root. A local rewrite after replication fails here even if the local
-    checkpoints were re-signed."""
+    checkpoints were re-signed. Keys, credentials and ``NotFound`` as for ``verify_node``."""
     from .files import FileStore
 
     check_node(node)
     base = resolve_root(str(root) if root is not None else None)
     store = FileStore(Path(base), create=False)
     try:
-        with Fleet(url, stream=stream) as fleet:
-            report = Report(f"{base} against {url} {stream} {node}")
-            verifiers = _keys(fleet, node, vkey, report)
+        with Fleet(url, stream=stream, on_foreign=_quiet) as fleet:
+            _require_replica(fleet, node)
+            report = Report(f"{base} against {fleet.shown_url} {stream} {node}")
+            _server_findings(fleet, report, allow_open_server)
+            verifiers = _keys(fleet, node, vkey, trust_stream_keys, report)
             signed = fleet.checkpoints(node, verifiers, report)
-            replicated = fleet.messages(decision_subject(node))
+            replicated = _own_records(fleet, node, report)
             tree = CompactRange()
             for day in store.days():
                 for _, lineno, line in store.lines(day):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .files import FileStore
     from .query import Filter
 
-__all__ = ["Index"]
+__all__ = ["Index", "stats_sql", "where_sql"]
 
 SCHEMA_VERSION = 3
 MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
@@ -66,6 +66,63 @@ def _exact(flt: Filter) -> bool:
 def subject_text(value: object) -> str:
     """How a subject value is indexed: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def where_sql(flt: Filter, probe: bool = False) -> tuple[str, list[object]]:
+    """SQL conditions on ``records r`` for a filter (subject values compared as text); the
+    fleet index (``fleet_index.py``) shares them.
+
+    ``probe``: test vetoes and subjects per record (``EXISTS``), for a page that stops
+    after LIMIT rows walking seq order; else gather the matching seqs once (``IN``), for
+    answers that return every match.
+    """
+    conds: list[str] = ["1"]
+    args: list[object] = []
+    if flt.since_us is not None:
+        conds.append("r.ts >= ?")
+        args.append(flt.since_us)
+    if flt.until_us is not None:
+        conds.append("r.ts < ?")
+        args.append(flt.until_us)
+    if flt.action is not None:
+        conds.append("r.action = ?")
+        args.append(flt.action)
+    if flt.approved is not None:
+        conds.append("r.approved = ?")
+        args.append(int(flt.approved))
+    if flt.node is not None:
+        conds.append("r.node = ?")
+        args.append(flt.node)
+    if flt.voter is not None:
+        conds.append(
+            "EXISTS (SELECT 1 FROM vetoes v WHERE v.voter = ? AND v.seq = r.seq)"
+            if probe
+            else "r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)"
+        )
+        args.append(flt.voter)
+    for key, value in flt.subject.items():
+        conds.append(
+            "EXISTS (SELECT 1 FROM subjects s WHERE s.key = ? AND s.value = ? AND s.seq = r.seq)"
+            if probe
+            else "r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)"
+        )
+        args.extend((key, subject_text(value)))
+    return " AND ".join(conds), args
+
+
+def stats_sql(where: str) -> dict[str, str]:
+    """The aggregate queries of ``stats`` over ``records r`` and ``vetoes v`` rows that
+    ``where`` selects (shared with the fleet index)."""
+    return {
+        "actions": f"SELECT action, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+        "GROUP BY action ORDER BY COUNT(*) DESC, action",
+        "voters": f"SELECT v.voter, COUNT(*) FROM vetoes v JOIN records r ON r.seq = v.seq "
+        f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
+        "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+        "GROUP BY day ORDER BY day",
+        "nodes": f"SELECT COALESCE(node, ''), COUNT(*), SUM(approved) FROM records r "
+        f"WHERE {where} GROUP BY COALESCE(node, '') ORDER BY 1",
+    }
 
 
 class _Stale(Exception):
@@ -277,45 +334,7 @@ class Index:
     # --- queries -----------------------------------------------------------------------------
 
     def _where(self, flt: Filter, probe: bool = False) -> tuple[str, list[object]]:
-        """SQL conditions on ``records r`` for a filter (subject values compared as text).
-
-        ``probe``: test vetoes and subjects per record (``EXISTS``), for a page that stops
-        after LIMIT rows walking seq order; else gather the matching seqs once (``IN``), for
-        answers that return every match.
-        """
-        conds: list[str] = ["1"]
-        args: list[object] = []
-        if flt.since_us is not None:
-            conds.append("r.ts >= ?")
-            args.append(flt.since_us)
-        if flt.until_us is not None:
-            conds.append("r.ts < ?")
-            args.append(flt.until_us)
-        if flt.action is not None:
-            conds.append("r.action = ?")
-            args.append(flt.action)
-        if flt.approved is not None:
-            conds.append("r.approved = ?")
-            args.append(int(flt.approved))
-        if flt.node is not None:
-            conds.append("r.node = ?")
-            args.append(flt.node)
-        if flt.voter is not None:
-            conds.append(
-                "EXISTS (SELECT 1 FROM vetoes v WHERE v.voter = ? AND v.seq = r.seq)"
-                if probe
-                else "r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)"
-            )
-            args.append(flt.voter)
-        for key, value in flt.subject.items():
-            conds.append(
-                "EXISTS (SELECT 1 FROM subjects s WHERE s.key = ? AND s.value = ? "
-                "AND s.seq = r.seq)"
-                if probe
-                else "r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)"
-            )
-            args.extend((key, subject_text(value)))
-        return " AND ".join(conds), args
+        return where_sql(flt, probe)
 
     def _check_count(self) -> None:
         """``_Stale`` when the index holds another number of records than the day files (a
@@ -423,14 +442,7 @@ class Index:
         """Aggregates over the decisions a filter matches, computed by the index."""
         self.catch_up()
         where, args = self._where(flt)
-        queries = {
-            "actions": f"SELECT action, COUNT(*), SUM(approved) FROM records r WHERE {where} "
-            "GROUP BY action ORDER BY COUNT(*) DESC, action",
-            "voters": f"SELECT v.voter, COUNT(*) FROM vetoes v JOIN records r ON r.seq = v.seq "
-            f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
-            "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
-            "GROUP BY day ORDER BY day",
-        }
+        queries = stats_sql(where)
         with self._lock:
             db = self._conn()
             return {name: db.execute(sql, args).fetchall() for name, sql in queries.items()}

@@ -25,23 +25,30 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checkpoint import Checkpoint
-from .errors import ReplicationError, StreamConfigError
+from .errors import CorruptLine, ReplicationError, StreamConfigError
 from .note import split_note
+from .record import Decision, parse_record
 
 if TYPE_CHECKING:
+    import tenacity
     from nats.aio.client import Client
     from nats.js.api import PubAck, RawStreamMsg, StreamConfig, StreamInfo
     from nats.js.client import JetStreamContext
 
 __all__ = [
     "DEFAULT_STREAM",
+    "AuthorizationError",
     "Bridge",
+    "Problems",
+    "Stopped",
     "WrongLastSequence",
     "check_node",
+    "checkpoint_of",
     "checkpoint_size",
     "checkpoint_subject",
     "connect",
@@ -52,7 +59,13 @@ __all__ = [
     "is_transient",
     "key_subject",
     "last_message",
+    "last_record",
+    "message_from",
+    "parse_servers",
     "publish_after",
+    "record_of",
+    "redact_url",
+    "server_is_open",
     "stream_config",
 ]
 
@@ -103,42 +116,157 @@ def node_of(subject: str) -> str:
 
 
 def parse_servers(url: str) -> list[str]:
-    """``nats://a:4222,nats://b:4222`` (or a single URL) as a list; refuses other schemes."""
+    """``nats://a:4222,nats://b:4222`` (or a single URL) as a list. ``host:port`` without a
+    scheme means ``nats://host:port``; other schemes are refused (``ValueError``)."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
     if not servers:
         raise ValueError("no NATS server URL given")
+    out = []
     for u in servers:
-        if not re.match(r"(nats|tls)://", u):
-            raise ValueError(f"{u!r} is not a NATS URL (nats://host:port)")
-    return servers
+        if "://" not in u:
+            u = f"nats://{u}"
+        if not re.match(r"(nats|tls)://[^/]", u):
+            raise ValueError(f"{redact_url(u)!r} is not a NATS URL (nats://host:port)")
+        out.append(u)
+    return out
 
 
-async def _quiet(exc: Exception) -> None:
-    logger.debug("reasoning_trace: NATS connection: %r", exc)
+def redact_url(url: str) -> str:
+    """``url`` (or a comma-separated list) with passwords and tokens replaced by ``***``."""
+
+    def one(u: str) -> str:
+        scheme, sep, rest = u.strip().partition("://")
+        if not sep:
+            scheme, rest = "", u.strip()
+        userinfo, at, host = rest.rpartition("@")
+        if not at:
+            return u.strip()
+        user, colon, _ = userinfo.partition(":")
+        hidden = f"{user}:***" if colon else "***"  # no password: the user part is a token
+        return f"{scheme}{sep}{hidden}@{host}"
+
+    return ",".join(one(u) for u in url.split(",") if u.strip())
 
 
-async def connect(url: str, *, name: str = "rtrace", wait: bool = False) -> Client:
+class AuthorizationError(ReplicationError):
+    """The NATS server refused these credentials, or refused this user a subject."""
+
+
+@dataclass
+class Problems:
+    """What the server told a connection asynchronously: the last connection error and the
+    subjects it refused this user (nats-py reports both through its error callback only)."""
+
+    last: BaseException | None = None
+    refusal: str | None = None  # the server's refusal of the credentials, if it refused them
+    denied: list[str] = field(default_factory=list)
+
+    async def note(self, exc: Exception) -> None:
+        """nats-py's error callback."""
+        logger.debug("reasoning_trace: NATS connection: %r", exc)
+        text = str(exc)
+        if "permissions violation" in text.lower():
+            found = re.search(r'to "([^"]+)"', text)
+            self.denied.append(found.group(1) if found else text)
+            return
+        if "authorization" in text.lower() or "authentication" in text.lower():
+            self.refusal = text
+        self.last = exc
+
+    @property
+    def unauthorized(self) -> bool:
+        """Whether the server refused the credentials."""
+        return self.refusal is not None
+
+    def refused(self, subject: str) -> bool:
+        """Whether the server refused this user publishing on ``subject``."""
+        return subject in self.denied
+
+
+async def connect(
+    url: str,
+    *,
+    name: str = "rtrace",
+    wait: bool = False,
+    stop: Callable[[], bool] | None = None,
+    problems: Problems | None = None,
+) -> Client:
     """Connect to the NATS servers in ``url``; reconnect forever once connected.
 
-    ``wait``: keep trying until a server answers (a replicator outlives an outage); otherwise
-    fail with ``ReplicationError`` after a few attempts.
+    ``wait``: keep trying until a server answers (a replicator outlives an outage), saying so
+    in the log, until ``stop()`` is true (``Stopped``); otherwise fail with
+    ``ReplicationError`` after a few attempts. Refused credentials fail at once
+    (``AuthorizationError``). No message shows a password.
     """
     import nats
+    import tenacity
     from nats.errors import NoServersError
 
-    try:
-        nc = await nats.connect(
-            servers=parse_servers(url),
-            name=name,
-            connect_timeout=2,
-            reconnect_time_wait=0.25,
-            max_reconnect_attempts=-1 if wait else 2,
-            error_cb=_quiet,
+    servers = parse_servers(url)
+    shown = redact_url(url)
+    problems = problems if problems is not None else Problems()
+    stopped = stop or (lambda: False)
+
+    def unreachable(exc: BaseException) -> bool:
+        return isinstance(exc, TimeoutError | NoServersError | OSError) and not (
+            problems.unauthorized
         )
+
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(unreachable),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+        stop=(lambda state: stopped()) if wait else tenacity.stop_after_attempt(2),
+        before_sleep=(lambda state: _waiting(shown, state, problems)) if wait else None,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                if stopped():
+                    raise Stopped(f"stopped while waiting for a NATS server at {shown}")
+                problems.last = problems.refusal = None
+                nc = await nats.connect(
+                    servers=servers,
+                    name=name,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.25,
+                    max_reconnect_attempts=1,
+                    allow_reconnect=True,
+                    error_cb=problems.note,
+                )
     except (TimeoutError, NoServersError, OSError) as exc:
-        raise ReplicationError(f"no NATS server answers at {url}: {exc!r}") from exc
+        if problems.unauthorized:
+            raise AuthorizationError(
+                f"the NATS server at {shown} refused the credentials ({problems.refusal}): "
+                "check the user and password in the URL"
+            ) from None
+        if stopped():
+            raise Stopped(f"stopped while waiting for a NATS server at {shown}") from None
+        cause = problems.last or exc
+        raise ReplicationError(f"no NATS server answers at {shown}: {cause!r}") from None
     nc.options["max_reconnect_attempts"] = -1  # connected once: ride out outages
     return nc
+
+
+def _waiting(shown: str, state: tenacity.RetryCallState, problems: Problems) -> None:
+    n = state.attempt_number
+    if n == 1 or n % 30 == 0:
+        logger.warning(
+            "reasoning_trace: waiting for a NATS server at %s (%s); Ctrl-C to stop",
+            shown,
+            problems.last or (state.outcome.exception() if state.outcome else "no answer"),
+        )
+
+
+class Stopped(ReplicationError):
+    """The caller asked to stop while waiting for a server."""
+
+
+def server_is_open(nc: Client) -> bool:
+    """Whether the server lets anyone in without credentials (no accounts, no users): then
+    anyone who reaches it can delete the stream or give it limits that expire history."""
+    info = getattr(nc, "_server_info", {}) or {}
+    return not info.get("auth_required", False)
 
 
 def stream_config(name: str = DEFAULT_STREAM, replicas: int = 1) -> StreamConfig:
@@ -169,16 +297,16 @@ def expiry_risks(config: StreamConfig) -> list[str]:
     risks = []
     if config.max_age:
         risks.append(f"max_age is {config.max_age:g} s: older records expire")
-    for field, what in (
+    for name, what in (
         ("max_msgs", "messages"),
         ("max_bytes", "bytes"),
         ("max_msgs_per_subject", "messages per subject"),
     ):
-        limit = getattr(config, field)
+        limit = getattr(config, name)
         if limit is not None and limit > 0:
             discard = getattr(config.discard, "value", config.discard)
             fate = "new records are refused" if discard == "new" else "old records are discarded"
-            risks.append(f"{field} is {limit} {what}: beyond it {fate}")
+            risks.append(f"{name} is {limit} {what}: beyond it {fate}")
     if not config.deny_delete:
         risks.append("deny_delete is off: single records can be deleted")
     if not config.deny_purge:
@@ -246,6 +374,54 @@ async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawSt
         return None
 
 
+async def message_from(
+    js: JetStreamContext, stream: str, subject: str, seq: int
+) -> RawStreamMsg | None:
+    """The first message on ``subject`` at stream seq ``seq`` or after (``None``: none)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        return await js.get_msg(stream, max(1, seq), subject=subject, next=True)
+    except NotFoundError:
+        return None
+
+
+def record_of(data: bytes | None, node: str) -> Decision | None:
+    """The record a message on ``node``'s decision subject holds, or ``None`` when it is a
+    foreign message: not a record, or a record that names another node."""
+    try:
+        d = parse_record(data or b"")
+    except CorruptLine:
+        return None
+    return d if d.node in (None, node) else None
+
+
+async def last_record(
+    js: JetStreamContext, stream: str, node: str
+) -> tuple[RawStreamMsg | None, RawStreamMsg | None]:
+    """(the newest message on ``node``'s decision subject, the newest that is a record of
+    ``node``): they differ when foreign messages follow the last record. Looks back in
+    widening windows, so it reads about as many messages as the foreign ones at the end."""
+    subject = decision_subject(node)
+    last = await last_message(js, stream, subject)
+    if last is None or record_of(last.data, node) is not None:
+        return last, last
+    hi, width = last.seq or 1, 64
+    while hi > 1:
+        lo = max(1, hi - width)
+        found, seq = None, lo
+        while (msg := await message_from(js, stream, subject, seq)) is not None:
+            if (msg.seq or 0) >= hi:
+                break
+            if record_of(msg.data, node) is not None:
+                found = msg
+            seq = (msg.seq or seq) + 1
+        if found is not None:
+            return last, found
+        hi, width = lo, width * 4
+    return last, None
+
+
 class WrongLastSequence(ReplicationError):
     """The subject moved past the message a publish expected: another writer got there
     first, or an earlier try of this very publish landed (read the subject to know which)."""
@@ -301,7 +477,12 @@ def is_transient(exc: BaseException) -> bool:
 
 def checkpoint_size(note: bytes) -> int:
     """The tree size of a replicated checkpoint note (its signature is not checked here)."""
-    return Checkpoint.parse(split_note(note.decode())[0]).size
+    return checkpoint_of(note).size
+
+
+def checkpoint_of(note: bytes) -> Checkpoint:
+    """The checkpoint a replicated note states (its signature is not checked here)."""
+    return Checkpoint.parse(split_note(note.decode())[0])
 
 
 class Bridge:

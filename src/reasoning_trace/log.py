@@ -32,7 +32,7 @@ from .proof import ConsistencyProof, InclusionProof
 from .query import Filter, Stats, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
 from .store import Store
-from .tree import consistency_proof, inclusion_proof, leaf_hash
+from .tree import consistency_proof, inclusion_proof, leaf_hash, tree_hash
 
 __all__ = ["DecisionLog"]
 
@@ -417,6 +417,15 @@ class DecisionLog:
         """Run ``action(tree, size)`` on the log's tree caught up to its head (reading: no
         lock, nothing signed, unless this log is the writer)."""
         return self._files().with_tree(action)
+
+    def tree_root(self, size: int) -> bytes | None:
+        """The root hash of the tree of the first ``size`` records (``None``: the log holds
+        fewer), from the cached hashes, caught up from the day files under the writer lock."""
+
+        def root(tree: TreeState, head: int) -> bytes | None:
+            return tree_hash(size, tree.hashes) if 0 <= size <= head else None
+
+        return self._files().with_tree(root)
 
     def consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
         """A consistency proof from the tree of ``old`` records to that of ``new`` (default:

@@ -183,6 +183,7 @@ class Stats:
     actions: list[ActionStats]
     vetoes: list[tuple[str, int]]  # voter, decisions that voter voted against; most first
     days: list[tuple[str, int, int]]  # day, decisions, approved
+    nodes: list[tuple[str, int, int]] = field(default_factory=list)  # node, decisions, approved
 
     @property
     def total(self) -> int:
@@ -201,14 +202,18 @@ class Stats:
         actions: dict[str, list[int]] = {}
         voters: dict[str, int] = {}
         days: dict[str, list[int]] = {}
+        nodes: dict[str, list[int]] = {}
         for d in decisions:
             a = actions.setdefault(d.action, [0, 0])
             day = days.setdefault(d.day, [0, 0])
+            node = nodes.setdefault(d.node or "", [0, 0])
             a[0] += 1
             day[0] += 1
+            node[0] += 1
             if d.approved:
                 a[1] += 1
                 day[1] += 1
+                node[1] += 1
             for voter, vote in d.votes.items():
                 if isinstance(vote, dict) and vote.get("passed") is False:
                     voters[voter] = voters.get(voter, 0) + 1
@@ -219,6 +224,7 @@ class Stats:
             ],
             sorted(voters.items(), key=lambda kv: (-kv[1], kv[0])),
             [(day, n, ok) for day, (n, ok) in sorted(days.items())],
+            [(node, n, ok) for node, (n, ok) in sorted(nodes.items())],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -237,4 +243,5 @@ class Stats:
             ],
             "vetoes": [{"voter": v, "vetoes": n} for v, n in self.vetoes],
             "days": [{"day": d, "total": n, "approved": a} for d, n, a in self.days],
+            "nodes": [{"node": d, "total": n, "approved": a} for d, n, a in self.nodes],
         }

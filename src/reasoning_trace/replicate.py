@@ -13,6 +13,16 @@ are resolved by reading the subject's last message; only a message that is not o
 a fork (``ForkError``: another log replicates under this node name, or the local log was
 rewritten after replication).
 
+Before anything is shipped, the local tree at the size of the newest replicated checkpoint
+must have that checkpoint's root, and every checkpoint shipped must be the local tree's root
+at its size: a history rewritten (and re-signed) after replication is a ``ForkError`` naming
+the first record that differs, and nothing is shipped. A message on the node's subject that is
+not one of its records (anyone with publish rights can put one there) is reported and stepped
+over, never taken for a record. A stream that held this node's history and is gone, or holds
+less than was shipped, is an incident (``StreamLost``): it is never silently re-created and
+re-filled; ``reship=True`` does that once the incident is reported. What was shipped is noted
+in ``.rtrace/replicated-<stream>-<node>.json`` (derived: deleting it only loses that check).
+
 Checkpoints follow the records they cover; the verifier keys go first.
 Tests: ``tests/test_replicate.py``; benchmark: ``bench/bench_replicate.py``.
 """
@@ -20,8 +30,11 @@ Tests: ``tests/test_replicate.py``; benchmark: ``bench/bench_replicate.py``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,12 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .checkpoint import Checkpoints
-from .errors import CorruptLine, ForkError
+from .errors import CorruptLine, ForkError, ReplicationError, StreamLost
 from .jetstream import (
     DEFAULT_STREAM,
+    AuthorizationError,
+    Problems,
+    Stopped,
     WrongLastSequence,
     check_node,
-    checkpoint_size,
+    checkpoint_of,
     checkpoint_subject,
     connect,
     decision_subject,
@@ -43,16 +59,21 @@ from .jetstream import (
     is_transient,
     key_subject,
     last_message,
+    last_record,
+    message_from,
+    parse_servers,
     publish_after,
+    record_of,
+    redact_url,
+    server_is_open,
 )
 from .log import DecisionLog
-from .record import parse_record
 
 if TYPE_CHECKING:
     from nats.js.api import RawStreamMsg
     from nats.js.client import JetStreamContext
 
-__all__ = ["ReplicationStatus", "Replicator", "replicate"]
+__all__ = ["ReplicationStatus", "Replicator", "StreamLost", "replicate"]
 
 logger = logging.getLogger("reasoning_trace")
 T = TypeVar("T")
@@ -68,6 +89,7 @@ class ReplicationStatus:
     checkpoints: int = 0  # checkpoints published by this run
     retries: int = 0  # publishes retried (timeouts, outages, elections)
     resolved: int = 0  # retries answered "wrong last sequence" that had in fact landed
+    foreign: list[tuple[str, int]] = field(default_factory=list)  # (subject, stream seq) skipped
     lags: list[float] = field(default_factory=list)  # seconds from record to ack (last 100k)
 
 
@@ -80,7 +102,8 @@ class Replicator:
 
     ``replicas`` is used when the stream has to be created. ``batch`` bounds the records held
     in memory; ``poll`` is how often an idle replicator looks for new records; progress is
-    logged every ``report_every`` seconds while records flow.
+    logged every ``report_every`` seconds while records flow. ``reship``: the stream lost this
+    node's history (an incident, reported): create it again if need be and ship from seq 0.
     """
 
     def __init__(
@@ -95,9 +118,12 @@ class Replicator:
         poll: float = 0.005,
         ack_timeout: float = 2.0,
         report_every: float = 10.0,
+        reship: bool = False,
     ) -> None:
         self.log = DecisionLog(str(root) if root is not None else None, create=False)
+        parse_servers(url)  # a bad URL is refused here, not after the log is open
         self.url = url
+        self.shown_url = redact_url(url)
         self.node = check_node(node or default_node())
         self.stream = stream
         self.replicas = replicas
@@ -105,12 +131,17 @@ class Replicator:
         self.poll = poll
         self.ack_timeout = ack_timeout
         self.report_every = report_every
+        self.reship = reship
         self.status = ReplicationStatus(self.node)
+        self._problems = Problems()
         self._checkpoints = Checkpoints(self.log.root)
         self._subject = decision_subject(self.node)
-        self._last_sseq = 0  # stream seq of this node's newest decision message
+        self._shipped = self.log.root / ".rtrace" / f"replicated-{stream}-{self.node}.json"
+        self._noted = -1.0  # monotonic time the shipped note was last written
+        self._last_sseq = 0  # stream seq of the newest message on this node's decision subject
         self._ck_sseq = 0
         self._ck_size = 0  # tree size of the newest replicated checkpoint
+        self._ck_root = b""  # and its root
         self._ck_mtime: float | None = None
         self._key_sseq = 0
         self._keys = b""
@@ -122,26 +153,42 @@ class Replicator:
         holds every record and checkpoint); return the status."""
         try:
             asyncio.run(self._run(stop or (lambda: False), until_caught_up))
-        except _Stop:
+        except (_Stop, Stopped):
             pass
         finally:
+            self._note_shipped(force=True)
             self.log.close()
         return self.status
 
     # --- the loop ------------------------------------------------------------------------------
 
     async def _run(self, stop: Callable[[], bool], until_caught_up: bool) -> None:
-        nc = await connect(self.url, name=f"rtrace-replicate-{self.node}", wait=True)
+        logger.info("reasoning_trace: connecting to %s (waiting until one answers)", self.shown_url)
+        nc = await connect(
+            self.url,
+            name=f"rtrace-replicate-{self.node}",
+            wait=True,
+            stop=stop,
+            problems=self._problems,
+        )
         try:
-            js = nc.jetstream(timeout=self.ack_timeout)
-            await self._retrying(
-                stop, lambda: ensure_stream(js, self.stream, replicas=self.replicas)
-            )
+            if server_is_open(nc):
+                logger.warning(
+                    "reasoning_trace: WARNING: the NATS server at %s takes no credentials: "
+                    "anyone who reaches it can delete stream %s or give it limits that expire "
+                    "history, and publish as any node. Run it with per-node accounts "
+                    "(examples/nats-server/).",
+                    self.shown_url,
+                    self.stream,
+                )
+            js = self._js = nc.jetstream(timeout=self.ack_timeout)
+            await self._retrying(stop, lambda: self._ensure_stream(js))
             await self._resume(js, stop)
             reported = time.monotonic()
             while not stop():
                 shipped = await self._ship_records(js, stop)
                 await self._ship_checkpoints(js, stop)
+                self._note_shipped()
                 if shipped and time.monotonic() - reported >= self.report_every:
                     self._report()
                     reported = time.monotonic()
@@ -151,6 +198,49 @@ class Replicator:
                     await asyncio.sleep(self.poll)
         finally:
             await nc.close()
+
+    def _shipped_before(self) -> int:
+        """How many records a run of this log shipped to this stream as this node, by the
+        note it keeps (0: none, or the note was deleted)."""
+        try:
+            return int(json.loads(self._shipped.read_text())["records"])
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("reasoning_trace: %s is unreadable (%s); ignored", self._shipped, exc)
+            return 0
+
+    def _note_shipped(self, *, force: bool = False) -> None:
+        """Note how far the stream's copy reaches (at most once a second while running)."""
+        now = time.monotonic()
+        if not self.status.next_seq or (not force and now - self._noted < 1.0):
+            return
+        self._noted = now
+        note = {"stream": self.stream, "node": self.node, "records": self.status.next_seq}
+        tmp = self._shipped.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(note, sort_keys=True))
+            os.replace(tmp, self._shipped)
+        except OSError as exc:
+            logger.warning("reasoning_trace: cannot note replication in %s: %s", tmp, exc)
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        """Check the stream, creating it only when this log never shipped to it (or
+        ``reship``): a stream that vanished after holding our history is an incident."""
+        before = self._shipped_before()
+        try:
+            await ensure_stream(js, self.stream, replicas=self.replicas, create=not before)
+        except ReplicationError as exc:
+            if not before or "there is no stream" not in str(exc):
+                raise
+            if not self.reship:
+                raise StreamLost(
+                    f"stream {self.stream!r} is gone from {self.shown_url}, but it held "
+                    f"records 0..{before - 1} of node {self.node!r}: it was deleted. That is an "
+                    "incident to report; afterwards, replicate with --reship to create it "
+                    "again and ship this log from seq 0"
+                ) from None
+            await ensure_stream(js, self.stream, replicas=self.replicas)
 
     def _report(self) -> None:
         """Log progress: how far the stream's copy reaches and how late it is."""
@@ -169,6 +259,9 @@ class Replicator:
 
     async def _retrying(self, stop: Callable[[], bool], call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` until it answers, riding out outages and elections."""
+        from nats.errors import NoRespondersError
+        from nats.js.errors import NoStreamResponseError
+
         backoff = 0.05
         while True:
             if stop():
@@ -179,32 +272,80 @@ class Replicator:
                 if not is_transient(exc):
                     raise  # an answer (a fork, a refusal, an unsafe stream): not an outage
                 problem = exc
+            if self._problems.denied:
+                raise AuthorizationError(
+                    f"the NATS server at {self.shown_url} refuses this user publishing on "
+                    f"{self._problems.denied[-1]}: these credentials are not node "
+                    f"{self.node!r}'s (give --node the name they may publish as)"
+                )
+            if isinstance(problem, NoRespondersError | NoStreamResponseError):
+                await self._check_stream_exists()
             self.status.retries += 1
             if self.status.retries == 1 or self.status.retries % 50 == 0:
                 logger.warning("reasoning_trace: JetStream unavailable (%r); retrying", problem)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
+    async def _check_stream_exists(self) -> None:
+        """Nobody answers a publish: unless the server is electing a leader, the stream is
+        gone, deleted under a running replicator (``StreamLost``)."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._js.stream_info(self.stream)
+        except NotFoundError:
+            raise StreamLost(
+                f"stream {self.stream!r} was deleted from {self.shown_url} while it held "
+                f"records 0..{self.status.next_seq - 1} of node {self.node!r}: an incident "
+                "to report; afterwards, replicate with --reship to ship this log again"
+            ) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+
     async def _resume(self, js: JetStreamContext, stop: Callable[[], bool]) -> None:
         """Find where the stream's copy of this node ends, and check it is our history."""
 
-        async def read() -> tuple[RawStreamMsg | None, RawStreamMsg | None, RawStreamMsg | None]:
+        async def read() -> tuple[
+            tuple[RawStreamMsg | None, RawStreamMsg | None],
+            RawStreamMsg | None,
+            RawStreamMsg | None,
+        ]:
             return (
-                await last_message(js, self.stream, self._subject),
+                await last_record(js, self.stream, self.node),
                 await last_message(js, self.stream, checkpoint_subject(self.node)),
                 await last_message(js, self.stream, key_subject(self.node)),
             )
 
-        last, ck, key = await self._retrying(stop, read)
+        (last, record), ck, key = await self._retrying(stop, read)
         if last is not None:
-            self._check_ours(last)
             self._last_sseq = last.seq or 0
-            self.status.next_seq = parse_record(last.data or b"").seq + 1
+        if record is not None:
+            self._check_ours(record)
+            d = record_of(record.data, self.node)
+            assert d is not None
+            self.status.next_seq = d.seq + 1
+        if last is not None and last is not record:
+            self._foreign(self._subject, last.seq or 0, "after the last record")
+        before = self._shipped_before()
+        if self.status.next_seq < before and not self.reship:
+            raise StreamLost(
+                f"stream {self.stream!r} holds records 0..{self.status.next_seq - 1} of node "
+                f"{self.node!r}, but this log shipped 0..{before - 1} to it: replicated "
+                "history was lost (the stream was deleted and re-created, or emptied). That is "
+                "an incident to report; afterwards, replicate with --reship"
+            )
         if ck is not None:
             self._ck_sseq = ck.seq or 0
-            self._ck_size = checkpoint_size(ck.data or b"")
+            try:
+                checkpoint = checkpoint_of(ck.data or b"")
+            except (ValueError, UnicodeDecodeError):
+                self._foreign(checkpoint_subject(self.node), ck.seq or 0, "not a checkpoint")
+            else:
+                self._ck_size, self._ck_root = checkpoint.size, checkpoint.root
         if key is not None:
             self._key_sseq, self._keys = key.seq or 0, key.data or b""
+        await self._check_tree(js)
         logger.info(
             "reasoning_trace: replicating %s as %s from seq %d",
             self.log.root,
@@ -212,13 +353,26 @@ class Replicator:
             self.status.next_seq,
         )
 
+    def _foreign(self, subject: str, sseq: int, what: str) -> None:
+        """Report a message on one of this node's subjects that is not its own, and step
+        over it."""
+        self.status.foreign.append((subject, sseq))
+        logger.warning(
+            "reasoning_trace: stream %s message %d on %s is not %s's (%s): someone else "
+            "published there; it is skipped, and replication continues after it",
+            self.stream,
+            sseq,
+            subject,
+            self.node,
+            what,
+        )
+
     def _check_ours(self, msg: RawStreamMsg) -> None:
         """The stream's newest record for this node must be the local record of that seq."""
         data = msg.data or b""
-        try:
-            seq = parse_record(data).seq
-        except CorruptLine as exc:
-            raise ForkError(f"stream message {msg.seq} on {self._subject} is not a record") from exc
+        d = record_of(data, self.node)
+        assert d is not None
+        seq = d.seq
         try:
             local = next(iter(self.log.read(seq, seq + 1)), None)
         except CorruptLine as exc:
@@ -230,6 +384,55 @@ class Replicator:
                 "log replicates under this node name"
             )
 
+    async def _check_tree(self, js: JetStreamContext, sizes: tuple[int, ...] = ()) -> None:
+        """The local tree at the newest replicated checkpoint's size must have its root
+        (``ForkError`` naming the first record that differs otherwise)."""
+        if not self._ck_size:
+            return
+        local = self.log.tree_root(self._ck_size)
+        if local == self._ck_root:
+            return
+        if local is None:
+            raise ForkError(
+                f"the local log at {self.log.root} holds {len(self.log)} records, but node "
+                f"{self.node!r} replicated a checkpoint of {self._ck_size}: the local log was "
+                "truncated or replaced after replication; nothing shipped"
+            )
+        seq = await self._first_difference(js)
+        raise ForkError(
+            f"the local log at {self.log.root} forks from what node {self.node!r} replicated: "
+            f"record {seq} differs, so the trees differ from size {seq + 1} on (the stream's "
+            f"checkpoint of size {self._ck_size} has root "
+            f"{base64.b64encode(self._ck_root).decode()}, the local tree "
+            f"{base64.b64encode(local).decode()}); the local history was rewritten after "
+            "replication; nothing shipped"
+        )
+
+    async def _first_difference(self, js: JetStreamContext) -> int:
+        """The first seq whose local record is not the replicated one (read in full: this
+        runs only once a fork is certain)."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        sub = await js.subscribe(
+            self._subject,
+            stream=self.stream,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        try:
+            local = iter(self.log.read(0, self._ck_size))
+            for seq in range(self._ck_size):
+                while True:
+                    msg = await sub.next_msg(timeout=10)
+                    if record_of(msg.data, self.node) is not None:
+                        break
+                mine = next(local, None)
+                if mine is None or mine.line != msg.data:
+                    return seq
+            return self._ck_size - 1
+        finally:
+            await sub.unsubscribe()
+
     async def _publish(
         self,
         js: JetStreamContext,
@@ -239,31 +442,69 @@ class Replicator:
         msg_id: str,
         expected: int,
     ) -> int:
-        """Publish one message expecting ``expected`` as the subject's last; its stream seq."""
+        """Publish one message expecting ``expected`` as the subject's last; return the
+        subject's last stream seq after it (its own, unless foreign messages followed)."""
         first = True
         while True:
             try:
                 ack = await self._retrying(
                     stop,
-                    lambda: publish_after(
-                        js, self.stream, subject, data, msg_id, expected, self.ack_timeout
+                    lambda after=expected: publish_after(  # type: ignore[misc]
+                        js, self.stream, subject, data, msg_id, after, self.ack_timeout
                     ),
                 )
                 return ack.seq
             except WrongLastSequence:
                 pass
-            # Did an earlier try land? The subject's last message says.
+            # Did an earlier try land, or did someone else publish? The subject says.
             last = await self._retrying(stop, lambda: last_message(js, self.stream, subject))
-            if last is not None and last.data == data:
+            if last is None:
+                raise StreamLost(
+                    f"{subject} in stream {self.stream!r} is empty, but it held message "
+                    f"{expected}: the stream was re-created or emptied; an incident to report"
+                )
+            if last.data == data:
                 self.status.resolved += 1
                 return last.seq or 0
-            if not first or last is None or last.seq != expected:
-                raise ForkError(
-                    f"{subject} in stream {self.stream!r} moved on to message "
-                    f"{getattr(last, 'seq', 0)} (expected {expected}): another writer "
-                    f"publishes as node {self.node!r}"
-                )
-            first = False  # the server's view was stale: try once more
+            if last.seq == expected and first:
+                first = False  # the server's view was stale: try once more
+                continue
+            newer = await self._retrying(
+                stop,
+                lambda a=expected, b=last.seq or 0: self._messages_between(  # type: ignore[misc]
+                    js, subject, a, b
+                ),
+            )
+            if any(m.data == data for m in newer):
+                self.status.resolved += 1  # it landed; foreign messages followed it
+                for m in newer:
+                    if m.data != data:
+                        self._foreign(subject, m.seq or 0, "published after this node's")
+                return last.seq or 0
+            for m in newer:
+                if subject == self._subject and record_of(m.data, self.node) is not None:
+                    raise ForkError(
+                        f"{subject} in stream {self.stream!r} moved on to message {m.seq} "
+                        f"(expected {expected}), a record of another history: another writer "
+                        f"publishes as node {self.node!r}"
+                    )
+            for m in newer:
+                self._foreign(subject, m.seq or 0, "not a record of this log")
+            expected = last.seq or 0  # step over them; never re-use their positions
+            first = True
+
+    async def _messages_between(
+        self, js: JetStreamContext, subject: str, after: int, upto: int
+    ) -> list[RawStreamMsg]:
+        """The messages on ``subject`` with ``after`` < stream seq <= ``upto``."""
+        found = []
+        seq = after + 1
+        while seq <= upto and (msg := await message_from(js, self.stream, subject, seq)):
+            if (msg.seq or 0) > upto:
+                break
+            found.append(msg)
+            seq = (msg.seq or seq) + 1
+        return found
 
     async def _ship_records(self, js: JetStreamContext, stop: Callable[[], bool]) -> int:
         start = self.status.next_seq
@@ -302,12 +543,23 @@ class Replicator:
             )
             self._keys = keys
         pending = False
+        checked = False
         for entry in self._checkpoints.entries():
             if entry.size <= self._ck_size:
                 continue
             if entry.size > self.status.next_seq:
                 pending = True  # its records are not all in the stream yet
                 break
+            if not checked:
+                await self._check_tree(js)  # the history under it is still what was shipped
+                checked = True
+            root = checkpoint_of(entry.note.encode()).root
+            if self.log.tree_root(entry.size) != root:
+                raise ForkError(
+                    f"the checkpoint of size {entry.size} in {entry.file}:{entry.line} does not "
+                    f"sign the local tree of {entry.size} records: the log or its checkpoints "
+                    "were rewritten; nothing more shipped (run `rtrace verify`)"
+                )
             self._ck_sseq = await self._publish(
                 js,
                 stop,
@@ -316,7 +568,7 @@ class Replicator:
                 f"{self.node}/checkpoint/{entry.size}",
                 self._ck_sseq,
             )
-            self._ck_size = entry.size
+            self._ck_size, self._ck_root = entry.size, root
             self.status.checkpoints += 1
         if not pending:
             self._ck_mtime = mtime
@@ -331,8 +583,9 @@ def replicate(
     replicas: int = 1,
     stop: Callable[[], bool] | None = None,
     until_caught_up: bool = False,
+    reship: bool = False,
 ) -> ReplicationStatus:
     """Replicate the log at ``root`` to JetStream (see ``Replicator``); blocks."""
-    return Replicator(root, url, node=node, stream=stream, replicas=replicas).run(
+    return Replicator(root, url, node=node, stream=stream, replicas=replicas, reship=reship).run(
         stop, until_caught_up=until_caught_up
     )

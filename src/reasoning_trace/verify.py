@@ -77,6 +77,9 @@ FAILURES = (
     "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
     "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root
     "odd_entry",  # something named like a day or checkpoint file that is not a regular file
+    "foreign_message",  # a message on a node's subject of the stream that is not its own
+    "key_changed",  # the keys a node published changed, and the stream's keys were trusted
+    "open_server",  # the stream's server takes no credentials: anyone can delete it
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -88,6 +91,8 @@ NOTES = (
     "legacy",  # records the original module wrote, adopted into the tree as they are
     "legacy_unparseable",  # a line of the original module that is not a record (kept, a leaf)
     "foreign_line",  # the original module's line after this log's records: not in the tree
+    "key_change_seen",  # the keys a node published changed (checked with the caller's keys)
+    "open_server_accepted",  # the server takes no credentials, and the caller accepted that
 )
 MAX_PER_KIND = 1000
 

@@ -87,13 +87,18 @@ def require_extra(what: str, extra: str, *modules: str) -> None:
             ) from exc
 
 
-def open_fleet(url: str, stream: str) -> Fleet:
-    """The fleet replicated to ``stream`` at ``url`` (needs the ``[nats]`` extra)."""
+def open_fleet(url: str, stream: str, *, index: bool = True) -> Fleet:
+    """The fleet replicated to ``stream`` at ``url`` (needs the ``[nats]`` extra). Messages
+    skipped because they are not records of their node are reported on stderr; ``query``
+    and ``stats`` use the fleet index in the user's cache unless ``index`` is false."""
     require_extra("fleet mode", "nats", "nats")
     from ..fleet import Fleet
 
+    def foreign(subject: str, sseq: int, why: str) -> None:
+        click.echo(f"rtrace: skipped {subject} #{sseq}: not a record of its node ({why})", err=True)
+
     try:
-        return Fleet(url, stream=stream)
+        return Fleet(url, stream=stream, on_foreign=foreign, index=index)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--source") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import sys
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import NotFound, QueryError
+from ..log import DecisionLog
 from ..query import Filter, Stats
 from ..record import Decision
 from .render import console, print_decisions, verdict_text
@@ -61,6 +63,7 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         approved: bool | None,
         voter: str | None,
         subject: tuple[str, ...],
+        node: str | None,
         **kwargs: Any,
     ) -> Any:
         try:
@@ -74,6 +77,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             )
         except QueryError as exc:  # a bad time or KEY=VALUE pair: exit 2, saying which
             raise click.BadParameter(str(exc)) from exc
+        if node is not None:
+            flt = dataclasses.replace(flt, node=node)
         return command(*args, flt=flt, **kwargs)
 
     decorated: Callable[..., Any] = with_filter
@@ -97,6 +102,9 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 multiple=True,
                 metavar="KEY=VALUE",
                 help="Only decisions whose subject has KEY=VALUE (repeatable).",
+            ),
+            click.option(
+                "--node", help="Only decisions of this node (with --source: its subject)."
             ),
         ]
     ):
@@ -218,18 +226,26 @@ def register(cli: click.Group) -> None:
         help="Keep printing new decisions, from any process, across midnight, until Ctrl-C.",
     )
     @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+    @click.option("--node", help="With --source: only this node's decisions.")
     @click.pass_context
-    def tail(ctx: click.Context, limit: int, follow: bool, as_json: bool) -> None:
+    def tail(ctx: click.Context, limit: int, follow: bool, as_json: bool, node: str | None) -> None:
         """Show the newest decisions, oldest first; -f follows live."""
+        if node is not None and ctx.obj.get("source") is None:
+            raise click.UsageError("tail --node reads a fleet: give --source")
         with open_reader(ctx) as log:
-            recent = log.recent(limit)
+            fleet = log if node is not None and not isinstance(log, DecisionLog) else None
+            try:
+                recent = fleet.recent(limit, node=node) if fleet else log.recent(limit)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--node") from exc
             print_decisions(recent, as_json=as_json or (follow and not sys.stdout.isatty()))
             if not follow:
                 return
             after = recent[-1].seq if recent else len(log) - 1
             out = console()
             try:
-                for d in log.follow(after_seq=after):
+                followed = fleet.follow(node=node) if fleet else log.follow(after_seq=after)
+                for d in followed:
                     if as_json or not sys.stdout.isatty():
                         sys.stdout.buffer.write(d.line + b"\n")
                         sys.stdout.flush()
@@ -314,6 +330,10 @@ def register(cli: click.Group) -> None:
         """Decisions matching every filter, oldest first."""
         fmt = fmt or ("table" if sys.stdout.isatty() else "json")
         with open_reader(ctx) as log:
+            if fmt == "json" and limit is None and hasattr(log, "iter_lines"):
+                for line in log.iter_lines(flt):  # a fleet: streamed, in flat memory
+                    sys.stdout.buffer.write(line + b"\n")
+                return
             if fmt == "json":  # the stored lines as they are: no parsing needed
                 lines = log.query_lines(flt, limit=limit, newest_first=limit is not None)
                 if limit is not None:
@@ -394,6 +414,13 @@ def register(cli: click.Group) -> None:
         for day, n, ok in result.days:
             days.add_row(day, str(n), str(ok))
         out.print(days)
+        if len(result.nodes) > 1 or ctx.obj.get("source") is not None:
+            nodes = Table(title="decisions per node", show_edge=False)
+            for column in ("node", "decisions", "approved"):
+                nodes.add_column(column, justify="right" if column != "node" else "left")
+            for name, n, ok in result.nodes:
+                nodes.add_row(name or "-", str(n), str(ok))
+            out.print(nodes)
 
     @cli.command()
     @filter_options

@@ -38,26 +38,40 @@ def register(cli: click.Group) -> None:
         is_flag=True,
         help="Stop when the stream holds every record and checkpoint (default: keep going).",
     )
+    @click.option(
+        "--reship",
+        is_flag=True,
+        help="After a reported incident (the stream lost this node's history): create the "
+        "stream again if need be and ship this log from seq 0.",
+    )
     @click.pass_context
     def replicate(
-        ctx: click.Context, url: str, node: str | None, replicas: int, once: bool
+        ctx: click.Context, url: str, node: str | None, replicas: int, once: bool, reship: bool
     ) -> None:
         """Replicate this log's records and checkpoints to JetStream, exactly once, in order.
 
-        Resumes where the stream's copy ends; rides out outages and leader elections (the
-        local log is the buffer). Stops on Ctrl-C or SIGTERM.
+        Waits for a server, says so, and resumes where the stream's copy ends; rides out
+        outages and leader elections (the local log is the buffer). Stops on Ctrl-C or
+        SIGTERM. Exit 1 when the local history forks from what was replicated or the stream
+        lost it (an incident); 2 on refused credentials or a bad URL.
         """
         if ctx.obj.get("source") is not None:
             raise click.UsageError("replicate ships a local log: give --nats, not --source")
         from . import require_extra
 
         require_extra("fleet mode", "nats", "nats")
-        from ..replicate import Replicator
+        from ..errors import IntegrityError, ReplicationError
+        from ..replicate import Replicator, StreamLost
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
             replicator = Replicator(
-                ctx.obj["root"], url, node=node, stream=ctx.obj["stream"], replicas=replicas
+                ctx.obj["root"],
+                url,
+                node=node,
+                stream=ctx.obj["stream"],
+                replicas=replicas,
+                reship=reship,
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from exc
@@ -68,7 +82,21 @@ def register(cli: click.Group) -> None:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        status = replicator.run(stop.is_set, until_caught_up=once)
+        try:
+            status = replicator.run(stop.is_set, until_caught_up=once)
+        except (IntegrityError, StreamLost) as exc:
+            click.echo(f"rtrace: {exc}", err=True)
+            ctx.exit(1)
+        except ReplicationError as exc:
+            click.echo(f"rtrace: {exc}", err=True)
+            ctx.exit(2)
+        if status.foreign:
+            click.echo(
+                f"rtrace: {len(status.foreign)} foreign message(s) on {status.node}'s subjects "
+                "were stepped over: "
+                + ", ".join(f"{subject} #{seq}" for subject, seq in status.foreign[:10]),
+                err=True,
+            )
         click.echo(
             f"replicated {status.records} records and {status.checkpoints} checkpoints of "
             f"{status.node}; the stream holds seqs 0..{status.next_seq - 1} "

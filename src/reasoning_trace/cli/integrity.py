@@ -81,7 +81,7 @@ def _fleet_nodes(ctx: click.Context) -> list[str]:
     """The nodes that replicated to the stream ``--source`` names."""
     from . import open_fleet
 
-    with open_fleet(ctx.obj["source"], ctx.obj["stream"]) as fleet:
+    with open_fleet(ctx.obj["source"], ctx.obj["stream"], index=False) as fleet:
         return fleet.nodes()
 
 
@@ -113,6 +113,18 @@ def register(cli: click.Group) -> None:
         help="A checkpoint note you kept from before (repeatable): fail if the log is shorter "
         "than it or not consistent with it (a rollback or a rewrite).",
     )
+    @click.option(
+        "--trust-stream-keys",
+        is_flag=True,
+        help="With --source or --witness and no --vkey: check with the keys the node "
+        "published in the stream (anyone who could publish there could have replaced them).",
+    )
+    @click.option(
+        "--allow-open-server",
+        is_flag=True,
+        help="With --source or --witness: a server that takes no credentials is a note, "
+        "not a failure.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
     @click.pass_context
     def verify_cmd(
@@ -121,12 +133,16 @@ def register(cli: click.Group) -> None:
         node: str | None,
         witness: str | None,
         trusted_files: tuple[str, ...],
+        trust_stream_keys: bool,
+        allow_open_server: bool,
         as_json: bool,
     ) -> None:
         """Check every record against the signed checkpoints; exit 1 on any failure.
 
         With --source and --node, a node's replicated log is checked from the stream alone;
-        with --witness, the local log is checked against what it replicated.
+        with --witness, the local log is checked against what it replicated. Both need the
+        node's verifier key (--vkey) or --trust-stream-keys, and fail on a server that takes
+        no credentials unless --allow-open-server.
         """
         from ..verify import verify
 
@@ -142,6 +158,13 @@ def register(cli: click.Group) -> None:
             from . import require_extra
 
             require_extra("fleet mode", "nats", "nats")
+            if keys is None and not trust_stream_keys:
+                raise click.UsageError(
+                    "verify --source and --witness need the node's verifier key you hold "
+                    "(--vkey KEY|FILE): keys read from the stream are whatever was published "
+                    "there; say --trust-stream-keys to use them anyway"
+                )
+
             from ..fleet import verify_node
             from ..fleet import witness as witness_check
             from ..jetstream import check_node, default_node
@@ -153,7 +176,14 @@ def register(cli: click.Group) -> None:
                         raise click.ClickException(f"no node has replicated to {stream!r}")
                     ok = True
                     for name in nodes:  # without --node: every node, each on its own
-                        report = verify_node(source, name, keys, stream=stream)
+                        report = verify_node(
+                            source,
+                            name,
+                            keys,
+                            stream=stream,
+                            trust_stream_keys=trust_stream_keys,
+                            allow_open_server=allow_open_server,
+                        )
                         if len(nodes) > 1 and not as_json:
                             click.echo(f"node {name}:")
                         _print_report(report, as_json)
@@ -162,7 +192,15 @@ def register(cli: click.Group) -> None:
                 else:
                     assert witness is not None
                     name = check_node(node or default_node())
-                    report = witness_check(root, witness, name, keys, stream=stream)
+                    report = witness_check(
+                        root,
+                        witness,
+                        name,
+                        keys,
+                        stream=stream,
+                        trust_stream_keys=trust_stream_keys,
+                        allow_open_server=allow_open_server,
+                    )
             except ValueError as exc:
                 raise click.BadParameter(str(exc)) from exc
             _print_report(report, as_json)
