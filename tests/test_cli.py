@@ -189,6 +189,53 @@ def test_export_bundle_and_verify_bundle(demo_log: Path, tmp_path: Path) -> None
     assert bad.returncode == 1 and "line 1" in bad.stderr
 
 
+def test_verify_bundle_refuses_hostile_notes(demo_log: Path, tmp_path: Path) -> None:
+    """A bundle's note with invalid UTF-8, CRLF or 101 signatures is refused, no traceback."""
+    bundle = tmp_path / "bundle"
+    assert rtrace(demo_log, "export", "--bundle", str(bundle)).returncode == 0
+    good = (bundle / "checkpoint").read_bytes()
+    text, _, sig = good.rpartition(b"\n\n")
+    hostile = {
+        b"not valid UTF-8": good.replace(b"\n", b"\xb2\n", 1),
+        b"U+000D": good.replace(b"\n", b"\r\n"),
+        b"over the limit of 100": text + b"\n\n" + sig * 101,
+    }
+    for words, note in hostile.items():
+        (bundle / "checkpoint").write_bytes(note)
+        done = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+        assert done.returncode == 1 and words.decode() in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_verify_bundle_opens_its_note_once(root: Path, tmp_path: Path) -> None:
+    """A 501-record bundle whose note has 100 signature lines opens (and checks) it once."""
+    from reasoning_trace import DecisionLog, note
+    from reasoning_trace.bundle import export_bundle, verify_bundle
+    from reasoning_trace.query import Filter
+
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(501):
+            log.record("a", True, {}, {"i": i})
+        export_bundle(log, Filter(), tmp_path / "bundle")
+    path = tmp_path / "bundle" / "checkpoint"
+    text, _, sig = path.read_bytes().rpartition(b"\n\n")
+    path.write_bytes(text + b"\n\n" + sig * 100)
+    calls = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        code = getattr(frame, "f_code", None)
+        if event == "call" and code in (note.open_note.__code__, note.split_note.__code__):
+            calls.append(code)
+
+    sys.setprofile(profile)
+    try:
+        count, checkpoint = verify_bundle(tmp_path / "bundle")
+    finally:
+        sys.setprofile(None)
+    assert (count, checkpoint.size) == (501, 501)
+    assert len(calls) == 2  # open_note once, which splits the note once
+
+
 def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
     """Read from a pty until ``wanted`` appears or the time is up."""
     out = b""

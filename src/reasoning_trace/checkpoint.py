@@ -22,6 +22,7 @@ import base64
 import binascii
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +33,7 @@ import orjson
 import platformdirs
 
 from .errors import ForkError, NoteError, ProofError, StorageError
-from .note import Signer, Verifier, open_note, sign_note
+from .note import Signer, Verifier, _b64decode, open_note, sign_note
 from .proof import verify_consistency
 from .record import format_utc
 from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
@@ -51,6 +52,8 @@ __all__ = [
 logger = logging.getLogger("reasoning_trace")
 
 CHECKPOINT_EVERY = 1024
+MAX_BODY_BYTES = 1_000_000  # Go's tlog.ParseTree refuses longer checkpoint bodies
+_SIZE = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 CHECKPOINT_SECONDS = 60.0
 
 
@@ -80,25 +83,29 @@ class Checkpoint:
 
     @classmethod
     def parse(cls, body: str) -> Checkpoint:
-        """Parse a checkpoint body strictly."""
+        """Parse a checkpoint body as Go's ``tlog.ParseTree`` does.
+
+        At most 1,000,000 bytes; an origin line, a size in canonical ASCII decimal (no sign,
+        no leading zero, no other digits, below 2**63), the root in standard base64 of 32
+        bytes, each ended by ``\n``; the lines after them are extensions, kept as they are.
+        """
+        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+            raise NoteError(f"checkpoint body is over {MAX_BODY_BYTES} bytes")
         if not body.endswith("\n"):
             raise NoteError("checkpoint body must end with a newline")
         lines = body[:-1].split("\n")
-        if len(lines) < 3 or not lines[0] or any(not line for line in lines):
+        if len(lines) < 3 or not lines[0]:
             raise NoteError("checkpoint body needs origin, size and root lines")
         origin, size_text, root_text = lines[:3]
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-            raise NoteError(f"checkpoint size {size_text!r} is not a decimal number")
-        try:
-            root = base64.b64decode(root_text, validate=True)
-        except (binascii.Error, ValueError):
-            raise NoteError("checkpoint root is not base64") from None
+        if not _SIZE.fullmatch(size_text) or int(size_text) >= 1 << 63:
+            raise NoteError(f"checkpoint size {size_text[:40]!r} is not a decimal number")
+        root = _b64decode(root_text, "checkpoint root")
         if len(root) != 32:
             raise NoteError(f"checkpoint root is {len(root)} bytes, not 32")
         return cls(origin, int(size_text), root, tuple(lines[3:]))
 
 
-def open_checkpoint(note: str, verifiers: Iterable[Verifier]) -> Checkpoint:
+def open_checkpoint(note: str | bytes, verifiers: Iterable[Verifier]) -> Checkpoint:
     """Verify a checkpoint note's signature with ``verifiers`` and parse its body."""
     text, by = open_note(note, verifiers)
     checkpoint = Checkpoint.parse(text)
