@@ -270,6 +270,61 @@ def test_tail_follow_on_a_terminal_and_ctrl_c(demo_log: Path) -> None:
     assert b"Traceback" not in rest and b"Aborted" not in rest
 
 
+def on_a_terminal(root: Path, *args: str) -> tuple[int, bytes]:
+    """Run rtrace on a real pty until it exits; its exit code and everything it drew."""
+    cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(root), *args]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: rtrace on the pty
+        os.execvpe(cmd[0], cmd, {**os.environ, "COLUMNS": "400", "TERM": "xterm-256color"})
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+HOSTILE_REASON = "see ticket [/closed] [red]x \x1b[2J \x1b]0;pwned\x07 \u202eevil \x9b31m"
+
+
+def test_stored_text_on_a_terminal_is_text(root: Path) -> None:
+    """tail, query, show and stats on a pty print stored markup literally, controls escaped."""
+    from reasoning_trace import DecisionLog
+
+    with DecisionLog(str(root), sync="never", node="[b]node") as log:
+        stored = log.record(
+            "[red]act",
+            False,
+            {"[bold]voter\x1b[5m": {"passed": False, "reason": "[/] \x1b]8;;http://x\x07"}},
+            {"agent_id": "[link=http://evil]a\x1b[0m", "n": ["[i]", "\x1b"]},
+            HOSTILE_REASON,
+        )
+    for args in (("tail",), ("query",), ("show", "0"), ("stats",)):
+        code, out = on_a_terminal(root, *args)
+        assert code == 0 and b"Error" not in out and b"Traceback" not in out, (args, out)
+        assert b"\x1b[2J" not in out and b"\x1b]" not in out and b"\x07" not in out, (args, out)
+        assert b"\x1b[5m" not in out and b"\xe2\x80\xae" not in out and b"\xc2\x9b" not in out
+        assert b"[red]act" in out, (args, out)  # printed as written, not drawn in red
+        if args[0] != "stats":
+            assert b"[/closed]" in out and b"\\x1b[2J" in out and b"\\u202e" in out, (args, out)
+    code, out = on_a_terminal(root, "show", "0")
+    assert b"[bold]voter\\x1b[5m" in out and b"[link=http://evil]a\\x1b[0m" in out
+    for args in (("tail", "--json"), ("query", "--format", "json"), ("show", "0", "--json")):
+        code, out = on_a_terminal(root, *args)
+        assert code == 0 and out == stored.line + b"\r\n", args  # stored bytes (pty adds \r)
+
+
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
 def test_tail_follow_across_midnight(root: Path) -> None:
     """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight."""

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
+from .render import shown
 
 if TYPE_CHECKING:
     from ..verify import Report
@@ -57,7 +58,7 @@ def _print_report(report: Report, as_json: bool) -> None:
                 else (str(f.seq_from) if f.seq_from == f.seq_to else f"{f.seq_from}..{f.seq_to}")
             )
             style = "bold red" if f.failure else "yellow"
-            table.add_row(f"[{style}]{f.kind}[/]", where, seqs, f.message)
+            table.add_row(shown(f.kind, style=style), shown(where), seqs, shown(f.message))
         console.print(table)
     verdict = "[green]OK[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(
