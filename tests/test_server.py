@@ -88,7 +88,7 @@ def test_auth_and_methods(server: tuple[str, DecisionLog]) -> None:
     assert httpx.post(f"{url}/v1/decisions", json=DECISION).status_code == 401
     assert httpx.get(f"{url}/v1/decisions", headers=auth("nope")).status_code == 401
     denied = httpx.post(f"{url}/v1/decisions", json=DECISION, headers=auth(READ))
-    assert denied.status_code == 403 and "only read" in denied.json()["error"]
+    assert denied.status_code == 403 and "only read" in denied.json()["detail"]
     assert httpx.get(f"{url}/v1/decisions", headers=auth(READ)).status_code == 200
     httpx.post(f"{url}/v1/decisions", json=DECISION, headers=auth(WRITE))
     for method in ("PUT", "PATCH", "DELETE"):
@@ -122,7 +122,7 @@ def test_refusals_name_the_problem(server: tuple[str, DecisionLog]) -> None:
     )
     assert clash.status_code == 409
     bad_filter = httpx.get(f"{url}/v1/decisions?since=yesterday-ish", headers=auth(READ))
-    assert bad_filter.status_code == 400 and "not a time" in bad_filter.json()["error"]
+    assert bad_filter.status_code == 400 and "not a time" in bad_filter.json()["detail"]
     assert len(log) == 1
 
 
