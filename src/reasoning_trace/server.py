@@ -84,6 +84,7 @@ ROLES = ("read", "write")
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 PROBLEM_JSON = "application/problem+json"
+_CLOSE = {"Connection": "close"}  # a refused body is not read on: the connection ends
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SEQ_TEXT = re.compile(r"[0-9]{1,19}", re.ASCII)
 _MAX_EXACT_INT = (1 << 53) - 1  # I-JSON (RFC 7493): integers every JSON reader keeps exactly
@@ -663,15 +664,17 @@ def create_app(
         media, _, params = request.headers.get("content-type", "").partition(";")
         charset = params.strip().lower().removeprefix("charset=").strip('"')
         if media.strip().lower() != "application/json" or charset not in ("", "utf-8"):
-            return problem(415, "the body must be application/json (UTF-8)")
+            return problem(415, "the body must be application/json (UTF-8)", headers=_CLOSE)
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > body_limit:
-            return problem(413, f"body of {declared} bytes is over the limit of {body_limit}")
+            return problem(
+                413, f"body of {declared} bytes is over the limit of {body_limit}", headers=_CLOSE
+            )
         chunks, size = [], 0
         async for chunk in request.stream():  # the limit holds while reading, chunked or not
             size += len(chunk)
             if size > body_limit:
-                return problem(413, f"body is over the limit of {body_limit} bytes")
+                return problem(413, f"body is over the limit of {body_limit} bytes", headers=_CLOSE)
             chunks.append(chunk)
         try:
             obj = read_ijson(b"".join(chunks))
