@@ -212,10 +212,12 @@ def test_bad_stream_requests_leak_no_slot(root: Path) -> None:
                 s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         deadline = time.monotonic() + 10
         while True:  # the server frees a slot when it sees the client gone
-            with httpx.stream("GET", f"{url}/v1/stream", timeout=10) as a:
-                with httpx.stream("GET", f"{url}/v1/stream", timeout=10) as b:
-                    if a.status_code == b.status_code == 200:
-                        break
+            with (
+                httpx.stream("GET", f"{url}/v1/stream", timeout=10) as a,
+                httpx.stream("GET", f"{url}/v1/stream", timeout=10) as b,
+            ):
+                if a.status_code == b.status_code == 200:
+                    break
             assert time.monotonic() < deadline, "stream slots were not freed"
             threading.Event().wait(0.05)
 
