@@ -306,3 +306,60 @@ def test_a_stalled_client_is_cut_and_resumes(root: Path) -> None:
                     if seqs[-1] == total - 1:
                         break
         assert seqs == list(range(ids[-1] + 1, total))
+
+
+@contextmanager
+def rtrace_serve(root: Path, *options: str) -> Iterator[str]:
+    """``rtrace serve`` in its own process on a free port; yields its URL once it answers."""
+    import shutil
+    import subprocess
+
+    port = free_port()
+    command = [shutil.which("rtrace") or "rtrace", "--dir", str(root), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, "did not start"
+                threading.Event().wait(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_forwarded_for_is_trusted_only_when_configured(root: Path) -> None:
+    """X-Forwarded-For does not make another client unless --trust-proxy names the proxy."""
+    spoofed = {"X-Forwarded-For": "203.0.113.9"}
+    for trusted in (False, True):
+        options = ["--streams-per-client", "1"] + (["--trust-proxy", "127.0.0.1"] * trusted)
+        with (
+            rtrace_serve(root, *options) as url,
+            httpx.stream("GET", f"{url}/v1/stream", timeout=10) as held,
+            httpx.stream("GET", f"{url}/v1/stream", headers=spoofed, timeout=10) as other,
+        ):
+            assert held.status_code == 200
+            if trusted:
+                assert other.status_code == 200  # the proxy said so, and it is trusted
+            else:
+                other.read()
+                assert_problem(other, 429, "streams per client")
+
+
+def test_rtrace_serve_allowed_host(root: Path) -> None:
+    """rtrace serve answers loopback names, refuses others, and serves --allowed-host names."""
+    with rtrace_serve(root, "--allowed-host", "rtrace.internal") as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        evil = httpx.get(f"{url}/healthz", headers={"Host": "evil.example"})
+        assert_problem(evil, 400, "evil.example")
+        ok = httpx.get(f"{url}/healthz", headers={"Host": "rtrace.internal"})
+        assert ok.status_code == 200
