@@ -29,9 +29,10 @@ bound address by default, more with ``allowed_hosts``; ``*`` for any), so a DNS-
 cannot reach it. A state-changing request that a browser marks cross-site (``Sec-Fetch-Site``,
 or an ``Origin`` other than the ``Host``) is 403, and writes must be ``application/json``, a
 type no page can send cross-site without CORS. A body is read only up to its limit. A decision
-body must be I-JSON (RFC 7493): no repeated key, no integer beyond 2**53-1, so every reader
-reads the same record. An event stream holds at most ``stream_budget`` bytes for its client;
-a client that takes nothing for ``stall_seconds`` is cut and resumes with ``Last-Event-ID``.
+body must be I-JSON (RFC 7493): no repeated key, no number beyond 2**53-1 in magnitude, so
+every reader reads the same record. An event stream holds at most ``stream_budget`` bytes for
+its client; a client that takes nothing for ``stall_seconds`` is cut and resumes with
+``Last-Event-ID``.
 The ``action`` label of ``/metrics`` keeps the ``metric_actions`` most frequent actions and
 counts the rest as ``_other``.
 Tests: ``tests/test_server.py`` and ``tests/test_hostile_http.py`` (a real uvicorn on a free
@@ -55,7 +56,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from http import HTTPStatus
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -68,8 +69,10 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from pydantic import StringConstraints
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .checkpoint import Checkpoints
@@ -255,10 +258,11 @@ def _int(text: str) -> int | str:
 def read_ijson(body: bytes) -> Any:
     """Decode a request body as I-JSON (RFC 7493), refusing what readers disagree on.
 
-    UTF-8 only; no repeated key in an object (readers keep the first or the last); no integer
-    beyond 2**53-1 (JavaScript rounds it). Raises ``ValueError`` for a body that is not JSON
-    (or nests too deeply to read) and ``_Ambiguous``, naming the path, for one that is but is
-    not I-JSON. NaN and Infinity are left for the record's own check, which names the field.
+    UTF-8 only; no repeated key in an object (readers keep the first or the last); no number
+    beyond 2**53-1 in magnitude (JavaScript rounds such integers; 1e400 is Infinity to some).
+    Raises ``ValueError`` for a body that is not JSON (or nests too deeply to read) and
+    ``_Ambiguous``, naming the path, for one that is JSON but not I-JSON. NaN is left to the
+    record's own check, which names the field.
     """
     try:
         text = body.decode("utf-8")
@@ -279,10 +283,13 @@ def read_ijson(body: bytes) -> Any:
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
         elif isinstance(item, _LongInt) or (
-            isinstance(item, int) and not isinstance(item, bool) and abs(item) > _MAX_EXACT_INT
+            isinstance(item, int | float)
+            and not isinstance(item, bool)
+            and item == item  # NaN is left to the record's check, which names it
+            and abs(item) > _MAX_EXACT_INT
         ):
             raise _Ambiguous(
-                path, f"integer {str(item)[:24]} is beyond 2**53-1: some JSON readers round it"
+                path, f"number {str(item)[:24]} is beyond 2**53-1: some JSON readers round it"
             )
     return value
 
@@ -434,7 +441,27 @@ _LINKS = {
         "parameters": {"key": "$response.body#/seq"},
     },
 }
-_JSON_VALUE: dict[str, Any] = {}  # any JSON value
+# A query's time as the schema says it: a span back from now, or an ISO 8601 date or date-time
+# of years 1000 to 8999 (days 1-28 in the pattern, which any month has; the server reads more).
+TIME_PATTERN = (
+    r"^([0-9]{1,5}(\.[0-9]{1,3})?[smhdw]"
+    r"|[1-8][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?)$"
+)
+_SubjectPair = Annotated[str, StringConstraints(pattern=r"^[^=]+=")]  # KEY=VALUE
+_JSON_VALUE = {"$ref": "#/components/schemas/IJsonValue"}
+_IJSON_VALUE = {  # any I-JSON value: numbers within +-(2**53-1), nested to any depth
+    "description": "Any JSON value; numbers within +-(2**53-1) (I-JSON, RFC 7493)",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "string"},
+        {"type": "number", "minimum": -_MAX_EXACT_INT, "maximum": _MAX_EXACT_INT},
+        {"type": "array", "items": _JSON_VALUE},
+        {"type": "object", "additionalProperties": _JSON_VALUE},
+    ],
+}
 _DECISION_BODY = {
     "required": True,
     "content": {
@@ -459,6 +486,7 @@ _DECISION_BODY = {
                                 "passed": {"type": "boolean"},
                                 "reason": {"type": "string"},
                             },
+                            "additionalProperties": _JSON_VALUE,
                         },
                     },
                     "subject": {"type": "object", "additionalProperties": _JSON_VALUE},
@@ -562,6 +590,14 @@ def create_app(
         broadcaster.stop()
 
     app = FastAPI(title="reasoning-trace", version="1", description=__doc__, lifespan=lifespan)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = plain_openapi()  # built once and cached by FastAPI; add the shared value type
+        schema.setdefault("components", {}).setdefault("schemas", {})["IJsonValue"] = _IJSON_VALUE
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
     app.add_middleware(
         _Guard,
@@ -592,7 +628,14 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path has, not only its first route's
+            methods: set[str] = set()
+            for route in app.router.routes:
+                if route.matches(request.scope)[0] != Match.NONE:
+                    methods |= getattr(route, "methods", None) or set()
+            headers["Allow"] = ", ".join(sorted(methods))
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -608,12 +651,12 @@ def create_app(
         return problem(500, "internal error (logged by the server)")
 
     def filters(
-        since: str | None = None,
-        until: str | None = None,
+        since: str | None = Query(default=None, pattern=TIME_PATTERN),
+        until: str | None = Query(default=None, pattern=TIME_PATTERN),
         action: str | None = None,
         approved: bool | None = None,
         voter: str | None = None,
-        subject: list[str] = Query(default=[]),  # noqa: B008 -- FastAPI's way to declare it
+        subject: list[_SubjectPair] = Query(default=[]),  # noqa: B008 -- FastAPI's way
     ) -> Filter:
         """The query filters of ``rtrace query``, shared by the routes that take them."""
         try:
@@ -691,6 +734,8 @@ def create_app(
         for name in ("action", "approved"):
             if name not in obj:
                 return problem(422, f"{name}: required", path=name)
+        if "id" in obj and not isinstance(obj["id"], str):
+            return problem(422, "id: must be a string when given", path="id")
         try:
             with latency.time():
                 d = await asyncio.to_thread(
