@@ -363,3 +363,36 @@ def test_rtrace_serve_allowed_host(root: Path) -> None:
         assert_problem(evil, 400, "evil.example")
         ok = httpx.get(f"{url}/healthz", headers={"Host": "rtrace.internal"})
         assert ok.status_code == 200
+
+
+def test_server_memory_under_abusive_clients() -> None:
+    """rtrace serve's peak RSS stays bounded under a 200 MB chunked body and 50 stalled streams
+    while 10,000 records of 4 KB are written (bench/bench_hostile.py runs the same loads)."""
+    from bench.bench_hostile import (
+        chunked_post,
+        memory,
+        open_slow_clients,
+        serve,
+        settle,
+        write_records,
+    )
+
+    with serve() as server:
+        before = memory(server.pid)[0]
+        sent, answer = chunked_post(server.port, 200, seconds=60)
+        assert answer.startswith(b"HTTP/1.1 413") and sent < 64 << 20
+        assert memory(server.pid)[1] - before < 40 << 20
+    with serve() as server:
+        before = memory(server.pid)[0]
+        clients = open_slow_clients(server.port, 50)
+        try:
+            write_records(server.root, 10_000)
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{server.url}/healthz", timeout=30).json()["records"] < 10_000:
+                assert time.monotonic() < deadline
+            settle(server.pid, quiet=2.0, limit=60)  # until its peak stops growing
+            assert memory(server.pid)[1] - before < 60 << 20
+        finally:
+            for client in clients:
+                client.close()
+        assert httpx.get(f"{server.url}/healthz", timeout=30).json()["records"] == 10_000
