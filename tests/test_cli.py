@@ -271,28 +271,9 @@ def test_tail_follow_on_a_terminal_and_ctrl_c(demo_log: Path) -> None:
 
 
 def on_a_terminal(root: Path, *args: str) -> tuple[int, bytes]:
-    """Run rtrace on a real pty until it exits; its exit code and everything it drew."""
+    """Run rtrace on a real pty (wide, colours on) until it exits; its exit code and output."""
     cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(root), *args]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: rtrace on the pty
-        os.execvpe(cmd[0], cmd, {**os.environ, "COLUMNS": "400", "TERM": "xterm-256color"})
-    out = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
+    return run_on_pty(cmd, {**os.environ, "COLUMNS": "400", "TERM": "xterm-256color"})
 
 
 HOSTILE_REASON = "see ticket [/closed] [red]x \x1b[2J \x1b]0;pwned\x07 \u202eevil \x9b31m"
@@ -377,8 +358,8 @@ def test_tail_json(demo_log: Path) -> None:
     assert [r["seq"] for r in got] == [58, 59, 60]
 
 
-def run_on_pty(cmd: list[str], env: dict[str, str]) -> bytes:
-    """Run a command on a pseudo-terminal and return everything it printed."""
+def run_on_pty(cmd: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run a command on a pseudo-terminal; its exit code and everything it printed."""
     pid, fd = pty.fork()
     if pid == 0:
         os.execvpe(cmd[0], cmd, env)
@@ -387,23 +368,23 @@ def run_on_pty(cmd: list[str], env: dict[str, str]) -> bytes:
         while True:
             try:
                 chunk = os.read(fd, 65536)
-            except OSError:
+            except OSError:  # EIO: the child closed the terminal
                 break
             if not chunk:
                 break
             out += chunk
     finally:
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
         os.close(fd)
-    return out
+    return os.waitstatus_to_exitcode(status), out
 
 
 def test_colours_on_a_terminal_and_no_color(demo_log: Path) -> None:
     """A rejected decision stands out in colour on a terminal; NO_COLOR turns colour off."""
     cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(demo_log), "tail", "-n", "5"]
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    coloured = run_on_pty(cmd, {**env, "TERM": "xterm-256color"})
-    plain = run_on_pty(cmd, {**env, "TERM": "xterm-256color", "NO_COLOR": "1"})
+    _, coloured = run_on_pty(cmd, {**env, "TERM": "xterm-256color"})
+    _, plain = run_on_pty(cmd, {**env, "TERM": "xterm-256color", "NO_COLOR": "1"})
     colour = re.compile(rb"\x1b\[[0-9;]*(?:3[0-7]|38;[0-9;]+)m")  # SGR foreground colours
     assert b"REJECTED" in coloured and colour.search(coloured)
     assert b"REJECTED" in plain and not colour.search(plain)  # bold may stay: it is no colour
