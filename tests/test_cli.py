@@ -207,6 +207,17 @@ def test_verify_bundle_refuses_hostile_notes(demo_log: Path, tmp_path: Path) -> 
         assert "Traceback" not in done.stderr
 
 
+def test_a_damaged_checkpoint_copy_is_no_traceback(demo_log: Path) -> None:
+    """Invalid UTF-8 in <root>/checkpoint: commands use checkpoints/ instead and say so."""
+    assert rtrace(demo_log, "checkpoint", "--now").returncode == 0
+    good = rtrace(demo_log, "checkpoint").stdout
+    (demo_log / "checkpoint").write_bytes(good.encode().replace(b"\n", b"\xb2\r\n", 1))
+    assert rtrace(demo_log, "checkpoint").stdout == good
+    for args in (("tail", "-n", "1"), ("verify",), ("record", "--action", "a", "--approved")):
+        done = rtrace(demo_log, *args)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+
+
 def test_verify_bundle_opens_its_note_once(root: Path, tmp_path: Path) -> None:
     """A 501-record bundle whose note has 100 signature lines opens (and checks) it once."""
     from reasoning_trace import DecisionLog, note

@@ -33,7 +33,7 @@ import orjson
 import platformdirs
 
 from .errors import ForkError, NoteError, ProofError, StorageError
-from .note import Signer, Verifier, _b64decode, open_note, sign_note
+from .note import Signer, Verifier, _b64decode, note_text, open_note, sign_note
 from .proof import verify_consistency
 from .record import format_utc
 from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
@@ -218,11 +218,29 @@ class Checkpoints:
                 return _entry(lines[-1], str(path), len(lines))
         return None
 
+    def newest_note(self) -> str | None:
+        """The newest signed note, or ``None`` before the first.
+
+        ``<root>/checkpoint`` is a plain-text copy of the newest entry; when it is not a note
+        (invalid UTF-8, control characters: damaged or tampered with), the newest entry of
+        ``checkpoints/`` is used instead, with a warning.
+        """
+        try:
+            data = self.newest.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            try:
+                return note_text(data)
+            except NoteError as exc:
+                logger.warning("%s is not a signed note (%s); using checkpoints/", self.newest, exc)
+        latest = self.latest()
+        return latest.note if latest is not None else None
+
     def origin(self) -> str | None:
         """The origin of the newest checkpoint, if any: a log keeps its origin."""
-        try:
-            text = self.newest.read_text()
-        except FileNotFoundError:
+        text = self.newest_note()
+        if text is None:
             return None
         first = text.split("\n", 1)[0]
         return first or None

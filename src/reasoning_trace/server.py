@@ -798,10 +798,10 @@ def create_app(
         responses=_PROBLEMS,
     )
     def checkpoint() -> str:
-        note = log.root / "checkpoint"
-        if not note.exists():
+        note = Checkpoints(log.root).newest_note()
+        if note is None:
             raise HTTPException(404, "no checkpoint signed yet")
-        return note.read_text()
+        return note
 
     @app.get(
         "/v1/proofs/consistency",

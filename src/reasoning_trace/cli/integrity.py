@@ -177,11 +177,11 @@ def register(cli: click.Group) -> None:
             if now:
                 click.echo(log.checkpoint(), nl=False)
                 return
-            note = Checkpoints(log.root).newest
-            if not note.exists():
+            note = Checkpoints(log.root).newest_note()
+            if note is None:
                 click.echo("rtrace: no checkpoint yet (use --now to sign one)", err=True)
                 ctx.exit(1)
-            click.echo(note.read_text(), nl=False)
+            click.echo(note, nl=False)
 
     @cli.command()
     @click.argument("key", required=False)
