@@ -301,7 +301,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def checkpoint_size(note: bytes) -> int:
     """The tree size of a replicated checkpoint note (its signature is not checked here)."""
-    return Checkpoint.parse(split_note(note.decode())[0]).size
+    return Checkpoint.parse(split_note(note)[0]).size
 
 
 class Bridge:

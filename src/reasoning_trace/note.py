@@ -52,6 +52,7 @@ _GO_SPACE = frozenset(
     "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
     + "".join(chr(c) for c in range(0x2000, 0x200B))
 )
+_HEX_ID = re.compile(r"[0-9a-fA-F]{8}")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
@@ -127,11 +128,10 @@ class Verifier:
         raw = _b64decode(b64, "verifier key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
-        try:
-            given = int(hex_id, 16)
-        except ValueError:
-            raise NoteError(f"verifier key id {hex_id!r} is not hex") from None
-        if len(hex_id) != 8 or given != key_id(name, raw[1:]):
+        if not _HEX_ID.fullmatch(hex_id):  # int(x, 16) also takes non-ASCII digits and "_"
+            raise NoteError(f"verifier key id {hex_id[:16]!r} is not 8 hex digits")
+        given = int(hex_id, 16)
+        if given != key_id(name, raw[1:]):
             raise NoteError(f"verifier key id {hex_id} does not match the key")
         return cls(name, given, raw[1:])
 
