@@ -51,6 +51,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -296,14 +297,18 @@ def read_ijson(body: bytes) -> Any:
 class _Broadcaster:
     """One follower thread per process, telling every event stream that the log grew.
 
-    Subscribers get only a wake-up (an ``asyncio.Event``), never records: each stream reads
-    what it has not sent from the log itself, a bounded batch at a time, so memory does not
-    grow with the number of streams or with how far behind they are.
+    Subscribers get only a wake-up (an ``asyncio.Event``), never a queue of records. The
+    newest records' lines are kept once, for all streams, up to ``keep_bytes``; a stream
+    that needs older ones reads them from the log itself, a bounded batch at a time. So
+    memory grows neither with the number of streams nor with how far behind they are.
     """
 
-    def __init__(self, log: DecisionLog) -> None:
+    def __init__(self, log: DecisionLog, keep_bytes: int = 4 << 20) -> None:
         self.log = log
         self.newest = len(log) - 1
+        self.keep_bytes = keep_bytes
+        self._recent: deque[tuple[int, bytes]] = deque()
+        self._recent_bytes = 0
         self._events: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -318,12 +323,31 @@ class _Broadcaster:
     def _run(self) -> None:
         assert self._loop is not None
         for d in self.log.follow(after_seq=self.newest, stop=self._stop.is_set):
-            self._loop.call_soon_threadsafe(self._dispatch, d.seq)
+            self._loop.call_soon_threadsafe(self._dispatch, d.seq, d.line)
 
-    def _dispatch(self, seq: int) -> None:
+    def _dispatch(self, seq: int, line: bytes) -> None:
+        if self._recent and self._recent[-1][0] != seq - 1:
+            self._recent.clear()  # keep only a run of consecutive seqs
+            self._recent_bytes = 0
+        self._recent.append((seq, line))
+        self._recent_bytes += len(line)
+        while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
+            self._recent_bytes -= len(self._recent.popleft()[1])
         self.newest = max(self.newest, seq)
         for event in self._events:
             event.set()
+
+    def recent(self, start: int, budget: int) -> list[tuple[int, bytes]]:
+        """Kept lines from seq ``start`` on, up to ``budget`` bytes; [] if ``start`` is not kept."""
+        if not self._recent or not self._recent[0][0] <= start <= self._recent[-1][0]:
+            return []
+        out, size = [], 0
+        for i in range(start - self._recent[0][0], len(self._recent)):
+            out.append(self._recent[i])
+            size += len(self._recent[i][1])
+            if size >= budget:
+                break
+        return out
 
     def subscribe(self) -> asyncio.Event:
         event = asyncio.Event()
@@ -890,6 +914,13 @@ def create_app(
                 while True:
                     newest = broadcaster.newest
                     if sent < newest:
+                        kept = broadcaster.recent(sent + 1, stream_budget)
+                        if kept:
+                            sent = kept[-1][0]
+                            yield b"".join(
+                                b"id: %d\nevent: decision\ndata: %s\n\n" % item for item in kept
+                            )
+                            continue
                         seq, chunk = await asyncio.to_thread(read_batch, sent + 1, newest + 1)
                         if seq > sent:
                             sent = seq
