@@ -317,10 +317,22 @@ def test_stored_text_on_a_terminal_is_text(root: Path) -> None:
         assert code == 0 and out == stored.line + b"\r\n", args  # stored bytes (pty adds \r)
 
 
+RTRACE_CMD = shutil.which("rtrace") or "rtrace"
+
+
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
 def test_tail_follow_across_midnight(root: Path) -> None:
     """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight."""
-    assert rtrace(root, "record", "--action", "first", "--approved").returncode == 0
+    # The first record is written on the same fake clock, just before: time in a log never
+    # runs backwards, so a first record of today's date would keep the writer off 11-25.
+    record = [RTRACE_CMD, "--dir", str(root), "record", "--action", "first", "--approved"]
+    first = subprocess.run(
+        ["faketime", "-f", "@2026-11-25 23:59:50", *record],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
     follower = subprocess.Popen(
         [shutil.which("rtrace") or "rtrace", "--dir", str(root), "tail", "-n", "1", "-f"],
         stdout=subprocess.PIPE,
