@@ -182,7 +182,12 @@ def serve(
             "(give --tokens or $REASONING_TRACE_TOKENS)"
         )
     hosts = [*allowed_hosts, *([] if host in ("0.0.0.0", "::", "") else [host])]
-    proxy = {"proxy_headers": trust_proxy is not None, "forwarded_allow_ips": trust_proxy}
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: a local page could then pose
+    # as any client. It is read only from the proxies --trust-proxy names.
+    proxy: dict[str, Any] = {
+        "proxy_headers": trust_proxy is not None,
+        "forwarded_allow_ips": trust_proxy,
+    }
     if demo:
         import tempfile
 
@@ -204,7 +209,7 @@ def serve(
             port=port,
             workers=workers,
             log_level="warning",
-            **proxy,  # type: ignore[arg-type]
+            **proxy,
         )
         return
     with open_log(ctx, create=True) as log:
@@ -212,7 +217,7 @@ def serve(
             _start_demo_gate(log)
         click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)
         app = create_app(log, tokens, streams_per_client=streams_per_client, allowed_hosts=hosts)
-        uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)  # type: ignore[arg-type]
+        uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
 
 
 def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:
