@@ -65,10 +65,12 @@ def run_py(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(autouse=True)
 def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test signs with its own key file, never the user's."""
+    """Each test signs with its own key file and keeps readers' caches of its own, never the
+    user's."""
     path = tmp_path_factory.mktemp("key") / "signing.key"
     monkeypatch.setenv("REASONING_TRACE_KEY", str(path))
     monkeypatch.setenv("REASONING_TRACE_CURSORS", str(path.parent / "cursors"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path.parent / "cache"))  # readers' derived state
     return path
 
 

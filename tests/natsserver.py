@@ -92,6 +92,9 @@ class NatsServer:
                 ) as r:
                     if json.load(r).get("status") == "ok":
                         return
+            except urllib.error.HTTPError as exc:  # not ready yet (503): it holds a response
+                last = repr(exc)
+                exc.close()
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last = repr(exc)
             time.sleep(0.05)

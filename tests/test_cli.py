@@ -317,17 +317,17 @@ def test_stored_text_on_a_terminal_is_text(root: Path) -> None:
         assert code == 0 and out == stored.line + b"\r\n", args  # stored bytes (pty adds \r)
 
 
-RTRACE_CMD = shutil.which("rtrace") or "rtrace"
-
-
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
 def test_tail_follow_across_midnight(root: Path) -> None:
-    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight."""
-    # The first record is written on the same fake clock, just before: time in a log never
-    # runs backwards, so a first record of today's date would keep the writer off 11-25.
-    record = [RTRACE_CMD, "--dir", str(root), "record", "--action", "first", "--approved"]
+    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight.
+
+    Every write runs under faketime, so the test is the same whatever today's date is.
+    """
     first = subprocess.run(
-        ["faketime", "-f", "@2026-11-25 23:59:50", *record],
+        [
+            *("faketime", "-f", "@2026-11-25 23:59:58", shutil.which("rtrace") or "rtrace"),
+            *("--dir", str(root), "record", "--action", "first", "--approved"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

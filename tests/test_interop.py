@@ -85,6 +85,7 @@ def test_go_rejects_a_tampered_record(root: Path, go_verifier: Path) -> None:
     """The same Go verifier refuses a proof for an edited record line."""
     with DecisionLog(str(root), sync="never") as log:
         d = [log.record("a", True, {}, {"i": i}) for i in range(5)][2]
+        log.checkpoint()
         proof = log.prove(d.seq).to_json()
         vkey = (root / "checkpoints" / "vkey").read_text().strip()
     forged = d.line.replace(b'"approved":true', b'"approved":false')

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_trace import DecisionLog, ProofError, UnknownKey
+from reasoning_trace import DecisionLog, NotFound, ProofError, UnknownKey
 from reasoning_trace.note import Signer
 from reasoning_trace.proof import ConsistencyProof, InclusionProof
 from reasoning_trace.verify import verify_consistency_proof, verify_inclusion_proof
@@ -44,10 +44,14 @@ def test_random_seqs_of_a_larger_log(root: Path) -> None:
             verify_inclusion_proof(proof, d.line, vkey=vkey)
 
 
-def test_proof_for_a_record_not_yet_checkpointed_signs_one(root: Path) -> None:
-    """Proving a record newer than every checkpoint signs a covering checkpoint first."""
+def test_proof_for_a_record_not_yet_checkpointed_waits_for_a_checkpoint(root: Path) -> None:
+    """Proving never signs: a record newer than every checkpoint is not found until one is
+    signed, and then its proof verifies."""
     with DecisionLog(str(root), sync="never", checkpoint_every=1000) as log:
         d = log.record("a", True, {}, {})
+        with pytest.raises(NotFound, match="not yet covered"):
+            log.prove(d.seq)
+        log.checkpoint()
         proof = log.prove(d.seq)
         vkey = (root / "checkpoints" / "vkey").read_text()
     assert proof.tree_size == 1
@@ -79,6 +83,7 @@ def test_proof_with_a_key_not_given_is_unknown(root: Path) -> None:
     """A proof checked against some other key fails as an unknown key."""
     with DecisionLog(str(root), sync="never") as log:
         d = log.record("a", True, {}, {})
+        log.checkpoint()
         proof = log.prove(0)
     stranger = Signer.generate("someone").verifier
     with pytest.raises(UnknownKey):

@@ -73,6 +73,9 @@ def test_post_get_and_prove(server: tuple[str, DecisionLog]) -> None:
     for key in (stored["id"], "0"):
         got = httpx.get(f"{url}/v1/decisions/{key}", headers=auth(READ))
         assert got.status_code == 200 and got.json()["decision"] == stored
+    unsigned = httpx.get(f"{url}/v1/decisions/0?proof=true", headers=auth(READ)).json()
+    assert unsigned["proof"] is None  # reading never signs: no checkpoint covers it yet
+    log.checkpoint()
     proved = httpx.get(f"{url}/v1/decisions/0?proof=true", headers=auth(READ)).json()
     vkey = (log.root / "checkpoints" / "vkey").read_text()
     line = json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

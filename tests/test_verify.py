@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from reasoning_trace import DecisionLog
 from reasoning_trace.checkpoint import Checkpoint, Checkpoints
 from reasoning_trace.note import Signer, sign_note
+from reasoning_trace.record import format_record, format_utc, uuid7
 from reasoning_trace.verify import verify
 
 DAY_US = 86_400_000_000
@@ -272,16 +273,13 @@ def test_notes_are_not_failures(log_copy: Path, pristine: tuple[Path, str]) -> N
     (log_copy / "quarantine").mkdir()
     (log_copy / "quarantine" / "2026-11-26.jsonl.10.1.torn").write_bytes(b'{"acti')
     late = START_US + 2 * DAY_US + 1_000_000  # earlier than the last record's time
-    with DecisionLog(
-        str(log_copy),
-        sync="never",
-        clock=lambda: late * 1000,
-        key=str(pristine[0].parent / "signing.key"),
-        origin="example/log",
-        checkpoint_every=0,
-    ) as log:
-        log._store.tree = None  # type: ignore[attr-defined]  # no checkpoint on close
-        log.record("late", True, {}, {})
+    # The writer never stamps a record before its predecessor: a log written by an older
+    # version may hold such a line, appended here as that version wrote it.
+    last = DecisionLog(str(log_copy)).recent(1)[0]
+    when = format_utc(late)
+    stale = last._replace(seq=last.seq + 1, id=uuid7(), timestamp=late / 1e6, datetime_utc=when)
+    with open(log_copy / f"{when[:10]}.jsonl", "ab") as fh:
+        fh.write(format_record(stale) + b"\n")
     report = verify(log_copy, pristine[1])
     assert report.ok, report.failures
     assert report.kinds() == {"crash_fragment", "unsigned", "clock_backwards"}

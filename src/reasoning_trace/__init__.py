@@ -26,13 +26,16 @@ from .errors import (
     RedactionError,
     ReplicationError,
     SignatureError,
+    SigningKeyError,
     StorageError,
     StreamConfigError,
     UnknownKey,
+    UnreconciledLog,
 )
 from .events import bus, decision_summary, set_consent_gate
 from .files import FileStore
 from .log import DecisionLog
+from .metrics import counters
 from .query import Filter
 from .record import Decision, uuid7
 from .store import Store
@@ -89,12 +92,15 @@ __all__ = [
     "ReplicationError",
     "Replicator",
     "SignatureError",
+    "SigningKeyError",
     "StorageError",
     "Store",
     "StreamConfigError",
     "UnknownKey",
+    "UnreconciledLog",
     "__version__",
     "bus",
+    "counters",
     "decision_summary",
     "read_recent",
     "record_decision",

@@ -23,7 +23,7 @@ from .checkpoint import Checkpoint, Checkpoints, TreeState, open_checkpoint
 from .errors import NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
-from .proof import InclusionProof
+from .proof import InclusionProof, verify_inclusion
 from .query import Filter
 from .tree import inclusion_proof, leaf_hash
 from .verify import verify_inclusion_proof
@@ -38,36 +38,60 @@ def export_bundle(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, Checkpoint]:
-    """Write the records ``flt`` matches, with proofs in a fresh checkpoint, into ``folder``."""
+    """Write the records ``flt`` matches, with their proofs in the newest signed checkpoint,
+    into ``folder``; return (records written, that checkpoint).
+
+    Reading only: nothing is signed. Records no checkpoint covers yet are left out (the
+    error says how many when none is covered). Every proof is checked before anything is
+    written: a record altered on disk fails the export (``ProofError``), so no bundle that
+    would not verify is ever made.
+    """
     records = log.query(flt)
     if not records:
         raise NotFound("no decision matches; nothing to export")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    note = log.checkpoint()
-    keys = Checkpoints(log.root).verifiers()
-    checkpoint = open_checkpoint(note, keys)
+    files = Checkpoints(log.root)
+    latest = files.latest()
+    if latest is None:
+        raise NotFound("no signed checkpoint yet; nothing can be proven (sign one first)")
+    keys = files.verifiers()
+    checkpoint = open_checkpoint(latest.note, keys)
+    signed = [d for d in records if d.seq < checkpoint.size]
+    if not signed:
+        raise NotFound(
+            f"the {len(records)} matching decisions are newer than the newest checkpoint "
+            f"({checkpoint.size} records): sign one first (`rtrace checkpoint --now`)"
+        )
 
     def prove_all(tree: TreeState, size: int) -> list[InclusionProof]:
         proofs = []
-        for n, d in enumerate(records, start=1):
+        for n, d in enumerate(signed, start=1):
             path = inclusion_proof(d.seq, checkpoint.size, tree.hashes)
-            proofs.append(InclusionProof(d.seq, checkpoint.size, leaf_hash(d.line), path))
+            leaf = leaf_hash(d.line)
+            try:
+                verify_inclusion(d.seq, checkpoint.size, leaf, path, checkpoint.root)
+            except ProofError as exc:
+                raise ProofError(
+                    f"seq {d.seq} does not verify against the checkpoint of {checkpoint.size} "
+                    f"records ({exc}): the log was altered; nothing exported (run `rtrace verify`)"
+                ) from exc
+            proofs.append(InclusionProof(d.seq, checkpoint.size, leaf, path))
             if progress:
-                progress(n, len(records))
+                progress(n, len(signed))
         return proofs
 
-    proofs = log._files().with_tree(prove_all)
-    (out / "records.jsonl").write_bytes(b"".join(d.line + b"\n" for d in records))
+    proofs = log.prove_with(prove_all)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.jsonl").write_bytes(b"".join(d.line + b"\n" for d in signed))
     bodies = []
     for proof in proofs:
         body = proof.to_json()
         body.pop("checkpoint")  # the one checkpoint is in its own file
         bodies.append(json.dumps(body, sort_keys=True) + "\n")
     (out / "proofs.jsonl").write_text("".join(bodies))
-    (out / "checkpoint").write_text(note)
+    (out / "checkpoint").write_text(latest.note)
     (out / "vkey").write_text("".join(f"{k}\n" for k in keys))
-    return len(records), checkpoint
+    return len(signed), checkpoint
 
 
 def verify_bundle(

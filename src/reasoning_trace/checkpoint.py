@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import re
@@ -32,10 +33,12 @@ from pathlib import Path
 import orjson
 import platformdirs
 
-from .errors import ForkError, NoteError, ProofError, StorageError
+from .errors import ForkError, NoteError, ProofError, SigningKeyError, StorageError
+from .layout import fsync_dir, quarantine
+from .metrics import incr
 from .note import Signer, Verifier, _b64decode, note_text, open_note, sign_note
 from .proof import verify_consistency
-from .record import format_utc
+from .record import format_utc, parse_utc
 from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
 
 __all__ = [
@@ -130,34 +133,87 @@ def key_path(origin: str) -> Path:
     )
 
 
-def load_signer(origin: str, path: Path | None = None, *, create: bool = True) -> Signer:
-    """The signing key for ``origin``, created on first use with mode 0600."""
+def load_signer(
+    origin: str,
+    path: Path | None = None,
+    *,
+    create: bool = True,
+    published: Iterable[Verifier] = (),
+) -> Signer:
+    """The signing key for ``origin``, created on first use with mode 0600.
+
+    ``published``: the verifier keys the log already published. Where one of them is named
+    ``origin``, a missing key file is not replaced by a new key (that would silently change who
+    signs the log); ``rtrace keys rotate`` (``rotate_key``) changes keys deliberately.
+    Raises ``SigningKeyError`` naming the file and what is wrong with it.
+    """
     path = path or key_path(origin)
+    mine = [v for v in published if v.name == origin]
     try:
         text = path.read_text()
     except FileNotFoundError:
+        if mine:
+            raise SigningKeyError(
+                f"no signing key at {path}, but this log already published verifier key(s) "
+                f"for {origin!r} in checkpoints/vkey: restore that key file (or point "
+                "$REASONING_TRACE_KEY at it); to start signing with a new key deliberately, run "
+                "`rtrace keys rotate` (checkpoints signed before stay verifiable)",
+                str(path),
+            ) from None
         if not create:
-            raise StorageError(f"no signing key at {path} (run `rtrace keys init`)") from None
-        return _write_key(path, Signer.generate(origin), exclusive=True)
-    signer = Signer.parse(text)
+            raise SigningKeyError(
+                f"no signing key at {path} (run `rtrace keys init`)", str(path)
+            ) from None
+        try:
+            return _write_key(path, Signer.generate(origin), exclusive=True)
+        except OSError as exc:
+            raise SigningKeyError(
+                f"cannot create the signing key at {path}: {exc.strerror or exc} (make its "
+                "folder writable, or point $REASONING_TRACE_KEY elsewhere)",
+                str(path),
+            ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"cannot read the signing key at {path}: {exc}", str(path)) from exc
+    try:
+        signer = Signer.parse(text)
+    except (NoteError, ValueError) as exc:
+        raise SigningKeyError(
+            f"the signing key file {path} is not a usable signing key ({exc}); restore it from "
+            "a backup, or start a new key deliberately with `rtrace keys rotate`",
+            str(path),
+        ) from exc
     if signer.name != origin:
-        raise NoteError(f"the key at {path} is named {signer.name!r}, not the origin {origin!r}")
+        raise SigningKeyError(
+            f"the key at {path} is named {signer.name!r}, not the log's origin {origin!r}",
+            str(path),
+        )
     if path.stat().st_mode & 0o077:
         logger.warning("reasoning_trace: signing key %s is readable by others (chmod 600 it)", path)
     return signer
 
 
 def _write_key(path: Path, signer: Signer, *, exclusive: bool) -> Signer:
+    """Create the key file with its whole content at once (a temporary file hard-linked into
+    place), so a concurrent process never reads it half written; if another process created it
+    first, use theirs."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return Signer.parse(path.read_text())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(signer) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(signer) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return Signer.parse(path.read_text())
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
     return signer
 
 
@@ -188,7 +244,13 @@ class Entry:
 
 
 class Checkpoints:
-    """The checkpoint files of one log root."""
+    """The checkpoint files of one log root.
+
+    Checkpoint day files get the care day files get (SPEC 2): a line is appended whole or not
+    at all (a failed write is cut back), and bytes after the last newline, left by a crash, are
+    never read as a checkpoint; the next writer restores the newline of a whole entry or moves
+    a torn one to ``quarantine/``.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -200,20 +262,34 @@ class Checkpoints:
         """The checkpoint day files, oldest first."""
         if not self.dir.is_dir():
             return []
-        return sorted(p for p in self.dir.glob("*.jsonl") if len(p.stem) == 10)
+        return sorted(p for p in self.dir.glob("*.jsonl") if len(p.stem) == 10 and p.is_file())
 
     def entries(self) -> Iterator[Entry]:
-        """Every checkpoint, in the order they were signed (streaming)."""
+        """Every checkpoint, in the order they were signed (streaming); a malformed line raises
+        ``NoteError`` and the iteration goes on after it. A torn last line is not an entry
+        (see ``torn``)."""
         for path in self.days():
             with open(path, "rb") as fh:
                 for n, raw in enumerate(fh, start=1):
-                    yield _entry(raw, str(path), n)
+                    if raw.endswith(b"\n"):
+                        yield _entry(raw, str(path), n)
+
+    def torn(self) -> list[tuple[Path, int, int]]:
+        """(file, byte offset, length) of the bytes after the last newline of each checkpoint
+        file: a checkpoint write a crash interrupted, not yet repaired by a writer."""
+        out = []
+        for path in self.days():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                out.append((path, cut, len(data) - cut))
+        return out
 
     def latest(self) -> Entry | None:
-        """The last checkpoint signed (from the newest day file's last line)."""
+        """The last checkpoint signed (from the newest day file's last complete line)."""
         for path in reversed(self.days()):
             data = path.read_bytes()
-            lines = data.splitlines()
+            lines = data[: data.rfind(b"\n") + 1].splitlines()
             if lines:
                 return _entry(lines[-1], str(path), len(lines))
         return None
@@ -258,13 +334,44 @@ class Checkpoints:
         if any(str(v) == str(verifier) for v in self.verifiers()):
             return
         self.dir.mkdir(exist_ok=True)
-        with open(self.vkey, "a") as fh:
-            fh.write(f"{verifier}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append_whole(self.vkey, f"{verifier}\n".encode())
+
+    def repair(self) -> None:
+        """Mend each checkpoint file a crash left without its final newline (writer only)."""
+        for path, cut, length in self.torn():
+            with open(path, "rb") as fh:
+                fh.seek(cut)
+                fragment = fh.read(length)
+            try:
+                _entry(fragment, str(path), 0)
+            except NoteError:
+                qpath = quarantine(self.root, f"checkpoints-{path.name}.{cut}", fragment)
+                with open(path, "r+b") as fh:
+                    fh.truncate(cut)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                incr("torn_tails_quarantined")
+                logger.warning(
+                    "reasoning_trace: cut a torn checkpoint line of %d bytes from %s at byte "
+                    "%d (a checkpoint write interrupted by a crash); kept in %s",
+                    length,
+                    path,
+                    cut,
+                    qpath,
+                )
+            else:
+                _append_whole(path, b"\n")
+                incr("newlines_restored")
+                logger.warning(
+                    "reasoning_trace: restored the newline of the last checkpoint in %s", path
+                )
 
     def append(self, checkpoint: Checkpoint, note: str, micros: int) -> None:
-        """Record a signed checkpoint durably and make it the newest."""
+        """Record a signed checkpoint durably and make it the newest.
+
+        A failed write (a full disk) leaves no partial line: the file is cut back, the error
+        raised, and the checkpoint can be signed again later.
+        """
         self.dir.mkdir(exist_ok=True)
         when = format_utc(micros)
         line = orjson.dumps(
@@ -276,21 +383,54 @@ class Checkpoints:
             },
             option=orjson.OPT_SORT_KEYS,
         )
-        with open(self.dir / f"{when[:10]}.jsonl", "ab") as fh:
-            fh.write(line + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self.dir / f"{when[:10]}.jsonl"
+        if path.exists() and path.stat().st_size and not _ends_with_newline(path):
+            self.repair()  # another writer crashed mid-line: never weld onto its bytes
+        _append_whole(path, line + b"\n")
+        self.write_newest(note)
+
+    def write_newest(self, note: str) -> None:
+        """Replace ``<root>/checkpoint`` with ``note`` atomically (a temporary file renamed)."""
         tmp = self.root / ".checkpoint.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(note)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.newest)
-        dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            with open(tmp, "w") as fh:
+                fh.write(note)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.newest)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.root)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` and fsync; on failure cut the file back to its old size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError as exc:
+                logger.error(
+                    "reasoning_trace: could not cut %s back to %d bytes: %s", path, size, exc
+                )
+            raise
+    finally:
+        os.close(fd)
 
 
 def _entry(raw: bytes, file: str, line: int) -> Entry:
@@ -322,6 +462,7 @@ class TreeState:
         key: Path | None = None,
         every: int = CHECKPOINT_EVERY,
         seconds: float = CHECKPOINT_SECONDS,
+        hashes: Path | None = None,
     ) -> None:
         self.files = Checkpoints(root)
         self.origin = origin or self.files.origin() or default_origin()
@@ -329,20 +470,40 @@ class TreeState:
         self.every = every
         self.seconds = seconds
         self.files = Checkpoints(root)
-        self.hashes = HashFile(str(root / ".rtrace" / "hashes"))
+        self.hashes = HashFile(str(hashes or root / ".rtrace" / "hashes"))
         self.range: CompactRange | None = None
         self._pending: list[bytes] = []  # stored hashes not yet in the file
         self.halted: str | None = None  # why signing stopped, if it did
+        self.owed = False  # a due checkpoint could not be written (a full disk): sign it next
+        self.floor_micros = 0  # the newest record's instant: no checkpoint is dated before it
+        self._first_batch_done = False
         self._signer: Signer | None = None
         self._last_signed: float | None = None  # monotonic time of the last checkpoint
 
     @property
     def signer(self) -> Signer:
-        """The signing key, loaded (or created) on first use."""
+        """The signing key, loaded (or created, for a log that published none) on first use.
+
+        Raises ``SigningKeyError`` naming the key file when it cannot be used: the writer
+        calls this before its first append, so a log never records while unable to sign.
+        """
         if self._signer is None:
-            self._signer = load_signer(self.origin, self.key)
-            self.files.publish(self._signer.verifier)
+            try:
+                published = self.files.verifiers()
+            except NoteError as exc:
+                raise SigningKeyError(
+                    f"{self.files.vkey} holds a malformed verifier key ({exc})",
+                    str(self.files.vkey),
+                ) from exc
+            signer = load_signer(self.origin, self.key, published=published)
+            self.files.publish(signer.verifier)
+            self.files.repair()
+            self._signer = signer
         return self._signer
+
+    def ready(self) -> None:
+        """Check, before the first record, that this log can sign: see ``signer``."""
+        self.signer  # noqa: B018 -- loads and checks the key
 
     def flush(self) -> None:
         """Write buffered hashes to the hash file (before the writer lock is let go)."""
@@ -402,6 +563,12 @@ class TreeState:
         """
         rng = self.sync_to(start, lines_from, trusted=trusted)
         due: list[tuple[int, bytes]] = []
+        if not self._first_batch_done:
+            self._first_batch_done = True
+            if start and self.files.latest() is None:
+                # Records nobody signed yet precede this batch (the original module's, being
+                # adopted): a checkpoint signs them before anything else.
+                due.append((start, rng.root()))
         pending = self._pending  # nothing below flushes until the loop is done
         day = prev_day
         for line_day, line in lines:
@@ -418,6 +585,8 @@ class TreeState:
             self._last_signed = now
         elif self.seconds and now - self._last_signed >= self.seconds:
             due.append((rng.size, rng.root()))
+        if self.owed and (not due or due[-1][0] != rng.size):
+            due.append((rng.size, rng.root()))  # a checkpoint that could not be written before
         if due:
             before_sign()
             self.flush()
@@ -443,6 +612,9 @@ class TreeState:
                 if latest.size == size:
                     if latest.root != root:
                         raise ProofError(f"size {size} was signed with another root")
+                    if self.owed:  # its line was written; the newest-note file may not be
+                        self.files.write_newest(latest.note)
+                        self.owed = False
                     return None
                 if latest.size:
                     proof = consistency_proof(latest.size, size, self.hashes)
@@ -457,9 +629,21 @@ class TreeState:
                     logger.error("reasoning_trace: %s", self.halted)
                     return None
                 raise ForkError(self.halted) from exc
+        # A checkpoint is never dated before the records it covers or the checkpoint before
+        # it, whatever the clock says: its day file then follows the signing order.
+        micros = max(micros, self.floor_micros)
+        if latest is not None:
+            with contextlib.suppress(ValueError):  # a date this product did not write
+                micros = max(micros, parse_utc(latest.datetime_utc))
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_note(checkpoint.body(), [self.signer])
-        self.files.append(checkpoint, note, micros)
+        try:
+            self.files.append(checkpoint, note, micros)
+        except OSError:
+            self.owed = True  # signed again, at the then current size, by the next batch
+            incr("checkpoint_write_failures")
+            raise
+        self.owed = False
         self._last_signed = time.monotonic()
         return note
 

@@ -12,6 +12,7 @@ Tests: ``tests/test_compat.py``.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import sys
@@ -19,10 +20,18 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import CorruptLine
+from .errors import (
+    ConflictError,
+    CorruptLine,
+    LogRootMissing,
+    RecordError,
+    SigningKeyError,
+    UnreconciledLog,
+)
 from .events import bus
 from .files import resolve_root
 from .log import DecisionLog
+from .metrics import incr
 from .record import uuid7
 
 __all__ = ["_file_for", "_resolve_trace_dir", "read_recent", "record_decision"]
@@ -96,11 +105,39 @@ def record_decision(
     except Exception as exc:  # noqa: BLE001 -- SPEC 5: never raises; the failure is logged
         if quiet is not None:
             bus.stored(quiet, None)
-        logger.warning("reasoning_trace: decision not recorded: %s", exc)
+        _not_recorded(exc)
         return False
     if quiet is not None:
         bus.stored(quiet, decision.seq)
     return True
+
+
+def _not_recorded(exc: Exception) -> None:
+    """Log and count a decision that was not recorded: a refusal of the caller's input is a
+    warning; a log that cannot store is an ERROR with its cause and the fix (SPEC 5), counted
+    as ``decisions_not_stored`` for ``/metrics`` and ``rtrace doctor``."""
+    if isinstance(exc, RecordError | ConflictError):
+        incr("decisions_refused")
+        logger.warning("reasoning_trace: decision not recorded (refused): %s", exc)
+        return
+    incr("decisions_not_stored")
+    logger.error("reasoning_trace: decision NOT recorded: %s. Fix: %s", exc, fix_for(exc))
+
+
+def fix_for(exc: BaseException) -> str:
+    """What an operator should do about a log that cannot store (one sentence)."""
+    if isinstance(exc, SigningKeyError):
+        return "restore the signing key file, or run `rtrace keys rotate` to start a new key"
+    if isinstance(exc, UnreconciledLog):
+        return "restore the missing records; `rtrace verify` lists them"
+    if isinstance(exc, LogRootMissing):
+        return "recreate the log directory (or point $REASONING_TRACE_DIR at it)"
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC:
+        return "free space on the log's disk; recording resumes by itself"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the log directory writable for this process's user"
+    return "run `rtrace doctor` on the log directory for a diagnosis"
 
 
 def read_recent(limit: int = 200) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
     ├── StorageError (OSError)        the store could not read or durably write; nothing was written
     │   ├── LogRootMissing            the log's root directory vanished under a running log
+    │   ├── UnreconciledLog           the day files do not reach what was acknowledged or signed
+    │   ├── SigningKeyError           the signing key is missing, unreadable or malformed
     │   └── ReplicationError          the JetStream server cannot be reached or refuses a request
     │       └── StreamConfigError     the stream's settings would let replicated history go
     └── IntegrityError                evidence that something is not what was signed
@@ -49,9 +51,11 @@ __all__ = [
     "RedactionError",
     "ReplicationError",
     "SignatureError",
+    "SigningKeyError",
     "StorageError",
     "StreamConfigError",
     "UnknownKey",
+    "UnreconciledLog",
 ]
 
 
@@ -136,6 +140,24 @@ class LogRootMissing(StorageError):
     The log does not silently start a new, empty history in its place: restore or recreate the
     directory, and the next record lands after whatever the day files then hold.
     """
+
+
+class UnreconciledLog(StorageError):
+    """The day files hold fewer records than the log already acknowledged or signed.
+
+    Writing now would give an acknowledged (or signed) ``seq`` to another decision, so the
+    writer refuses; the message names what it found. Restore the missing records (``rtrace
+    verify`` lists them) before recording again.
+    """
+
+
+class SigningKeyError(StorageError):
+    """The log's signing key cannot be used: missing where the log already published verifier
+    keys, unreadable, or not a signing key. ``path`` names the key file."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ReplicationError(StorageError):

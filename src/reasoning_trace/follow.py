@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .errors import CorruptLine
+from .legacy import is_legacy_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
@@ -35,7 +36,10 @@ def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, in
     if after_seq is None:
         day = days[-1]
         for offset, line in store._lines_backward(store.day_path(day)):
-            seq = orjson.loads(line)["seq"]
+            obj = orjson.loads(line) if line.startswith(b"{") else None
+            seq = obj.get("seq") if isinstance(obj, dict) else None
+            if type(seq) is not int:  # the original module's line: its seq is its position
+                seq = store.legacy_prefix().leaves - 1
             return day, offset + len(line) + 1, seq
         return day, 0, -1
     if after_seq < 0:
@@ -77,6 +81,8 @@ def _follow(
             try:
                 decision = decision_from_dict(orjson.loads(line), line)
             except ValueError as exc:
+                if is_legacy_line(line):
+                    continue  # the original module's line: no seq; the writer takes it in
                 raise CorruptLine(str(store.day_path(day)), off, str(exc)) from exc
             if decision.seq > last:
                 last = decision.seq

@@ -17,12 +17,15 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .errors import CorruptLine, StorageError
-from .record import Decision, decision_from_dict, parse_record
+from .layout import is_day
+from .legacy import is_legacy_line, read_line
+from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -49,6 +52,11 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
 def _exact(flt: Filter) -> bool:
     """Whether the SQL conditions decide the filter exactly (subject values given as text
     are compared as text, which is the filter's own rule for them)."""
@@ -67,9 +75,9 @@ class _Stale(Exception):
 class Index:
     """seq/id → (day, offset, length), derived from a ``FileStore``'s day files."""
 
-    def __init__(self, store: FileStore) -> None:
+    def __init__(self, store: FileStore, path: Path) -> None:
         self._store = store
-        self._path = store.root / ".rtrace" / "index.sqlite"
+        self._path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
@@ -147,6 +155,7 @@ class Index:
             vetoes: list[tuple[str, int]] = []
             subjects: list[tuple[str, str, int]] = []
             end_day, end_off = day0, off0
+            prefix = self._store.legacy_prefix()
             for day in self._store.days():
                 if day0 is not None and day < day0:
                     continue
@@ -155,8 +164,17 @@ class Index:
                     raise _Stale
                 for offset, _lineno, line in self._store.lines(day, start):
                     try:
-                        d = decision_from_dict(orjson.loads(line), line)
+                        if prefix.covers(day, offset):
+                            d = read_line(line, next_seq)
+                        else:
+                            d = decision_from_dict(orjson.loads(line), line)
                     except ValueError as exc:
+                        if prefix.covers(day, offset):
+                            next_seq += 1  # a legacy line that does not parse: a leaf all the same
+                            end_day, end_off = day, offset + len(line) + 1
+                            continue
+                        if is_legacy_line(line):
+                            continue  # the original module's line after adoption: not a record
                         path = str(self._store.day_path(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
                     seq = d.seq
@@ -183,10 +201,10 @@ class Index:
             )
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise _Stale(f"an id appears twice among seq {rows[0][0]}..{rows[-1][0]}") from exc
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)  # SQLite may have rolled back already (a full disk): keep the cause
             raise
 
     def _rebuild_locked(self) -> None:
@@ -222,7 +240,9 @@ class Index:
             with self._lock:
                 row = (
                     self._conn()
-                    .execute(f"SELECT day, offset, length FROM records WHERE {where}=?", (key,))
+                    .execute(
+                        f"SELECT day, offset, length, seq FROM records WHERE {where}=?", (key,)
+                    )
                     .fetchone()
                 )
             if row is None:
@@ -237,7 +257,9 @@ class Index:
                     self._rebuild_locked()
         return None
 
-    def _read_at(self, day: str, offset: int, length: int) -> Decision | None:
+    def _read_at(self, day: str, offset: int, length: int, seq: int) -> Decision | None:
+        if not isinstance(day, str) or not is_day(day):
+            return None  # a row naming no day file of this log: the index is not trusted
         path = self._store.day_path(day)
         try:
             with open(path, "rb") as fh:
@@ -248,8 +270,8 @@ class Index:
         if len(line) != length + 1 or not line.endswith(b"\n"):
             return None
         try:
-            return parse_record(line[:-1], file=str(path), offset=offset)
-        except CorruptLine:
+            return read_line(line[:-1], seq)
+        except ValueError:
             return None
 
     # --- queries -----------------------------------------------------------------------------
@@ -297,28 +319,30 @@ class Index:
 
     def _rows(
         self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
-    ) -> list[tuple[str, int, int]]:
+    ) -> list[tuple[str, int, int, int]]:
         self.catch_up()
         where, args = self._where(flt, probe=limit is not None)
         if before_seq is not None:
             where += " AND r.seq < ?"
             args.append(min(before_seq, MAX_SEQ))
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT day, offset, length FROM records r WHERE {where} ORDER BY r.seq {order}"
+        sql = f"SELECT day, offset, length, seq FROM records r WHERE {where} ORDER BY r.seq {order}"
         if limit is not None and _exact(flt):
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return self._conn().execute(sql, args).fetchall()
 
-    def _read(self, rows: list[tuple[str, int, int]]) -> Iterator[tuple[str, int, bytes]]:
-        """(day file path, offset, line) for each row, one open file per day."""
+    def _read(self, rows: list[tuple[str, int, int, int]]) -> Iterator[tuple[str, int, bytes, int]]:
+        """(day file path, offset, line, seq) for each row, one open file per day."""
         handles: dict[str, int] = {}
         try:
-            for day, offset, length in rows:
+            for day, offset, length, seq in rows:
+                if not isinstance(day, str) or not is_day(day):
+                    raise _Stale(f"a row names {day!r}, not a day file of this log")
                 fd = handles.get(day)
                 if fd is None:
                     fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
-                yield self._store._day_s(day), offset, os.pread(fd, length, offset)
+                yield self._store._day_s(day), offset, os.pread(fd, length, offset), seq
         finally:
             for fd in handles.values():
                 os.close(fd)
@@ -332,13 +356,34 @@ class Index:
         before_seq: int | None = None,
     ) -> list[Decision]:
         """The decisions a filter matches, found through the index and checked exactly."""
+        for attempt in range(2):
+            try:
+                return self._select(flt, limit, newest_first, before_seq)
+            except _Stale:
+                if attempt:
+                    raise StorageError(
+                        f"the index of {self._store.root} disagrees with its day files even "
+                        "rebuilt (run `rtrace verify`)"
+                    ) from None
+                with self._lock:
+                    self._rebuild_locked()
+        raise AssertionError("unreachable")
+
+    def _select(
+        self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None
+    ) -> list[Decision]:
+        """``select`` once; ``_Stale`` when a row does not lead to the record it names (only
+        bytes read from this log's own day files, at the place the seq says, are returned)."""
         exact = _exact(flt)
         out: list[Decision] = []
-        for path, offset, line in self._read(self._rows(flt, limit, newest_first, before_seq)):
+        rows = self._rows(flt, limit, newest_first, before_seq)
+        for _path, _offset, line, seq in self._read(rows):
             try:
-                d = decision_from_dict(orjson.loads(line), line)
+                d = read_line(line, seq)
             except ValueError as exc:  # the index is stale or the file was edited
-                raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+                raise _Stale(f"seq {seq}: not a record there ({exc})") from exc
+            if d.seq != seq:
+                raise _Stale(f"seq {seq}: the line there is seq {d.seq}")
             if exact or flt.matches(d):
                 out.append(d)
                 if limit is not None and len(out) >= limit:
@@ -352,7 +397,7 @@ class Index:
         ``None``): what ``rtrace query --format json`` prints."""
         if not _exact(flt):
             return None
-        return [line for _, _, line in self._read(self._rows(flt, limit, newest_first))]
+        return [d.line for d in self.select(flt, limit=limit, newest_first=newest_first)]
 
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""

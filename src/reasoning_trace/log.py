@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
 from .errors import CorruptLine, NotFound, StorageError
@@ -37,6 +37,8 @@ from .store import Store
 from .tree import consistency_proof, inclusion_proof, leaf_hash
 
 __all__ = ["DecisionLog"]
+
+T = TypeVar("T")
 
 
 def _outcome(result: object) -> Decision:
@@ -391,25 +393,26 @@ class DecisionLog:
                 note = latest.note
             return note
 
-        return self._files().with_tree(sign)
+        return self._files().with_tree(sign, write=True)
 
     def prove(self, key: int | str, size: int | None = None) -> InclusionProof:
         """An inclusion proof of one decision (by seq or id) in the tree of ``size`` records.
 
-        ``size`` defaults to the newest checkpoint, signing one first if that does not cover
-        the decision yet, so the proof always comes with the note it verifies against.
+        ``size`` defaults to the newest checkpoint, so the proof comes with the note it
+        verifies against. Proving never signs (reading never writes): a decision that no
+        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``).
         """
         decision = self.get(key)
-        clock = time.time_ns
 
         def prove(tree: TreeState, head: int) -> InclusionProof:
             n, note = size, None
             if n is None:
                 latest = tree.files.latest()
                 if latest is None or latest.size <= decision.seq:
-                    note = tree.sign_current(clock() // 1000)
-                    latest = tree.files.latest()
-                assert latest is not None
+                    raise NotFound(
+                        f"seq {decision.seq} is not yet covered by a signed checkpoint "
+                        "(`rtrace checkpoint --now` where the log is written signs one)"
+                    )
                 n, note = latest.size, latest.note
             elif not decision.seq < n <= head:
                 raise ValueError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")
@@ -424,6 +427,11 @@ class DecisionLog:
             )
 
         return self._files().with_tree(prove)
+
+    def prove_with(self, action: Callable[[TreeState, int], T]) -> T:
+        """Run ``action(tree, size)`` on the log's tree caught up to its head (reading: no
+        lock, nothing signed, unless this log is the writer)."""
+        return self._files().with_tree(action)
 
     def consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
         """A consistency proof from the tree of ``old`` records to that of ``new`` (default:

@@ -13,6 +13,7 @@ Tests: ``tests/test_record.py`` (round-trips, refusals, hypothesis properties).
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "format_record",
     "format_utc",
     "parse_record",
+    "parse_utc",
     "prepare",
     "uuid7",
 ]
@@ -143,6 +145,36 @@ def format_utc(micros: int) -> str:
         f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
         f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{frac:06d}Z"
     )
+
+
+#: The latest instant a record can carry: 9999-12-31T23:59:59.999999Z (four-digit years only).
+MAX_MICROS = 253_402_300_799_999_999
+
+
+def parse_utc(text: str) -> int:
+    """The instant, in Unix microseconds, of a ``datetime_utc`` written by ``format_utc``.
+
+    Raises ``ValueError`` for any other text.
+    """
+    if len(text) != 27 or text[4] != "-" or text[10] != "T" or text[19] != "." or text[26] != "Z":
+        raise ValueError(f"not a record instant: {text!r}")
+    digits = text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+    if not (digits.isascii() and digits.isdigit() and text[20:26].isdigit()):
+        raise ValueError(f"not a record instant: {text!r}")
+    seconds = calendar.timegm(
+        (
+            int(text[:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            0,
+            0,
+            0,
+        )
+    )
+    return seconds * 1_000_000 + int(text[20:26])
 
 
 def _type_name(value: Any) -> str:
@@ -370,6 +402,7 @@ def prepare(
     node: str | None = None,
     redact: Sequence[Redactor] = (),
     max_line_bytes: int = MAX_LINE_BYTES,
+    legacy_source: Mapping[str, Any] | None = None,
 ) -> Pending:
     """Validate, redact and encode a decision; raise ``RecordError`` naming the field path.
 
@@ -410,6 +443,8 @@ def prepare(
 
     head = b'{"action":' + enc(action) + b',"approved":' + enc(approved) + b',"datetime_utc":"'
     mid = b'","id":' + enc(id)
+    if legacy_source is not None:  # a record taken in from the original module's bytes
+        mid += b',"legacy_source":' + _exact(dict(legacy_source), "legacy_source")
     if node is not None:
         mid += b',"node":' + enc(node)
     mid += b',"reason":' + enc(fields["reason"])

@@ -811,8 +811,11 @@ def create_app(
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         out: dict[str, Any] = {"decision": d.to_dict()}
-        if proof:
-            out["proof"] = log.prove(d.seq).to_json()
+        if proof:  # reading never signs: null until a checkpoint covers the decision
+            try:
+                out["proof"] = log.prove(d.seq).to_json()
+            except NotFound:
+                out["proof"] = None
         return out
 
     @app.get(

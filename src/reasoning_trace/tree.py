@@ -234,13 +234,15 @@ class MemoryHashes:
 class HashFile:
     """The derived hash file: 32-byte stored hashes, appended in ``stored_hash_index`` order."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly  # for auditors: opened read-only, never created
         self._fd: int | None = None
 
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
+            self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
         return self._fd
 
     def count(self) -> int:
@@ -267,15 +269,22 @@ class HashFile:
         os.ftruncate(self._open(), stored_hash_count(size) * HASH_SIZE)
 
     def append(self, hashes: Sequence[bytes]) -> None:
-        """Append stored hashes at the end of the file."""
+        """Append stored hashes after the last whole hash of the file.
+
+        A failed write (a full disk) is cut back, so the file never holds part of a hash.
+        """
         fd = self._open()
         data = b"".join(hashes)
-        end = os.fstat(fd).st_size
+        start = end = os.fstat(fd).st_size // HASH_SIZE * HASH_SIZE
         view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, end)
-            end += n
-            view = view[n:]
+        try:
+            while view:
+                n = os.pwrite(fd, view, end)
+                end += n
+                view = view[n:]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
 
     def close(self) -> None:
         """Close the file."""

@@ -39,6 +39,8 @@ import orjson
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
+from .layout import is_day
+from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
@@ -68,6 +70,10 @@ FAILURES = (
     "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
     "fork",  # two signed checkpoints of one size with different roots
     "no_key",  # checkpoints exist but there is no verifier key to check them
+    "no_checkpoint",  # a pinned verifier key, records, and not one checkpoint it verifies
+    "unsigned_stale",  # records a running writer would have signed, that no checkpoint covers
+    "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
+    "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -76,6 +82,9 @@ NOTES = (
     "clock_backwards",  # a record's timestamp is before the previous one's
     "key_from_stream",  # a replica was checked with the key its node replicated, not yours
     "expiring_stream",  # the stream's settings would let replicated history expire
+    "legacy",  # records the original module wrote, adopted into the tree as they are
+    "legacy_unparseable",  # a line of the original module that is not a record (kept, a leaf)
+    "foreign_line",  # the original module's line after this log's records: not in the tree
 )
 MAX_PER_KIND = 1000
 
@@ -233,7 +242,7 @@ class _StoredLeaves:
 
     def __init__(self, root: Path) -> None:
         path = root / DERIVED_DIR / "hashes"
-        self.file = HashFile(str(path)) if path.exists() else None
+        self.file = HashFile(str(path), readonly=True) if path.is_file() else None
         self.leaves = self.file.leaves() if self.file else 0
 
     def get(self, seq: int) -> bytes | None:
@@ -245,7 +254,8 @@ class _StoredLeaves:
 class _Detail:
     """The second pass over a span: parse each line and classify what is wrong."""
 
-    def __init__(self, report: Report, stored: _StoredLeaves, start: int) -> None:
+    def __init__(self, report: Report, stored: _StoredLeaves, start: int, prefix: Prefix) -> None:
+        self.prefix = prefix
         self.report = report
         self.stored = stored
         self.expected = start
@@ -272,6 +282,19 @@ class _Detail:
 
     def line(self, file: str, lineno: int, line: bytes) -> None:
         add = self.report.add
+        day = os.path.basename(file)[:10]
+        if self.prefix.covers_line(day, lineno):  # the original module's: its place is its seq
+            if not line:
+                return  # a blank line: not a leaf
+            seq = self.expected
+            stored = self.stored.get(seq)
+            if stored is not None and stored != leaf_hash(line):
+                self.suspect[seq] = (file, lineno)
+            self.expected += 1
+            self.last_day = day
+            return
+        if b'"v":' not in line and is_legacy_line(line):
+            return  # not a leaf (noted by the first pass)
         try:
             obj = orjson.loads(line)
             seq = obj["seq"]
@@ -367,10 +390,14 @@ def verify(
     *,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
-    ``vkey``: the auditor's verifier key(s); default, the keys the log published.
+    ``vkey``: the auditor's verifier key(s); default, the keys the log published. A pinned
+    key fails closed: records and no checkpoint it verifies is a failure. ``trusted``:
+    checkpoint notes the auditor kept from before (signed by ``vkey``); the log fails if it
+    is shorter than one (a rollback) or its tree at that size has another root (a fork).
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
@@ -383,6 +410,16 @@ def verify(
     if verifiers is None:
         verifiers = files.verifiers()
     signed = _checkpoints(files, verifiers, report)
+    kept = _trusted(trusted, verifiers, report)
+    for path, offset, length in files.torn():
+        report.add(
+            Finding(
+                "torn_tail",
+                f"{path}: {length} bytes after the last newline at byte {offset} (a checkpoint "
+                "write interrupted by a crash; the next writer moves them to quarantine/)",
+                str(path),
+            )
+        )
     if not verifiers and files.days():
         report.add(
             Finding(
@@ -390,13 +427,66 @@ def verify(
                 "the log has checkpoints but no verifier key to check them (give one with vkey=)",
             )
         )
-    days = sorted(p for p in base.glob("*.jsonl") if len(p.stem) == 10)
+    days = sorted(
+        p for p in base.glob("*.jsonl") if is_day(p.stem) and p.is_file() and not p.is_symlink()
+    )
     total = sum(p.stat().st_size for p in days)
 
     # Pass 1: hash every line, compare roots at the signed sizes.
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
-    size, done, places = _hash_pass(days, signed, report, total, progress, workers)
+    prefix = find_prefix(str(base), [p.stem for p in days])
+    if prefix.leaves:
+        report.add(
+            Finding(
+                "legacy",
+                f"seq 0..{prefix.leaves - 1}: {prefix.parsed} records written by the original "
+                "module (and any lines of its that do not parse), kept as they are and covered "
+                "by the tree from their adoption on",
+                None,
+                None,
+                0,
+                prefix.leaves - 1,
+            )
+        )
+    for day, lineno in prefix.unparseable:
+        file = str(base / f"{day}.jsonl")
+        report.add(
+            Finding(
+                "legacy_unparseable",
+                f"{file}:{lineno}: a line of the original module that is not a record (torn or "
+                "interleaved by its concurrent writers); kept as it is, a leaf of the tree",
+                file,
+                lineno,
+            )
+        )
+    targets = sorted([*signed, *kept], key=lambda t: t.size)
+    size, done, places = _hash_pass(days, targets, report, total, progress, workers, prefix)
+    for k in kept:
+        if k.size > size:
+            report.add(
+                Finding(
+                    "rollback",
+                    f"the log has {size} records, fewer than the {k.size} of the checkpoint you "
+                    f"kept ({k.where}): records were removed after it was signed",
+                    None,
+                    None,
+                    size,
+                    k.size - 1,
+                )
+            )
+        elif not (k.matched or (k.size == 0 and k.root == EMPTY_ROOT)):
+            report.add(
+                Finding(
+                    "trusted_mismatch",
+                    f"the log's first {k.size} records do not hash to the root of the checkpoint "
+                    f"you kept ({k.where}): its signed history was rewritten",
+                    None,
+                    None,
+                    0,
+                    k.size - 1,
+                )
+            )
     report.records, report.bytes = size, done
     if size == 0 and any(s.size == 0 for s in signed):
         for s in signed:
@@ -438,7 +528,33 @@ def verify(
             spans.append((good, s.size))
     report.signed_size = good
     newest = max((s.size for s in signed), default=0)
-    if size > newest:
+    if vkey is not None and size and not report.checkpoints:
+        report.add(
+            Finding(
+                "no_checkpoint",
+                f"{size} records and not one checkpoint that the verifier key you gave "
+                "verifies: nothing here is proven (were checkpoints deleted?)",
+                None,
+                None,
+                0,
+                size - 1,
+            )
+        )
+    stale = _stale_unsigned(days, places, newest, size)
+    if stale:
+        report.add(
+            Finding(
+                "unsigned_stale",
+                f"seq {newest}..{size - 1}: not covered by a signed checkpoint although records "
+                f"of a later day ({stale}) follow them; a writer signs when a UTC day ends, so "
+                "their checkpoint is missing",
+                None,
+                None,
+                newest,
+                size - 1,
+            )
+        )
+    elif size > newest:
         report.add(
             Finding(
                 "unsigned",
@@ -456,7 +572,7 @@ def verify(
     stored = _StoredLeaves(base)
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
     if start < size:  # else every record is covered by a matching checkpoint
-        detail = _Detail(report, stored, start)
+        detail = _Detail(report, stored, start, prefix)
         d_index, offset = places[start]
         if start:  # the day of the record just before the pass, for a gap right at it
             detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
@@ -498,6 +614,7 @@ class _Chunk:
     odd: list[tuple[int, bytes, bytes]]  # (index in chunk, timestamp, previous timestamp)
     torn: int  # bytes after the file's last newline (only in its last chunk)
     nbytes: int
+    legacy: list[int] = field(default_factory=list)  # lines of the original module's shape
 
 
 def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
@@ -534,8 +651,11 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     add = leaves.append
     odd: list[tuple[int, bytes, bytes]] = []
     prev = first_dt = b""
+    legacy: list[int] = []
     for k, line in enumerate(parts):
         add(sha(b"\x00" + line).digest())
+        if b'"v":' not in line and is_legacy_line(line):
+            legacy.append(k)
         i = line.find(b'"datetime_utc":"')
         dt = line[i + 16 : i + 43] if i >= 0 else b""
         if dt < prev or dt[:10] != day:
@@ -544,7 +664,7 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
         if k == 0:
             first_dt = dt
     lengths = array("I", map(len, parts)).tobytes()
-    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data))
+    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
 
 
 def _chunks(days: list[Path], workers: int) -> Iterator[tuple[int, _Chunk]]:
@@ -578,6 +698,7 @@ def _hash_pass(
     total: int,
     progress: Callable[[int, int], None] | None,
     workers: int,
+    prefix: Prefix,
 ) -> tuple[int, int, dict[int, tuple[int, int]]]:
     """Fold every leaf into the tree's edge and compare the root at each signed size.
 
@@ -609,9 +730,11 @@ def _hash_pass(
             )
         if chunk.last_dt:
             last_dt = chunk.last_dt
-        size0 = size
         leaves = chunk.leaves
+        skip = _foreign_lines(chunk, days[d_index], prefix, file_lines, report)
         for j in range(0, len(leaves), 32):
+            if skip and j // 32 in skip:
+                continue  # the original module's line after this log's records: not a leaf
             h = leaves[j : j + 32]
             n = size
             while n & 1:
@@ -627,10 +750,10 @@ def _hash_pass(
                     targets[t_index].matched = root == targets[t_index].root
                     t_index += 1
                 next_size = targets[t_index].size if t_index < len(targets) else -1
-                k = size - size0
+                k = j // 32 + 1  # lines of the chunk up to this leaf's
                 upto = sum(array("I", chunk.lengths[: 4 * k])) + k
                 places[size] = (d_index, chunk.first_offset + upto)
-        file_lines += size - size0
+        file_lines += len(leaves) // 32
         done += chunk.nbytes
         if chunk.torn:
             report.add(
@@ -647,9 +770,75 @@ def _hash_pass(
     return size, done, places
 
 
+def _foreign_lines(
+    chunk: _Chunk, path: Path, prefix: Prefix, file_lines: int, report: Report
+) -> set[int]:
+    """Indexes of the chunk's lines that the original module appended after this log's
+    records (not leaves), each noted."""
+    out: set[int] = set()
+    lengths = array("I")
+    if prefix.leaves:  # blank lines among the original module's are not leaves
+        lengths.frombytes(chunk.lengths)
+        offset = chunk.first_offset
+        for k, length in enumerate(lengths):
+            if not length and prefix.covers(path.stem, offset):
+                out.add(k)
+            offset += length + 1
+    if not chunk.legacy:
+        return out
+    if not lengths:
+        lengths.frombytes(chunk.lengths)
+    for k in chunk.legacy:
+        offset = chunk.first_offset + sum(lengths[:k]) + k
+        if not prefix.covers(path.stem, offset):
+            out.add(k)
+            report.add(
+                Finding(
+                    "foreign_line",
+                    f"{path}:{file_lines + k + 1}: a line of the original module written after "
+                    "this log's records (a rolling upgrade); not a leaf, no seq; a writer that "
+                    "found it at the end of the file recorded its content again (a record "
+                    "whose legacy_source names this file and offset)",
+                    str(path),
+                    file_lines + k + 1,
+                )
+            )
+    return out
+
+
+def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
+    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
+    out = []
+    for n, note in enumerate(notes, 1):
+        try:
+            cp = open_checkpoint(note, verifiers)
+        except (NoteError, SignatureError) as exc:
+            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
+            continue
+        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
+    return out
+
+
+def _stale_unsigned(
+    days: list[Path], places: dict[int, tuple[int, int]], newest: int, size: int
+) -> str | None:
+    """The later day, if unsigned records (after the newest checkpoint) belong to a UTC day
+    that ended before the log's last record: a writer would have signed them at that day's
+    end (whatever its other signing settings)."""
+    if size <= newest or newest not in places:
+        return None
+    d_index, offset = places[newest]
+    while d_index < len(days) and offset >= days[d_index].stat().st_size:
+        d_index, offset = d_index + 1, 0  # the next unsigned record starts in a later file
+    last = max((i for i, p in enumerate(days) if p.stat().st_size), default=-1)
+    return days[last].stem if d_index < last else None
+
+
 def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
     """A record's timestamp is not of its file's day, or goes back in time."""
-    if dt[:10] != day.encode() and dt:
+    if not dt:
+        return  # no timestamp in this product's form: the original module's line (noted apart)
+    if dt[:10] != day.encode():
         report.add(
             Finding(
                 "wrong_day",

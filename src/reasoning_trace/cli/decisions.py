@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
-from ..checkpoint import Checkpoints
 from ..errors import NotFound, QueryError
 from ..query import Filter, Stats
 from ..record import Decision
@@ -245,10 +244,12 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def show(ctx: click.Context, key: str, as_json: bool) -> None:
         """Explain one decision (by id or seq): verdict, votes, subject, signature."""
+        from ..attest import attest
+
         with open_log(ctx) as log:
             d = log.get(key)
-            latest = Checkpoints(log.root).latest()
-        if as_json:
+            signed = None if as_json else attest(log, d)
+        if as_json or signed is None:
             sys.stdout.buffer.write(d.line + b"\n")
             return
         out = console()
@@ -281,15 +282,19 @@ def register(cli: click.Group) -> None:
         out.print(subject)
         if d.redacted:
             out.print(shown(f"redacted: {', '.join(d.redacted)}"))
-        if latest is not None and latest.size > d.seq:
-            out.print(
-                f"[green]signed[/]: covered by the checkpoint of {latest.size} records "
-                f"signed {latest.datetime_utc}"
-            )
-        else:
-            out.print(
-                "[yellow]not yet signed[/]: no checkpoint covers it yet (rtrace checkpoint --now)"
-            )
+        words = {
+            "verified": ("signed", "green"),
+            "altered": ("ALTERED", "bold red"),
+            "unsigned": ("not yet signed", "yellow"),
+            "unverified": ("NOT VERIFIED", "bold yellow"),
+        }[signed.status]
+        line = Text(words[0], style=words[1])
+        line.append_text(shown(f": {signed.detail}"))
+        if signed.checkpoint_time:
+            line.append(f", signed {signed.checkpoint_time}")
+        out.print(line)
+        if signed.status == "altered":
+            ctx.exit(1)
 
     @cli.command()
     @filter_options

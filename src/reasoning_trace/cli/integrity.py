@@ -34,6 +34,16 @@ def _vkeys(value: str | None) -> list[str] | None:
     return [value]
 
 
+def _read_note(path: str) -> str:
+    """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it)."""
+    try:
+        return Path(path).read_bytes().decode()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--trusted") from exc
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{path}: not UTF-8 text", param_hint="--trusted") from exc
+
+
 def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
         for finding in report.findings:
@@ -96,6 +106,14 @@ def register(cli: click.Group) -> None:
         metavar="nats://HOST:PORT",
         help="Check this local log against the records and checkpoints it replicated there.",
     )
+    @click.option(
+        "--trusted",
+        "trusted_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A checkpoint note you kept from before (repeatable): fail if the log is shorter "
+        "than it or not consistent with it (a rollback or a rewrite).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
     @click.pass_context
     def verify_cmd(
@@ -103,6 +121,7 @@ def register(cli: click.Group) -> None:
         vkey: str | None,
         node: str | None,
         witness: str | None,
+        trusted_files: tuple[str, ...],
         as_json: bool,
     ) -> None:
         """Check every record against the signed checkpoints; exit 1 on any failure.
@@ -114,6 +133,7 @@ def register(cli: click.Group) -> None:
 
         root = ctx.obj["root"]
         keys = _vkeys(vkey)
+        trusted = [_read_note(path) for path in trusted_files]
         source, stream = ctx.obj.get("source"), ctx.obj["stream"]
         if source is not None or witness is not None:
             if source is not None and witness is not None:
@@ -162,9 +182,10 @@ def register(cli: click.Group) -> None:
                     root,
                     keys,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    trusted=trusted,
                 )
         else:
-            report = verify(root, keys)
+            report = verify(root, keys, trusted=trusted)
         _print_report(report, as_json)
         ctx.exit(0 if report.ok else 1)
 

@@ -1,0 +1,110 @@
+"""Whether one decision is signed, checked rather than assumed (SPEC 4a).
+
+"Signed" is said of a record only after its leaf — the SHA-256 of the bytes just read from its
+day file — was proven, with an RFC 9162 inclusion proof, to be in the tree whose root a
+checkpoint signs, and that checkpoint's signature verified with the log's verifier keys (or
+the auditor's). Anything else is said plainly: ``altered`` (its bytes are not what was
+signed), ``unsigned`` (no checkpoint covers it yet), or ``unverified`` (no key, or a
+checkpoint whose signature does not verify). Reading only: no lock, no signing.
+Tests: ``tests/test_auditor.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .checkpoint import Checkpoints
+from .errors import IntegrityError, NotFound, ProofError, StorageError
+from .note import Verifier
+from .tree import HashFile, leaf_hash, stored_hash_index
+
+if TYPE_CHECKING:
+    from .log import DecisionLog
+    from .record import Decision
+
+__all__ = ["Attestation", "attest"]
+
+Status = Literal["verified", "altered", "unsigned", "unverified"]
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """What was proven about one decision: ``status``, in words ``detail``, and the
+    checkpoint (size, signing time) it was checked against, if any."""
+
+    status: Status
+    detail: str
+    checkpoint_size: int | None = None
+    checkpoint_time: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The attestation as a JSON object."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _stored_leaf(root: Path, seq: int) -> bytes | None:
+    """The leaf hash the writer stored when it appended ``seq`` (derived, read-only)."""
+    path = root / ".rtrace" / "hashes"
+    if not path.is_file():
+        return None
+    hashes = HashFile(str(path), readonly=True)
+    try:
+        if hashes.leaves() <= seq:
+            return None
+        return hashes.read_hashes([stored_hash_index(0, seq)])[0]
+    except (OSError, IndexError):
+        return None
+    finally:
+        hashes.close()
+
+
+def attest(
+    log: DecisionLog, decision: Decision, vkey: Iterable[str | Verifier] | None = None
+) -> Attestation:
+    """Check ``decision`` (as read from ``log``) against the newest signed checkpoint.
+
+    ``vkey``: the auditor's verifier keys; default, the keys the log published.
+    """
+    from .verify import verify_inclusion_proof
+
+    files = Checkpoints(log.root)
+    keys = list(vkey) if vkey is not None else files.verifiers()
+    if not keys:
+        return Attestation("unverified", "no verifier key to check a signature with")
+    try:
+        proof = log.prove(decision.seq)
+    except NotFound:
+        return Attestation("unsigned", "no checkpoint covers it yet")
+    except StorageError as exc:
+        return Attestation("unverified", f"no proof could be made: {exc}")
+    latest = files.latest()
+    when = latest.datetime_utc if latest is not None and latest.size == proof.tree_size else None
+    try:
+        verify_inclusion_proof(proof, decision.line, vkey=keys)
+    except ProofError:
+        stored = _stored_leaf(log.root, decision.seq)
+        if stored is not None and stored == leaf_hash(decision.line):
+            return Attestation(
+                "unverified",
+                "its bytes are as written, but the log around it no longer hashes to the signed "
+                "root (run `rtrace verify`)",
+                proof.tree_size,
+                when,
+            )
+        return Attestation(
+            "altered",
+            f"its bytes do not hash into the checkpoint of {proof.tree_size} records",
+            proof.tree_size,
+            when,
+        )
+    except IntegrityError as exc:
+        return Attestation("unverified", f"the checkpoint's signature: {exc}", proof.tree_size)
+    return Attestation(
+        "verified",
+        f"its leaf is proven in the checkpoint of {proof.tree_size} records",
+        proof.tree_size,
+        when,
+    )

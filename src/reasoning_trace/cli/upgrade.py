@@ -1,0 +1,89 @@
+"""``rtrace adopt`` and ``rtrace doctor``: upgrading in place from the original module, and a
+check of a log's set-up. Thin layers over ``legacy`` and ``doctor``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..checkpoint import Checkpoints
+from ..doctor import diagnose
+from ..files import resolve_root
+from ..legacy import find_prefix
+
+__all__ = ["register"]
+
+
+def register(cli: click.Group) -> None:
+    """Add ``adopt`` and ``doctor`` to the command group."""
+
+    @cli.command()
+    @click.option("--yes", is_flag=True, help="Adopt now (sign a checkpoint of the records).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+    @click.pass_context
+    def adopt(ctx: click.Context, yes: bool, as_json: bool) -> None:
+        """Show (dry run) or do (--yes) the adoption of the original module's records."""
+        from . import open_log
+
+        root = resolve_root(ctx.obj["root"])
+        if not root.is_dir():
+            raise click.UsageError(f"no log at {root}")
+        days = sorted(p.stem for p in root.glob("*.jsonl") if len(p.stem) == 10)
+        prefix = find_prefix(str(root), days)
+        latest = Checkpoints(root).latest()
+        adopted = prefix.leaves > 0 and latest is not None and latest.size >= prefix.leaves
+        counts = prefix.counts()
+        unparseable = [f"{d}.jsonl:{n}" for d, n in prefix.unparseable]
+        off_day = [f"{d}.jsonl:{n}" for d, n in prefix.off_day]
+        plan = {
+            "root": str(root),
+            "records": prefix.parsed,
+            "lines": prefix.leaves,
+            "files": counts,
+            "unparseable": unparseable,
+            "off_day": off_day,
+            "adopted": adopted,
+        }
+        if as_json:
+            click.echo(json.dumps(plan, sort_keys=True))
+        elif not prefix.leaves:
+            click.echo(f"{root}: no records of the original module to adopt")
+        else:
+            state = "already adopted" if adopted else "to adopt"
+            click.echo(
+                f"{root}: {prefix.parsed} records of the original module in {len(counts)} "
+                f"day files ({state}); they become seq 0..{prefix.leaves - 1}, bytes unchanged"
+            )
+            for day, count in counts.items():
+                click.echo(f"  {day}.jsonl  {count} lines")
+            for place in unparseable:
+                click.echo(f"  {place}: not a record (torn or interleaved); kept, noted by verify")
+            if off_day:
+                click.echo(
+                    f"  {len(off_day)} records carry a time a moment off their file's "
+                    "day (the original read its clock twice): expected, not a problem"
+                )
+        if yes and prefix.leaves and not adopted:
+            with open_log(ctx) as log:
+                note = log.checkpoint()
+            size = note.split("\n")[1]
+            click.echo(f"adopted: checkpoint of {size} records signed", err=as_json)
+        elif not yes and prefix.leaves and not adopted and not as_json:
+            click.echo("dry run: run `rtrace adopt --yes` to sign them into the log's tree")
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one check per line.")
+    @click.pass_context
+    def doctor(ctx: click.Context, as_json: bool) -> None:
+        """Check a log and its set-up end to end and say what to do (exit 1 on a failure)."""
+        checks = diagnose(ctx.obj["root"])
+        for check in checks:
+            if as_json:
+                click.echo(json.dumps(check.to_json(), sort_keys=True))
+            else:
+                mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[check.status]
+                line = f"{mark}  {check.name}: {check.detail}"
+                click.echo(line + (f"\n      fix: {check.fix}" if check.fix else ""))
+        if any(c.status == "fail" for c in checks):
+            ctx.exit(1)
