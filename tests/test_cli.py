@@ -227,6 +227,7 @@ def test_verify_bundle_opens_its_note_once(root: Path, tmp_path: Path) -> None:
     with DecisionLog(str(root), sync="never") as log:
         for i in range(501):
             log.record("a", True, {}, {"i": i})
+        log.checkpoint()  # export proves against a signed checkpoint; it never signs
         export_bundle(log, Filter(), tmp_path / "bundle")
     path = tmp_path / "bundle" / "checkpoint"
     text, _, sig = path.read_bytes().rpartition(b"\n\n")
