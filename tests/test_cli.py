@@ -189,6 +189,65 @@ def test_export_bundle_and_verify_bundle(demo_log: Path, tmp_path: Path) -> None
     assert bad.returncode == 1 and "line 1" in bad.stderr
 
 
+def test_verify_bundle_refuses_hostile_notes(demo_log: Path, tmp_path: Path) -> None:
+    """A bundle's note with invalid UTF-8, CRLF or 101 signatures is refused, no traceback."""
+    bundle = tmp_path / "bundle"
+    assert rtrace(demo_log, "export", "--bundle", str(bundle)).returncode == 0
+    good = (bundle / "checkpoint").read_bytes()
+    text, _, sig = good.rpartition(b"\n\n")
+    hostile = {
+        b"not valid UTF-8": good.replace(b"\n", b"\xb2\n", 1),
+        b"U+000D": good.replace(b"\n", b"\r\n"),
+        b"over the limit of 100": text + b"\n\n" + sig * 101,
+    }
+    for words, note in hostile.items():
+        (bundle / "checkpoint").write_bytes(note)
+        done = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+        assert done.returncode == 1 and words.decode() in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_damaged_checkpoint_copy_is_no_traceback(demo_log: Path) -> None:
+    """Invalid UTF-8 in <root>/checkpoint: commands use checkpoints/ instead and say so."""
+    assert rtrace(demo_log, "checkpoint", "--now").returncode == 0
+    good = rtrace(demo_log, "checkpoint").stdout
+    (demo_log / "checkpoint").write_bytes(good.encode().replace(b"\n", b"\xb2\r\n", 1))
+    assert rtrace(demo_log, "checkpoint").stdout == good
+    for args in (("tail", "-n", "1"), ("verify",), ("record", "--action", "a", "--approved")):
+        done = rtrace(demo_log, *args)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_verify_bundle_opens_its_note_once(root: Path, tmp_path: Path) -> None:
+    """A 501-record bundle whose note has 100 signature lines opens (and checks) it once."""
+    from reasoning_trace import DecisionLog, note
+    from reasoning_trace.bundle import export_bundle, verify_bundle
+    from reasoning_trace.query import Filter
+
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(501):
+            log.record("a", True, {}, {"i": i})
+        log.checkpoint()  # export proves against a signed checkpoint; it never signs
+        export_bundle(log, Filter(), tmp_path / "bundle")
+    path = tmp_path / "bundle" / "checkpoint"
+    text, _, sig = path.read_bytes().rpartition(b"\n\n")
+    path.write_bytes(text + b"\n\n" + sig * 100)
+    calls = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        code = getattr(frame, "f_code", None)
+        if event == "call" and code in (note.open_note.__code__, note.split_note.__code__):
+            calls.append(code)
+
+    sys.setprofile(profile)
+    try:
+        count, checkpoint = verify_bundle(tmp_path / "bundle")
+    finally:
+        sys.setprofile(None)
+    assert (count, checkpoint.size) == (501, 501)
+    assert len(calls) == 2  # open_note once, which splits the note once
+
+
 def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
     """Read from a pty until ``wanted`` appears or the time is up."""
     out = b""
@@ -221,6 +280,42 @@ def test_tail_follow_on_a_terminal_and_ctrl_c(demo_log: Path) -> None:
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
     assert b"Traceback" not in rest and b"Aborted" not in rest
+
+
+def on_a_terminal(root: Path, *args: str) -> tuple[int, bytes]:
+    """Run rtrace on a real pty (wide, colours on) until it exits; its exit code and output."""
+    cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(root), *args]
+    return run_on_pty(cmd, {**os.environ, "COLUMNS": "400", "TERM": "xterm-256color"})
+
+
+HOSTILE_REASON = "see ticket [/closed] [red]x \x1b[2J \x1b]0;pwned\x07 \u202eevil \x9b31m"
+
+
+def test_stored_text_on_a_terminal_is_text(root: Path) -> None:
+    """tail, query, show and stats on a pty print stored markup literally, controls escaped."""
+    from reasoning_trace import DecisionLog
+
+    with DecisionLog(str(root), sync="never", node="[b]node") as log:
+        stored = log.record(
+            "[red]act",
+            False,
+            {"[bold]voter\x1b[5m": {"passed": False, "reason": "[/] \x1b]8;;http://x\x07"}},
+            {"agent_id": "[link=http://evil]a\x1b[0m", "n": ["[i]", "\x1b"]},
+            HOSTILE_REASON,
+        )
+    for args in (("tail",), ("query",), ("show", "0"), ("stats",)):
+        code, out = on_a_terminal(root, *args)
+        assert code == 0 and b"Error" not in out and b"Traceback" not in out, (args, out)
+        assert b"\x1b[2J" not in out and b"\x1b]" not in out and b"\x07" not in out, (args, out)
+        assert b"\x1b[5m" not in out and b"\xe2\x80\xae" not in out and b"\xc2\x9b" not in out
+        assert b"[red]act" in out, (args, out)  # printed as written, not drawn in red
+        if args[0] != "stats":
+            assert b"[/closed]" in out and b"\\x1b[2J" in out and b"\\u202e" in out, (args, out)
+    code, out = on_a_terminal(root, "show", "0")
+    assert b"[bold]voter\\x1b[5m" in out and b"[link=http://evil]a\\x1b[0m" in out
+    for args in (("tail", "--json"), ("query", "--format", "json"), ("show", "0", "--json")):
+        code, out = on_a_terminal(root, *args)
+        assert code == 0 and out == stored.line + b"\r\n", args  # stored bytes (pty adds \r)
 
 
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
@@ -287,8 +382,8 @@ def test_tail_json(demo_log: Path) -> None:
     assert [r["seq"] for r in got] == [58, 59, 60]
 
 
-def run_on_pty(cmd: list[str], env: dict[str, str]) -> bytes:
-    """Run a command on a pseudo-terminal and return everything it printed."""
+def run_on_pty(cmd: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run a command on a pseudo-terminal; its exit code and everything it printed."""
     pid, fd = pty.fork()
     if pid == 0:
         os.execvpe(cmd[0], cmd, env)
@@ -297,23 +392,23 @@ def run_on_pty(cmd: list[str], env: dict[str, str]) -> bytes:
         while True:
             try:
                 chunk = os.read(fd, 65536)
-            except OSError:
+            except OSError:  # EIO: the child closed the terminal
                 break
             if not chunk:
                 break
             out += chunk
     finally:
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
         os.close(fd)
-    return out
+    return os.waitstatus_to_exitcode(status), out
 
 
 def test_colours_on_a_terminal_and_no_color(demo_log: Path) -> None:
     """A rejected decision stands out in colour on a terminal; NO_COLOR turns colour off."""
     cmd = [shutil.which("rtrace") or "rtrace", "--dir", str(demo_log), "tail", "-n", "5"]
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    coloured = run_on_pty(cmd, {**env, "TERM": "xterm-256color"})
-    plain = run_on_pty(cmd, {**env, "TERM": "xterm-256color", "NO_COLOR": "1"})
+    _, coloured = run_on_pty(cmd, {**env, "TERM": "xterm-256color"})
+    _, plain = run_on_pty(cmd, {**env, "TERM": "xterm-256color", "NO_COLOR": "1"})
     colour = re.compile(rb"\x1b\[[0-9;]*(?:3[0-7]|38;[0-9;]+)m")  # SGR foreground colours
     assert b"REJECTED" in coloured and colour.search(coloured)
     assert b"REJECTED" in plain and not colour.search(plain)  # bold may stay: it is no colour

@@ -78,9 +78,17 @@ def test_malformed_notes(bad: str) -> None:
         "PeterNeumann+c74f20a3+AhpaaQcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
         "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
         "PeterNeumann+c74f20a3",
+        "PeterNeumann+c74f20a\u0663+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",  # Arabic 3
+        "PeterNeumann+c74f_20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     ],
 )
 def test_malformed_verifier_keys(vkey: str) -> None:
     """A verifier key with a wrong id, algorithm, name or shape is refused."""
     with pytest.raises(NoteError):
         Verifier.parse(vkey)
+
+
+def test_verifier_key_id_in_upper_case_hex() -> None:
+    """An id in upper-case hex is the same key, as Go's strconv.ParseUint reads it."""
+    key = Verifier.parse("PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+    assert str(key) == "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

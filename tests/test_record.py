@@ -126,6 +126,28 @@ def test_size_limit(root: Path) -> None:
         assert snapshot(root) == before
 
 
+@pytest.mark.parametrize(
+    ("votes", "subject", "reason", "path"),
+    [
+        ({}, {"small": 1, "blob": "y" * 3000}, "", "subject.blob"),
+        ({}, {"deep": {"er": [0, {"blob": "y" * 3000}]}}, "", "subject.deep.er[1].blob"),
+        ({"v": {"passed": True, "reason": "r" * 3000}}, {}, "", "votes.v.reason"),
+        ({}, {}, "x" * 3000, "reason"),
+        ({}, {f"k{i}": "y" * 20 for i in range(200)}, "", "subject"),  # many small values
+    ],
+)
+def test_size_limit_names_the_largest_field(
+    root: Path, votes: dict[str, object], subject: dict[str, object], reason: str, path: str
+) -> None:
+    """A record over the limit names the field that makes it so, in the message and ``path``."""
+    with DecisionLog(str(root), sync="never", max_line_bytes=2000) as log:
+        with pytest.raises(RecordTooLarge) as caught:
+            log.record("big", True, votes, subject, reason)
+        assert caught.value.path == path
+        assert f"the largest field is {path} (" in str(caught.value)
+        assert len(log) == 0
+
+
 def test_redaction_by_path_and_callable(root: Path) -> None:
     """Path and callable rules replace values before writing and list the paths."""
 

@@ -104,7 +104,7 @@ def verify_bundle(
     """
     base = Path(folder)
     keys = list(vkey) if vkey is not None else (base / "vkey").read_text().splitlines()
-    note = (base / "checkpoint").read_text()
+    note = (base / "checkpoint").read_bytes()  # open_checkpoint decodes it strictly
     lines = (base / "records.jsonl").read_bytes().splitlines()
     proofs = (base / "proofs.jsonl").read_text().splitlines()
     if len(lines) != len(proofs):
@@ -114,7 +114,7 @@ def verify_bundle(
     )
     for n, (line, raw) in enumerate(zip(lines, proofs, strict=True), start=1):
         try:
-            verify_inclusion_proof(json.loads(raw), line, vkey=keys, note=note)
-        except ProofError as exc:
+            verify_inclusion_proof(json.loads(raw), line, checkpoint=checkpoint)
+        except (ProofError, ValueError) as exc:
             raise ProofError(f"records.jsonl line {n}: {exc}") from exc
     return len(lines), checkpoint

@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,7 @@ import platformdirs
 from .errors import ForkError, NoteError, ProofError, SigningKeyError, StorageError
 from .layout import fsync_dir, quarantine
 from .metrics import incr
-from .note import Signer, Verifier, open_note, sign_note
+from .note import Signer, Verifier, _b64decode, note_text, open_note, sign_note
 from .proof import verify_consistency
 from .record import format_utc, parse_utc
 from .tree import CompactRange, HashFile, consistency_proof, leaf_hash, stored_hash_count
@@ -54,6 +55,8 @@ __all__ = [
 logger = logging.getLogger("reasoning_trace")
 
 CHECKPOINT_EVERY = 1024
+MAX_BODY_BYTES = 1_000_000  # Go's tlog.ParseTree refuses longer checkpoint bodies
+_SIZE = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 CHECKPOINT_SECONDS = 60.0
 
 
@@ -83,25 +86,29 @@ class Checkpoint:
 
     @classmethod
     def parse(cls, body: str) -> Checkpoint:
-        """Parse a checkpoint body strictly."""
+        """Parse a checkpoint body as Go's ``tlog.ParseTree`` does.
+
+        At most 1,000,000 bytes; an origin line, a size in canonical ASCII decimal (no sign,
+        no leading zero, no other digits, below 2**63), the root in standard base64 of 32
+        bytes, each ended by ``\n``; the lines after them are extensions, kept as they are.
+        """
+        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+            raise NoteError(f"checkpoint body is over {MAX_BODY_BYTES} bytes")
         if not body.endswith("\n"):
             raise NoteError("checkpoint body must end with a newline")
         lines = body[:-1].split("\n")
-        if len(lines) < 3 or not lines[0] or any(not line for line in lines):
+        if len(lines) < 3 or not lines[0]:
             raise NoteError("checkpoint body needs origin, size and root lines")
         origin, size_text, root_text = lines[:3]
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-            raise NoteError(f"checkpoint size {size_text!r} is not a decimal number")
-        try:
-            root = base64.b64decode(root_text, validate=True)
-        except (binascii.Error, ValueError):
-            raise NoteError("checkpoint root is not base64") from None
+        if not _SIZE.fullmatch(size_text) or int(size_text) >= 1 << 63:
+            raise NoteError(f"checkpoint size {size_text[:40]!r} is not a decimal number")
+        root = _b64decode(root_text, "checkpoint root")
         if len(root) != 32:
             raise NoteError(f"checkpoint root is {len(root)} bytes, not 32")
         return cls(origin, int(size_text), root, tuple(lines[3:]))
 
 
-def open_checkpoint(note: str, verifiers: Iterable[Verifier]) -> Checkpoint:
+def open_checkpoint(note: str | bytes, verifiers: Iterable[Verifier]) -> Checkpoint:
     """Verify a checkpoint note's signature with ``verifiers`` and parse its body."""
     text, by = open_note(note, verifiers)
     checkpoint = Checkpoint.parse(text)
@@ -297,11 +304,29 @@ class Checkpoints:
                 return _entry(lines[-1], str(path), len(lines))
         return None
 
+    def newest_note(self) -> str | None:
+        """The newest signed note, or ``None`` before the first.
+
+        ``<root>/checkpoint`` is a plain-text copy of the newest entry; when it is not a note
+        (invalid UTF-8, control characters: damaged or tampered with), the newest entry of
+        ``checkpoints/`` is used instead, with a warning.
+        """
+        try:
+            data = self.newest.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            try:
+                return note_text(data)
+            except NoteError as exc:
+                logger.warning("%s is not a signed note (%s); using checkpoints/", self.newest, exc)
+        latest = self.latest()
+        return latest.note if latest is not None else None
+
     def origin(self) -> str | None:
         """The origin of the newest checkpoint, if any: a log keeps its origin."""
-        try:
-            text = self.newest.read_text()
-        except (FileNotFoundError, UnicodeDecodeError):
+        text = self.newest_note()
+        if text is None:
             return None
         first = text.split("\n", 1)[0]
         return first or None

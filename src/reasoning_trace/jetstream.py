@@ -482,7 +482,7 @@ def checkpoint_size(note: bytes) -> int:
 
 def checkpoint_of(note: bytes) -> Checkpoint:
     """The checkpoint a replicated note states (its signature is not checked here)."""
-    return Checkpoint.parse(split_note(note.decode())[0])
+    return Checkpoint.parse(split_note(note)[0])
 
 
 class Bridge:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import _thread
 import itertools
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
 from .errors import CorruptLine, NotFound, StorageError
 from .events import Subscription
 from .files import FileStore, resolve_root, resolve_sync
+from .index import MAX_SEQ
 from .proof import ConsistencyProof, InclusionProof
 from .query import Filter, Stats, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
@@ -46,6 +48,7 @@ def _outcome(result: object) -> Decision:
     return result
 
 
+_SEQ_TEXT = re.compile(r"[0-9]+", re.ASCII)
 _LEAD = object()  # handed to a waiter that is to lead the next batch
 
 
@@ -232,8 +235,14 @@ class DecisionLog:
         return self._store.recent(limit, on_corrupt)
 
     def get(self, key: int | str) -> Decision:
-        """The decision with this seq (int) or id (str); raises ``NotFound``."""
-        if isinstance(key, str) and key.isdigit():
+        """The decision with this seq (int) or id (str); raises ``NotFound``.
+
+        A string of ASCII digits is a seq; other digits (fullwidth, superscript, Arabic-Indic)
+        are not, and a seq beyond the 64-bit range is not found rather than converted.
+        """
+        if isinstance(key, str) and _SEQ_TEXT.fullmatch(key):
+            if len(key) > 19 or int(key) > MAX_SEQ:
+                raise NotFound(f"no decision with seq {key[:24]}{'...' if len(key) > 24 else ''}")
             key = int(key)
         return self._store.get(key)
 

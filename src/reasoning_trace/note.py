@@ -9,7 +9,13 @@ The key id is the first 4 bytes of ``SHA-256(<key name> || "\\n" || 0x01 || <pub
 Keys are written as Go writes them: the verifier key ``<name>+<8 hex id>+<base64(0x01 ||
 public key)>`` and the signer key ``PRIVATE+KEY+<name>+<8 hex id>+<base64(0x01 || seed)>``.
 Ed25519 is deterministic, so signing a text gives the same bytes every time.
-Tests: ``tests/test_note.py`` (the Go package's own example key and note, byte for byte).
+
+Notes are parsed exactly as Go's ``note.Open`` parses them: valid UTF-8 (bytes or a ``str``
+without lone surrogates), no control character but ``\n`` (so no CRLF), signature names
+without white space or ``+``, canonical standard base64, at most 100 signature lines, and each
+distinct signature by a known key checked once.
+Tests: ``tests/test_note.py`` (the Go package's own example key and note, byte for byte) and
+``tests/test_note_differential.py`` (generated notes, the same verdicts as Go's own code).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,6 +45,16 @@ __all__ = ["Signature", "Signer", "Verifier", "open_note", "sign_note"]
 
 ALG_ED25519 = 0x01
 _DASH = "\u2014"  # the em dash that starts every signature line
+MAX_SIGNATURES = 100  # Go's note.Open refuses more signature lines than this
+
+# Go's unicode.IsSpace: the Unicode White_Space property (Python's str.isspace differs a little).
+_GO_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+_HEX_ID = re.compile(r"[0-9a-fA-F]{8}")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
 def key_id(name: str, public: bytes) -> int:
@@ -51,11 +68,45 @@ def _check_name(name: str) -> None:
         raise NoteError(f"invalid key name {name!r}: no spaces, plus signs or control characters")
 
 
+def _valid_signer_name(name: str) -> bool:
+    """Go's ``isValidName``: not empty, no white space (Unicode's, as Go counts it), no ``+``."""
+    return bool(name) and "+" not in name and not any(c in _GO_SPACE for c in name)
+
+
 def _b64decode(text: str, what: str) -> bytes:
+    """Standard base64 with padding, as Go's ``base64.StdEncoding`` reads it (no white space,
+    no missing or extra padding)."""
+    if not _BASE64.fullmatch(text):
+        raise NoteError(f"{what} is not valid base64")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise NoteError(f"{what} is not valid base64") from exc
+
+
+def note_text(note: str | bytes) -> str:
+    """A note as text, refused unless it is valid UTF-8 without control characters but ``\n``.
+
+    Bytes are decoded strictly; a ``str`` must encode to UTF-8 (no lone surrogates).
+    """
+    if isinstance(note, bytes):
+        try:
+            text = note.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NoteError(f"note is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = note
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NoteError(f"note is not valid UTF-8 (character {exc.start})") from None
+    bad = _CONTROL.search(text)
+    if bad:
+        raise NoteError(
+            f"note holds the control character U+{ord(bad.group()):04X} at character "
+            f"{bad.start()} (only \\n may end a line)"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -77,11 +128,10 @@ class Verifier:
         raw = _b64decode(b64, "verifier key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
-        try:
-            given = int(hex_id, 16)
-        except ValueError:
-            raise NoteError(f"verifier key id {hex_id!r} is not hex") from None
-        if len(hex_id) != 8 or given != key_id(name, raw[1:]):
+        if not _HEX_ID.fullmatch(hex_id):  # int(x, 16) also takes non-ASCII digits and "_"
+            raise NoteError(f"verifier key id {hex_id[:16]!r} is not 8 hex digits")
+        given = int(hex_id, 16)
+        if given != key_id(name, raw[1:]):
             raise NoteError(f"verifier key id {hex_id} does not match the key")
         return cls(name, given, raw[1:])
 
@@ -173,38 +223,51 @@ def sign_note(text: str, signers: Iterable[Signer]) -> str:
     return text + "\n" + "".join(lines)
 
 
-def split_note(note: str) -> tuple[str, list[Signature]]:
-    """The text and the signature lines of a note, parsed strictly (nothing verified)."""
+def split_note(note: str | bytes) -> tuple[str, list[Signature]]:
+    """The text and the signature lines of a note, parsed strictly (nothing verified).
+
+    Repeated identical signature lines are kept once.
+    """
+    note = note_text(note)
     cut = note.rfind("\n\n")
     if cut < 0 or not note.endswith("\n"):
         raise NoteError("malformed note: no blank line before the signatures")
     text, block = note[: cut + 1], note[cut + 2 :]
-    signatures = []
-    for line in block.split("\n")[:-1]:
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != _DASH:
-            raise NoteError(f"malformed signature line {line!r}")
-        blob = _b64decode(parts[2], "signature")
+    lines = block.split("\n")[:-1]
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"note has {len(lines)} signature lines, over the limit of 100")
+    signatures: list[Signature] = []
+    for line in lines:
+        if not line.startswith(_DASH + " "):
+            raise NoteError(f"malformed signature line {line[:80]!r}")
+        name, _, b64 = line[2:].partition(" ")
+        if not _valid_signer_name(name):
+            raise NoteError(f"malformed signature line {line[:80]!r}: bad key name")
+        blob = _b64decode(b64, "signature")
         if len(blob) < 5:
             raise NoteError("signature too short")
-        signatures.append(Signature(parts[1], int.from_bytes(blob[:4], "big"), blob[4:]))
+        sig = Signature(name, int.from_bytes(blob[:4], "big"), blob[4:])
+        if sig not in signatures:
+            signatures.append(sig)
     if not signatures:
         raise NoteError("note has no signatures")
     return text, signatures
 
 
-def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[Verifier]]:
+def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> tuple[str, list[Verifier]]:
     """Check a note's signatures; return its text and the known keys that signed it.
 
-    Raises ``SignatureError`` if a signature by a known key is bad, and ``UnknownKey`` if no
-    signature is by a known key (the note may still be genuine, but nobody here can tell).
+    Raises ``NoteError`` for a malformed note, ``SignatureError`` if a signature by a known
+    key is bad, and ``UnknownKey`` if no signature is by a known key (the note may still be
+    genuine, but nobody here can tell). As in Go, only the first signature line of each known
+    key is checked; later ones by the same key are ignored.
     """
     text, signatures = split_note(note)
     known = {(v.name, v.id): v for v in verifiers}
     good: list[Verifier] = []
     for sig in signatures:
         verifier = known.get((sig.name, sig.id))
-        if verifier is None:
+        if verifier is None or verifier in good:
             continue
         verifier.verify(text.encode(), sig.signature)
         good.append(verifier)

@@ -8,6 +8,7 @@ Tests: ``tests/test_query.py``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -23,17 +24,32 @@ from .record import Decision
 __all__ = ["Filter", "Stats", "TimeSpec", "parse_time"]
 
 TimeSpec = str | int | float | datetime | None
-_SPAN_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
+_SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
+# Times a query may name: those a datetime can hold (years 1 to 9999), in Unix microseconds.
+_MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_time(value: TimeSpec, *, now: float | None = None) -> int | None:
-    """Unix microseconds for a time expression (see the module docstring); ``None`` stays."""
+    """Unix microseconds for a time expression (see the module docstring); ``None`` stays.
+
+    Raises ``QueryError`` for anything else, and for a time before year 1 or after 9999
+    (``99999999999d``, NaN): no input reaches the index as an out-of-range number.
+    """
+    micros = _parse_time(value, now)
+    if micros is not None and not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise QueryError(f"time out of range: {str(value)[:40]!r} (years 1 to 9999)")
+    return micros
+
+
+def _parse_time(value: TimeSpec, now: float | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
         raise QueryError(f"not a time: {value!r}")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise QueryError(f"not a time: {value!r}")
         return round(value * 1_000_000)
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -455,10 +455,43 @@ def prepare(
     tail_b = b',"v":' + enc(FORMAT_VERSION) + b',"votes":' + enc_votes + b"}"
     size = len(head) + len(mid) + len(tail_a) + len(tail_b) + _VARIABLE_WIDTH
     if size > max_line_bytes:
+        path, field_size = _largest_field(fields)
         raise RecordTooLarge(
-            "", f"record would be about {size} bytes, over the limit of {max_line_bytes}"
+            path,
+            f"record would be about {size} bytes, over the limit of {max_line_bytes}; "
+            f"the largest field is {path} ({field_size} bytes)",
         )
     return Pending(head, mid, tail_a, tail_b, id, caller_id, fields)
+
+
+def _largest_field(fields: dict[str, Any]) -> tuple[str, int]:
+    """The path and encoded size of what makes a record too large.
+
+    From the largest top-level field, go down into the largest member for as long as it is at
+    least half of its parent: ``subject.blob`` for one huge value, ``subject`` for many small
+    ones. Only runs for a refused record (each level is encoded again).
+    """
+
+    def size(value: Any) -> int:
+        return len(orjson.dumps(value))
+
+    path, value = max(
+        ((name, fields[name]) for name in ("votes", "subject", "reason", "action", "node")),
+        key=lambda item: size(item[1]),
+    )
+    total = size(value)
+    while isinstance(value, dict | list) and value:
+        items = (
+            [(f"{path}.{k}", v) for k, v in value.items()]
+            if isinstance(value, dict)
+            else [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        )
+        child_path, child = max(items, key=lambda item: size(item[1]))
+        child_size = size(child)
+        if child_size * 2 < total:
+            break
+        path, value, total = child_path, child, child_size
+    return path, total
 
 
 def format_record(decision: Decision) -> bytes:

@@ -921,19 +921,23 @@ def verify_inclusion_proof(
     record: bytes | None = None,
     *,
     leaf: bytes | None = None,
-    vkey: str | Verifier | Iterable[str | Verifier],
-    note: str | None = None,
+    vkey: str | Verifier | Iterable[str | Verifier] = (),
+    note: str | bytes | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Checkpoint:
     """Check that a record (its line, or its ``leaf`` hash) is in the signed log.
 
-    Uses the proof's own checkpoint note unless ``note`` is given; returns the checkpoint.
+    Uses the proof's own checkpoint note unless ``note`` is given, or a ``checkpoint`` the
+    caller already opened with ``open_checkpoint`` (then no note is read and ``vkey`` is not
+    needed: a bundle's one note is opened once, not once per record); returns the checkpoint.
     Raises ``ProofError``, ``SignatureError``/``UnknownKey`` or ``NoteError``.
     """
     p = proof if isinstance(proof, InclusionProof) else InclusionProof.from_json(proof)
-    text = note or p.checkpoint
-    if text is None:
-        raise ProofError("the proof carries no checkpoint note and none was given")
-    checkpoint = open_checkpoint(text, _verifiers(vkey) or [])
+    if checkpoint is None:
+        text = note or p.checkpoint
+        if text is None:
+            raise ProofError("the proof carries no checkpoint note and none was given")
+        checkpoint = open_checkpoint(text, _verifiers(vkey) or [])
     if checkpoint.size != p.tree_size:
         raise ProofError(
             f"the proof is for a tree of {p.tree_size} records, the checkpoint "

@@ -145,6 +145,22 @@ _register_upgrade(cli)
     show_default=True,
     help="Event streams one client address may hold at once (per process).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (repeatable; '*' for any). Loopback names "
+    "and the --host address are always served; other names are refused (DNS rebinding).",
+)
+@click.option(
+    "--trust-proxy",
+    "trust_proxy",
+    default=None,
+    metavar="IPS",
+    help="Take the client address from X-Forwarded-For when the request comes from one of "
+    "these addresses (comma-separated). Without it the header is ignored.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -154,6 +170,8 @@ def serve(
     demo: bool,
     workers: int,
     streams_per_client: int,
+    allowed_hosts: tuple[str, ...],
+    trust_proxy: str | None,
 ) -> None:
     """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
     require_extra("the server", "server", "uvicorn", "fastapi", "plotly", "prometheus_client")
@@ -170,6 +188,13 @@ def serve(
             f"refusing to listen on {host} without tokens "
             "(give --tokens or $REASONING_TRACE_TOKENS)"
         )
+    hosts = [*allowed_hosts, *([] if host in ("0.0.0.0", "::", "") else [host])]
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: a local page could then pose
+    # as any client. It is read only from the proxies --trust-proxy names.
+    proxy: dict[str, Any] = {
+        "proxy_headers": trust_proxy is not None,
+        "forwarded_allow_ips": trust_proxy,
+    }
     if demo:
         import tempfile
 
@@ -182,6 +207,7 @@ def serve(
         if token_file:
             os.environ["REASONING_TRACE_TOKEN_FILE"] = os.path.abspath(token_file)
         os.environ["REASONING_TRACE_STREAMS_PER_CLIENT"] = str(streams_per_client)
+        os.environ["REASONING_TRACE_ALLOWED_HOSTS"] = ",".join(hosts)
         click.echo(f"serving {root} at http://{host}:{port}/ ({workers} workers)", err=True)
         uvicorn.run(
             "reasoning_trace.server:app_from_environment",
@@ -190,14 +216,15 @@ def serve(
             port=port,
             workers=workers,
             log_level="warning",
+            **proxy,
         )
         return
     with open_log(ctx, create=True) as log:
         if demo:
             _start_demo_gate(log)
         click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)
-        app = create_app(log, tokens, streams_per_client=streams_per_client)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        app = create_app(log, tokens, streams_per_client=streams_per_client, allowed_hosts=hosts)
+        uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
 
 
 def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:

@@ -21,7 +21,7 @@ from ..errors import NotFound, QueryError
 from ..log import DecisionLog
 from ..query import Filter, Stats
 from ..record import Decision
-from .render import console, print_decisions, verdict_text
+from .render import console, print_decisions, shown, verdict_text
 
 __all__ = ["register"]
 
@@ -114,18 +114,18 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _follow_line(d: Decision) -> Text:
     """One decision on one line, for ``tail -f`` on a terminal."""
-    text = Text(
+    text = shown(
         f"{d.node + ' ' if d.node else ''}{d.seq:>6} {d.datetime_utc[:19].replace('T', ' ')} "
     )
     text.append_text(verdict_text(d.approved))
-    text.append(f" {d.action}")
+    text.append_text(shown(f" {d.action}"))
     against = [
         v for v, vote in d.votes.items() if isinstance(vote, dict) and vote.get("passed") is False
     ]
     if against:
-        text.append(f" ✗ {', '.join(against)}", style="bold red")
+        text.append_text(shown(f" ✗ {', '.join(against)}", style="bold red"))
     if d.reason:
-        text.append(f" — {d.reason}")
+        text.append_text(shown(f" — {d.reason}"))
     return text
 
 
@@ -269,12 +269,14 @@ def register(cli: click.Group) -> None:
             sys.stdout.buffer.write(d.line + b"\n")
             return
         out = console()
-        head = Text(f"#{d.seq}  {d.action}  ")
+        head = shown(f"#{d.seq}  {d.action}  ")
         head.append_text(verdict_text(d.approved))
         out.print(head)
-        out.print(f"id {d.id}\ntime {d.datetime_utc}" + (f"\nnode {d.node}" if d.node else ""))
+        out.print(shown(f"id {d.id}"), shown(f"time {d.datetime_utc}"), sep="\n")
+        if d.node:
+            out.print(shown(f"node {d.node}"))
         if d.reason:
-            out.print(f"reason {d.reason}")
+            out.print(shown(f"reason {d.reason}"))
         votes = Table(title="votes", show_edge=False)
         for column in ("voter", "vote", "reason"):
             votes.add_column(column)
@@ -283,19 +285,19 @@ def register(cli: click.Group) -> None:
             mark = (
                 Text("pass", style="green")
                 if passed is True
-                else (Text("FAIL", style="bold red") if passed is False else Text(str(vote)))
+                else (Text("FAIL", style="bold red") if passed is False else shown(vote))
             )
             reason = vote.get("reason", "") if isinstance(vote, dict) else ""
-            votes.add_row(voter, mark, str(reason))
+            votes.add_row(shown(voter), mark, shown(reason))
         out.print(votes)
         subject = Table(title="subject", show_edge=False)
         subject.add_column("key")
         subject.add_column("value")
         for k, v in d.subject.items():
-            subject.add_row(k, v if isinstance(v, str) else json.dumps(v))
+            subject.add_row(shown(k), shown(v))
         out.print(subject)
         if d.redacted:
-            out.print(f"redacted: {', '.join(d.redacted)}")
+            out.print(shown(f"redacted: {', '.join(d.redacted)}"))
         words = {
             "verified": ("signed", "green"),
             "altered": ("ALTERED", "bold red"),
@@ -303,7 +305,7 @@ def register(cli: click.Group) -> None:
             "unverified": ("NOT VERIFIED", "bold yellow"),
         }[signed.status]
         line = Text(words[0], style=words[1])
-        line.append(f": {signed.detail}")
+        line.append_text(shown(f": {signed.detail}"))
         if signed.checkpoint_time:
             line.append(f", signed {signed.checkpoint_time}")
         out.print(line)
@@ -400,19 +402,21 @@ def register(cli: click.Group) -> None:
         for column in ("action", "decisions", "approved", "approval rate"):
             actions.add_column(column, justify="right" if column != "action" else "left")
         for a in result.actions:
-            actions.add_row(a.action, str(a.total), str(a.approved), f"{a.approval_rate:.1%}")
+            actions.add_row(
+                shown(a.action), str(a.total), str(a.approved), f"{a.approval_rate:.1%}"
+            )
         out.print(actions)
         vetoes = Table(title="vetoes by voter", show_edge=False)
         vetoes.add_column("voter")
         vetoes.add_column("voted against", justify="right")
         for voter_name, n in result.vetoes:
-            vetoes.add_row(voter_name, Text(str(n), style="bold red"))
+            vetoes.add_row(shown(voter_name), Text(str(n), style="bold red"))
         out.print(vetoes)
         days = Table(title="decisions per day", show_edge=False)
         for column in ("day", "decisions", "approved"):
             days.add_column(column, justify="right" if column != "day" else "left")
         for day, n, ok in result.days:
-            days.add_row(day, str(n), str(ok))
+            days.add_row(shown(day), str(n), str(ok))
         out.print(days)
         if len(result.nodes) > 1 or ctx.obj.get("source") is not None:
             nodes = Table(title="decisions per node", show_edge=False)

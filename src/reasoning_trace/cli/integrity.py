@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
+from .render import shown
 
 if TYPE_CHECKING:
     from ..verify import Report
@@ -67,7 +68,7 @@ def _print_report(report: Report, as_json: bool) -> None:
                 else (str(f.seq_from) if f.seq_from == f.seq_to else f"{f.seq_from}..{f.seq_to}")
             )
             style = "bold red" if f.failure else "yellow"
-            table.add_row(f"[{style}]{f.kind}[/]", where, seqs, f.message)
+            table.add_row(shown(f.kind, style=style), shown(where), seqs, shown(f.message))
         console.print(table)
     verdict = "[green]OK[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(
@@ -235,11 +236,11 @@ def register(cli: click.Group) -> None:
             if now:
                 click.echo(log.checkpoint(), nl=False)
                 return
-            note = Checkpoints(log.root).newest
-            if not note.exists():
+            note = Checkpoints(log.root).newest_note()
+            if note is None:
                 click.echo("rtrace: no checkpoint yet (use --now to sign one)", err=True)
                 ctx.exit(1)
-            click.echo(note.read_text(), nl=False)
+            click.echo(note, nl=False)
 
     @cli.command()
     @click.argument("key", required=False)

@@ -1,7 +1,16 @@
-"""Rendering decisions: a rich table on a terminal, JSON Lines for machines."""
+"""Rendering decisions: a rich table on a terminal, JSON Lines for machines.
+
+Stored text is shown as text (SPEC 6): it only ever reaches rich inside a ``Text`` made by
+``shown``, never as a markup string, so ``[red]`` or ``[/closed]`` in a reason is printed as
+written; control characters (C0, DEL, C1, and the bidirectional overrides that reorder what a
+terminal draws) are shown escaped, ``\x1b`` rather than an escape sequence. ``--json`` prints
+the stored bytes unchanged. Tests: ``tests/test_cli.py`` (a real pty).
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Iterable
 
@@ -11,7 +20,21 @@ from rich.text import Text
 
 from ..record import Decision
 
-__all__ = ["console", "print_decisions", "verdict_text"]
+__all__ = ["console", "print_decisions", "shown", "verdict_text"]
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object, style: str = "") -> Text:
+    """Stored data (a string, or any JSON value) as a rich ``Text``: never parsed as markup,
+    control characters escaped."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return Text(_UNSAFE.sub(_escape, text), style=style)
 
 
 def console() -> Console:
@@ -35,7 +58,7 @@ def _votes_text(decision: Decision) -> Text:
     total = len(decision.votes)
     if not against:
         return Text(f"{total}/{total} pass", style="green")
-    return Text("✗ " + ", ".join(against), style="bold red")
+    return shown("✗ " + ", ".join(against), style="bold red")
 
 
 def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
@@ -59,13 +82,13 @@ def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
             f"{k}={v}" for k, v in d.subject.items() if k in ("agent_id", "version")
         ) or " ".join(f"{k}={v}" for k, v in list(d.subject.items())[:2])
         table.add_row(
-            *((d.node or "",) if nodes else ()),
+            *((shown(d.node or ""),) if nodes else ()),
             str(d.seq),
-            d.datetime_utc[:19].replace("T", " "),
-            d.action,
+            shown(d.datetime_utc[:19].replace("T", " ")),
+            shown(d.action),
             verdict,
             _votes_text(d),
-            subject,
-            d.reason,
+            shown(subject),
+            shown(d.reason),
         )
     console().print(table)
