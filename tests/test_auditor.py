@@ -352,3 +352,55 @@ def test_a_directory_named_like_a_day_file_is_a_finding(written: Path) -> None:
     (written / "2030-01-01.jsonl").mkdir()
     report = verify(written)
     assert not report.ok and "odd_entry" in report.kinds()
+
+
+@pytest.fixture
+def bundle(written: Path, tmp_path: Path) -> Path:
+    """An exported audit bundle of the log."""
+    folder = tmp_path / "bundle"
+    done = rtrace(written, "export", "--bundle", str(folder))
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["no proofs", "no records", "no vkey", "proofs not json", "proofs not utf-8", "empty"],
+)
+def test_a_damaged_bundle_is_a_clear_failure(bundle: Path, damage: str) -> None:
+    """A bundle with a file missing, a proofs file that is not JSON or no records at all fails
+    with exit 1 and a message naming what is wrong, never a traceback or "OK: 0"."""
+    if damage == "no proofs":
+        (bundle / "proofs.jsonl").unlink()
+    elif damage == "no records":
+        (bundle / "records.jsonl").unlink()
+    elif damage == "no vkey":
+        (bundle / "vkey").unlink()
+    elif damage == "proofs not json":
+        _first, *rest = (bundle / "proofs.jsonl").read_bytes().splitlines(keepends=True)
+        (bundle / "proofs.jsonl").write_bytes(b"not json\n" + b"".join(rest))
+    elif damage == "proofs not utf-8":
+        (bundle / "proofs.jsonl").write_bytes(b"\xff\xfe\n" * 30)
+    else:
+        (bundle / "proofs.jsonl").write_bytes(b"")
+        (bundle / "records.jsonl").write_bytes(b"")
+    done = rtrace(bundle, "verify-bundle", str(bundle))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "OK" not in done.stdout
+    named = {"no proofs": "proofs.jsonl", "no records": "records.jsonl", "no vkey": "vkey"}
+    assert named.get(damage, "") in done.stderr
+
+
+def test_verify_bundle_with_a_kept_checkpoint(bundle: Path, written: Path, tmp_path: Path) -> None:
+    """verify-bundle --trusted: a bundle older than a checkpoint the auditor kept fails."""
+    with DecisionLog(str(written)) as log:
+        for _ in range(5):
+            log.record("later", True, {}, {})
+        note = log.checkpoint()
+    kept = tmp_path / "kept.note"
+    kept.write_text(note)
+    vkey = (written / "checkpoints" / "vkey").read_text().splitlines()[-1]
+    done = rtrace(bundle, "verify-bundle", str(bundle), "--vkey", vkey, "--trusted", str(kept))
+    assert done.returncode == 1 and "rollback" in done.stderr
+    fine = rtrace(bundle, "verify-bundle", str(bundle), "--vkey", vkey)
+    assert fine.returncode == 0, fine.stderr

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 # The seed's private helpers stay importable by name (existing tests monkeypatch them).
 from .compat import _file_for, _resolve_trace_dir, read_recent, record_decision  # noqa: F401
 from .errors import (
+    BundleError,
     ConflictError,
     CorruptLine,
     ForkError,
@@ -71,6 +72,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "BundleError",
     "ConflictError",
     "CorruptLine",
     "Decision",

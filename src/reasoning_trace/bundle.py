@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .checkpoint import Checkpoint, Checkpoints, TreeState, open_checkpoint
-from .errors import NotFound, ProofError
+from .errors import BundleError, NoteError, NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
 from .proof import InclusionProof, verify_inclusion
@@ -94,27 +94,75 @@ def export_bundle(
     return len(signed), checkpoint
 
 
+def _read(base: Path, name: str) -> bytes:
+    """A bundle file's bytes; a missing or unreadable one is a ``BundleError`` naming it."""
+    try:
+        return (base / name).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"the bundle has no {name}") from None
+    except OSError as exc:
+        raise BundleError(f"the bundle's {name} cannot be read: {exc.strerror}") from exc
+
+
 def verify_bundle(
-    folder: str | os.PathLike[str], vkey: Iterable[str | Verifier] | None = None
+    folder: str | os.PathLike[str],
+    vkey: Iterable[str | Verifier] | None = None,
+    *,
+    trusted: Iterable[str] = (),
 ) -> tuple[int, Checkpoint]:
     """Check every record of a bundle against its checkpoint; return (count, checkpoint).
 
     ``vkey`` defaults to the bundle's own ``vkey`` file; an auditor should pass the key they
-    trust. Raises ``ProofError`` naming the record that fails, or a signature error.
+    trust. ``trusted``: checkpoint notes the auditor kept; the bundle's checkpoint must not be
+    smaller than one of them, nor have another root at its size (a proof of consistency is not
+    in the bundle, so a kept checkpoint of another size is only compared by size).
+    Raises ``BundleError`` for a bundle that is empty or malformed (naming the file and
+    line), ``ProofError`` naming the record that fails, or a signature error.
     """
     base = Path(folder)
-    keys = list(vkey) if vkey is not None else (base / "vkey").read_text().splitlines()
-    note = (base / "checkpoint").read_bytes()  # open_checkpoint decodes it strictly
-    lines = (base / "records.jsonl").read_bytes().splitlines()
-    proofs = (base / "proofs.jsonl").read_text().splitlines()
+    if vkey is None:
+        try:
+            keys_text = _read(base, "vkey").decode()
+        except UnicodeDecodeError:
+            raise BundleError("the bundle's vkey is not UTF-8 text") from None
+        keys: list[Verifier] = []
+        for n, text in enumerate(keys_text.splitlines(), 1):
+            if text.strip():
+                try:
+                    keys.append(Verifier.parse(text))
+                except NoteError as exc:
+                    raise BundleError(f"vkey line {n}: {exc}") from exc
+    else:
+        keys = [k if isinstance(k, Verifier) else Verifier.parse(k) for k in vkey if str(k).strip()]
+    note = _read(base, "checkpoint")  # open_checkpoint decodes it strictly
+    lines = _read(base, "records.jsonl").splitlines()
+    proofs = _read(base, "proofs.jsonl").splitlines()
+    if not lines:
+        raise BundleError("the bundle holds no record: nothing is proven")
     if len(lines) != len(proofs):
-        raise ProofError(f"{len(lines)} records but {len(proofs)} proofs")
-    checkpoint = open_checkpoint(
-        note, [k if isinstance(k, Verifier) else Verifier.parse(k) for k in keys if str(k).strip()]
-    )
+        raise BundleError(f"records.jsonl has {len(lines)} lines but proofs.jsonl {len(proofs)}")
+    checkpoint = open_checkpoint(note, keys)
+    for n, kept in enumerate(trusted, 1):
+        old = open_checkpoint(kept, keys)
+        if old.size > checkpoint.size:
+            raise ProofError(
+                f"the bundle's checkpoint has {checkpoint.size} records, fewer than the "
+                f"{old.size} of the checkpoint you kept (#{n}): a rollback"
+            )
+        if old.size == checkpoint.size and old.root != checkpoint.root:
+            raise ProofError(
+                f"the bundle's checkpoint of {old.size} records has another root than the one "
+                f"you kept (#{n}): a fork"
+            )
     for n, (line, raw) in enumerate(zip(lines, proofs, strict=True), start=1):
         try:
-            verify_inclusion_proof(json.loads(raw), line, checkpoint=checkpoint)
+            proof = json.loads(raw)
+        except ValueError as exc:
+            raise BundleError(f"proofs.jsonl line {n}: not JSON ({exc})") from exc
+        if not isinstance(proof, dict):
+            raise BundleError(f"proofs.jsonl line {n}: not a proof object")
+        try:
+            verify_inclusion_proof(proof, line, checkpoint=checkpoint)
         except (ProofError, ValueError) as exc:
-            raise ProofError(f"records.jsonl line {n}: {exc}") from exc
+            raise ProofError(f"records.jsonl line {n} (proofs.jsonl line {n}): {exc}") from exc
     return len(lines), checkpoint

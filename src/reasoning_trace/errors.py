@@ -21,6 +21,7 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
         ├── SignatureError            a signed note's signature does not verify
         │   └── UnknownKey            ... because no known key has that name and id
         ├── NoteError (ValueError)    a signed note or checkpoint that is malformed
+        ├── BundleError               an audit bundle that is empty, incomplete or malformed
         └── ForkError                 a new checkpoint would not extend the last signed one
 
 A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .record import Decision
 
 __all__ = [
+    "BundleError",
     "ConflictError",
     "CorruptLine",
     "ForkError",
@@ -200,6 +202,11 @@ class UnknownKey(SignatureError):
 
 class NoteError(IntegrityError, ValueError):
     """A signed note or checkpoint body that does not follow its format."""
+
+
+class BundleError(IntegrityError):
+    """An audit bundle that proves nothing as it is: empty, a file missing, a line that is
+    not JSON (the message names the file and line)."""
 
 
 class ForkError(IntegrityError):

@@ -75,6 +75,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .attest import attest
 from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
 from .index import MAX_SEQ
@@ -811,6 +812,8 @@ def create_app(
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         out: dict[str, Any] = {"decision": d.to_dict()}
+        # "signed" only for a leaf proven in a checkpoint whose signature verified (SPEC 4a).
+        out["signed"] = attest(log, d).to_json()
         if proof:  # reading never signs: null until a checkpoint covers the decision
             try:
                 out["proof"] = log.prove(d.seq).to_json()

@@ -469,12 +469,25 @@ def register(cli: click.Group) -> None:
 
     @cli.command("verify-bundle")
     @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-    @click.option("--vkey", help="The verifier key you trust (default: the bundle's vkey).")
-    def verify_bundle_cmd(folder: str, vkey: str | None) -> None:
+    @click.option(
+        "--vkey",
+        help="The verifier key you trust, or a file of them (default: the bundle's vkey).",
+    )
+    @click.option(
+        "--trusted",
+        "trusted_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A checkpoint note you kept from before (repeatable): fail if the bundle's "
+        "checkpoint is older than it or forks from it.",
+    )
+    def verify_bundle_cmd(folder: str, vkey: str | None, trusted_files: tuple[str, ...]) -> None:
         """Check an exported bundle offline; exit 1 if any record fails."""
         from ..bundle import verify_bundle
+        from .integrity import _read_note, _vkeys
 
-        count, cp = verify_bundle(folder, [vkey] if vkey else None)
+        trusted = [_read_note(path) for path in trusted_files]
+        count, cp = verify_bundle(folder, _vkeys(vkey), trusted=trusted)
         click.echo(
             f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
             f"records ({cp.origin})"
