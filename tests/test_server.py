@@ -340,3 +340,26 @@ def test_numbers_beyond_64_bits_are_not_server_errors(server: tuple[str, Decisio
     huge = "14588286866143047934017536"
     assert httpx.get(f"{url}/v1/decisions?cursor={huge}", headers=auth(READ)).status_code == 422
     assert httpx.get(f"{url}/v1/decisions/{huge}", headers=auth(READ)).status_code == 404
+
+
+def test_metrics_serve_what_went_wrong_quietly(
+    server: tuple[str, DecisionLog],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decision the original API could not store (here: an unusable key) is counted, and
+    /metrics serves the count."""
+    import reasoning_trace
+
+    url, _ = server
+    bad = tmp_path / "bad.key"
+    bad.write_text("PRIVATE+KEY+garbage")
+    monkeypatch.setenv("REASONING_TRACE_KEY", str(bad))
+    monkeypatch.setattr(reasoning_trace, "_resolve_trace_dir", lambda: str(tmp_path / "other"))
+    try:
+        assert reasoning_trace.record_decision("a", True, {}, {}) is False
+    finally:
+        reasoning_trace.compat._close_all()
+    text = httpx.get(f"{url}/metrics", headers=auth(READ)).text
+    line = next(x for x in text.splitlines() if 'event="decisions_not_stored"' in x)
+    assert float(line.split()[-1]) >= 1

@@ -80,6 +80,7 @@ from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
 from .index import MAX_SEQ
 from .log import DecisionLog
+from .metrics import counters
 from .query import Filter
 
 __all__ = ["Tokens", "app_from_environment", "create_app", "is_loopback"]
@@ -555,7 +556,7 @@ def create_app(
     ``stall_seconds``. ``/metrics`` labels at most ``metric_actions`` actions.
     """
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     tokens = tokens or Tokens()
     checker = _Verifier(log, verify_every)
@@ -574,7 +575,7 @@ def create_app(
 
         cached: tuple[float, list[tuple[str, int, int]]] = (0.0, [])
 
-        def collect(self) -> Iterator[GaugeMetricFamily]:
+        def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
             now = time.time()
             if now - self.cached[0] > 10:
                 self.cached = (now, _bounded_actions(log.stats().actions, metric_actions))
@@ -600,6 +601,20 @@ def create_app(
             )
             status.add_metric([], -1 if checker.ok is None else int(checker.ok))
             yield status
+            # What this process saw go wrong without failing loudly (reasoning_trace.metrics):
+            # clock steps, checkpoints that could not be written, decisions not stored.
+            events = CounterMetricFamily(
+                "rtrace_events", "Events counted by this server process", labels=["event"]
+            )
+            for name, value in sorted(counters().items()):
+                if not name.endswith("_seconds"):
+                    events.add_metric([name], value)
+            yield events
+            largest = GaugeMetricFamily(
+                "rtrace_clock_step_back_seconds", "The largest clock step back seen"
+            )
+            largest.add_metric([], counters().get("clock_step_back_seconds", 0.0))
+            yield largest
 
     registry.register(LogCollector())
 
