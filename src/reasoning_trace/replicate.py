@@ -399,6 +399,13 @@ class Replicator:
                 "truncated or replaced after replication; nothing shipped"
             )
         seq = await self._first_difference(js)
+        if seq is None:
+            raise ForkError(
+                f"the local records of {self.log.root} match the {self._ck_size} replicated "
+                "ones, but the cached tree hashes do not: delete "
+                f"{self.log.root / '.rtrace' / 'hashes'} (derived) and replicate again; "
+                "nothing shipped"
+            )
         raise ForkError(
             f"the local log at {self.log.root} forks from what node {self.node!r} replicated: "
             f"record {seq} differs, so the trees differ from size {seq + 1} on (the stream's "
@@ -408,9 +415,9 @@ class Replicator:
             "replication; nothing shipped"
         )
 
-    async def _first_difference(self, js: JetStreamContext) -> int:
+    async def _first_difference(self, js: JetStreamContext) -> int | None:
         """The first seq whose local record is not the replicated one (read in full: this
-        runs only once a fork is certain)."""
+        runs only once a fork is certain); ``None`` if every record matches."""
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         sub = await js.subscribe(
@@ -429,7 +436,7 @@ class Replicator:
                 mine = next(local, None)
                 if mine is None or mine.line != msg.data:
                     return seq
-            return self._ck_size - 1
+            return None
         finally:
             await sub.unsubscribe()
 
