@@ -11,7 +11,7 @@ Tests: ``tests/test_auditor.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Literal
 from .checkpoint import Checkpoints
 from .errors import IntegrityError, NotFound, ProofError, StorageError
 from .note import Verifier
-from .tree import HashFile, leaf_hash, stored_hash_index
+from .proof import InclusionProof
+from .tree import HashFile, inclusion_proof, leaf_hash, stored_hash_index
 
 if TYPE_CHECKING:
     from .log import DecisionLog
@@ -61,6 +62,32 @@ def _stored_leaf(root: Path, seq: int) -> bytes | None:
         hashes.close()
 
 
+def _proves_with_stored_hashes(
+    root: Path, decision: Decision, proof: InclusionProof, keys: Sequence[str | Verifier]
+) -> bool:
+    """Whether the writer's stored hashes give an inclusion path for the decision's current
+    bytes that verifies against the signed checkpoint."""
+    from .verify import verify_inclusion_proof
+
+    path = root / ".rtrace" / "hashes"
+    if not path.is_file():
+        return False
+    hashes = HashFile(str(path), readonly=True)
+    try:
+        if hashes.leaves() < proof.tree_size:
+            return False
+        steps = inclusion_proof(decision.seq, proof.tree_size, hashes)
+        other = InclusionProof(
+            decision.seq, proof.tree_size, leaf_hash(decision.line), steps, proof.checkpoint
+        )
+        verify_inclusion_proof(other, decision.line, vkey=keys)
+        return True
+    except (OSError, IndexError, IntegrityError):
+        return False
+    finally:
+        hashes.close()
+
+
 def attest(
     log: DecisionLog, decision: Decision, vkey: Iterable[str | Verifier] | None = None
 ) -> Attestation:
@@ -85,6 +112,17 @@ def attest(
     try:
         verify_inclusion_proof(proof, decision.line, vkey=keys)
     except ProofError:
+        # A proof from the day files as they are fails when any record under the checkpoint
+        # changed. The hashes the writer stored give another path; any path that verifies
+        # against the signed root proves this leaf, whatever its source.
+        if _proves_with_stored_hashes(log.root, decision, proof, keys):
+            return Attestation(
+                "verified",
+                f"its leaf is proven in the checkpoint of {proof.tree_size} records (other "
+                "records under it differ from what was signed: run `rtrace verify`)",
+                proof.tree_size,
+                when,
+            )
         stored = _stored_leaf(log.root, decision.seq)
         if stored is not None and stored == leaf_hash(decision.line):
             return Attestation(

@@ -29,6 +29,7 @@ import itertools
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -182,6 +183,7 @@ class FileStore:
         self._writer = False  # this store appended (or signed): the log's writer
         self._cache: Path | None = None  # a reader's derived state (index, hashes)
         self._reader_tree: TreeState | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None  # the reader's tree hashes
         self.tree = tree(self.root) if tree is not None else None
 
     # --- paths -------------------------------------------------------------------------------
@@ -778,7 +780,11 @@ class FileStore:
         if not self._writer:
             with self._mutex:
                 if self._reader_tree is None:
-                    self._reader_tree = TreeState(self.root, hashes=self._derived_path("hashes"))
+                    # Hashed afresh from the day files in each process, never from an earlier
+                    # process's cache: a reader's proofs and roots are of the log as it is now.
+                    self._scratch = tempfile.TemporaryDirectory(prefix="rtrace-tree-")
+                    hashes = Path(self._scratch.name) / "hashes"
+                    self._reader_tree = TreeState(self.root, hashes=hashes)
                 size = self._peek_head().next_seq
                 tree = self._reader_tree
                 tree.sync_to(size, self._lines_from)
@@ -1139,6 +1145,10 @@ class FileStore:
                 self.tree.close()
             if self._reader_tree is not None:
                 self._reader_tree.close()
+                self._reader_tree = None
+            if self._scratch is not None:
+                self._scratch.cleanup()
+                self._scratch = None
 
 
 class _SameBatch(ReasoningTraceError):
