@@ -116,3 +116,33 @@ def test_dashboard_live_feed_filters_detail_charts(site: tuple[str, DecisionLog]
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
     assert errors == []
+
+
+@needs_browser
+def test_the_detail_panel_says_altered_for_bytes_changed_on_disk(
+    site: tuple[str, DecisionLog],
+) -> None:
+    """The detail panel says signed for an untouched decision and ALTERED once its bytes were
+    changed on disk (the server proves the stored bytes against the signed checkpoint)."""
+    from playwright.sync_api import sync_playwright
+
+    url, log = site
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/")
+        page.wait_for_selector('#feed tbody tr[data-seq="3"]', timeout=10_000)
+        page.click('#feed tbody tr[data-seq="3"]')
+        page.wait_for_function("document.getElementById('detail-signed').textContent !== ''")
+        assert page.inner_text("#detail-signed").startswith("signed")
+        day = sorted(log.root.glob("*.jsonl"))[-1]
+        day.write_bytes(
+            day.read_bytes().replace(b'"reason":"decision 5"', b'"reason":"decision X"')
+        )
+        page.click('#feed tbody tr[data-seq="3"]')  # neighbours still prove through stored hashes
+        page.wait_for_function("document.getElementById('detail-signed').textContent !== ''")
+        page.evaluate("document.getElementById('detail-signed').textContent = ''")
+        page.click('#feed tbody tr[data-seq="5"]')
+        page.wait_for_function("document.getElementById('detail-signed').textContent !== ''")
+        assert page.inner_text("#detail-signed").startswith("ALTERED")
+        browser.close()

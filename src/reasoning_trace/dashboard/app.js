@@ -55,8 +55,17 @@ async function load() {
 }
 
 async function showDetail(seq) {
-  const { decision: d } = await getJSON(`/v1/decisions/${seq}`);
+  const { decision: d, signed } = await getJSON(`/v1/decisions/${seq}`);
   const panel = document.getElementById("detail");
+  // What the server proved of the stored bytes: never "signed" unless checked (SPEC 4a).
+  const words = { verified: ["signed", "approved"], altered: ["ALTERED", "rejected"],
+    unsigned: ["not yet signed", ""], unverified: ["NOT VERIFIED", "rejected"] };
+  const [word, style] = words[signed && signed.status] || ["not checked", ""];
+  const line = document.getElementById("detail-signed");
+  const mark = document.createElement("strong");
+  mark.textContent = word;
+  if (style) mark.className = style;
+  line.replaceChildren(mark, document.createTextNode(`: ${signed ? signed.detail : ""}`));
   panel.classList.remove("hidden");
   document.getElementById("detail-title").textContent =
     `#${d.seq} ${d.action} — ${d.approved ? "approved" : "REJECTED"}`;
