@@ -21,6 +21,7 @@ from ..errors import NotFound, QueryError
 from ..log import DecisionLog
 from ..query import Filter, Stats
 from ..record import Decision
+from .integrity import trusted_option
 from .render import console, print_decisions, shown, verdict_text
 
 __all__ = ["register"]
@@ -473,21 +474,14 @@ def register(cli: click.Group) -> None:
         "--vkey",
         help="The verifier key you trust, or a file of them (default: the bundle's vkey).",
     )
-    @click.option(
-        "--trusted",
-        "trusted_files",
-        multiple=True,
-        type=click.Path(dir_okay=False),
-        help="A checkpoint note you kept from before (repeatable): fail if the bundle's "
-        "checkpoint is older than it or forks from it.",
-    )
+    @trusted_option("the bundle's checkpoint is older than it or forks from it")
     def verify_bundle_cmd(folder: str, vkey: str | None, trusted_files: tuple[str, ...]) -> None:
         """Check an exported bundle offline; exit 1 if any record fails."""
         from ..bundle import verify_bundle
-        from .integrity import _read_note, _vkeys
+        from .integrity import read_note, vkeys
 
-        trusted = [_read_note(path) for path in trusted_files]
-        count, cp = verify_bundle(folder, _vkeys(vkey), trusted=trusted)
+        trusted = [read_note(path) for path in trusted_files]
+        count, cp = verify_bundle(folder, vkeys(vkey), trusted=trusted)
         click.echo(
             f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
             f"records ({cp.origin})"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -18,10 +19,12 @@ from .render import shown
 if TYPE_CHECKING:
     from ..verify import Report
 
-__all__ = ["register"]
+__all__ = ["read_note", "register", "trusted_option", "vkeys"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _vkeys(value: str | None) -> list[str] | None:
+def vkeys(value: str | None) -> list[str] | None:
     """``--vkey``: a verifier key, or a file holding one a line."""
     if value is None:
         return None
@@ -34,7 +37,18 @@ def _vkeys(value: str | None) -> list[str] | None:
     return [value]
 
 
-def _read_note(path: str) -> str:
+def trusted_option(fails_when: str) -> Callable[[F], F]:
+    """``--trusted NOTE`` (repeatable): checkpoints the auditor kept from before."""
+    return click.option(
+        "--trusted",
+        "trusted_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help=f"A checkpoint note you kept from before (repeatable): fail if {fails_when}.",
+    )
+
+
+def read_note(path: str) -> str:
     """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it)."""
     try:
         return Path(path).read_bytes().decode()
@@ -106,13 +120,8 @@ def register(cli: click.Group) -> None:
         metavar="nats://HOST:PORT",
         help="Check this local log against the records and checkpoints it replicated there.",
     )
-    @click.option(
-        "--trusted",
-        "trusted_files",
-        multiple=True,
-        type=click.Path(dir_okay=False),
-        help="A checkpoint note you kept from before (repeatable): fail if the log is shorter "
-        "than it or not consistent with it (a rollback or a rewrite).",
+    @trusted_option(
+        "the log is shorter than it or not consistent with it (a rollback or a rewrite)"
     )
     @click.option(
         "--trust-stream-keys",
@@ -148,8 +157,8 @@ def register(cli: click.Group) -> None:
         from ..verify import verify
 
         root = ctx.obj["root"]
-        keys = _vkeys(vkey)
-        trusted = [_read_note(path) for path in trusted_files]
+        keys = vkeys(vkey)
+        trusted = [read_note(path) for path in trusted_files]
         source, stream = ctx.obj.get("source"), ctx.obj["stream"]
         if source is not None or witness is not None:
             if source is not None and witness is not None:
