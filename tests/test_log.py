@@ -228,3 +228,11 @@ def test_follow_starts_when_called_not_when_iterated(log: DecisionLog) -> None:
     stream = log.follow(stop=lambda: False)
     log.record("new", True, {}, {})
     assert next(stream).action == "new"
+
+
+def test_approximate_stats_agree_with_the_records_on_an_honest_log(root: Path) -> None:
+    """The index's aggregates (for gauges) equal the counts from the records themselves."""
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(40):
+            log.record(["a", "b", "c"][i % 3], i % 4 != 0, {"s": {"passed": i % 5 != 0}}, {"i": i})
+        assert log.stats(approximate=True) == log.stats()

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import platformdirs
@@ -54,6 +54,7 @@ from .layout import fsync_dir as _fsync_dir
 from .layout import quarantine, reader_cache
 from .legacy import Prefix, find_prefix, is_legacy_line, read_line
 from .metrics import incr, observe_max
+from .query import Filter
 from .record import (
     MAX_MICROS,
     Decision,
@@ -1107,6 +1108,10 @@ class FileStore:
         from .follow import follow_files
 
         return follow_files(self, after_seq, stop)
+
+    def index_stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
+        """The aggregates the derived index keeps for ``flt`` (see ``Index.stats``)."""
+        return self._get_index().stats(flt)
 
     def _get_index(self) -> Index:
         if self._index is None:

@@ -31,7 +31,7 @@ from .events import Subscription
 from .files import FileStore, resolve_root, resolve_sync
 from .index import MAX_SEQ
 from .proof import ConsistencyProof, InclusionProof
-from .query import Filter, Stats, TimeSpec
+from .query import ActionStats, Filter, Stats, TimeSpec
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
 from .store import Store
 from .tree import consistency_proof, inclusion_proof, leaf_hash, tree_hash
@@ -314,10 +314,23 @@ class DecisionLog:
                 return lines
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
 
-    def stats(self, flt: Filter | None = None) -> Stats:
+    def stats(self, flt: Filter | None = None, *, approximate: bool = False) -> Stats:
         """Approval rate per action, vetoes per voter and decisions per day, counted from the
         records themselves in one pass (a time range reads only its days): the derived index
-        is never trusted for content (SPEC 4a)."""
+        is never trusted for content (SPEC 4a).
+
+        ``approximate``: read the aggregates the derived index keeps instead (milliseconds
+        on any size, but only as right as the index): for operational gauges such as
+        ``/metrics``, never for what an auditor is shown.
+        """
+        if approximate and isinstance(self._store, FileStore):
+            raw = self._store.index_stats(flt or Filter())
+            return Stats(
+                [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
+                [(str(v), int(n)) for v, n in raw["voters"]],
+                [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["days"]],
+                [(str(d), int(n), int(ok or 0)) for d, n, ok in raw["nodes"]],
+            )
         return Stats.of(self.select(flt or Filter()))
 
     def select(self, flt: Filter) -> Iterator[Decision]:

@@ -578,7 +578,10 @@ def create_app(
         def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
             now = time.time()
             if now - self.cached[0] > 10:
-                self.cached = (now, _bounded_actions(log.stats().actions, metric_actions))
+                self.cached = (
+                    now,
+                    _bounded_actions(log.stats(approximate=True).actions, metric_actions),
+                )
             decisions = GaugeMetricFamily(
                 "rtrace_decisions", "Decisions in the log", labels=["action", "verdict"]
             )
