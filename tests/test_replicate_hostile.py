@@ -260,6 +260,7 @@ def test_replicate_says_it_waits_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.stderr.close()
     assert proc.returncode == 0
     assert "s3cret" not in seen and "user:***@" in seen
+    assert "stopped: nothing of a was replicated" in seen and "0..-1" not in seen
     assert "Traceback" not in seen
 
 

@@ -97,9 +97,13 @@ def register(cli: click.Group) -> None:
                 + ", ".join(f"{subject} #{seq}" for subject, seq in status.foreign[:10]),
                 err=True,
             )
+        if stop.is_set() and not status.records and not status.next_seq:
+            click.echo(f"stopped: nothing of {status.node} was replicated", err=True)
+            return
+        held = f"seqs 0..{status.next_seq - 1}" if status.next_seq else "none of its records"
         click.echo(
             f"replicated {status.records} records and {status.checkpoints} checkpoints of "
-            f"{status.node}; the stream holds seqs 0..{status.next_seq - 1} "
+            f"{status.node}; the stream holds {held} "
             f"({status.retries} retries, {status.resolved} resolved as already stored)",
             err=True,
         )
