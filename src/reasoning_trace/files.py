@@ -180,6 +180,7 @@ class FileStore:
         self._head_stale = False  # the head in the lock file must be recomputed
         self._ready = False  # the signing key was checked (before the first append)
         self._prefix: Prefix | None = None  # the legacy prefix, once it can no longer change
+        self._growing: tuple[tuple[tuple[str, int, int], ...], Prefix] | None = None  # before
         self._taken: list[Pending] = []  # the original module's lines, to record again
         self._writer = False  # this store appended (or signed): the log's writer
         self._cache: Path | None = None  # a reader's derived state (index, hashes)
@@ -333,7 +334,7 @@ class FileStore:
                 try:
                     rec = parse_record(line, file=str(path), offset=offset)
                 except CorruptLine:
-                    if _foreign(line):
+                    if is_legacy_line(line):
                         foreign.append((day, offset, line))
                         floor = max(floor, _day_start(day))
                         continue
@@ -366,7 +367,7 @@ class FileStore:
                 continue
             start = since.size if day == since.day else 0
             for offset, _lineno, line in self.lines(day, start):
-                if _foreign(line):
+                if is_legacy_line(line):
                     out.append((day, offset, line))
         return out
 
@@ -983,7 +984,7 @@ class FileStore:
                         try:
                             yield build(loads(line), line)
                         except ValueError as exc:
-                            if _foreign(line):
+                            if is_legacy_line(line):
                                 continue  # the original module's line after adoption: no seq
                             at = offset + data.index(line + b"\n")
                             raise self._corrupt(day, start, at, exc) from exc
@@ -994,9 +995,17 @@ class FileStore:
         ``legacy``); cached once a record of this product follows them."""
         if self._prefix is not None:
             return self._prefix
-        prefix = find_prefix(self._root_s, self.days())
+        days = self.days()
+        # Until then (a log only the original module wrote) it can grow: read it again only
+        # when a day file changed, not on every read of every day.
+        shape = tuple((day, *_size_ino(self._day_s(day))) for day in days)
+        if self._growing is not None and self._growing[0] == shape:
+            return self._growing[1]
+        prefix = find_prefix(self._root_s, days)
         if prefix.frozen():
-            self._prefix = prefix
+            self._prefix, self._growing = prefix, None
+        else:
+            self._growing = (shape, prefix)
         return prefix
 
     def _prefix_decisions(self, day: str, start: int, prefix: Prefix) -> Iterator[Decision]:
@@ -1014,7 +1023,7 @@ class FileStore:
                 try:
                     yield decision_from_dict(orjson.loads(line), line)
                 except ValueError as exc:
-                    if not _foreign(line):
+                    if not is_legacy_line(line):
                         raise self._corrupt(day, 0, offset, exc) from exc
 
     def _corrupt(self, day: str, start: int, offset: int, exc: Exception) -> CorruptLine:
@@ -1048,7 +1057,7 @@ class FileStore:
                 try:
                     out.append(parse_record(line, file=str(path), offset=offset))
                 except CorruptLine as exc:
-                    if _foreign(line):
+                    if is_legacy_line(line):
                         continue
                     if on_corrupt is None:
                         raise
@@ -1194,9 +1203,12 @@ def _await_original(fd: int, size: int) -> int:
     return size
 
 
-def _foreign(line: bytes) -> bool:
-    """Whether a line (not a record) has the original module's shape."""
-    return is_legacy_line(line)
+def _size_ino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (-1, 0)
+    return (st.st_size, st.st_ino)
 
 
 def _write_all_at(fd: int, data: bytes, offset: int) -> None:
