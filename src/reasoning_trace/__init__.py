@@ -45,12 +45,25 @@ from .store import Store
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
     from .fleet import Fleet, verify_node, witness
     from .jetstream_store import JetStreamStore
+    from .proof import ConsistencyProof, InclusionProof
     from .replicate import Replicator, replicate
+    from .report import Finding, Report
+    from .verify import verify, verify_consistency_proof, verify_inclusion_proof
 
-# Fleet mode (the ``[nats]`` extra) is imported on first use: most logs never need it.
+# Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
+# processes that record decisions never need them.
 _LAZY = {
+    "Checkpoint": "checkpoint",
+    "ConsistencyProof": "proof",
+    "Finding": "report",
+    "InclusionProof": "proof",
+    "Report": "report",
+    "verify": "verify",
+    "verify_consistency_proof": "verify",
+    "verify_inclusion_proof": "verify",
     "Fleet": "fleet",
     "verify_node": "fleet",
     "witness": "fleet",
@@ -73,14 +86,18 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "BundleError",
+    "Checkpoint",
     "ConflictError",
+    "ConsistencyProof",
     "CorruptLine",
     "Decision",
     "DecisionLog",
     "FileStore",
     "Filter",
+    "Finding",
     "Fleet",
     "ForkError",
+    "InclusionProof",
     "IntegrityError",
     "JetStreamStore",
     "LogRootMissing",
@@ -94,6 +111,7 @@ __all__ = [
     "RedactionError",
     "ReplicationError",
     "Replicator",
+    "Report",
     "SignatureError",
     "SigningKeyError",
     "StorageError",
@@ -111,6 +129,9 @@ __all__ = [
     "replicate",
     "set_consent_gate",
     "uuid7",
+    "verify",
+    "verify_consistency_proof",
+    "verify_inclusion_proof",
     "verify_node",
     "witness",
 ]

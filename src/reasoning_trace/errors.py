@@ -8,7 +8,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     │   └── RedactionError            a redaction rule failed; nothing unredacted is written
     ├── ConflictError                 a caller-given id is already recorded with other content
     ├── NotFound (LookupError)        no decision with that id or seq
-    ├── QueryError (ValueError)       a filter or time expression that cannot be understood
+    ├── UsageError (ValueError)       an argument that cannot be used as given (names it)
+    │   └── QueryError                a filter or time expression that cannot be understood
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
     ├── StorageError (OSError)        the store could not read or durably write; nothing was written
     │   ├── LogRootMissing            the log's root directory vanished under a running log
@@ -31,10 +32,7 @@ Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .record import Decision
+from typing import Any, Protocol
 
 __all__ = [
     "BundleError",
@@ -55,9 +53,11 @@ __all__ = [
     "SignatureError",
     "SigningKeyError",
     "StorageError",
+    "StoredDecision",
     "StreamConfigError",
     "UnknownKey",
     "UnreconciledLog",
+    "UsageError",
 ]
 
 
@@ -86,13 +86,27 @@ class RedactionError(RecordError):
     """A redaction rule raised or returned something unusable; the record is refused."""
 
 
+class StoredDecision(Protocol):
+    """What an error needs of a recorded decision (``record.Decision`` is one): this module
+    stays below every other, so it names the shape, not the class."""
+
+    @property
+    def seq(self) -> int:
+        """The decision's position in the log."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision as a JSON object."""
+        ...
+
+
 class ConflictError(ReasoningTraceError):
     """A caller-given ``id`` is already in the log with different content.
 
     ``stored`` is the decision already recorded under that id.
     """
 
-    def __init__(self, decision_id: str, stored: Decision) -> None:
+    def __init__(self, decision_id: str, stored: StoredDecision) -> None:
         self.id = decision_id
         self.stored = stored
         super().__init__(
@@ -104,7 +118,13 @@ class NotFound(ReasoningTraceError, LookupError):
     """No decision with the given id or seq is in the log."""
 
 
-class QueryError(ReasoningTraceError, ValueError):
+class UsageError(ReasoningTraceError, ValueError):
+    """An argument that cannot be used as given: a size outside the tree, an unknown sync
+    mode, a malformed server URL. The message names the argument and what was wrong; the
+    CLI answers it with exit code 2 and the HTTP API with 400."""
+
+
+class QueryError(UsageError):
     """A query filter or time expression that cannot be understood."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import platformdirs
 
+from .errors import UsageError
 from .record import Decision
 
 __all__ = [
@@ -210,7 +211,7 @@ class Subscription:
         persist: bool = True,
     ) -> None:
         if not name or any(c in name for c in "/\\\0") or name.startswith("."):
-            raise ValueError(f"a subscriber name must be a plain file name, not {name!r}")
+            raise UsageError(f"a subscriber name must be a plain file name, not {name!r}")
         self.name = name
         self.callback = callback
         self.gate = gate or decision_summary

@@ -48,6 +48,7 @@ from .errors import (
     ReasoningTraceError,
     StorageError,
     UnreconciledLog,
+    UsageError,
 )
 from .index import Index
 from .layout import fsync_dir as _fsync_dir
@@ -98,7 +99,7 @@ def resolve_sync(sync: str | None) -> Sync:
     """The durability mode: the argument, else ``$REASONING_TRACE_SYNC``, else ``batch``."""
     value = sync or os.environ.get("REASONING_TRACE_SYNC") or "batch"
     if value not in SYNC_MODES:
-        raise ValueError(f"sync must be one of {', '.join(SYNC_MODES)}, not {value!r}")
+        raise UsageError(f"sync must be one of {', '.join(SYNC_MODES)}, not {value!r}")
     return value
 
 

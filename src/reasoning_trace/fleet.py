@@ -54,11 +54,11 @@ from .jetstream import (
     redact_url,
     server_is_open,
 )
-from .note import Verifier
+from .note import Verifier, as_verifiers
 from .query import Filter, Stats
 from .record import Decision, parse_record
+from .report import Finding, Report
 from .tree import CompactRange, leaf_hash
-from .verify import Finding, Report, _verifiers
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -664,7 +664,7 @@ def _keys(
     trust them, every key the node published. A key subject whose keys changed is a finding:
     a failure when the stream's keys are trusted (whoever changed them may have signed what
     follows), a note otherwise."""
-    verifiers = _verifiers(vkey)
+    verifiers = as_verifiers(vkey)
     if verifiers is None and not trust_stream_keys:
         raise ValueError(
             f"give the verifier key of {node} you hold (--vkey): keys read from the stream "

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checkpoint import Checkpoint
-from .errors import CorruptLine, ReplicationError, StreamConfigError
+from .errors import CorruptLine, ReplicationError, StreamConfigError, UsageError
 from .note import split_note
 from .record import Decision, parse_record
 
@@ -82,7 +82,7 @@ T = TypeVar("T")
 def check_node(node: str) -> str:
     """Return ``node`` if it can be one subject token (letters, digits, ``_``, ``-``)."""
     if not isinstance(node, str) or not _NODE.fullmatch(node):
-        raise ValueError(
+        raise UsageError(
             f"node name {node!r} must be 1-64 letters, digits, '_' or '-' "
             "(it is a NATS subject token)"
         )
@@ -120,13 +120,13 @@ def parse_servers(url: str) -> list[str]:
     scheme means ``nats://host:port``; other schemes are refused (``ValueError``)."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
     if not servers:
-        raise ValueError("no NATS server URL given")
+        raise UsageError("no NATS server URL given")
     out = []
     for u in servers:
         if "://" not in u:
             u = f"nats://{u}"
         if not re.match(r"(nats|tls)://[^/]", u):
-            raise ValueError(f"{redact_url(u)!r} is not a NATS URL (nats://host:port)")
+            raise UsageError(f"{redact_url(u)!r} is not a NATS URL (nats://host:port)")
         out.append(u)
     return out
 

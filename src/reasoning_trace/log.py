@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
-from .errors import CorruptLine, NotFound, StorageError
+from .errors import CorruptLine, NotFound, StorageError, UsageError
 from .events import Subscription
 from .files import FileStore, resolve_root, resolve_sync
 from .index import MAX_SEQ
@@ -422,7 +422,7 @@ class DecisionLog:
                     )
                 n, note = latest.size, latest.note
             elif not decision.seq < n <= head:
-                raise ValueError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")
+                raise UsageError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")
             else:
                 note = tree.note_for(n)
             return InclusionProof(
@@ -456,7 +456,7 @@ class DecisionLog:
         def prove(tree: TreeState, head: int) -> ConsistencyProof:
             n = head if new is None else new
             if not 0 < old <= n <= head:
-                raise ValueError(f"no consistency proof from {old} to {n} (log: {head})")
+                raise UsageError(f"no consistency proof from {old} to {n} (log: {head})")
             return ConsistencyProof(old, n, consistency_proof(old, n, tree.hashes))
 
         return self._files().with_tree(prove)

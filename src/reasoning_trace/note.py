@@ -41,7 +41,7 @@ def _private(seed: bytes) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
-__all__ = ["Signature", "Signer", "Verifier", "open_note", "sign_note"]
+__all__ = ["Signature", "Signer", "Verifier", "as_verifiers", "open_note", "sign_note"]
 
 ALG_ED25519 = 0x01
 _DASH = "\u2014"  # the em dash that starts every signature line
@@ -207,6 +207,26 @@ class Signature:
     name: str
     id: int
     signature: bytes
+
+
+def as_verifiers(
+    keys: str | Verifier | Iterable[str | Verifier] | None,
+) -> list[Verifier] | None:
+    """Verifier keys from what a caller holds: one key, text of keys one per line (a vkey
+    file's content), or many of either; ``None`` stays ``None`` (no keys given).
+
+    Raises ``NoteError`` for a line that is not a verifier key.
+    """
+    if keys is None:
+        return None
+    items = [keys] if isinstance(keys, str | Verifier) else list(keys)
+    out = []
+    for item in items:
+        if isinstance(item, Verifier):
+            out.append(item)
+        else:
+            out.extend(Verifier.parse(line) for line in item.splitlines() if line.strip())
+    return out
 
 
 def sign_note(text: str, signers: Iterable[Signer]) -> str:

@@ -24,6 +24,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from .errors import UsageError
+
 __all__ = [
     "EMPTY_ROOT",
     "CompactRange",
@@ -132,7 +134,7 @@ def _split(n: int) -> int:
 def inclusion_proof(index: int, size: int, reader: HashReader) -> list[bytes]:
     """RFC 9162 section 2.1.3.1: PATH(index, D[0:size])."""
     if not 0 <= index < size:
-        raise ValueError(f"leaf {index} is not in a tree of size {size}")
+        raise UsageError(f"leaf {index} is not in a tree of size {size}")
     proof: list[bytes] = []
     lo, hi = 0, size
     stack = []
@@ -152,7 +154,7 @@ def inclusion_proof(index: int, size: int, reader: HashReader) -> list[bytes]:
 def consistency_proof(old: int, new: int, reader: HashReader) -> list[bytes]:
     """RFC 9162 section 2.1.4.1: PROOF(old, D[0:new]), for 0 < old <= new."""
     if not 0 < old <= new:
-        raise ValueError(f"no consistency proof from size {old} to size {new}")
+        raise UsageError(f"no consistency proof from size {old} to size {new}")
     out: list[bytes] = []
     m, lo, hi, complete = old, 0, new, True
     while True:
@@ -184,7 +186,7 @@ class CompactRange:
         self.size = size
         self.hashes = list(hashes)
         if len(self.hashes) != size.bit_count():
-            raise ValueError(f"a compact range of {size} leaves has {size.bit_count()} hashes")
+            raise UsageError(f"a compact range of {size} leaves has {size.bit_count()} hashes")
 
     @classmethod
     def load(cls, size: int, reader: HashReader) -> CompactRange:

@@ -42,9 +42,10 @@ from .errors import LogRootMissing, NoteError, ProofError, SignatureError, Unkno
 from .files import DERIVED_DIR, resolve_root
 from .layout import is_day
 from .legacy import Prefix, find_prefix, is_legacy_line
-from .note import Verifier
+from .note import Verifier, as_verifiers
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .record import parse_utc
+from .report import Finding, Report
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
 
 __all__ = [
@@ -54,130 +55,6 @@ __all__ = [
     "verify_consistency_proof",
     "verify_inclusion_proof",
 ]
-
-#: Finding kinds. Failures mean the log is not what was signed; notes are for the record.
-FAILURES = (
-    "altered",  # a record's bytes differ from what was written and signed
-    "inserted",  # a line that was never written by the log, among signed records
-    "deleted",  # signed records are missing (a seq gap)
-    "duplicate",  # a signed record appears twice
-    "reordered",  # signed records are out of seq order
-    "unparseable",  # a line that is not a record
-    "missing_day_file",  # a day file that held signed records is gone
-    "truncated",  # the log is shorter than a signed checkpoint
-    "checkpoint_mismatch",  # the records do not hash to a signed root (span located)
-    "wrong_day",  # a record in the day file of another day
-    "bad_signature",  # a checkpoint whose signature does not verify
-    "unknown_key",  # a checkpoint signed by a key nobody published
-    "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
-    "fork",  # two signed checkpoints of one size with different roots
-    "no_key",  # checkpoints exist but there is no verifier key to check them
-    "no_checkpoint",  # a pinned verifier key, records, and not one checkpoint it verifies
-    "unsigned_stale",  # records a running writer would have signed, that no checkpoint covers
-    "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
-    "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root
-    "odd_entry",  # something named like a day or checkpoint file that is not a regular file
-    "foreign_message",  # a message on a node's subject of the stream that is not its own
-    "key_changed",  # the keys a node published changed, and the stream's keys were trusted
-    "open_server",  # the stream's server takes no credentials: anyone can delete it
-)
-NOTES = (
-    "unsigned",  # records after the newest checkpoint: not yet covered by a signature
-    "crash_fragment",  # a torn tail cut off after a crash, kept in quarantine/
-    "torn_tail",  # bytes after the last newline, not yet repaired by a writer
-    "clock_backwards",  # a record's timestamp is before the previous one's
-    "key_from_stream",  # a replica was checked with the key its node replicated, not yours
-    "expiring_stream",  # the stream's settings would let replicated history expire
-    "legacy",  # records the original module wrote, adopted into the tree as they are
-    "legacy_unparseable",  # a line of the original module that is not a record (kept, a leaf)
-    "foreign_line",  # the original module's line after this log's records: not in the tree
-    "key_change_seen",  # the keys a node published changed (checked with the caller's keys)
-    "open_server_accepted",  # the server takes no credentials, and the caller accepted that
-)
-MAX_PER_KIND = 1000
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing verify found, with where: file and line, and the seq range concerned."""
-
-    kind: str
-    message: str
-    file: str | None = None
-    line: int | None = None
-    seq_from: int | None = None
-    seq_to: int | None = None
-
-    @property
-    def failure(self) -> bool:
-        """Whether this finding means the log is not what was signed."""
-        return self.kind in FAILURES
-
-    def to_json(self) -> dict[str, Any]:
-        """The finding as a JSON object (``failure`` included)."""
-        out = {k: v for k, v in self.__dict__.items() if v is not None}
-        out["failure"] = self.failure
-        return out
-
-
-@dataclass
-class Report:
-    """The result of ``verify``: what was read, what was proven, what was found."""
-
-    root: str
-    records: int = 0
-    bytes: int = 0
-    checkpoints: int = 0  # signed checkpoints whose root matched the records
-    signed_size: int = 0  # records covered by the largest matching checkpoint
-    findings: list[Finding] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=dict)  # findings over MAX_PER_KIND
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was found that means the log is not what was signed."""
-        return not any(f.failure for f in self.findings)
-
-    @property
-    def failures(self) -> list[Finding]:
-        """The findings that are failures."""
-        return [f for f in self.findings if f.failure]
-
-    def kinds(self) -> set[str]:
-        """The kinds of all findings."""
-        return {f.kind for f in self.findings}
-
-    def add(self, finding: Finding) -> None:
-        """Add a finding, keeping at most ``MAX_PER_KIND`` of each kind."""
-        if sum(1 for f in self.findings if f.kind == finding.kind) >= MAX_PER_KIND:
-            self.dropped[finding.kind] = self.dropped.get(finding.kind, 0) + 1
-            return
-        self.findings.append(finding)
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as a JSON object."""
-        return {
-            "root": self.root,
-            "ok": self.ok,
-            "records": self.records,
-            "bytes": self.bytes,
-            "checkpoints": self.checkpoints,
-            "signed_size": self.signed_size,
-            "findings": [f.to_json() for f in self.findings],
-            "dropped": self.dropped,
-        }
-
-
-def _verifiers(vkey: str | Verifier | Iterable[str | Verifier] | None) -> list[Verifier] | None:
-    if vkey is None:
-        return None
-    items = [vkey] if isinstance(vkey, str | Verifier) else list(vkey)
-    out = []
-    for item in items:
-        if isinstance(item, Verifier):
-            out.append(item)
-        else:
-            out.extend(Verifier.parse(line) for line in item.splitlines() if line.strip())
-    return out
 
 
 @dataclass
@@ -412,7 +289,7 @@ def verify(
         raise LogRootMissing(f"no log at {base}: nothing to verify")
     report = Report(str(base))
     files = Checkpoints(base)
-    verifiers = _verifiers(vkey)
+    verifiers = as_verifiers(vkey)
     if verifiers is None:
         verifiers = files.verifiers()
     signed = _checkpoints(files, verifiers, report)
@@ -937,7 +814,7 @@ def verify_inclusion_proof(
         text = note or p.checkpoint
         if text is None:
             raise ProofError("the proof carries no checkpoint note and none was given")
-        checkpoint = open_checkpoint(text, _verifiers(vkey) or [])
+        checkpoint = open_checkpoint(text, as_verifiers(vkey) or [])
     if checkpoint.size != p.tree_size:
         raise ProofError(
             f"the proof is for a tree of {p.tree_size} records, the checkpoint "
@@ -962,7 +839,7 @@ def verify_consistency_proof(
 ) -> tuple[Checkpoint, Checkpoint]:
     """Check that the newer signed checkpoint extends the older one; return both."""
     p = proof if isinstance(proof, ConsistencyProof) else ConsistencyProof.from_json(proof)
-    verifiers = _verifiers(vkey) or []
+    verifiers = as_verifiers(vkey) or []
     old, new = open_checkpoint(old_note, verifiers), open_checkpoint(new_note, verifiers)
     if (old.size, new.size) != (p.old_size, p.new_size):
         raise ProofError(
