@@ -4,7 +4,7 @@
   ``hashlib.sha256`` over the same bytes in the same run (read in 1 MiB blocks).
 - proofs: logs of 10^3, 10^5 and 10^7 records. Day files are written directly (the record
   format, ``sync="never"`` speed) and the derived hash file and index are built by the library
-  (``TreeState.sync_to``, ``Index.catch_up``); a checkpoint is signed. Then each measurement is
+  (``SignedTree.sync_to``, ``Index.catch_up``); a checkpoint is signed. Then each measurement is
   the *first* ``prove(seq)`` / ``consistency(old)`` call in a fresh process.
 - checkpointing on the append path: 8 threads, ``sync="batch"``, records/s with the default
   schedule (every 1024 records / 60 s) and with no schedule (tree kept, nothing signed).
@@ -89,7 +89,7 @@ def build(
 def derive(root: str) -> None:
     """Build the index and hash file with the library, and sign a checkpoint."""
     with DecisionLog(root, sync="never") as log:
-        log._store._get_index().catch_up()  # type: ignore[attr-defined]
+        log._store.index().catch_up()  # type: ignore[attr-defined]
         log.checkpoint()
 
 

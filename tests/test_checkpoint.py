@@ -10,13 +10,8 @@ import orjson
 import pytest
 
 from reasoning_trace import DecisionLog, ForkError
-from reasoning_trace.checkpoint import (
-    Checkpoint,
-    Checkpoints,
-    default_origin,
-    open_checkpoint,
-    rotate_key,
-)
+from reasoning_trace.checkpoint import Checkpoint, Checkpoints, open_checkpoint
+from reasoning_trace.keys import default_origin, rotate_key
 from reasoning_trace.note import Verifier
 from reasoning_trace.verify import verify
 

@@ -19,13 +19,14 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .checkpoint import Checkpoint, Checkpoints, TreeState, open_checkpoint
+from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import BundleError, NoteError, NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
 from .proof import InclusionProof, verify_inclusion
 from .query import Filter
-from .tree import inclusion_proof, leaf_hash
+from .signed_tree import SignedTree
+from .tree import leaf_hash
 from .verify import verify_inclusion_proof
 
 __all__ = ["export_bundle", "verify_bundle"]
@@ -62,10 +63,10 @@ def export_bundle(
             f"({checkpoint.size} records): sign one first (`rtrace checkpoint --now`)"
         )
 
-    def prove_all(tree: TreeState, size: int) -> list[InclusionProof]:
+    def prove_all(tree: SignedTree) -> list[InclusionProof]:
         proofs = []
         for n, d in enumerate(signed, start=1):
-            path = inclusion_proof(d.seq, checkpoint.size, tree.hashes)
+            path = tree.inclusion_path(d.seq, checkpoint.size)
             leaf = leaf_hash(d.line)
             try:
                 verify_inclusion(d.seq, checkpoint.size, leaf, path, checkpoint.root)

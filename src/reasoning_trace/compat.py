@@ -29,7 +29,7 @@ from .errors import (
     UnreconciledLog,
 )
 from .events import bus
-from .files import resolve_root
+from .layout import resolve_root
 from .log import DecisionLog
 from .metrics import incr
 from .record import uuid7

@@ -21,9 +21,10 @@ from typing import Literal
 
 import orjson
 
-from .checkpoint import CHECKPOINT_SECONDS, Checkpoints, default_origin, key_path, load_signer
+from .checkpoint import CHECKPOINT_SECONDS, Checkpoints
 from .errors import NoteError, SigningKeyError
-from .files import DERIVED_DIR, resolve_root
+from .keys import default_origin, key_path, load_signer
+from .layout import DERIVED_DIR, resolve_root
 from .legacy import find_prefix
 from .record import parse_utc
 

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import CorruptLine, NoteError, NotFound, ReplicationError, SignatureError, UnknownKey
-from .files import resolve_root
 from .jetstream import (
     DEFAULT_STREAM,
     Bridge,
@@ -54,6 +53,7 @@ from .jetstream import (
     redact_url,
     server_is_open,
 )
+from .layout import resolve_root
 from .note import Verifier, as_verifiers
 from .query import Filter, Stats
 from .record import Decision, parse_record

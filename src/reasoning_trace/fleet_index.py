@@ -2,7 +2,7 @@
 up to date incrementally from the stream, so fleet ``query`` and ``stats`` answer in
 milliseconds instead of reading the whole stream each time.
 
-It has the local index's tables and conditions (``index.where_sql``, ``index.stats_sql``),
+It has the local index's tables and conditions (``index_sql.where_sql``, ``index_sql.stats_sql``),
 keyed by stream seq instead of log seq, and it keeps each record's stored line, so a hit is
 answered without going back to the server. It is derived: deleting it loses nothing, a
 stream that was re-created (another creation time) makes it start afresh, and it lives in
@@ -35,7 +35,7 @@ import orjson
 import platformdirs
 
 from .errors import CorruptLine, StorageError
-from .index import _exact, subject_text, where_sql
+from .index_sql import is_exact, subject_text, where_sql
 from .jetstream import decision_subject, node_of, parse_servers
 from .query import ActionStats, Filter, Stats
 from .record import Decision, decision_from_dict, format_utc
@@ -262,7 +262,7 @@ class FleetIndex:
         first), at most ``limit``; streamed from the cache."""
         self.catch_up()
         self._report_foreign(flt)
-        exact = _exact(flt)
+        exact = is_exact(flt)
         where, args = where_sql(flt, probe=limit is not None)
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT line, node FROM records r WHERE {where} ORDER BY r.ts {order}, r.seq {order}"
@@ -297,7 +297,7 @@ class FleetIndex:
         come from per-day totals kept while indexing (a year is a few thousand rows); only
         the partial days at the ends of a time range, and filters on voters or subjects,
         count records."""
-        if not _exact(flt):  # subject values that are not text: decide each record exactly
+        if not is_exact(flt):  # subject values that are not text: decide each record exactly
             return Stats.of(self.query(flt))
         self.catch_up()
         self._report_foreign(flt)

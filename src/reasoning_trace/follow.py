@@ -21,21 +21,21 @@ from .legacy import is_legacy_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
-    from .files import FileStore
+    from .day_files import DayFiles, Locate
 
 __all__ = ["follow_files"]
 
 POLL_SECONDS = 0.01
 
 
-def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, int]:
+def _start(store: DayFiles, locate: Locate, after_seq: int | None) -> tuple[str | None, int, int]:
     """(day, byte offset, last seq seen) to start following from."""
     days = store.days()
     if not days:
         return None, 0, -1 if after_seq is None else after_seq
     if after_seq is None:
         day = days[-1]
-        for offset, line in store._lines_backward(store.day_path(day)):
+        for offset, line in store.lines_backward(day):
             obj = orjson.loads(line) if line.startswith(b"{") else None
             seq = obj.get("seq") if isinstance(obj, dict) else None
             if type(seq) is not int:  # the original module's line: its seq is its position
@@ -44,15 +44,16 @@ def _start(store: FileStore, after_seq: int | None) -> tuple[str | None, int, in
         return day, 0, -1
     if after_seq < 0:
         return days[0], 0, -1
-    loc = store._get_index().locate(after_seq)
+    loc = locate(after_seq)
     if loc is None:  # beyond the head: wait at the end for it
-        end_day, end_offset, seq = _start(store, None)
+        end_day, end_offset, seq = _start(store, locate, None)
         return end_day, end_offset, max(seq, after_seq)
     return loc[0], loc[1] + loc[2] + 1, after_seq
 
 
 def follow_files(
-    store: FileStore,
+    store: DayFiles,
+    locate: Locate,
     after_seq: int | None,
     stop: Callable[[], bool],
     poll: float = POLL_SECONDS,
@@ -60,13 +61,14 @@ def follow_files(
     """Yield each decision with seq > ``after_seq`` as it lands, until ``stop()``.
 
     The starting point is fixed now, when this is called, not at the first ``next()``: with
-    ``after_seq=None`` nothing recorded after the call is missed.
+    ``after_seq=None`` nothing recorded after the call is missed. ``locate`` (the index) finds
+    where the record ``after_seq`` ends.
     """
-    return _follow(store, _start(store, after_seq), stop, poll)
+    return _follow(store, _start(store, locate, after_seq), stop, poll)
 
 
 def _follow(
-    store: FileStore,
+    store: DayFiles,
     start: tuple[str | None, int, int],
     stop: Callable[[], bool],
     poll: float,
@@ -83,7 +85,7 @@ def _follow(
             except ValueError as exc:
                 if is_legacy_line(line):
                     continue  # the original module's line: no seq; the writer takes it in
-                raise CorruptLine(str(store.day_path(day)), off, str(exc)) from exc
+                raise CorruptLine(str(store.layout.day_file(day)), off, str(exc)) from exc
             if decision.seq > last:
                 last = decision.seq
                 yield decision

@@ -16,40 +16,31 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .errors import CorruptLine, StorageError
+from .index_sql import (
+    MAX_SEQ,
+    SCHEMA,
+    SCHEMA_VERSION,
+    is_exact,
+    stats_sql,
+    subject_text,
+    where_sql,
+)
 from .layout import is_day
 from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
-    from .files import FileStore
+    from .day_files import DayFiles
     from .query import Filter
 
-__all__ = ["Index", "stats_sql", "where_sql"]
-
-SCHEMA_VERSION = 3
-MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL,
-    ts INTEGER NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL, node TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
-CREATE INDEX IF NOT EXISTS records_action ON records(action, ts);
-CREATE INDEX IF NOT EXISTS records_action_seq ON records(action, seq);
-CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
-CREATE TABLE IF NOT EXISTS vetoes (voter TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS vetoes_voter ON vetoes(voter, seq);
-CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
-"""
+__all__ = ["Index"]
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -57,83 +48,17 @@ def _rollback(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
 
 
-def _exact(flt: Filter) -> bool:
-    """Whether the SQL conditions decide the filter exactly (subject values given as text
-    are compared as text, which is the filter's own rule for them)."""
-    return all(isinstance(v, str) for v in flt.subject.values())
-
-
-def subject_text(value: object) -> str:
-    """How a subject value is indexed: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-def where_sql(flt: Filter, probe: bool = False) -> tuple[str, list[object]]:
-    """SQL conditions on ``records r`` for a filter (subject values compared as text); the
-    fleet index (``fleet_index.py``) shares them.
-
-    ``probe``: test vetoes and subjects per record (``EXISTS``), for a page that stops
-    after LIMIT rows walking seq order; else gather the matching seqs once (``IN``), for
-    answers that return every match.
-    """
-    conds: list[str] = ["1"]
-    args: list[object] = []
-    if flt.since_us is not None:
-        conds.append("r.ts >= ?")
-        args.append(flt.since_us)
-    if flt.until_us is not None:
-        conds.append("r.ts < ?")
-        args.append(flt.until_us)
-    if flt.action is not None:
-        conds.append("r.action = ?")
-        args.append(flt.action)
-    if flt.approved is not None:
-        conds.append("r.approved = ?")
-        args.append(int(flt.approved))
-    if flt.node is not None:
-        conds.append("r.node = ?")
-        args.append(flt.node)
-    if flt.voter is not None:
-        conds.append(
-            "EXISTS (SELECT 1 FROM vetoes v WHERE v.voter = ? AND v.seq = r.seq)"
-            if probe
-            else "r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)"
-        )
-        args.append(flt.voter)
-    for key, value in flt.subject.items():
-        conds.append(
-            "EXISTS (SELECT 1 FROM subjects s WHERE s.key = ? AND s.value = ? AND s.seq = r.seq)"
-            if probe
-            else "r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)"
-        )
-        args.extend((key, subject_text(value)))
-    return " AND ".join(conds), args
-
-
-def stats_sql(where: str) -> dict[str, str]:
-    """The aggregate queries of ``stats`` over ``records r`` and ``vetoes v`` rows that
-    ``where`` selects (shared with the fleet index)."""
-    return {
-        "actions": f"SELECT action, COUNT(*), SUM(approved) FROM records r WHERE {where} "
-        "GROUP BY action ORDER BY COUNT(*) DESC, action",
-        "voters": f"SELECT v.voter, COUNT(*) FROM vetoes v JOIN records r ON r.seq = v.seq "
-        f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
-        "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
-        "GROUP BY day ORDER BY day",
-        "nodes": f"SELECT COALESCE(node, ''), COUNT(*), SUM(approved) FROM records r "
-        f"WHERE {where} GROUP BY COALESCE(node, '') ORDER BY 1",
-    }
-
-
 class _Stale(Exception):
     """The index disagrees with the day files and must be rebuilt (``args[0]``: why)."""
 
 
 class Index:
-    """seq/id → (day, offset, length), derived from a ``FileStore``'s day files."""
+    """seq/id → (day, offset, length), derived from a log's day files (``files``); ``size``
+    says how many records the log holds (its head)."""
 
-    def __init__(self, store: FileStore, path: Path) -> None:
-        self._store = store
+    def __init__(self, files: DayFiles, size: Callable[[], int], path: Path) -> None:
+        self._store = files
+        self._size = size
         self._path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -147,7 +72,7 @@ class Index:
             for table in ("records", "vetoes", "subjects", "meta"):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         return db
 
     def _conn(self) -> sqlite3.Connection:
@@ -182,7 +107,8 @@ class Index:
         if meta.get("day") != days[-1]:
             return False
         try:
-            return os.stat(self._store._day_s(days[-1])).st_size == int(meta.get("offset", -1))
+            size = os.stat(self._store.layout.day_file_s(days[-1])).st_size
+            return size == int(meta.get("offset", -1))
         except FileNotFoundError:
             return False
 
@@ -217,7 +143,7 @@ class Index:
                 if day0 is not None and day < day0:
                     continue
                 start = off0 if day == day0 else 0
-                if day == day0 and self._store.day_path(day).stat().st_size < start:
+                if day == day0 and self._store.layout.day_file(day).stat().st_size < start:
                     raise _Stale
                 for offset, _lineno, line in self._store.lines(day, start):
                     try:
@@ -232,18 +158,16 @@ class Index:
                             continue
                         if is_legacy_line(line):
                             continue  # the original module's line after adoption: not a record
-                        path = str(self._store.day_path(day))
+                        path = str(self._store.layout.day_file(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
                     seq = d.seq
                     if seq != next_seq:
-                        where = self._store.day_path(day)
+                        where = self._store.layout.day_file(day)
                         raise _Stale(f"{where} at byte {offset}: seq {seq}, {next_seq} was due")
                     ts = round(d.timestamp * 1_000_000)
                     row = (seq, d.id, day, offset, len(line), ts, d.action, int(d.approved), d.node)
                     rows.append(row)
-                    for voter, vote in d.votes.items():
-                        if isinstance(vote, dict) and vote.get("passed") is False:
-                            vetoes.append((voter, seq))
+                    vetoes.extend((voter, seq) for voter in d.against)
                     for key, value in d.subject.items():
                         if isinstance(value, str | int | float | bool) or value is None:
                             subjects.append((key, subject_text(value), seq))
@@ -317,7 +241,7 @@ class Index:
     def _read_at(self, day: str, offset: int, length: int, seq: int) -> Decision | None:
         if not isinstance(day, str) or not is_day(day):
             return None  # a row naming no day file of this log: the index is not trusted
-        path = self._store.day_path(day)
+        path = self._store.layout.day_file(day)
         try:
             with open(path, "rb") as fh:
                 fh.seek(offset)
@@ -339,7 +263,7 @@ class Index:
     def _check_count(self) -> None:
         """``_Stale`` when the index holds another number of records than the day files (a
         row deleted or added behind its back)."""
-        expected = self._store.size() - len(self._store.legacy_prefix().unparseable)
+        expected = self._size() - len(self._store.legacy_prefix().unparseable)
         with self._lock:
             have = self._conn().execute("SELECT COUNT(*) FROM records").fetchone()[0]
         if have != expected:
@@ -355,7 +279,7 @@ class Index:
             args.append(min(before_seq, MAX_SEQ))
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT day, offset, length, seq FROM records r WHERE {where} ORDER BY r.seq {order}"
-        if limit is not None and _exact(flt):
+        if limit is not None and is_exact(flt):
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return self._conn().execute(sql, args).fetchall()
@@ -369,7 +293,7 @@ class Index:
                     raise _Stale(f"a row names {day!r}, not a day file of this log")
                 fd = handles.get(day)
                 if fd is None:
-                    fd = handles[day] = os.open(self._store._day_s(day), os.O_RDONLY)
+                    fd = handles[day] = os.open(self._store.layout.day_file_s(day), os.O_RDONLY)
                 # A whole line only: a newline before it (or the file's start) and after it.
                 start = max(offset - 1, 0)
                 data = os.pread(fd, length + 1 + (offset - start), start)
@@ -378,7 +302,7 @@ class Index:
                 line = data[offset - start : -1]
                 if len(line) != length:
                     raise _Stale(f"seq {seq}: the row's length does not match the line")
-                yield self._store._day_s(day), offset, line, seq
+                yield self._store.layout.day_file_s(day), offset, line, seq
         finally:
             for fd in handles.values():
                 os.close(fd)
@@ -434,7 +358,7 @@ class Index:
     ) -> list[bytes] | None:
         """The stored lines a filter matches, unparsed, when SQL decides it exactly (else
         ``None``): what ``rtrace query --format json`` prints."""
-        if not _exact(flt):
+        if not is_exact(flt):
             return None
         return [d.line for d in self.select(flt, limit=limit, newest_first=newest_first)]
 

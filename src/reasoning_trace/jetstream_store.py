@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, load_signer
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint
 from .errors import (
     ConflictError,
     CorruptLine,
@@ -59,6 +59,7 @@ from .jetstream import (
     last_message,
     publish_after,
 )
+from .keys import load_signer
 from .note import Signer, sign_note
 from .record import Decision, Pending, format_utc, parse_record
 from .store import AppendResult

@@ -1,9 +1,22 @@
-"""Paths under a log root that more than one module writes (SPEC section 2).
+"""Where everything of a log lives (SPEC section 2), and the listing and reading of day files.
 
-``quarantine/`` keeps the bytes a crash left that are not a complete record or checkpoint
-line: cut from their file by the next writer, kept for forensics, listed by ``rtrace verify``
-as crash artefacts.
-Tests: ``tests/test_faults.py`` (torn tails of day and checkpoint files).
+Under a log root::
+
+    <root>/<YYYY-MM-DD>.jsonl           the records of that UTC day, only ever appended to
+    <root>/quarantine/                  torn tails cut off after a crash, kept for forensics
+    <root>/checkpoints/<YYYY-MM-DD>.jsonl  the checkpoints signed that day (SPEC section 4)
+    <root>/checkpoints/vkey             every verifier key the log signed with, one a line
+    <root>/checkpoint                   the newest signed note, as plain text
+    <root>/.rtrace/                     derived: deleting it loses nothing
+        lock                            the head the writers cache (next seq, last day file)
+        index.sqlite                    the id/seq/filter index
+        hashes                          the tree's stored hashes (RFC 9162 tiles, flat)
+        replicated-<stream>-<node>.json how far the log was replicated
+
+Outside the root: the signing key (``key_path``, per user) and a reader's derived state
+(``reader_cache``, per user: reading never writes under the root). Every other module asks this
+one for a path; none spells one. Modelled on trillian-tessera's ``api/layout``.
+Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
 """
 
 from __future__ import annotations
@@ -14,20 +27,211 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
 
-__all__ = ["DAY_RE", "QUARANTINE", "fsync_dir", "is_day", "quarantine", "reader_cache"]
+from .errors import LogRootMissing
 
+__all__ = [
+    "CHECKPOINTS",
+    "DAY_RE",
+    "DERIVED_DIR",
+    "QUARANTINE",
+    "Layout",
+    "day_of_name",
+    "fsync_dir",
+    "is_day",
+    "key_path",
+    "lines",
+    "lines_backward",
+    "quarantine",
+    "reader_cache",
+    "resolve_root",
+]
+
+DERIVED_DIR = ".rtrace"
+CHECKPOINTS = "checkpoints"
 QUARANTINE = "quarantine"
 #: A day file's name stem: ``YYYY-MM-DD`` (ASCII digits only).
 DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_DAY_FILE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl\Z")
+#: How much a reader reads at once.
+CHUNK = 1 << 20
 
 
 def is_day(name: str) -> bool:
     """Whether ``name`` is a day (``YYYY-MM-DD``) that a day file can be named for."""
     return DAY_RE.match(name) is not None
+
+
+def day_of_name(name: str) -> str | None:
+    """The day of a file named ``YYYY-MM-DD.jsonl``, else ``None``."""
+    m = _DAY_FILE.match(name)
+    return m.group(1) if m else None
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The log root: the argument, else ``$REASONING_TRACE_DIR``, else the per-user data dir.
+
+    Never relative to the working directory unless the caller passed a relative path.
+    """
+    if root is None or root == "":
+        root = os.environ.get("REASONING_TRACE_DIR") or os.path.join(
+            platformdirs.user_data_dir("reasoning-trace", appauthor=False), "log"
+        )
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+
+
+def key_path(origin: str) -> Path:
+    """Where the signing key of ``origin`` lives: ``$REASONING_TRACE_KEY``, else
+    ``<per-user config dir>/keys/<origin>.key`` (characters other than letters, digits and
+    ``-_.`` replaced by ``_``)."""
+    explicit = os.environ.get("REASONING_TRACE_KEY")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in origin)
+    return (
+        Path(platformdirs.user_config_dir("reasoning-trace", appauthor=False))
+        / "keys"
+        / f"{safe}.key"
+    )
+
+
+class Layout:
+    """The paths of the log at ``root`` (an absolute path); see the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_s = str(root)
+        self.derived = root / DERIVED_DIR
+        self.lock = self.derived / "lock"
+        self.index = self.derived / "index.sqlite"
+        self.hashes = self.derived / "hashes"
+        self.checkpoints = root / CHECKPOINTS
+        self.vkey = self.checkpoints / "vkey"
+        self.newest_note = root / "checkpoint"
+        self.quarantine = root / QUARANTINE
+
+    def day_file(self, day: str) -> Path:
+        """The file holding the records of UTC day ``day`` (``YYYY-MM-DD``)."""
+        return self.root / f"{day}.jsonl"
+
+    def day_file_s(self, day: str) -> str:
+        """``day_file`` as a string (the writer's hot path)."""
+        return f"{self.root_s}/{day}.jsonl"
+
+    def days(self) -> list[str]:
+        """The days that have a day file (a regular file, not a link), oldest first.
+
+        Raises ``LogRootMissing`` when the root does not exist.
+        """
+        try:
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    day
+                    for e in entries
+                    if (day := day_of_name(e.name)) and e.is_file(follow_symlinks=False)
+                )
+        except FileNotFoundError as exc:
+            raise LogRootMissing(f"log root {self.root} does not exist") from exc
+
+    def day_files(self) -> list[Path]:
+        """The day files, oldest first (see ``days``)."""
+        return [self.day_file(day) for day in self.days()]
+
+    def named_like_days(self) -> list[Path]:
+        """Everything named like a day file or a checkpoint day file, whatever it is (a
+        directory, a link): what is not a regular file is an odd entry for ``verify``."""
+        found: list[Path] = []
+        for folder in (self.root, self.checkpoints):
+            with (
+                contextlib.suppress(FileNotFoundError, NotADirectoryError),
+                os.scandir(folder) as entries,
+            ):
+                found += [Path(e.path) for e in entries if day_of_name(e.name)]
+        return sorted(found)
+
+    def checkpoint_file(self, day: str) -> Path:
+        """The file of the checkpoints signed on UTC day ``day``."""
+        return self.checkpoints / f"{day}.jsonl"
+
+    def checkpoint_files(self) -> list[Path]:
+        """The checkpoint day files (regular files), oldest first."""
+        try:
+            with os.scandir(self.checkpoints) as entries:
+                return sorted(
+                    Path(e.path)
+                    for e in entries
+                    if day_of_name(e.name) and e.is_file(follow_symlinks=False)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def replicated(self, stream: str, node: str) -> Path:
+        """Where the writer keeps how far the log was replicated to ``stream`` as ``node``."""
+        return self.derived / f"replicated-{stream}-{node}.json"
+
+
+def lines(path: Path | str, start: int = 0) -> Iterator[tuple[int, int | None, bytes]]:
+    """Complete, non-empty lines of a day file from byte ``start``: (offset, line number,
+    bytes). Line numbers (1-based) are known only when reading from the start of the file;
+    bytes after the last newline (torn, or being written) are not a line. A missing file has
+    no lines."""
+    try:
+        fh = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the with below
+    except FileNotFoundError:
+        return
+    with fh:
+        fh.seek(start)
+        offset, carry = start, b""
+        lineno: int | None = 0 if start == 0 else None
+        while True:
+            block = fh.read(CHUNK)
+            if not block:
+                return
+            parts = (carry + block).split(b"\n")
+            carry = parts.pop()
+            for part in parts:
+                if lineno is not None:
+                    lineno += 1
+                if part:
+                    yield offset, lineno, part
+                offset += len(part) + 1
+
+
+def lines_backward(path: Path | str) -> Iterator[tuple[int, bytes]]:
+    """Complete, non-empty lines of a file from the last to the first: (offset, bytes). Bytes
+    after the last newline are not a line. A missing file has no lines."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        pos, carry = end, b""
+        first = True
+        while pos > 0:
+            start = max(0, pos - 65536)
+            block = os.pread(fd, pos - start, start) + carry
+            pos = start
+            parts = block.split(b"\n")
+            if first:
+                parts.pop()  # bytes after the last newline: torn or still being written
+                first = False
+            carry = parts[0] if pos > 0 else b""
+            body = parts[1:] if pos > 0 else parts
+            offset = pos + len(parts[0]) + 1 if pos > 0 else 0
+            offsets = []
+            for part in body:
+                offsets.append(offset)
+                offset += len(part) + 1
+            for off, part in zip(reversed(offsets), reversed(body), strict=True):
+                if part:
+                    yield off, part
+    finally:
+        os.close(fd)
 
 
 def reader_cache(root: Path) -> Path:
@@ -37,9 +241,9 @@ def reader_cache(root: Path) -> Path:
     back to a private temporary directory when the cache directory cannot be written."""
     first = b""
     with contextlib.suppress(OSError, ValueError):
-        days = sorted(n for n in os.listdir(root) if n.endswith(".jsonl") and is_day(n[:-6]))
+        days = Layout(root).days()
         if days:
-            with open(root / days[0], "rb") as fh:
+            with open(Layout(root).day_file(days[0]), "rb") as fh:
                 first = fh.read(4096).split(b"\n", 1)[0]
     key = hashlib.sha256(os.fsencode(str(root)) + b"\0" + first).hexdigest()[:24]
     base = Path(platformdirs.user_cache_dir("reasoning-trace", appauthor=False)) / "logs" / key

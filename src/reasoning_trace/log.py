@@ -21,20 +21,23 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, TreeState
-from .errors import CorruptLine, NotFound, StorageError, UsageError
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
+from .errors import CorruptLine, NotFound, StorageError
 from .events import Subscription
-from .files import FileStore, resolve_root, resolve_sync
-from .index import MAX_SEQ
+from .files import FileStore, resolve_sync
+from .index_sql import MAX_SEQ
+from .layout import resolve_root
 from .proof import ConsistencyProof, InclusionProof
-from .query import ActionStats, Filter, Stats, TimeSpec
+from .query import ActionStats, Criteria, Filter, Stats
 from .record import MAX_LINE_BYTES, Decision, Pending, Redactor, check_redactors, prepare
-from .store import Store
-from .tree import consistency_proof, inclusion_proof, leaf_hash, tree_hash
+from .signed_tree import SignedTree
+from .store import IndexedStore, Store, TreeStore
+from .tree import leaf_hash
 
 __all__ = ["DecisionLog"]
 
@@ -97,8 +100,8 @@ class DecisionLog:
         tree = None
         if integrity:
 
-            def tree(root: Path) -> TreeState:
-                return TreeState(
+            def tree(root: Path) -> SignedTree:
+                return SignedTree(
                     root,
                     origin=origin,
                     key=Path(key) if key is not None else None,
@@ -246,32 +249,14 @@ class DecisionLog:
             key = int(key)
         return self._store.get(key)
 
-    def iter(
-        self,
-        *,
-        since: TimeSpec = None,
-        until: TimeSpec = None,
-        action: str | None = None,
-        approved: bool | None = None,
-        voter: str | None = None,
-        subject: Mapping[str, Any] | None = None,
-        node: str | None = None,
-    ) -> Iterator[Decision]:
-        """Stream the decisions matching every given filter, oldest first, in constant memory.
+    def iter(self, **criteria: Unpack[Criteria]) -> Iterator[Decision]:
+        """Stream the decisions matching every given criterion (``query.Criteria``), oldest
+        first, in constant memory.
 
         ``voter`` keeps decisions in which that voter voted against; ``subject`` keeps those
         whose subject has each given key with the given value.
         """
-        flt = Filter.build(
-            since=since,
-            until=until,
-            action=action,
-            approved=approved,
-            voter=voter,
-            subject=subject,
-            node=node,
-        )
-        return self.select(flt)
+        return self.select(Filter.build(**criteria))
 
     def query(
         self,
@@ -287,8 +272,8 @@ class DecisionLog:
         (caught up first, so it never misses a record); time ranges read only their days.
         """
         use_index = flt.selective or newest_first or before_seq is not None
-        if use_index and isinstance(self._store, FileStore):
-            return self._store._get_index().select(
+        if use_index and isinstance(self._store, IndexedStore):
+            return self._store.select(
                 flt, limit=limit, newest_first=newest_first, before_seq=before_seq
             )
         if before_seq is not None:
@@ -306,10 +291,8 @@ class DecisionLog:
     ) -> list[bytes]:
         """The stored lines ``query`` would return (cheaper: nothing is parsed if the index
         decides the filter exactly)."""
-        if flt.selective and isinstance(self._store, FileStore):
-            lines = self._store._get_index().select_lines(
-                flt, limit=limit, newest_first=newest_first
-            )
+        if flt.selective and isinstance(self._store, IndexedStore):
+            lines = self._store.select_lines(flt, limit=limit, newest_first=newest_first)
             if lines is not None:
                 return lines
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
@@ -323,7 +306,7 @@ class DecisionLog:
         on any size, but only as right as the index): for operational gauges such as
         ``/metrics``, never for what an auditor is shown.
         """
-        if approximate and isinstance(self._store, FileStore):
+        if approximate and isinstance(self._store, IndexedStore):
             raw = self._store.index_stats(flt or Filter())
             return Stats(
                 [ActionStats(str(a), int(n), int(ok or 0)) for a, n, ok in raw["actions"]],
@@ -379,87 +362,52 @@ class DecisionLog:
 
     # --- integrity -------------------------------------------------------------------------
 
-    def _files(self) -> FileStore:
-        if not isinstance(self._store, FileStore):
+    def _tree(self, *, write: bool = False) -> AbstractContextManager[SignedTree]:
+        """The store's tree caught up to the head; ``StorageError`` if it keeps none."""
+        if not isinstance(self._store, TreeStore):
             raise StorageError("proofs and checkpoints need the file store")
-        return self._store
+        return self._store.signed_tree(write=write)
 
     def checkpoint(self) -> str:
         """Sign a checkpoint of the whole log now; return its note (the newest if no news).
 
-        Raises ``ForkError`` if the log no longer extends the last checkpoint it signed.
+        Raises ``NotFound`` for an empty log, ``ForkError`` if the log no longer extends the
+        last checkpoint it signed.
         """
-        clock = time.time_ns
-
-        def sign(tree: TreeState, size: int) -> str:
-            note = tree.sign_current(clock() // 1000)
-            if note is None:
-                latest = tree.files.latest()
-                if latest is None:
-                    raise NotFound(f"the log at {self.root} is empty: nothing to sign")
-                note = latest.note
-            return note
-
-        return self._files().with_tree(sign, write=True)
+        with self._tree(write=True) as tree:
+            return tree.checkpoint_now(time.time_ns() // 1000)
 
     def prove(self, key: int | str, size: int | None = None) -> InclusionProof:
-        """An inclusion proof of one decision (by seq or id) in the tree of ``size`` records.
+        """An inclusion proof of one decision (by seq or id) in the tree of ``size`` records
+        (RFC 9162 section 2.1.3; ``SignedTree.prove``).
 
         ``size`` defaults to the newest checkpoint, so the proof comes with the note it
         verifies against. Proving never signs (reading never writes): a decision that no
-        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``).
+        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``); a ``size``
+        that does not hold the decision raises ``UsageError``.
         """
         decision = self.get(key)
+        with self._tree() as tree:
+            return tree.prove(decision.seq, leaf_hash(decision.line), size)
 
-        def prove(tree: TreeState, head: int) -> InclusionProof:
-            n, note = size, None
-            if n is None:
-                latest = tree.files.latest()
-                if latest is None or latest.size <= decision.seq:
-                    raise NotFound(
-                        f"seq {decision.seq} is not yet covered by a signed checkpoint "
-                        "(`rtrace checkpoint --now` where the log is written signs one)"
-                    )
-                n, note = latest.size, latest.note
-            elif not decision.seq < n <= head:
-                raise UsageError(f"seq {decision.seq} is not in a tree of size {n} (log: {head})")
-            else:
-                note = tree.note_for(n)
-            return InclusionProof(
-                decision.seq,
-                n,
-                leaf_hash(decision.line),
-                inclusion_proof(decision.seq, n, tree.hashes),
-                note,
-            )
-
-        return self._files().with_tree(prove)
-
-    def prove_with(self, action: Callable[[TreeState, int], T]) -> T:
-        """Run ``action(tree, size)`` on the log's tree caught up to its head (reading: no
-        lock, nothing signed, unless this log is the writer)."""
-        return self._files().with_tree(action)
+    def prove_with(self, action: Callable[[SignedTree], T]) -> T:
+        """Run ``action(tree)`` on the log's tree caught up to its head (reading: no lock,
+        nothing signed, unless this log is the writer)."""
+        with self._tree() as tree:
+            return action(tree)
 
     def tree_root(self, size: int) -> bytes | None:
         """The root hash of the tree of the first ``size`` records (``None``: the log holds
-        fewer), from the cached hashes, caught up from the day files under the writer lock."""
-
-        def root(tree: TreeState, head: int) -> bytes | None:
-            return tree_hash(size, tree.hashes) if 0 <= size <= head else None
-
-        return self._files().with_tree(root)
+        fewer), from the cached hashes, caught up from the day files."""
+        with self._tree() as tree:
+            return tree.root_at(size)
 
     def consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
         """A consistency proof from the tree of ``old`` records to that of ``new`` (default:
-        the whole log)."""
-
-        def prove(tree: TreeState, head: int) -> ConsistencyProof:
-            n = head if new is None else new
-            if not 0 < old <= n <= head:
-                raise UsageError(f"no consistency proof from {old} to {n} (log: {head})")
-            return ConsistencyProof(old, n, consistency_proof(old, n, tree.hashes))
-
-        return self._files().with_tree(prove)
+        the whole log; RFC 9162 section 2.1.4). Raises ``UsageError`` unless
+        ``0 < old <= new <= len(log)``."""
+        with self._tree() as tree:
+            return tree.consistency(old, new)
 
     # --- lifetime ----------------------------------------------------------------------------
 

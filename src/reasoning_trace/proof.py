@@ -12,29 +12,14 @@ implicit and the transparency-dev/merkle vectors encode (``tests/test_proof.py``
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProofError
-from .tree import HASH_SIZE, node_hash
+from .tree import HASH_SIZE, Hash, node_hash
 
 __all__ = ["ConsistencyProof", "InclusionProof", "verify_consistency", "verify_inclusion"]
-
-
-def _b64(values: Sequence[bytes]) -> list[str]:
-    return [base64.b64encode(v).decode() for v in values]
-
-
-def _unb64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise ProofError(f"{what} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProofError(f"{what} is not valid base64") from None
 
 
 def _int(obj: dict[str, Any], key: str) -> int:
@@ -48,7 +33,7 @@ def _proof_list(obj: dict[str, Any]) -> list[bytes]:
     items = obj.get("proof")
     if not isinstance(items, list):
         raise ProofError("'proof' must be a list of base64 hashes")
-    return [_unb64(p, f"proof[{i}]") for i, p in enumerate(items)]
+    return [Hash.parse(p, f"proof[{i}]", error=ProofError) for i, p in enumerate(items)]
 
 
 @dataclass(frozen=True)
@@ -66,8 +51,8 @@ class InclusionProof:
         return {
             "seq": self.seq,
             "tree_size": self.tree_size,
-            "leaf_hash": base64.b64encode(self.leaf_hash).decode(),
-            "proof": _b64(self.proof),
+            "leaf_hash": str(Hash(self.leaf_hash)),
+            "proof": [str(Hash(h)) for h in self.proof],
             "checkpoint": self.checkpoint,
         }
 
@@ -82,7 +67,7 @@ class InclusionProof:
         return cls(
             _int(obj, "seq"),
             _int(obj, "tree_size"),
-            _unb64(obj.get("leaf_hash"), "leaf_hash"),
+            Hash.parse(obj.get("leaf_hash"), "leaf_hash", error=ProofError),
             _proof_list(obj),
             note,
         )
@@ -98,7 +83,11 @@ class ConsistencyProof:
 
     def to_json(self) -> dict[str, Any]:
         """``{"old_size", "new_size", "proof"}``, hashes in base64."""
-        return {"old_size": self.old_size, "new_size": self.new_size, "proof": _b64(self.proof)}
+        return {
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "proof": [str(Hash(h)) for h in self.proof],
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> ConsistencyProof:

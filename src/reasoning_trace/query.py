@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import orjson
 
 from .errors import QueryError
 from .record import Decision
 
-__all__ = ["Filter", "Stats", "TimeSpec", "parse_time"]
+__all__ = ["Criteria", "Filter", "Stats", "TimeSpec", "parse_time"]
 
 TimeSpec = str | int | float | datetime | None
 _SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
@@ -82,6 +82,37 @@ def _loose_eq(stored: Any, wanted: Any) -> bool:
     return False
 
 
+class Criteria(TypedDict, total=False):
+    """The keyword criteria every reader takes (``Filter.build``, ``DecisionLog.iter``), each
+    optional; every given one must hold.
+
+    ``since``/``until``: a time expression (``parse_time``: ISO 8601, Unix seconds, ``-15m``)
+    or a ``datetime``, ``until`` exclusive; ``action``: exactly that action; ``approved``: the
+    verdict; ``voter``: that voter voted against; ``subject``: the subject has each given key
+    with the given value; ``node``: recorded by that node (fleet mode).
+    """
+
+    since: TimeSpec
+    until: TimeSpec
+    action: str | None
+    approved: bool | None
+    voter: str | None
+    subject: Mapping[str, Any] | None
+    node: str | None
+
+
+class TextCriteria(TypedDict, total=False):
+    """``Criteria`` as text from a command line or a query string (no ``subject``: that comes
+    as ``KEY=VALUE`` items)."""
+
+    since: str | None
+    until: str | None
+    action: str | None
+    approved: bool | None
+    voter: str | None
+    node: str | None
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which decisions to keep; every given criterion must hold."""
@@ -95,23 +126,23 @@ class Filter:
     node: str | None = None
 
     @classmethod
-    def build(
-        cls,
-        *,
-        since: TimeSpec = None,
-        until: TimeSpec = None,
-        action: str | None = None,
-        approved: bool | None = None,
-        voter: str | None = None,
-        subject: Mapping[str, Any] | None = None,
-        node: str | None = None,
-    ) -> Filter:
-        """A filter from user-facing values (time expressions are parsed here)."""
+    def build(cls, **criteria: Unpack[Criteria]) -> Filter:
+        """A filter from keyword ``Criteria`` (time expressions are parsed here; a
+        ``QueryError`` names one that cannot be, or an empty time range)."""
         now = time.time()
+        since, until = criteria.get("since"), criteria.get("until")
         since_us, until_us = parse_time(since, now=now), parse_time(until, now=now)
         if since_us is not None and until_us is not None and until_us <= since_us:
             raise QueryError(f"empty time range: until ({until}) is not after since ({since})")
-        return cls(since_us, until_us, action, approved, voter, dict(subject or {}), node)
+        return cls(
+            since_us,
+            until_us,
+            criteria.get("action"),
+            criteria.get("approved"),
+            criteria.get("voter"),
+            dict(criteria.get("subject") or {}),
+            criteria.get("node"),
+        )
 
     @property
     def is_empty(self) -> bool:
@@ -130,16 +161,7 @@ class Filter:
         )
 
     @classmethod
-    def from_text(
-        cls,
-        *,
-        since: str | None = None,
-        until: str | None = None,
-        action: str | None = None,
-        approved: bool | None = None,
-        voter: str | None = None,
-        subject: Iterable[str] = (),
-    ) -> Filter:
+    def from_text(cls, *, subject: Iterable[str] = (), **criteria: Unpack[TextCriteria]) -> Filter:
         """A filter from command-line or query-string text: subject filters as KEY=VALUE."""
         pairs = {}
         for item in subject:
@@ -147,9 +169,7 @@ class Filter:
             if not sep or not key:
                 raise QueryError(f"subject filter {item!r} is not KEY=VALUE")
             pairs[key] = value
-        return cls.build(
-            since=since, until=until, action=action, approved=approved, voter=voter, subject=pairs
-        )
+        return cls.build(subject=pairs, **criteria)
 
     def matches(self, d: Decision) -> bool:
         """Whether decision ``d`` passes every criterion."""
@@ -165,10 +185,8 @@ class Filter:
             return False
         if self.node is not None and d.node != self.node:
             return False
-        if self.voter is not None:
-            vote = d.votes.get(self.voter)
-            if not isinstance(vote, dict) or vote.get("passed") is not False:
-                return False
+        if self.voter is not None and self.voter not in d.against:
+            return False
         for key, wanted in self.subject.items():
             if key not in d.subject or not _loose_eq(d.subject[key], wanted):
                 return False
@@ -230,9 +248,8 @@ class Stats:
                 a[1] += 1
                 day[1] += 1
                 node[1] += 1
-            for voter, vote in d.votes.items():
-                if isinstance(vote, dict) and vote.get("passed") is False:
-                    voters[voter] = voters.get(voter, 0) + 1
+            for voter in d.against:
+                voters[voter] = voters.get(voter, 0) + 1
         return cls(
             [
                 ActionStats(a, n, ok)

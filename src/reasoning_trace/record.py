@@ -88,6 +88,15 @@ class Decision(NamedTuple):
         """The UTC day (``YYYY-MM-DD``) whose file holds this record."""
         return self.datetime_utc[:10]
 
+    @property
+    def against(self) -> list[str]:
+        """The voters who voted against (their vote's ``passed`` is ``false``), in vote order."""
+        return [
+            voter
+            for voter, vote in self.votes.items()
+            if isinstance(vote, dict) and vote.get("passed") is False
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object stored on its line."""
         out: dict[str, Any] = dict(self.extra)

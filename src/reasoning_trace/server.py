@@ -78,7 +78,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .attest import attest
 from .checkpoint import Checkpoints
 from .errors import ConflictError, NotFound, QueryError, RecordError, RecordTooLarge
-from .index import MAX_SEQ
+from .index_sql import MAX_SEQ
 from .log import DecisionLog
 from .metrics import counters
 from .query import Filter

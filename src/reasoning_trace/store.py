@@ -20,22 +20,39 @@ Contract, kept by every backend and checked by ``tests/test_store_contract.py``:
 - ``follow(after_seq, stop)`` yields every decision after ``after_seq`` as it becomes durable,
   including those written by other processes, until ``stop()`` returns true.
 - ``release()`` gives up a writer lock that ``append(..., keep_lock=True)`` kept.
-- ``close()`` releases locks and files; the store is unusable afterwards.
+- ``close()`` releases locks and files; the store is unusable afterwards: ``append`` then
+  raises ``StorageError``.
+
+Capabilities beyond the core, which ``DecisionLog`` checks by protocol (never by class):
+
+- ``IndexedStore``: a derived index answers filtered queries, newest-first pages and cursors
+  (``select``, ``select_lines``) and keeps aggregates (``index_stats``).
+- ``TreeStore``: the store keeps the log's Merkle tree and signs its checkpoints;
+  ``signed_tree()`` yields the ``SignedTree`` caught up to the head, which answers inclusion
+  and consistency proofs (``write=True``: to sign, as the log's writer).
+
+The file store honours all three; the JetStream store honours ``Store``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import CorruptLine, ReasoningTraceError
 from .record import Decision, Pending
 
-__all__ = ["AppendResult", "Store"]
+if TYPE_CHECKING:
+    from .query import Filter
+    from .signed_tree import SignedTree
+
+__all__ = ["AppendResult", "IndexedStore", "Store", "TreeStore"]
 
 AppendResult = Decision | ReasoningTraceError
 
 
+@runtime_checkable
 class Store(Protocol):
     """A backend holding one log's records (see the module docstring for the contract)."""
 
@@ -79,4 +96,41 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the backend's resources."""
+        ...
+
+
+@runtime_checkable
+class IndexedStore(Store, Protocol):
+    """A store whose derived index answers filtered queries (see the module docstring)."""
+
+    def select(
+        self,
+        flt: Filter,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
+        before_seq: int | None = None,
+    ) -> list[Decision]:
+        """The decisions ``flt`` matches, oldest first (``newest_first``: newest first), at
+        most ``limit``, only seqs below ``before_seq`` (a cursor)."""
+        ...
+
+    def select_lines(
+        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[bytes] | None:
+        """The stored lines ``flt`` matches when the index decides it exactly, else ``None``."""
+        ...
+
+    def index_stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
+        """The aggregates the index keeps for ``flt``: ``actions`` (action, count, approved),
+        ``voters`` (voter, vetoes), ``days`` and ``nodes`` (key, count, approved)."""
+        ...
+
+
+@runtime_checkable
+class TreeStore(Store, Protocol):
+    """A store that keeps the log's Merkle tree and signs its checkpoints."""
+
+    def signed_tree(self, *, write: bool = False) -> AbstractContextManager[SignedTree]:
+        """The tree caught up to the head (``write``: under the writer lock, to sign)."""
         ...

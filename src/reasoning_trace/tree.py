@@ -19,8 +19,10 @@ transparency-dev/merkle proof vectors through ``proof.py``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -29,6 +31,7 @@ from .errors import UsageError
 __all__ = [
     "EMPTY_ROOT",
     "CompactRange",
+    "Hash",
     "HashFile",
     "HashReader",
     "MemoryHashes",
@@ -45,6 +48,39 @@ __all__ = [
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
+
+
+#: Standard base64 with padding, as Go's ``base64.StdEncoding`` reads it.
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+class Hash(bytes):
+    """A tree hash: ``HASH_SIZE`` bytes of SHA-256 (RFC 9162 section 2.1). Its text form, in
+    checkpoints (C2SP tlog-checkpoint) and proofs (SPEC section 4), is standard base64 with
+    padding: ``str(Hash(h))`` writes it, ``Hash.parse`` reads it (as tlog's ``Hash``)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return base64.b64encode(self).decode()
+
+    def __repr__(self) -> str:
+        return f"Hash({str(self)!r})"
+
+    @classmethod
+    def parse(
+        cls, text: object, what: str = "hash", *, error: type[Exception] = ValueError
+    ) -> Hash:
+        """The hash written as ``text``; raises ``error`` (naming ``what``) unless it is
+        standard base64 of exactly ``HASH_SIZE`` bytes."""
+        if not isinstance(text, str):
+            raise error(f"{what} must be a base64 string")
+        if not _BASE64.fullmatch(text):
+            raise error(f"{what} is not valid base64")
+        raw = base64.b64decode(text)
+        if len(raw) != HASH_SIZE:
+            raise error(f"{what} is {len(raw)} bytes, not {HASH_SIZE}")
+        return cls(raw)
 
 
 def leaf_hash(data: bytes) -> bytes:

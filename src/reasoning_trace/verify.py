@@ -39,8 +39,7 @@ import orjson
 
 from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
-from .files import DERIVED_DIR, resolve_root
-from .layout import is_day
+from .layout import DERIVED_DIR, is_day, resolve_root
 from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier, as_verifiers
 from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion

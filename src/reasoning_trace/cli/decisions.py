@@ -120,9 +120,7 @@ def _follow_line(d: Decision) -> Text:
     )
     text.append_text(verdict_text(d.approved))
     text.append_text(shown(f" {d.action}"))
-    against = [
-        v for v, vote in d.votes.items() if isinstance(vote, dict) and vote.get("passed") is False
-    ]
+    against = d.against
     if against:
         text.append_text(shown(f" ✗ {', '.join(against)}", style="bold red"))
     if d.reason:
@@ -361,11 +359,7 @@ def register(cli: click.Group) -> None:
                 ]
             )
             for d in found:
-                against = [
-                    v
-                    for v, vote in d.votes.items()
-                    if isinstance(vote, dict) and vote.get("passed") is False
-                ]
+                against = d.against
                 writer.writerow(
                     [
                         d.seq,

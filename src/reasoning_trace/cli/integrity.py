@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
+from ..checkpoint import Checkpoints
+from ..keys import default_origin, load_signer, rotate_key
 from .render import shown
 
 if TYPE_CHECKING:

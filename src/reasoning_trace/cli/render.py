@@ -50,11 +50,7 @@ def verdict_text(approved: bool) -> Text:
 
 def _votes_text(decision: Decision) -> Text:
     """``4/4 pass`` in green, or the voters who voted against in red."""
-    against = [
-        voter
-        for voter, vote in decision.votes.items()
-        if isinstance(vote, dict) and vote.get("passed") is False
-    ]
+    against = decision.against
     total = len(decision.votes)
     if not against:
         return Text(f"{total}/{total} pass", style="green")

@@ -9,7 +9,7 @@ import click
 
 from ..checkpoint import Checkpoints
 from ..doctor import diagnose
-from ..files import resolve_root
+from ..layout import resolve_root
 from ..legacy import find_prefix
 
 __all__ = ["register"]

@@ -1,0 +1,114 @@
+"""The index's tables, and the SQL a ``Filter`` becomes (shared by the file store's index and
+the fleet index).
+
+``records`` holds each record's place (day file, byte offset, length) and the fields filters
+use; ``vetoes`` who voted against what; ``subjects`` subject values as text. The conditions
+``where_sql`` builds decide a filter exactly when ``is_exact`` says so; otherwise every row
+found is checked against the record it points to.
+Tests: ``tests/test_index.py``, ``tests/test_query.py``, ``tests/test_fleet_index.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from .query import Filter
+
+__all__ = [
+    "MAX_SEQ",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "is_exact",
+    "stats_sql",
+    "subject_text",
+    "where_sql",
+]
+
+SCHEMA_VERSION = 3
+MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, day TEXT NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    ts INTEGER NOT NULL, action TEXT NOT NULL, approved INTEGER NOT NULL, node TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
+CREATE INDEX IF NOT EXISTS records_action ON records(action, ts);
+CREATE INDEX IF NOT EXISTS records_action_seq ON records(action, seq);
+CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
+CREATE TABLE IF NOT EXISTS vetoes (voter TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS vetoes_voter ON vetoes(voter, seq);
+CREATE TABLE IF NOT EXISTS subjects (key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS subjects_kv ON subjects(key, value, seq);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+"""
+
+
+def is_exact(flt: Filter) -> bool:
+    """Whether the SQL conditions decide the filter exactly (subject values given as text
+    are compared as text, which is the filter's own rule for them)."""
+    return all(isinstance(v, str) for v in flt.subject.values())
+
+
+def subject_text(value: object) -> str:
+    """How a subject value is indexed: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def where_sql(flt: Filter, probe: bool = False) -> tuple[str, list[object]]:
+    """SQL conditions on ``records r`` for a filter (subject values compared as text); the
+    fleet index (``fleet_index.py``) shares them.
+
+    ``probe``: test vetoes and subjects per record (``EXISTS``), for a page that stops
+    after LIMIT rows walking seq order; else gather the matching seqs once (``IN``), for
+    answers that return every match.
+    """
+    conds: list[str] = ["1"]
+    args: list[object] = []
+    if flt.since_us is not None:
+        conds.append("r.ts >= ?")
+        args.append(flt.since_us)
+    if flt.until_us is not None:
+        conds.append("r.ts < ?")
+        args.append(flt.until_us)
+    if flt.action is not None:
+        conds.append("r.action = ?")
+        args.append(flt.action)
+    if flt.approved is not None:
+        conds.append("r.approved = ?")
+        args.append(int(flt.approved))
+    if flt.node is not None:
+        conds.append("r.node = ?")
+        args.append(flt.node)
+    if flt.voter is not None:
+        conds.append(
+            "EXISTS (SELECT 1 FROM vetoes v WHERE v.voter = ? AND v.seq = r.seq)"
+            if probe
+            else "r.seq IN (SELECT seq FROM vetoes WHERE voter = ?)"
+        )
+        args.append(flt.voter)
+    for key, value in flt.subject.items():
+        conds.append(
+            "EXISTS (SELECT 1 FROM subjects s WHERE s.key = ? AND s.value = ? AND s.seq = r.seq)"
+            if probe
+            else "r.seq IN (SELECT seq FROM subjects WHERE key = ? AND value = ?)"
+        )
+        args.extend((key, subject_text(value)))
+    return " AND ".join(conds), args
+
+
+def stats_sql(where: str) -> dict[str, str]:
+    """The aggregate queries of ``stats`` over ``records r`` and ``vetoes v`` rows that
+    ``where`` selects (shared with the fleet index)."""
+    return {
+        "actions": f"SELECT action, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+        "GROUP BY action ORDER BY COUNT(*) DESC, action",
+        "voters": f"SELECT v.voter, COUNT(*) FROM vetoes v JOIN records r ON r.seq = v.seq "
+        f"WHERE {where} GROUP BY v.voter ORDER BY COUNT(*) DESC, v.voter",
+        "days": f"SELECT day, COUNT(*), SUM(approved) FROM records r WHERE {where} "
+        "GROUP BY day ORDER BY day",
+        "nodes": f"SELECT COALESCE(node, ''), COUNT(*), SUM(approved) FROM records r "
+        f"WHERE {where} GROUP BY COALESCE(node, '') ORDER BY 1",
+    }
