@@ -12,6 +12,11 @@ hashed into the tree that signs checkpoints (``signed_tree``) before the lock is
 A store that only reads never writes: no lock, its index in the per-user cache and its tree
 hashes in a private temporary directory. It becomes the log's writer when it first appends
 or signs; a writer signs a final checkpoint on ``close``.
+
+Longer than 400 lines because the append path (lock, head, write, tree, lease) is one
+transaction under the writer lock: its invariants (no seq consumed by a refused batch, the
+head saved only after the write, the tree extended before the lock is let go) are easier to
+check in one place than across modules.
 Tests: ``tests/test_files.py``, ``tests/test_processes.py`` (SIGKILL rounds, many writers),
 ``tests/test_faults.py``, ``tests/test_store_contract.py``.
 """

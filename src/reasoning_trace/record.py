@@ -8,6 +8,11 @@ Writing happens in two steps so that nothing can fail while the writer lock is h
 ``prepare`` validates, redacts, encodes and size-checks everything a caller gave (and names the
 offending field path when it refuses); ``Pending.compose`` then only splices in the ``seq`` and
 the instant, which the store assigns under its lock. ``parse_record`` is the strict inverse.
+Redaction rules are applied by ``redact``.
+
+Longer than 400 lines because the format is one concept read in one place: every rule
+``prepare`` enforces is checked again by ``parse_record`` a screen away, and a reader comparing
+the two should not have to open two files.
 Tests: ``tests/test_record.py`` (round-trips, refusals, hypothesis properties).
 """
 
@@ -17,21 +22,21 @@ import calendar
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
 
-from .errors import CorruptLine, RecordError, RecordTooLarge, RedactionError
+from .errors import CorruptLine, RecordError, RecordTooLarge
+from .redact import Redactor, apply_redaction
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_LINE_BYTES",
     "Decision",
     "Pending",
-    "Redactor",
     "format_record",
     "format_utc",
     "parse_record",
@@ -42,7 +47,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MAX_LINE_BYTES = 1 << 20
-REDACTED = "[redacted]"
 _MAX_DEPTH = 254  # orjson refuses to encode deeper nesting
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -50,11 +54,6 @@ _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 _SORT = orjson.OPT_SORT_KEYS
 # Widest possible seq / timestamp / datetime text, so the size check can run before the lock.
 _VARIABLE_WIDTH = 20 + 24 + 27
-
-#: A redaction rule: a field path (``subject.api_key``, ``votes.*.reason``) or a callable that
-#: receives the record's fields and returns the concrete paths to redact.
-Redactor = str | Callable[[Mapping[str, Any]], Iterable[str]]
-
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
@@ -265,81 +264,6 @@ def _votes_well_formed(votes: dict[str, Any]) -> None:
             raise RecordError(f"{where}.reason", "must be a str")
 
 
-# --- redaction -------------------------------------------------------------------------------
-
-_REDACTABLE = ("votes", "subject", "reason")
-
-
-def _expand(fields: dict[str, Any], pattern: str) -> list[tuple[list[str], str]]:
-    """Concrete (key path, dotted path) pairs matching ``pattern``; ``*`` matches one level."""
-    parts = pattern.split(".")
-    found: list[tuple[list[str], str]] = []
-
-    def walk(node: Any, i: int, keys: list[str]) -> None:
-        if i == len(parts):
-            found.append((keys, ".".join(keys)))
-            return
-        if not isinstance(node, dict):
-            return
-        if parts[i] == "*":
-            for key in node:
-                walk(node[key], i + 1, [*keys, key])
-        elif parts[i] in node:
-            walk(node[parts[i]], i + 1, [*keys, parts[i]])
-
-    walk(fields, 0, [])
-    return found
-
-
-def _copy_path(fields: dict[str, Any], keys: list[str]) -> None:
-    """Replace the value at ``keys`` with the redaction marker, copying dicts on the way so
-    the caller's objects are never mutated."""
-    node = fields
-    for key in keys[:-1]:
-        node[key] = dict(node[key])
-        node = node[key]
-    node[keys[-1]] = REDACTED
-
-
-def check_redactors(rules: Sequence[Redactor]) -> tuple[Redactor, ...]:
-    """Validate path rules once, when a log is opened."""
-    for rule in rules:
-        if isinstance(rule, str):
-            head = rule.split(".", 1)[0]
-            if head not in _REDACTABLE or not all(rule.split(".")):
-                raise RedactionError(
-                    rule, f"redaction paths must start with one of {', '.join(_REDACTABLE)}"
-                )
-        elif not callable(rule):
-            raise RedactionError("", f"a redaction rule must be a str or callable, not {rule!r}")
-    return tuple(rules)
-
-
-def _redact(fields: dict[str, Any], rules: Sequence[Redactor]) -> list[str]:
-    paths: list[str] = []
-    for rule in rules:
-        if isinstance(rule, str):
-            matches = _expand(fields, rule)
-        else:
-            try:
-                wanted = list(rule(fields))
-            except Exception as exc:  # any failure of user code refuses the record (SPEC 1)
-                raise RedactionError("", f"redaction rule {rule!r} failed: {exc!r}") from exc
-            matches = []
-            for path in wanted:
-                if not isinstance(path, str) or path.split(".", 1)[0] not in _REDACTABLE:
-                    raise RedactionError(str(path), "redaction rule returned an invalid path")
-                hits = _expand(fields, path)
-                if not hits:
-                    raise RedactionError(path, "redaction rule returned a path not in the record")
-                matches.extend(hits)
-        for keys, dotted in matches:
-            if dotted not in paths:
-                _copy_path(fields, keys)
-                paths.append(dotted)
-    return paths
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -437,7 +361,7 @@ def prepare(
         raise RecordError("id", "must be 1-128 characters of A-Za-z0-9._:-")
 
     fields: dict[str, Any] = {"votes": votes, "subject": subject, "reason": reason}
-    redacted = _redact(fields, redact) if redact else []
+    redacted = apply_redaction(fields, redact) if redact else []
     if redacted:
         # A rule may have put anything in place; the result must still be exact JSON.
         enc_votes = _exact(fields["votes"], "votes")
