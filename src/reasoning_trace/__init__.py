@@ -33,6 +33,7 @@ from .errors import (
     StreamLost,
     UnknownKey,
     UnreconciledLog,
+    UsageError,
 )
 from .events import bus, decision_summary, set_consent_gate
 from .files import FileStore
@@ -120,6 +121,7 @@ __all__ = [
     "StreamLost",
     "UnknownKey",
     "UnreconciledLog",
+    "UsageError",
     "__version__",
     "bus",
     "counters",

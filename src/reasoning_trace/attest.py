@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .checkpoint import Checkpoints
 from .errors import IntegrityError, NotFound, ProofError, StorageError
+from .layout import Layout
 from .note import Verifier
 from .proof import InclusionProof
 from .tree import HashFile, inclusion_proof, leaf_hash, stored_hash_index
@@ -48,7 +48,7 @@ class Attestation:
 
 def _stored_leaf(root: Path, seq: int) -> bytes | None:
     """The leaf hash the writer stored when it appended ``seq`` (derived, read-only)."""
-    path = root / ".rtrace" / "hashes"
+    path = Layout(root).hashes
     if not path.is_file():
         return None
     hashes = HashFile(str(path), readonly=True)
@@ -69,7 +69,7 @@ def _proves_with_stored_hashes(
     bytes that verifies against the signed checkpoint."""
     from .verify import verify_inclusion_proof
 
-    path = root / ".rtrace" / "hashes"
+    path = Layout(root).hashes
     if not path.is_file():
         return False
     hashes = HashFile(str(path), readonly=True)
@@ -97,7 +97,7 @@ def attest(
     """
     from .verify import verify_inclusion_proof
 
-    files = Checkpoints(log.root)
+    files = log.checkpoints
     keys = list(vkey) if vkey is not None else files.verifiers()
     if not keys:
         return Attestation("unverified", "no verifier key to check a signature with")

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
+from .checkpoint import Checkpoint, open_checkpoint
 from .errors import BundleError, NoteError, NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
@@ -50,7 +50,7 @@ def export_bundle(
     records = log.query(flt)
     if not records:
         raise NotFound("no decision matches; nothing to export")
-    files = Checkpoints(log.root)
+    files = log.checkpoints
     latest = files.latest()
     if latest is None:
         raise NotFound("no signed checkpoint yet; nothing can be proven (sign one first)")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import atexit
 import errno
 import logging
-import os
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from .errors import (
@@ -29,7 +29,7 @@ from .errors import (
     UnreconciledLog,
 )
 from .events import bus
-from .layout import resolve_root
+from .layout import Layout, resolve_root
 from .log import DecisionLog
 from .metrics import incr
 from .record import uuid7
@@ -61,7 +61,7 @@ def _file_for(day: str | None = None) -> str:
     """The day file for ``day`` (``YYYY-MM-DD``, default today in UTC)."""
     if day is None:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-    return os.path.join(_package_resolver(), f"{day}.jsonl")
+    return Layout(Path(_package_resolver())).day_file_s(day)
 
 
 def _log_for(root: str) -> DecisionLog:

@@ -23,8 +23,9 @@ import orjson
 
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoints
 from .errors import NoteError, SigningKeyError
+from .head import HEAD_BYTES, Head
 from .keys import default_origin, key_path, load_signer
-from .layout import DERIVED_DIR, resolve_root
+from .layout import Layout, resolve_root
 from .legacy import find_prefix
 from .record import parse_utc
 
@@ -81,7 +82,7 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> list[Check]:
             "make it writable (chown/chmod), or run the writer as its owner",
         )
     )
-    days = sorted(p for p in base.glob("*.jsonl") if len(p.stem) == 10 and p.is_file())
+    days = Layout(base).day_files()
     unreadable = [p.name for p in days if not os.access(p, os.R_OK)]
     if unreadable:
         out.append(
@@ -150,7 +151,7 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> list[Check]:
                 "the next writer repairs them (a record, or `rtrace checkpoint --now`)",
             )
         )
-    index = base / DERIVED_DIR / "index.sqlite"
+    index = Layout(base).index
     out.append(
         Check(
             "index", "ok", "present" if index.exists() else "not built yet (built on first query)"
@@ -189,7 +190,7 @@ def _lock_check(base: Path) -> Check:
         state = "held by a writer right now"
     finally:
         os.close(fd)
-    head = base / DERIVED_DIR / "lock"
+    head = Layout(base).lock
     if head.exists() and not os.access(head, os.W_OK):
         return Check(
             "lock", "fail", f"{head} is not writable", "make .rtrace/ writable, or delete it"
@@ -217,8 +218,8 @@ def _key_check(files: Checkpoints) -> Check:
 
 def _cached_head(base: Path) -> int | None:
     try:
-        raw = (base / DERIVED_DIR / "lock").read_bytes()[:96].split()
-        return int(raw[0]) if len(raw) == 5 else None
+        head = Head.decode(Layout(base).lock.read_bytes()[:HEAD_BYTES])
+        return head.next_seq if head is not None else None
     except (OSError, ValueError, IndexError):
         return None
 

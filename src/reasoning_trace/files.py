@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import Checkpoints
 from .day_files import DayFiles
 from .day_writer import SYNC_MODES, DayWriter, Sync, storage_error
 from .errors import (
@@ -47,7 +48,7 @@ from .errors import (
 from .head import Head, Instants
 from .index import Index
 from .layout import Layout, fsync_dir, reader_cache
-from .query import Filter
+from .query import EVERY, Filter, Page
 from .record import MAX_MICROS, Decision, Pending, format_utc
 from .recovery import load_head, peek_head, taken_in
 from .signed_tree import SignedTree
@@ -99,6 +100,7 @@ class FileStore:
             except OSError as exc:
                 raise storage_error(f"create the log root {self.root}", exc) from exc
         self.layout = Layout(self.root)
+        self.checkpoints = Checkpoints(self.root)
         self.files = DayFiles(self.layout)
         self._writer_lock = WriterLock(self.layout)
         self._out = DayWriter(self.files, sync)
@@ -415,24 +417,13 @@ class FileStore:
 
         return follow_files(self.files, self.index().locate, after_seq, stop)
 
-    def select(
-        self,
-        flt: Filter,
-        *,
-        limit: int | None = None,
-        newest_first: bool = False,
-        before_seq: int | None = None,
-    ) -> list[Decision]:
+    def select(self, flt: Filter, page: Page = EVERY) -> list[Decision]:
         """The decisions ``flt`` matches, through the index (``Index.select``)."""
-        return self.index().select(
-            flt, limit=limit, newest_first=newest_first, before_seq=before_seq
-        )
+        return self.index().select(flt, page)
 
-    def select_lines(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
-    ) -> list[bytes] | None:
+    def select_lines(self, flt: Filter, page: Page = EVERY) -> list[bytes] | None:
         """The stored lines ``flt`` matches when the index decides it exactly, else ``None``."""
-        return self.index().select_lines(flt, limit=limit, newest_first=newest_first)
+        return self.index().select_lines(flt, page)
 
     def index_stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """The aggregates the derived index keeps for ``flt`` (see ``Index.stats``)."""

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .day_files import DayFiles
     from .query import Filter
 
+from .query import EVERY, Page
+
 __all__ = ["Index"]
 
 
@@ -269,18 +271,16 @@ class Index:
         if have != expected:
             raise _Stale(f"the index holds {have} records, the day files {expected}")
 
-    def _rows(
-        self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None = None
-    ) -> list[tuple[str, int, int, int]]:
+    def _rows(self, flt: Filter, page: Page) -> list[tuple[str, int, int, int]]:
         self.catch_up()
-        where, args = self._where(flt, probe=limit is not None)
-        if before_seq is not None:
+        where, args = self._where(flt, probe=page.limit is not None)
+        if page.before_seq is not None:
             where += " AND r.seq < ?"
-            args.append(min(before_seq, MAX_SEQ))
-        order = "DESC" if newest_first else "ASC"
+            args.append(min(page.before_seq, MAX_SEQ))
+        order = "DESC" if page.newest_first else "ASC"
         sql = f"SELECT day, offset, length, seq FROM records r WHERE {where} ORDER BY r.seq {order}"
-        if limit is not None and is_exact(flt):
-            sql += f" LIMIT {int(limit)}"
+        if page.limit is not None and is_exact(flt):
+            sql += f" LIMIT {int(page.limit)}"
         with self._lock:
             return self._conn().execute(sql, args).fetchall()
 
@@ -307,18 +307,12 @@ class Index:
             for fd in handles.values():
                 os.close(fd)
 
-    def select(
-        self,
-        flt: Filter,
-        *,
-        limit: int | None = None,
-        newest_first: bool = False,
-        before_seq: int | None = None,
-    ) -> list[Decision]:
-        """The decisions a filter matches, found through the index and checked exactly."""
+    def select(self, flt: Filter, page: Page = EVERY) -> list[Decision]:
+        """The decisions a filter matches (the ``page`` of them), found through the index and
+        checked exactly against the day files."""
         for attempt in range(2):
             try:
-                return self._select(flt, limit, newest_first, before_seq)
+                return self._select(flt, page)
             except _Stale:
                 if attempt:
                     raise StorageError(
@@ -329,13 +323,12 @@ class Index:
                     self._rebuild_locked()
         raise AssertionError("unreachable")
 
-    def _select(
-        self, flt: Filter, limit: int | None, newest_first: bool, before_seq: int | None
-    ) -> list[Decision]:
+    def _select(self, flt: Filter, page: Page) -> list[Decision]:
         """``select`` once; ``_Stale`` when a row does not lead to the record it names (only
         bytes read from this log's own day files, at the place the seq says, are returned)."""
         out: list[Decision] = []
-        rows = self._rows(flt, limit, newest_first, before_seq)
+        rows = self._rows(flt, page)
+        limit = page.limit
         self._check_count()
         prefix = self._store.legacy_prefix()
         for path, offset, line, seq in self._read(rows):
@@ -353,14 +346,12 @@ class Index:
                     break
         return out
 
-    def select_lines(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
-    ) -> list[bytes] | None:
+    def select_lines(self, flt: Filter, page: Page = EVERY) -> list[bytes] | None:
         """The stored lines a filter matches, unparsed, when SQL decides it exactly (else
         ``None``): what ``rtrace query --format json`` prints."""
         if not is_exact(flt):
             return None
-        return [d.line for d in self.select(flt, limit=limit, newest_first=newest_first)]
+        return [d.line for d in self.select(flt, page)]
 
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""

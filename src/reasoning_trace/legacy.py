@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .layout import Layout, lines
 from .record import Decision
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 SEED_FIELDS = ("timestamp", "datetime_utc", "action", "approved", "votes", "subject", "reason")
-_CHUNK = 1 << 20
 
 
 def is_legacy(obj: Any) -> bool:
@@ -84,20 +83,18 @@ def legacy_decision(obj: Any, line: bytes, seq: int) -> Decision:
     extra = {k: v for k, v in obj.items() if k not in SEED_FIELDS}
     digest = hashlib.sha256(line).hexdigest()[:12]
     return Decision(
-        seq,
-        f"legacy-{seq}-{digest}",
-        float(ts),
-        when,
-        action,
-        approved,
-        votes,
-        subject,
-        reason,
-        None,
-        (),
-        0,
-        extra,
-        line,
+        seq=seq,
+        id=f"legacy-{seq}-{digest}",
+        timestamp=float(ts),
+        datetime_utc=when,
+        action=action,
+        approved=approved,
+        votes=votes,
+        subject=subject,
+        reason=reason,
+        v=0,  # the original module's format, before version 1
+        extra=extra,
+        line=line,
     )
 
 
@@ -187,25 +184,6 @@ def load(line: bytes) -> Any:
         return None
 
 
-def _lines(path: str) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, offset, line) of each complete, non-empty line of a file (blank lines
-    are counted, not yielded: they are not records, nor leaves)."""
-    try:
-        fh = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the with below
-    except FileNotFoundError:
-        return
-    with fh:
-        offset, carry, lineno = 0, b"", 0
-        while block := fh.read(_CHUNK):
-            parts = (carry + block).split(b"\n")
-            carry = parts.pop()
-            for part in parts:
-                lineno += 1
-                if part:
-                    yield lineno, offset, part
-                offset += len(part) + 1
-
-
 def find_prefix(root: str, days: list[str]) -> Prefix:
     """The legacy prefix of the log at ``root`` whose day files are ``days`` (sorted).
 
@@ -218,9 +196,11 @@ def find_prefix(root: str, days: list[str]) -> Prefix:
     """
     seen: list[tuple[str, int, int, bool, bool]] = []  # day, offset, lineno, parsed, off day
     starts: dict[str, int] = {}
+    layout = Layout(Path(root))
     for day in days:
         starts[day] = len(seen)
-        for lineno, offset, line in _lines(os.path.join(root, f"{day}.jsonl")):
+        for offset, numbered, line in lines(layout.day_file_s(day)):
+            lineno = numbered or 0  # always known: read from the start
             obj = load(line)
             if isinstance(obj, dict) and "v" in obj:
                 adopted = obj.get("seq")

@@ -30,14 +30,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoints
 from .errors import CorruptLine, NotFound, StorageError
 from .events import Subscription
 from .files import FileStore, resolve_sync
 from .index_sql import MAX_SEQ
 from .layout import resolve_root
 from .proof import ConsistencyProof, InclusionProof
-from .query import ActionStats, Criteria, Filter, Stats
+from .query import ActionStats, Criteria, Filter, Page, Stats
 from .record import MAX_LINE_BYTES, Decision, Pending, prepare
 from .redact import Redactor, check_redactors
 from .signed_tree import SignedTree
@@ -278,9 +278,7 @@ class DecisionLog:
         """
         use_index = flt.selective or newest_first or before_seq is not None
         if use_index and isinstance(self._store, IndexedStore):
-            return self._store.select(
-                flt, limit=limit, newest_first=newest_first, before_seq=before_seq
-            )
+            return self._store.select(flt, Page(limit, newest_first, before_seq))
         if before_seq is not None:
             raise StorageError("cursors need the file store's index")
         if newest_first:
@@ -297,7 +295,7 @@ class DecisionLog:
         """The stored lines ``query`` would return (cheaper: nothing is parsed if the index
         decides the filter exactly)."""
         if flt.selective and isinstance(self._store, IndexedStore):
-            lines = self._store.select_lines(flt, limit=limit, newest_first=newest_first)
+            lines = self._store.select_lines(flt, Page(limit, newest_first))
             if lines is not None:
                 return lines
         return [d.line for d in self.query(flt, limit=limit, newest_first=newest_first)]
@@ -366,6 +364,15 @@ class DecisionLog:
         return Subscription(self, name, callback, gate=gate, start=start)
 
     # --- integrity -------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """The log's signed checkpoints as stored (``checkpoint.Checkpoints``: entries, the
+        newest note, the published verifier keys). Raises ``StorageError`` when the store keeps
+        no checkpoint files."""
+        if not isinstance(self._store, TreeStore):
+            raise StorageError("checkpoint files are kept by the file store")
+        return self._store.checkpoints
 
     def _tree(self, *, write: bool = False) -> AbstractContextManager[SignedTree]:
         """The store's tree caught up to the head; ``StorageError`` if it keeps none."""

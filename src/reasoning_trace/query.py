@@ -21,7 +21,7 @@ import orjson
 from .errors import QueryError
 from .record import Decision
 
-__all__ = ["Criteria", "Filter", "Stats", "TimeSpec", "parse_time"]
+__all__ = ["EVERY", "Criteria", "Filter", "Page", "Stats", "TextCriteria", "TimeSpec", "parse_time"]
 
 TimeSpec = str | int | float | datetime | None
 _SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
@@ -111,6 +111,21 @@ class TextCriteria(TypedDict, total=False):
     approved: bool | None
     voter: str | None
     node: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which of a filter's matches to return, in seq order: at most ``limit`` (``None``: all),
+    oldest first or ``newest_first``, and with ``before_seq`` only seqs below it (a cursor
+    for the next page, newest first)."""
+
+    limit: int | None = None
+    newest_first: bool = False
+    before_seq: int | None = None
+
+
+#: Every match, oldest first.
+EVERY = Page()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from .errors import CorruptLine, ReasoningTraceError
 from .record import Decision, Pending
 
 if TYPE_CHECKING:
-    from .query import Filter
+    from .checkpoint import Checkpoints
+    from .query import Filter, Page
     from .signed_tree import SignedTree
 
 __all__ = ["AppendResult", "IndexedStore", "Store", "TreeStore"]
@@ -103,21 +104,11 @@ class Store(Protocol):
 class IndexedStore(Store, Protocol):
     """A store whose derived index answers filtered queries (see the module docstring)."""
 
-    def select(
-        self,
-        flt: Filter,
-        *,
-        limit: int | None = None,
-        newest_first: bool = False,
-        before_seq: int | None = None,
-    ) -> list[Decision]:
-        """The decisions ``flt`` matches, oldest first (``newest_first``: newest first), at
-        most ``limit``, only seqs below ``before_seq`` (a cursor)."""
+    def select(self, flt: Filter, page: Page = ...) -> list[Decision]:
+        """The decisions ``flt`` matches: the ``page`` of them (``query.Page``)."""
         ...
 
-    def select_lines(
-        self, flt: Filter, *, limit: int | None = None, newest_first: bool = False
-    ) -> list[bytes] | None:
+    def select_lines(self, flt: Filter, page: Page = ...) -> list[bytes] | None:
         """The stored lines ``flt`` matches when the index decides it exactly, else ``None``."""
         ...
 
@@ -130,6 +121,8 @@ class IndexedStore(Store, Protocol):
 @runtime_checkable
 class TreeStore(Store, Protocol):
     """A store that keeps the log's Merkle tree and signs its checkpoints."""
+
+    checkpoints: Checkpoints  # the signed checkpoints as stored
 
     def signed_tree(self, *, write: bool = False) -> AbstractContextManager[SignedTree]:
         """The tree caught up to the head (``write``: under the writer lock, to sign)."""

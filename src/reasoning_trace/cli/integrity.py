@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ..checkpoint import Checkpoints
 from ..keys import default_origin, load_signer, rotate_key
 from .render import shown
 
@@ -246,7 +245,7 @@ def register(cli: click.Group) -> None:
             if now:
                 click.echo(log.checkpoint(), nl=False)
                 return
-            note = Checkpoints(log.root).newest_note()
+            note = log.checkpoints.newest_note()
             if note is None:
                 click.echo("rtrace: no checkpoint yet (use --now to sign one)", err=True)
                 ctx.exit(1)
@@ -289,7 +288,7 @@ def register(cli: click.Group) -> None:
     def keys_init(ctx: click.Context, origin: str | None) -> None:
         """Create the signing key if there is none; publish and print its verifier key."""
         with open_log(ctx, create=True, origin=origin) as log:
-            files = Checkpoints(log.root)
+            files = log.checkpoints
             signer = load_signer(origin or files.origin() or default_origin())
             files.publish(signer.verifier)
         click.echo(str(signer.verifier))
@@ -299,7 +298,7 @@ def register(cli: click.Group) -> None:
     def keys_show(ctx: click.Context) -> None:
         """Print every verifier key the log published (the current one last)."""
         with open_log(ctx) as log:
-            found = Checkpoints(log.root).verifiers()
+            found = log.checkpoints.verifiers()
         if not found:
             click.echo("rtrace: no verifier key published yet (rtrace keys init)", err=True)
             ctx.exit(1)
@@ -312,7 +311,7 @@ def register(cli: click.Group) -> None:
     def keys_rotate(ctx: click.Context, origin: str | None) -> None:
         """Make a new signing key; the old verifier key stays published."""
         with open_log(ctx, create=True) as log:
-            files = Checkpoints(log.root)
+            files = log.checkpoints
             name = origin or files.origin() or default_origin()
             signer, retired = rotate_key(name)
             files.publish(signer.verifier)

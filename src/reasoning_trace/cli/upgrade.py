@@ -9,7 +9,7 @@ import click
 
 from ..checkpoint import Checkpoints
 from ..doctor import diagnose
-from ..layout import resolve_root
+from ..layout import Layout, resolve_root
 from ..legacy import find_prefix
 
 __all__ = ["register"]
@@ -29,7 +29,7 @@ def register(cli: click.Group) -> None:
         root = resolve_root(ctx.obj["root"])
         if not root.is_dir():
             raise click.UsageError(f"no log at {root}")
-        days = sorted(p.stem for p in root.glob("*.jsonl") if len(p.stem) == 10)
+        days = Layout(root).days()
         prefix = find_prefix(str(root), days)
         latest = Checkpoints(root).latest()
         adopted = prefix.leaves > 0 and latest is not None and latest.size >= prefix.leaves
