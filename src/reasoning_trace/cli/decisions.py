@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import json
 import sys
@@ -12,17 +11,15 @@ from typing import Any
 
 import click
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import NotFound, QueryError
 from ..log import DecisionLog
-from ..query import Filter, Stats
+from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
 from .integrity import trusted_option
-from .render import console, print_decisions, shown, verdict_text
+from .render import console, print_decisions, shown, verdict_text, with_progress
 
 __all__ = ["register"]
 
@@ -56,30 +53,12 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The filters shared by query, stats and export, handed to the command as ``flt``."""
 
     @functools.wraps(command)
-    def with_filter(
-        *args: Any,
-        since: str | None,
-        until: str | None,
-        action: str | None,
-        approved: bool | None,
-        voter: str | None,
-        subject: tuple[str, ...],
-        node: str | None,
-        **kwargs: Any,
-    ) -> Any:
+    def with_filter(*args: Any, subject: tuple[str, ...], **kwargs: Any) -> Any:
+        criteria = {name: kwargs.pop(name) for name in TextCriteria.__annotations__}
         try:
-            flt = Filter.from_text(
-                since=since,
-                until=until,
-                action=action,
-                approved=approved,
-                voter=voter,
-                subject=subject,
-            )
+            flt = Filter.from_text(subject=subject, **criteria)
         except QueryError as exc:  # a bad time or KEY=VALUE pair: exit 2, saying which
             raise click.BadParameter(str(exc)) from exc
-        if node is not None:
-            flt = dataclasses.replace(flt, node=node)
         return command(*args, flt=flt, **kwargs)
 
     decorated: Callable[..., Any] = with_filter
@@ -440,23 +419,9 @@ def register(cli: click.Group) -> None:
         from ..bundle import export_bundle
 
         with open_log(ctx) as log:
-            if sys.stderr.isatty():
-                with Progress(
-                    "proving",
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    transient=True,
-                    console=Console(stderr=True),
-                ) as bar:
-                    task = bar.add_task("export", total=None)
-                    count, cp = export_bundle(
-                        log,
-                        flt,
-                        folder,
-                        progress=lambda n, total: bar.update(task, completed=n, total=total),
-                    )
-            else:
-                count, cp = export_bundle(log, flt, folder)
+            count, cp = with_progress(
+                "proving", lambda progress: export_bundle(log, flt, folder, progress=progress)
+            )
         click.echo(
             f"exported {count} decisions with proofs in the checkpoint of {cp.size} "
             f"records to {folder} (check it: rtrace verify-bundle {folder})"

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from ..keys import default_origin, load_signer, rotate_key
-from .render import shown
+from .render import shown, with_progress
 
 if TYPE_CHECKING:
     from ..verify import Report
@@ -215,24 +213,12 @@ def register(cli: click.Group) -> None:
                 raise click.BadParameter(str(exc)) from exc
             _print_report(report, as_json)
             ctx.exit(0 if report.ok else 1)
-        if sys.stderr.isatty() and not as_json:
-            with Progress(
-                "verifying",
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-                console=Console(stderr=True),
-            ) as bar:
-                task = bar.add_task("verify", total=None)
-                report = verify(
-                    root,
-                    keys,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    trusted=trusted,
-                )
-        else:
-            report = verify(root, keys, trusted=trusted)
+        report = with_progress(
+            "verifying",
+            lambda progress: verify(root, keys, progress=progress, trusted=trusted),
+            in_bytes=True,
+            show=not as_json,
+        )
         _print_report(report, as_json)
         ctx.exit(0 if report.ok else 1)
 

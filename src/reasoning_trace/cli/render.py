@@ -12,9 +12,17 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -23,6 +31,28 @@ from ..record import Decision
 __all__ = ["console", "print_decisions", "shown", "verdict_text"]
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+T = TypeVar("T")
+#: Reports how far a long task is: ``progress(done, total)``.
+Reporter = Callable[[int, int], None]
+
+
+def with_progress(
+    label: str, work: Callable[[Reporter | None], T], *, in_bytes: bool = False, show: bool = True
+) -> T:
+    """Run ``work(progress)`` with a transient progress bar on stderr when it is a terminal
+    (and ``show``); otherwise ``work(None)``. ``in_bytes``: the counts are bytes."""
+    if not (show and sys.stderr.isatty()):
+        return work(None)
+    columns = (
+        (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        if in_bytes
+        else (BarColumn(), MofNCompleteColumn())
+    )
+    with Progress(label, *columns, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _escape(match: re.Match[str]) -> str:
