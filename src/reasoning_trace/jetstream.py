@@ -33,6 +33,7 @@ from .checkpoint import Checkpoint
 from .errors import CorruptLine, ReplicationError, StreamConfigError, UsageError
 from .note import split_note
 from .record import Decision, parse_record
+from .retry import async_retrying
 
 if TYPE_CHECKING:
     import tenacity
@@ -199,7 +200,6 @@ async def connect(
     (``AuthorizationError``). No message shows a password.
     """
     import nats
-    import tenacity
     from nats.errors import NoServersError
 
     servers = parse_servers(url)
@@ -212,15 +212,16 @@ async def connect(
             problems.unauthorized
         )
 
-    retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(unreachable),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
-        stop=(lambda state: stopped()) if wait else tenacity.stop_after_attempt(2),
+    tries = async_retrying(
+        first=0.1,
+        most=2.0,
+        retry_on=unreachable,
+        stop=stopped if wait else None,
+        attempts=None if wait else 2,
         before_sleep=(lambda state: _waiting(shown, state, problems)) if wait else None,
-        reraise=True,
     )
     try:
-        async for attempt in retrying:
+        async for attempt in tries:
             with attempt:
                 if stopped():
                     raise Stopped(f"stopped while waiting for a NATS server at {shown}")

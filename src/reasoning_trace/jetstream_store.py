@@ -61,6 +61,7 @@ from .jetstream import (
 )
 from .note import Signer, sign_note
 from .record import Decision, Pending, format_utc, parse_record
+from .retry import retrying
 from .store import AppendResult
 from .tree import CompactRange, leaf_hash
 
@@ -174,21 +175,18 @@ class JetStreamStore:
     def _publish(self, subject: str, data: bytes, msg_id: str, expected: int) -> int:
         """Publish until answered; the stream seq, or ``WrongLastSequence``. Outages are
         retried up to ``ack_deadline``; then ``ReplicationError`` (the outcome is unknown)."""
-        deadline = time.monotonic() + self._ack_deadline
-        backoff = 0.05
-        while True:
-            try:
-                return self._run(self._pub(subject, data, msg_id, expected)).seq
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                problem = exc
-            if time.monotonic() >= deadline:
-                raise ReplicationError(
-                    f"JetStream did not answer within {self._ack_deadline:g} s ({problem!r})"
-                ) from problem
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        try:
+            tries = retrying(first=0.05, most=1.0, retry_on=is_transient, within=self._ack_deadline)
+            for attempt in tries:
+                with attempt:
+                    ack = self._run(self._pub(subject, data, msg_id, expected))
+        except Exception as problem:
+            if not is_transient(problem):
+                raise
+            raise ReplicationError(
+                f"JetStream did not answer within {self._ack_deadline:g} s ({problem!r})"
+            ) from problem
+        return ack.seq  # the loop ends only after a try that answered
 
     async def _pub(self, subject: str, data: bytes, msg_id: str, expected: int) -> PubAck:
         return await publish_after(

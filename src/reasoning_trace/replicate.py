@@ -68,6 +68,7 @@ from .jetstream import (
     server_is_open,
 )
 from .log import DecisionLog
+from .retry import async_retrying
 
 if TYPE_CHECKING:
     from nats.js.api import RawStreamMsg
@@ -259,32 +260,35 @@ class Replicator:
 
     async def _retrying(self, stop: Callable[[], bool], call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` until it answers, riding out outages and elections."""
+        async for attempt in async_retrying(first=0.05, most=1.0, retry_on=is_transient):
+            with attempt:
+                if stop():
+                    raise _Stop
+                try:
+                    answer = await call()
+                except Exception as exc:
+                    if is_transient(exc):  # else an answer (a fork, a refusal): not an outage
+                        await self._outage(exc)
+                    raise
+        return answer  # the loop ends only after a try that answered
+
+    async def _outage(self, problem: BaseException) -> None:
+        """Count and log an outage about to be retried; a refused user or a deleted stream
+        is not one (``AuthorizationError``, ``StreamLost``)."""
         from nats.errors import NoRespondersError
         from nats.js.errors import NoStreamResponseError
 
-        backoff = 0.05
-        while True:
-            if stop():
-                raise _Stop
-            try:
-                return await call()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise  # an answer (a fork, a refusal, an unsafe stream): not an outage
-                problem = exc
-            if self._problems.denied:
-                raise AuthorizationError(
-                    f"the NATS server at {self.shown_url} refuses this user publishing on "
-                    f"{self._problems.denied[-1]}: these credentials are not node "
-                    f"{self.node!r}'s (give --node the name they may publish as)"
-                )
-            if isinstance(problem, NoRespondersError | NoStreamResponseError):
-                await self._check_stream_exists()
-            self.status.retries += 1
-            if self.status.retries == 1 or self.status.retries % 50 == 0:
-                logger.warning("reasoning_trace: JetStream unavailable (%r); retrying", problem)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        if self._problems.denied:
+            raise AuthorizationError(
+                f"the NATS server at {self.shown_url} refuses this user publishing on "
+                f"{self._problems.denied[-1]}: these credentials are not node "
+                f"{self.node!r}'s (give --node the name they may publish as)"
+            )
+        if isinstance(problem, NoRespondersError | NoStreamResponseError):
+            await self._check_stream_exists()
+        self.status.retries += 1
+        if self.status.retries == 1 or self.status.retries % 50 == 0:
+            logger.warning("reasoning_trace: JetStream unavailable (%r); retrying", problem)
 
     async def _check_stream_exists(self) -> None:
         """Nobody answers a publish: unless the server is electing a leader, the stream is
