@@ -48,27 +48,21 @@ from .jetstream import (
     AuthorizationError,
     Problems,
     Stopped,
-    WrongLastSequence,
     check_node,
-    checkpoint_of,
     checkpoint_subject,
     connect,
     decision_subject,
     default_node,
     ensure_stream,
-    is_transient,
     key_subject,
-    last_message,
-    last_record,
-    message_from,
     parse_servers,
-    publish_after,
-    record_of,
     redact_url,
     server_is_open,
 )
 from .log import DecisionLog
 from .retry import async_retrying
+from .stream_messages import checkpoint_of, last_message, last_record, message_from, record_of
+from .stream_writer import WrongLastSequence, is_transient, publish_after
 
 if TYPE_CHECKING:
     from nats.js.api import RawStreamMsg

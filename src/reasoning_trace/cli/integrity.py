@@ -175,9 +175,9 @@ def register(cli: click.Group) -> None:
                     "there; say --trust-stream-keys to use them anyway"
                 )
 
-            from ..fleet import verify_node
-            from ..fleet import witness as witness_check
             from ..jetstream import check_node, default_node
+            from ..verify_replica import verify_node
+            from ..verify_replica import witness as witness_check
 
             try:
                 if source is not None:
