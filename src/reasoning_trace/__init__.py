@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .replicate import Replicator, replicate
     from .report import Finding, Report
     from .verify import verify, verify_consistency_proof, verify_inclusion_proof
-    from .verify_replica import verify_node, witness
+    from .verify_replica import compare_with_replica, verify_node
 
 # Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
 # processes that record decisions never need them.
@@ -67,7 +67,7 @@ _LAZY = {
     "verify_inclusion_proof": "verify",
     "Fleet": "fleet",
     "verify_node": "verify_replica",
-    "witness": "verify_replica",
+    "compare_with_replica": "verify_replica",
     "JetStreamStore": "jetstream_store",
     "Replicator": "replicate",
     "replicate": "replicate",
@@ -123,6 +123,7 @@ __all__ = [
     "UnreconciledLog",
     "__version__",
     "bus",
+    "compare_with_replica",
     "counters",
     "decision_summary",
     "read_recent",
@@ -134,5 +135,4 @@ __all__ = [
     "verify_consistency_proof",
     "verify_inclusion_proof",
     "verify_node",
-    "witness",
 ]

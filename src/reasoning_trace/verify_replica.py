@@ -1,9 +1,9 @@
 """Checking a node's replica in the stream: against its replicated signed checkpoints
 (``verify_node``), and against the local log it was replicated from
-(``witness``).
+(``compare_with_replica``).
 
 ``verify_node`` reads the node's records, checkpoints and keys from the stream alone: seqs
-consecutive from 0, every record parses, every signed root matches. ``witness``
+consecutive from 0, every record parses, every signed root matches. ``compare_with_replica``
 checks a local log against what it replicated, so a rewrite after replication is found even
 when the rewriter re-signed the local checkpoints with the node's own key. Both check with
 the keys the caller holds (those the node published only when asked to trust them), and
@@ -41,7 +41,7 @@ from .tree import CompactRange, leaf_hash
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-__all__ = ["checkpoints", "key_history", "published_keys", "verify_node", "witness"]
+__all__ = ["checkpoints", "compare_with_replica", "key_history", "published_keys", "verify_node"]
 
 
 def published_keys(reader: StreamReader, node: str) -> list[Verifier]:
@@ -321,7 +321,7 @@ def verify_node(
         return report
 
 
-def witness(
+def compare_with_replica(
     root: str | os.PathLike[str] | None,
     url: str,
     node: str,
