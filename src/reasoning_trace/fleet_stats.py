@@ -17,9 +17,9 @@ from .index import where_sql
 from .query import ActionStats, Filter, Stats
 from .record import format_utc
 
-__all__ = ["DAY_US", "count_stats"]
+__all__ = ["count_stats"]
 
-DAY_US = 86_400_000_000
+_DAY_US = 86_400_000_000
 
 
 def count_stats(db: sqlite3.Connection, flt: Filter) -> Stats:
@@ -31,8 +31,8 @@ def count_stats(db: sqlite3.Connection, flt: Filter) -> Stats:
         _count_records(db, flt, counts, vetoes)
         return _fold(counts, vetoes)
     lo, hi = flt.since_us, flt.until_us
-    first = None if lo is None else -(-lo // DAY_US) * DAY_US  # whole days from
-    last = None if hi is None else hi // DAY_US * DAY_US  # whole days before
+    first = None if lo is None else -(-lo // _DAY_US) * _DAY_US  # whole days from
+    last = None if hi is None else hi // _DAY_US * _DAY_US  # whole days before
     if first is not None and last is not None and first >= last:
         _count_records(db, flt, counts, vetoes)  # within one day
         return _fold(counts, vetoes)

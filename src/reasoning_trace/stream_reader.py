@@ -14,7 +14,8 @@ and stream seq, once) and skips it, as local readers report a corrupt line; ``de
 raises ``CorruptLine`` for it. The fleet (``fleet.py``), the JetStream store
 (``jetstream_store.py``) and the fleet index read through this module. Single messages (the
 newest on a subject, the next from a seq) are looked up by ``stream_messages.py``.
-Tests: ``tests/test_fleet.py``, ``tests/test_fleet_hostile.py``, ``tests/test_store_contract.py``.
+Tests: ``tests/test_fleet.py``, ``tests/test_fleet_hostile.py``, ``tests/test_store_contract.py``,
+``tests/test_jetstream_store.py``.
 """
 
 from __future__ import annotations
