@@ -1,5 +1,5 @@
-"""Reading the stream: a subject's messages, in order, from synchronous code, and what they
-hold (records, checkpoints).
+"""Reading the stream from synchronous code: a subject's messages, in order, and the records
+they hold.
 
 ``StreamReader`` connects to the stream (creating it if asked), runs the connection's event
 loop in a thread of its own (``Bridge``), and reads a subject's messages by an ephemeral push
