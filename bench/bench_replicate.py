@@ -112,7 +112,7 @@ def store_rate(url: str, n: int, replicas: int, threads: int = 1) -> float:
 
 def reading(url: str, node: str, n: int) -> None:
     """Fleet reads of one node's n replicated records, against bare message delivery."""
-    from reasoning_trace.fleet import verify_node
+    from reasoning_trace.verify_replica import verify_node
 
     with Fleet(url) as fleet:
         t = time.perf_counter()

@@ -22,9 +22,10 @@ from nats.js.errors import APIError
 
 from reasoning_trace import DecisionLog, ForkError
 from reasoning_trace.errors import ReplicationError, StreamConfigError
-from reasoning_trace.fleet import Fleet, verify_node
+from reasoning_trace.fleet import Fleet
 from reasoning_trace.jetstream import decision_subject, ensure_stream
 from reasoning_trace.replicate import Replicator, replicate
+from reasoning_trace.verify_replica import verify_node
 
 from .conftest import all_lines
 from .natsserver import NatsServer, require_server

@@ -164,9 +164,9 @@ def test_the_jetstream_store_signs_checkpoints_that_verify(
     """A diskless writer's checkpoints verify from the stream, and a new writer continues its
     history."""
     pytest.importorskip("nats")
-    from reasoning_trace.fleet import verify_node
     from reasoning_trace.jetstream_store import JetStreamStore
     from reasoning_trace.note import Signer
+    from reasoning_trace.verify_replica import verify_node
 
     signer = Signer.generate("reasoning-trace/stateless")
     store = JetStreamStore(
@@ -198,10 +198,11 @@ def test_the_jetstream_store_rides_out_a_server_restart(
     """Decisions recorded while the server is killed and restarted are all stored once, in
     seq order, and the node's replicated history still verifies."""
     pytest.importorskip("nats")
-    from reasoning_trace.fleet import Fleet, verify_node
+    from reasoning_trace.fleet import Fleet
     from reasoning_trace.jetstream import decision_subject
     from reasoning_trace.jetstream_store import JetStreamStore
     from reasoning_trace.note import Signer
+    from reasoning_trace.verify_replica import verify_node
 
     signer = Signer.generate("reasoning-trace/restart")
     log = DecisionLog(store=JetStreamStore(nats_server.url, "restart", key=signer))

@@ -47,12 +47,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
-    from .fleet import Fleet, verify_node, witness
+    from .fleet import Fleet
     from .jetstream_store import JetStreamStore
     from .proof import ConsistencyProof, InclusionProof
     from .replicate import Replicator, replicate
     from .report import Finding, Report
     from .verify import verify, verify_consistency_proof, verify_inclusion_proof
+    from .verify_replica import compare_with_replica, verify_node
 
 # Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
 # processes that record decisions never need them.
@@ -66,8 +67,8 @@ _LAZY = {
     "verify_consistency_proof": "verify",
     "verify_inclusion_proof": "verify",
     "Fleet": "fleet",
-    "verify_node": "fleet",
-    "witness": "fleet",
+    "verify_node": "verify_replica",
+    "compare_with_replica": "verify_replica",
     "JetStreamStore": "jetstream_store",
     "Replicator": "replicate",
     "replicate": "replicate",
@@ -124,6 +125,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "bus",
+    "compare_with_replica",
     "counters",
     "decision_summary",
     "read_recent",
@@ -135,5 +137,4 @@ __all__ = [
     "verify_consistency_proof",
     "verify_inclusion_proof",
     "verify_node",
-    "witness",
 ]

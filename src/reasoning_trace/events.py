@@ -25,6 +25,7 @@ import platformdirs
 
 from .errors import UsageError
 from .record import Decision
+from .retry import retrying
 
 __all__ = [
     "ConsentGate",
@@ -247,25 +248,7 @@ class Subscription:
     def _run(self) -> None:
         saved_at = time.monotonic()
         for decision in self._log.follow(after_seq=self.cursor, stop=self._stop.is_set):
-            backoff = 0.01
-            while not self._stop.is_set():
-                try:
-                    event = self.gate(decision)
-                    if event is not None:
-                        self.callback(event)
-                    break
-                except Exception:  # a subscriber's failure is its own: retried, logged
-                    self.failures += 1
-                    if self.failures == 1 or self.failures % 100 == 0:
-                        logger.exception(
-                            "reasoning_trace: subscriber %s failed on seq %d "
-                            "(%d failures); retrying",
-                            self.name,
-                            decision.seq,
-                            self.failures,
-                        )
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self._max_backoff)
+            self._deliver(decision)
             if self._stop.is_set():
                 break
             self.cursor = decision.seq
@@ -273,6 +256,43 @@ class Subscription:
                 self._save()
                 saved_at = time.monotonic()
         self._save()
+
+    def _deliver(self, decision: Decision) -> None:
+        """Hand ``decision`` over until the subscriber takes it or the subscription stops,
+        waiting 0.01 s after a failure, twice as long after each next one (up to
+        ``max_backoff``). The first try is a plain call: a retrier is built only for a
+        subscriber that failed."""
+        if self._stop.is_set():
+            return
+        try:
+            self._hand_over(decision)
+            return
+        except Exception as exc:  # noqa: BLE001 -- counted and logged; retried below
+            failed = exc
+        tries = retrying(first=0.01, most=self._max_backoff, sleep=self._stop.wait, failed=failed)
+        for attempt in tries:
+            if self._stop.is_set():
+                return
+            with attempt:
+                self._hand_over(decision)
+
+    def _hand_over(self, decision: Decision) -> None:
+        """Pass ``decision`` through the gate to the callback. A subscriber's failure is its
+        own: counted, logged (the first and every 100th), and raised to be retried."""
+        try:
+            event = self.gate(decision)
+            if event is not None:
+                self.callback(event)
+        except Exception:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:
+                logger.exception(
+                    "reasoning_trace: subscriber %s failed on seq %d (%d failures); retrying",
+                    self.name,
+                    decision.seq,
+                    self.failures,
+                )
+            raise
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop delivering and save the cursor (a callback still running is not interrupted)."""

@@ -16,32 +16,31 @@ a durable consumer on the server: a consumer's ack floor and the file could disa
 crash or a deleted cache, and readers would need rights to create durable consumers.
 Foreign messages (not records of their subject's node) are kept aside and reported by
 every query, as the stream readers report them.
+Counting stats from it is ``fleet_stats.py``.
 Tests: ``tests/test_fleet_index.py``; benchmark: ``bench/bench_fleet.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import platformdirs
 
 from .errors import CorruptLine, StorageError
+from .fleet_stats import count_stats
 from .index_sql import is_exact, subject_text, where_sql
 from .jetstream import decision_subject, node_of, parse_servers
-from .query import ActionStats, Filter, Stats
-from .record import Decision, decision_from_dict, format_utc
-
-if TYPE_CHECKING:
-    from .fleet import Fleet
+from .query import Filter, Stats
+from .record import Decision, decision_from_dict
+from .stream_reader import StreamReader
 
 __all__ = ["FleetIndex", "cache_dir"]
 
@@ -70,7 +69,6 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
 
 _TABLES = ("records", "vetoes", "subjects", "foreign_messages", "daily", "daily_vetoes", "meta")
-_DAY_US = 86_400_000_000
 
 
 def cache_dir() -> Path:
@@ -89,9 +87,10 @@ def _cache_name(url: str, stream: str) -> str:
 
 
 class FleetIndex:
-    """The records of every node in ``fleet``'s stream, indexed in a cache file."""
+    """The records of every node in ``fleet``'s stream (read by any ``StreamReader``, a
+    ``Fleet`` in practice), indexed in a cache file."""
 
-    def __init__(self, fleet: Fleet, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, fleet: StreamReader, path: str | os.PathLike[str] | None = None) -> None:
         self.fleet = fleet
         self.path = (
             Path(path) if path is not None else cache_dir() / _cache_name(fleet.url, fleet.stream)
@@ -135,7 +134,7 @@ class FleetIndex:
 
     def catch_up(self) -> int:
         """Index what the stream received since the last catch-up; the rows added."""
-        info = self.fleet.bridge.run(self.fleet.js.stream_info(self.fleet.stream))
+        info = self.fleet.info()
         created = str(info.created)
         try:
             with self._lock:
@@ -246,7 +245,7 @@ class FleetIndex:
         with self._lock:
             found = self._conn().execute(sql + " ORDER BY seq", args).fetchall()
         for sseq, subject, why in found:
-            self.fleet._foreign(subject, sseq, why)
+            self.fleet.report_foreign(subject, sseq, why)
 
     def _decision(self, line: bytes, node: str) -> Decision:
         try:
@@ -293,119 +292,11 @@ class FleetIndex:
         ]
 
     def stats(self, flt: Filter) -> Stats:
-        """Approval rate per action, vetoes per voter, per day and per node. Whole UTC days
-        come from per-day totals kept while indexing (a year is a few thousand rows); only
-        the partial days at the ends of a time range, and filters on voters or subjects,
-        count records."""
+        """Approval rate per action, vetoes per voter, per day and per node (counted as
+        ``fleet_stats.py`` says)."""
         if not is_exact(flt):  # subject values that are not text: decide each record exactly
             return Stats.of(self.query(flt))
         self.catch_up()
         self._report_foreign(flt)
-        counts: list[tuple[str, str, str, int, int]] = []
-        vetoes: list[tuple[str, str, str, int, str, int]] = []
         with self._lock:
-            db = self._conn()
-            if flt.voter is not None or flt.subject:
-                self._count_records(db, flt, counts, vetoes)
-            else:
-                lo, hi = flt.since_us, flt.until_us
-                first = None if lo is None else -(-lo // _DAY_US) * _DAY_US  # whole days from
-                last = None if hi is None else hi // _DAY_US * _DAY_US  # whole days before
-                if first is not None and last is not None and first >= last:
-                    self._count_records(db, flt, counts, vetoes)  # within one day
-                else:
-                    if lo is not None and first is not None and lo < first:
-                        part = dataclasses.replace(flt, until_us=first)
-                        self._count_records(db, part, counts, vetoes)
-                    self._count_days(db, flt, first, last, counts, vetoes)
-                    if hi is not None and last is not None and last < hi:
-                        part = dataclasses.replace(flt, since_us=last)
-                        self._count_records(db, part, counts, vetoes)
-        return _fold(counts, vetoes)
-
-    @staticmethod
-    def _count_records(
-        db: sqlite3.Connection,
-        flt: Filter,
-        counts: list[tuple[str, str, str, int, int]],
-        vetoes: list[tuple[str, str, str, int, str, int]],
-    ) -> None:
-        where, args = where_sql(flt)
-        counts.extend(
-            db.execute(
-                f"SELECT day, node, action, approved, COUNT(*) FROM records r WHERE {where} "
-                "GROUP BY 1, 2, 3, 4",
-                args,
-            )
-        )
-        vetoes.extend(
-            db.execute(
-                "SELECT r.day, r.node, r.action, r.approved, v.voter, COUNT(*) FROM vetoes v "
-                f"JOIN records r ON r.seq = v.seq WHERE {where} GROUP BY 1, 2, 3, 4, 5",
-                args,
-            )
-        )
-
-    @staticmethod
-    def _count_days(
-        db: sqlite3.Connection,
-        flt: Filter,
-        first: int | None,
-        last: int | None,
-        counts: list[tuple[str, str, str, int, int]],
-        vetoes: list[tuple[str, str, str, int, str, int]],
-    ) -> None:
-        conds: list[str] = ["1"]
-        args: list[object] = []
-        if first is not None:
-            conds.append("day >= ?")
-            args.append(format_utc(first)[:10])
-        if last is not None:
-            conds.append("day < ?")
-            args.append(format_utc(last)[:10])
-        for column, value in (("node", flt.node), ("action", flt.action)):
-            if value is not None:
-                conds.append(f"{column} = ?")
-                args.append(value)
-        if flt.approved is not None:
-            conds.append("approved = ?")
-            args.append(int(flt.approved))
-        where = " AND ".join(conds)
-        counts.extend(
-            db.execute(f"SELECT day, node, action, approved, n FROM daily WHERE {where}", args)
-        )
-        vetoes.extend(
-            db.execute(
-                f"SELECT day, node, action, approved, voter, n FROM daily_vetoes WHERE {where}",
-                args,
-            )
-        )
-
-
-def _fold(
-    counts: list[tuple[str, str, str, int, int]],
-    vetoes: list[tuple[str, str, str, int, str, int]],
-) -> Stats:
-    """Stats from (day, node, action, approved, n) and (…, voter, n) rows, ordered as
-    ``Stats.of`` orders them."""
-    actions: dict[str, list[int]] = {}
-    days: dict[str, list[int]] = {}
-    nodes: dict[str, list[int]] = {}
-    voters: dict[str, int] = {}
-    for day, node, action, approved, n in counts:
-        for table, key in ((actions, action), (days, day), (nodes, node)):
-            row = table.setdefault(key, [0, 0])
-            row[0] += n
-            if approved:
-                row[1] += n
-    for *_, voter, n in vetoes:
-        voters[voter] = voters.get(voter, 0) + n
-    return Stats(
-        [
-            ActionStats(a, n, ok)
-            for a, (n, ok) in sorted(actions.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        ],
-        sorted(voters.items(), key=lambda kv: (-kv[1], kv[0])),
-        [(day, n, ok) for day, (n, ok) in sorted(days.items())],
-        [(node, n, ok) for node, (n, ok) in sorted(nodes.items())],
-    )
+            return count_stats(self._conn(), flt)

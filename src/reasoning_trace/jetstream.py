@@ -7,63 +7,47 @@ One stream (``RTRACE`` by default) holds every node's history on subjects of its
   records it covers;
 - ``rtrace.<node>.key``: the verifier keys it published (newline-separated).
 
-Every publish carries ``Nats-Msg-Id`` (``<node>/<record id>``: node-qualified, because caller
-ids may repeat across nodes, and a repeat inside the duplicate window would be dropped as a
-duplicate) and ``Nats-Expected-Last-Subject-Sequence``, so a node's history in the stream can
-only grow by the message its writer expects: it never forks, whoever else publishes.
-
-The stream is created, or checked, with file storage, no age, count or size limit, discard
-new, and deletes, purges and rollups refused. Only features of nats-server 2.9 are used (the
-server silently ignores newer settings). Needs the ``[nats]`` extra (``nats-py``).
+This module names the subjects, connects to the servers (credentials never shown, outages
+waited out) and creates or checks the stream: file storage, no age, count or size limit,
+discard new, and deletes, purges and rollups refused. Only features of nats-server 2.9 are
+used (the server silently ignores newer settings). Needs the ``[nats]`` extra (``nats-py``).
+Writing to the stream is ``stream_writer.py``; reading it, ``stream_reader.py``.
 Tests: ``tests/test_replicate.py``, ``tests/test_fleet.py``, ``tests/test_jetstream_store.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import socket
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from .checkpoint import Checkpoint
-from .errors import CorruptLine, ReplicationError, StreamConfigError, UsageError
-from .note import split_note
-from .record import Decision, parse_record
+from .errors import ReplicationError, StreamConfigError, UsageError
+from .retry import async_retrying
 
 if TYPE_CHECKING:
     import tenacity
     from nats.aio.client import Client
-    from nats.js.api import PubAck, RawStreamMsg, StreamConfig, StreamInfo
+    from nats.js.api import StreamConfig, StreamInfo
     from nats.js.client import JetStreamContext
 
 __all__ = [
     "DEFAULT_STREAM",
     "AuthorizationError",
-    "Bridge",
     "Problems",
     "Stopped",
-    "WrongLastSequence",
     "check_node",
-    "checkpoint_of",
-    "checkpoint_size",
     "checkpoint_subject",
     "connect",
     "decision_subject",
     "default_node",
     "ensure_stream",
     "expiry_risks",
-    "is_transient",
     "key_subject",
-    "last_message",
-    "last_record",
-    "message_from",
+    "node_of",
     "parse_servers",
-    "publish_after",
-    "record_of",
     "redact_url",
     "server_is_open",
     "stream_config",
@@ -73,10 +57,7 @@ logger = logging.getLogger("reasoning_trace")
 
 DEFAULT_STREAM = "RTRACE"
 PREFIX = "rtrace"
-WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expected-last-sequence check
 _NODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-T = TypeVar("T")
 
 
 def check_node(node: str) -> str:
@@ -199,7 +180,6 @@ async def connect(
     (``AuthorizationError``). No message shows a password.
     """
     import nats
-    import tenacity
     from nats.errors import NoServersError
 
     servers = parse_servers(url)
@@ -212,15 +192,16 @@ async def connect(
             problems.unauthorized
         )
 
-    retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(unreachable),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
-        stop=(lambda state: stopped()) if wait else tenacity.stop_after_attempt(2),
+    tries = async_retrying(
+        first=0.1,
+        most=2.0,
+        retry_on=unreachable,
+        stop=stopped if wait else None,
+        attempts=None if wait else 2,
         before_sleep=(lambda state: _waiting(shown, state, problems)) if wait else None,
-        reraise=True,
     )
     try:
-        async for attempt in retrying:
+        async for attempt in tries:
             with attempt:
                 if stopped():
                     raise Stopped(f"stopped while waiting for a NATS server at {shown}")
@@ -259,7 +240,7 @@ def _waiting(shown: str, state: tenacity.RetryCallState, problems: Problems) -> 
 
 
 class Stopped(ReplicationError):
-    """The caller asked to stop while waiting for a server."""
+    """The caller asked to stop: while waiting for a server, or between tries of a request."""
 
 
 def server_is_open(nc: Client) -> bool:
@@ -362,147 +343,3 @@ async def ensure_stream(
     if strict and risks:
         raise StreamConfigError(f"stream {name!r} would not keep history: " + "; ".join(risks))
     return info
-
-
-async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
-    """The newest message on ``subject`` (``None`` if it has none)."""
-    from nats.js.errors import NotFoundError
-
-    try:
-        return await js.get_last_msg(stream, subject)
-    except NotFoundError:
-        return None
-
-
-async def message_from(
-    js: JetStreamContext, stream: str, subject: str, seq: int
-) -> RawStreamMsg | None:
-    """The first message on ``subject`` at stream seq ``seq`` or after (``None``: none)."""
-    from nats.js.errors import NotFoundError
-
-    try:
-        return await js.get_msg(stream, max(1, seq), subject=subject, next=True)
-    except NotFoundError:
-        return None
-
-
-def record_of(data: bytes | None, node: str) -> Decision | None:
-    """The record a message on ``node``'s decision subject holds, or ``None`` when it is a
-    foreign message: not a record, or a record that names another node."""
-    try:
-        d = parse_record(data or b"")
-    except CorruptLine:
-        return None
-    return d if d.node in (None, node) else None
-
-
-async def last_record(
-    js: JetStreamContext, stream: str, node: str
-) -> tuple[RawStreamMsg | None, RawStreamMsg | None]:
-    """(the newest message on ``node``'s decision subject, the newest that is a record of
-    ``node``): they differ when foreign messages follow the last record. Looks back in
-    widening windows, so it reads about as many messages as the foreign ones at the end."""
-    subject = decision_subject(node)
-    last = await last_message(js, stream, subject)
-    if last is None or record_of(last.data, node) is not None:
-        return last, last
-    hi, width = last.seq or 1, 64
-    while hi > 1:
-        lo = max(1, hi - width)
-        found, seq = None, lo
-        while (msg := await message_from(js, stream, subject, seq)) is not None:
-            if (msg.seq or 0) >= hi:
-                break
-            if record_of(msg.data, node) is not None:
-                found = msg
-            seq = (msg.seq or seq) + 1
-        if found is not None:
-            return last, found
-        hi, width = lo, width * 4
-    return last, None
-
-
-class WrongLastSequence(ReplicationError):
-    """The subject moved past the message a publish expected: another writer got there
-    first, or an earlier try of this very publish landed (read the subject to know which)."""
-
-
-async def publish_after(
-    js: JetStreamContext,
-    stream: str,
-    subject: str,
-    data: bytes,
-    msg_id: str,
-    expected: int,
-    timeout: float,
-) -> PubAck:
-    """Publish ``data`` only if the subject's last message is stream seq ``expected``.
-
-    Raises ``WrongLastSequence`` when it is not, ``ReplicationError`` when the server refuses
-    for good; outages surface as nats-py's own errors (see ``is_transient``).
-    """
-    from nats.js.errors import APIError
-
-    try:
-        return await js.publish(
-            subject,
-            data,
-            timeout=timeout,
-            stream=stream,
-            headers={
-                "Nats-Msg-Id": msg_id,
-                "Nats-Expected-Last-Subject-Sequence": str(expected),
-            },
-        )
-    except APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
-            raise WrongLastSequence(f"{subject} moved past message {expected}") from exc
-        if exc.code is not None and exc.code < 500:
-            raise ReplicationError(f"JetStream refused: {exc.description}") from exc
-        raise
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is an outage worth retrying (a timeout, no responders during an
-    election, a lost connection, a 5xx), not an answer."""
-    from nats.errors import Error as NatsError
-    from nats.js.errors import APIError
-
-    if isinstance(exc, ReplicationError):
-        return False
-    if isinstance(exc, APIError):  # an answer; only "unavailable" ones are worth a retry
-        return exc.code is None or exc.code >= 500
-    return isinstance(exc, NatsError | TimeoutError | OSError)
-
-
-def checkpoint_size(note: bytes) -> int:
-    """The tree size of a replicated checkpoint note (its signature is not checked here)."""
-    return checkpoint_of(note).size
-
-
-def checkpoint_of(note: bytes) -> Checkpoint:
-    """The checkpoint a replicated note states (its signature is not checked here)."""
-    return Checkpoint.parse(split_note(note)[0])
-
-
-class Bridge:
-    """An event loop in a daemon thread, so synchronous code can await NATS calls."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="rtrace-nats", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and return its result (its exception is raised here)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        """Stop the loop and its thread."""
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()

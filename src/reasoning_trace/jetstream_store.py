@@ -24,7 +24,7 @@ The guarantees of the file store, kept the JetStream way:
 Reading goes to the stream (``read``, ``recent``, ``get``, ``follow``); the writer keeps only
 each record's stream seq (8 bytes) and its id, to find them. Inclusion and consistency proofs
 are served by the file store only; a JetStream node is audited with ``verify_node``.
-Tests: ``tests/test_store_contract.py``.
+Tests: ``tests/test_store_contract.py``, ``tests/test_jetstream_store.py``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import logging
 import threading
 import time
 from array import array
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint
 from .errors import (
@@ -46,23 +46,14 @@ from .errors import (
     ReplicationError,
     StorageError,
 )
-from .fleet import Fleet
-from .jetstream import (
-    DEFAULT_STREAM,
-    WrongLastSequence,
-    check_node,
-    checkpoint_size,
-    checkpoint_subject,
-    decision_subject,
-    is_transient,
-    key_subject,
-    last_message,
-    publish_after,
-)
+from .jetstream import DEFAULT_STREAM, check_node, checkpoint_subject, decision_subject, key_subject
 from .keys import load_signer
 from .note import Signer, sign_note
 from .record import Decision, Pending, format_utc, parse_record
 from .store import AppendResult
+from .stream_messages import checkpoint_size
+from .stream_reader import StreamReader
+from .stream_writer import WrongLastSequence, publish_after, publish_within
 from .tree import CompactRange, leaf_hash
 
 if TYPE_CHECKING:
@@ -71,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["JetStreamStore"]
 
 logger = logging.getLogger("reasoning_trace")
-T = TypeVar("T")
 
 
 class JetStreamStore:
@@ -118,25 +108,22 @@ class JetStreamStore:
         self._ids: dict[str, int] = {}
         self._last_sseq = 0
         self._closed = False
-        self._fleet = Fleet(url, stream=stream, create=True, replicas=replicas)
+        self._reader = StreamReader(url, stream=stream, create=True, replicas=replicas)
         try:
             self._catch_up()
             self._ck_sseq, self._signed = self._newest_checkpoint()
             self._signed_at = time.monotonic()
             self._publish_key()
         except BaseException:
-            self._fleet.close()
+            self._reader.close()
             raise
 
     # --- the subject, read back ----------------------------------------------------------------
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return self._fleet.bridge.run(coro, timeout)
-
     def _catch_up(self) -> None:
         """Take in records other writers (or our unanswered tries) added to the subject."""
         with self._lock:
-            for msg in self._fleet.messages(self._subject, start=self._last_sseq + 1):
+            for msg in self._reader.messages(self._subject, start=self._last_sseq + 1):
                 data = msg.data or b""
                 sseq = msg.metadata.sequence.stream
                 d = parse_record(data, file=f"{self._subject}#{sseq}")
@@ -151,14 +138,14 @@ class JetStreamStore:
                 self._last_sseq = sseq
 
     def _newest_checkpoint(self) -> tuple[int, int]:
-        msg = self._run(last_message(self._fleet.js, self.stream, checkpoint_subject(self.node)))
+        msg = self._reader.last_message(checkpoint_subject(self.node))
         if msg is None:
             return 0, 0
         return msg.seq or 0, checkpoint_size(msg.data or b"")
 
     def _publish_key(self) -> None:
         subject = key_subject(self.node)
-        msg = self._run(last_message(self._fleet.js, self.stream, subject))
+        msg = self._reader.last_message(subject)
         keys = (msg.data or b"").decode().splitlines() if msg is not None else []
         mine = str(self._signer.verifier)
         if mine in keys:
@@ -173,27 +160,14 @@ class JetStreamStore:
     # --- writing -------------------------------------------------------------------------------
 
     def _publish(self, subject: str, data: bytes, msg_id: str, expected: int) -> int:
-        """Publish until answered; the stream seq, or ``WrongLastSequence``. Outages are
-        retried up to ``ack_deadline``; then ``ReplicationError`` (the outcome is unknown)."""
-        deadline = time.monotonic() + self._ack_deadline
-        backoff = 0.05
-        while True:
-            try:
-                return self._run(self._pub(subject, data, msg_id, expected)).seq
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                problem = exc
-            if time.monotonic() >= deadline:
-                raise ReplicationError(
-                    f"JetStream did not answer within {self._ack_deadline:g} s ({problem!r})"
-                ) from problem
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        """Publish until answered, for up to ``ack_deadline`` (see ``publish_within``)."""
+        return publish_within(
+            self._reader, subject, data, msg_id, expected, self._ack_timeout, self._ack_deadline
+        )
 
     async def _pub(self, subject: str, data: bytes, msg_id: str, expected: int) -> PubAck:
         return await publish_after(
-            self._fleet.js, self.stream, subject, data, msg_id, expected, self._ack_timeout
+            self._reader.js, self.stream, subject, data, msg_id, expected, self._ack_timeout
         )
 
     def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
@@ -218,7 +192,7 @@ class JetStreamStore:
                 run = self._new_run(batch[i:])
                 first: tuple[int, str, bytes] | None = None
                 if run:
-                    done, first = self._run(
+                    done, first = self._reader.bridge.run(
                         self._publish_run(run, len(self._sseqs), self._last_sseq)
                     )
                     for pending, (seq, micros, when, line, sseq) in zip(run, done, strict=False):
@@ -367,7 +341,7 @@ class JetStreamStore:
         stop = n if stop is None else min(stop, n)
         if start >= stop:
             return
-        for msg in self._fleet.messages(self._subject, start=self._sseqs[start]):
+        for msg in self._reader.messages(self._subject, start=self._sseqs[start]):
             d = parse_record(
                 msg.data or b"", file=f"{self._subject}#{msg.metadata.sequence.stream}"
             )
@@ -392,7 +366,7 @@ class JetStreamStore:
             seq = self._ids.get(key) if isinstance(key, str) else key
             if seq is None or not 0 <= seq < len(self._sseqs):
                 raise NotFound(f"no decision with {'id' if isinstance(key, str) else 'seq'} {key}")
-        msg = self._run(self._fleet.js.get_msg(self.stream, self._sseqs[seq]))
+        msg = self._reader.bridge.run(self._reader.js.get_msg(self.stream, self._sseqs[seq]))
         return parse_record(msg.data or b"", file=f"{self._subject}#{self._sseqs[seq]}")
 
     def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
@@ -422,4 +396,4 @@ class JetStreamStore:
             except ReasoningTraceError as exc:
                 logger.warning("reasoning_trace: closing checkpoint not published: %s", exc)
             finally:
-                self._fleet.close()
+                self._reader.close()

@@ -41,7 +41,7 @@ __all__ = ["cli", "main"]
     "--stream",
     default="RTRACE",
     show_default=True,
-    help="The JetStream stream of --source, replicate and verify --witness.",
+    help="The JetStream stream of --source, replicate and verify --replica.",
 )
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -> None:

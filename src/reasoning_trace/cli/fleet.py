@@ -1,4 +1,7 @@
-"""``rtrace replicate``: ship this node's log to a JetStream stream (fleet mode)."""
+"""``rtrace replicate``: ship this node's log to a JetStream stream (fleet mode).
+
+Tests: ``tests/test_replicate.py``, ``tests/test_replicate_hostile.py``, ``tests/test_fleet.py``.
+"""
 
 from __future__ import annotations
 

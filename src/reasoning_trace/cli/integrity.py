@@ -111,12 +111,19 @@ def register(cli: click.Group) -> None:
         "--node",
         help="With --source: the node whose replicated log to verify, from the stream alone "
         "(default: every node). "
-        "With --witness: the node name this log replicates as (default: this host's name).",
+        "With --replica: the node name this log replicates as (default: this host's name).",
+    )
+    @click.option(
+        "--replica",
+        metavar="nats://HOST:PORT",
+        help="Compare this local log with its replica there: the records and checkpoints it "
+        "replicated.",
     )
     @click.option(
         "--witness",
         metavar="nats://HOST:PORT",
-        help="Check this local log against the records and checkpoints it replicated there.",
+        hidden=True,
+        help="The old name of --replica (deprecated).",
     )
     @trusted_option(
         "the log is shorter than it or not consistent with it (a rollback or a rewrite)"
@@ -124,13 +131,13 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--trust-stream-keys",
         is_flag=True,
-        help="With --source or --witness and no --vkey: check with the keys the node "
+        help="With --source or --replica and no --vkey: check with the keys the node "
         "published in the stream (anyone who could publish there could have replaced them).",
     )
     @click.option(
         "--allow-open-server",
         is_flag=True,
-        help="With --source or --witness: a server that takes no credentials is a note, "
+        help="With --source or --replica: a server that takes no credentials is a note, "
         "not a failure.",
     )
     @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
@@ -139,6 +146,7 @@ def register(cli: click.Group) -> None:
         ctx: click.Context,
         vkey: str | None,
         node: str | None,
+        replica: str | None,
         witness: str | None,
         trusted_files: tuple[str, ...],
         trust_stream_keys: bool,
@@ -148,7 +156,7 @@ def register(cli: click.Group) -> None:
         """Check every record against the signed checkpoints; exit 1 on any failure.
 
         With --source and --node, a node's replicated log is checked from the stream alone;
-        with --witness, the local log is checked against what it replicated. Both need the
+        with --replica, the local log is compared with its replica. Both need the
         node's verifier key (--vkey) or --trust-stream-keys, and fail on a server that takes
         no credentials unless --allow-open-server.
         """
@@ -158,24 +166,33 @@ def register(cli: click.Group) -> None:
         keys = vkeys(vkey)
         trusted = [read_note(path) for path in trusted_files]
         source, stream = ctx.obj.get("source"), ctx.obj["stream"]
-        if source is not None or witness is not None:
-            if source is not None and witness is not None:
+        if witness is not None:
+            click.echo(
+                "rtrace: --witness is deprecated; say --replica (it compares this log with its "
+                "replica)",
+                err=True,
+            )
+            if replica is not None:
+                raise click.UsageError("--witness is the old name of --replica: give one")
+            replica = witness
+        if source is not None or replica is not None:
+            if source is not None and replica is not None:
                 raise click.UsageError(
-                    "give --source (a replica) or --witness (this log), not both"
+                    "give --source (a replica alone) or --replica (this log against its "
+                    "replica), not both"
                 )
             from . import require_extra
 
             require_extra("fleet mode", "nats", "nats")
             if keys is None and not trust_stream_keys:
                 raise click.UsageError(
-                    "verify --source and --witness need the node's verifier key you hold "
+                    "verify --source and --replica need the node's verifier key you hold "
                     "(--vkey KEY|FILE): keys read from the stream are whatever was published "
                     "there; say --trust-stream-keys to use them anyway"
                 )
 
-            from ..fleet import verify_node
-            from ..fleet import witness as witness_check
             from ..jetstream import check_node, default_node
+            from ..verify_replica import compare_with_replica, verify_node
 
             try:
                 if source is not None:
@@ -198,11 +215,11 @@ def register(cli: click.Group) -> None:
                         ok = ok and report.ok
                     ctx.exit(0 if ok else 1)
                 else:
-                    assert witness is not None
+                    assert replica is not None
                     name = check_node(node or default_node())
-                    report = witness_check(
+                    report = compare_with_replica(
                         root,
-                        witness,
+                        replica,
                         name,
                         keys,
                         stream=stream,
