@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import NotFound, QueryError
+from ..errors import NotFound, QueryError, RecordError
 from ..log import DecisionLog
 from ..query import Filter, Stats
 from ..record import Decision
@@ -177,12 +177,12 @@ def register(cli: click.Group) -> None:
                 obj = orjson.loads(json_in.read())
             except orjson.JSONDecodeError as exc:
                 raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
-            if not isinstance(obj, dict):
-                raise click.BadParameter("expected a JSON object", param_hint="--json")
-            unknown = set(obj) - {"action", "approved", "votes", "subject", "reason", "id"}
-            if unknown:
-                raise click.BadParameter(f"unknown fields {sorted(unknown)}", param_hint="--json")
-            fields = {"votes": {}, "subject": {}, "reason": "", **obj}
+            from ..request import DecisionRequest  # pydantic: only for a JSON decision
+
+            try:
+                fields = dict(DecisionRequest.read(obj))  # the values as given
+            except RecordError as exc:
+                raise click.BadParameter(str(exc), param_hint="--json") from exc
         else:
             if action is None or approved is None:
                 raise click.UsageError(
@@ -197,9 +197,6 @@ def register(cli: click.Group) -> None:
                 "reason": reason,
                 "id": decision_id,
             }
-        for name in ("action", "approved"):
-            if name not in fields:
-                raise click.BadParameter(f"the decision needs {name!r}", param_hint="--json")
         with open_log(ctx, create=True) as log:
             d = log.record(
                 fields["action"],
