@@ -6,7 +6,9 @@ background verify passed, and what this process counted going wrong quietly
 (``reasoning_trace.metrics``: clock steps, checkpoints not written, decisions not stored).
 The ``action`` label keeps the ``metric_actions`` most frequent actions and counts the rest
 as ``_other``: any writer chooses action names, and a label per name would let it grow
-``/metrics`` without end.
+``/metrics`` without end. The route is a FastAPI route over ``generate_latest`` rather than
+``prometheus_client.make_asgi_app``, so that it needs a read token like every other route and
+refuses as they do.
 Tests: ``tests/test_server.py``, ``tests/test_hostile_http.py``.
 """
 

@@ -5,7 +5,9 @@
     GET /healthz           liveness: ``{"ok": true, "records": N}``
 
 The static files are three named files from two packages, each cached for an hour; the page
-itself is not cached, so a new version is seen at once.
+itself is not cached, so a new version is seen at once. Starlette's ``StaticFiles`` serves one
+directory, every file in it (the page too, under ``/static/``); the chart library is package
+data of plotly, elsewhere.
 Tests: ``tests/test_dashboard.py``, ``tests/test_server.py``.
 """
 
