@@ -363,3 +363,44 @@ def test_metrics_serve_what_went_wrong_quietly(
     text = httpx.get(f"{url}/metrics", headers=auth(READ)).text
     line = next(x for x in text.splitlines() if 'event="decisions_not_stored"' in x)
     assert float(line.split()[-1]) >= 1
+
+
+def test_server_front_all_is_sorted_and_complete() -> None:
+    """The server package's ``__all__`` is sorted and names what it exposes publicly."""
+    import reasoning_trace.server as front
+
+    assert front.__all__ == sorted(front.__all__)
+    public = {
+        name
+        for name, value in vars(front).items()
+        if not name.startswith("_")
+        and (isinstance(value, type) or callable(value))
+        and getattr(value, "__module__", "").startswith("reasoning_trace.server")
+    }
+    assert public <= set(front.__all__), public - set(front.__all__)
+    assert all(getattr(front, name) is not None for name in front.__all__)
+
+
+def test_the_body_is_documented_by_the_request_model(server: tuple[str, DecisionLog]) -> None:
+    """The OpenAPI body of POST /v1/decisions is the shared model, which forbids extra fields;
+    an unknown field or a null id is a 422 naming it, as the model says."""
+    url, log = server
+    document = httpx.get(f"{url}/openapi.json").json()
+    body = document["paths"]["/v1/decisions"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"]
+    model = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert model["additionalProperties"] is False and model["required"] == ["action", "approved"]
+    unknown = httpx.post(f"{url}/v1/decisions", json={**DECISION, "colour": 1}, headers=auth(WRITE))
+    assert unknown.status_code == 422 and unknown.json()["path"] == "colour"
+    null_id = httpx.post(f"{url}/v1/decisions", json={**DECISION, "id": None}, headers=auth(WRITE))
+    assert null_id.status_code == 422 and null_id.json()["path"] == "id"
+    assert len(log) == 0
+
+
+def test_405_allows_every_method_of_the_path(server: tuple[str, DecisionLog]) -> None:
+    """A method a path does not have is 405, and Allow names every method it has."""
+    url, _ = server
+    put = httpx.put(f"{url}/v1/decisions", json=DECISION, headers=auth(WRITE))
+    assert put.status_code == 405 and put.headers["allow"] == "GET, POST"
+    gone = httpx.delete(f"{url}/v1/decisions/0", headers=auth(WRITE))
+    assert gone.status_code == 405 and gone.headers["allow"] == "GET"

@@ -14,7 +14,7 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import NotFound, QueryError
+from ..errors import NotFound, QueryError, RecordError
 from ..log import DecisionLog
 from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
@@ -154,12 +154,12 @@ def register(cli: click.Group) -> None:
                 obj = orjson.loads(json_in.read())
             except orjson.JSONDecodeError as exc:
                 raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
-            if not isinstance(obj, dict):
-                raise click.BadParameter("expected a JSON object", param_hint="--json")
-            unknown = set(obj) - {"action", "approved", "votes", "subject", "reason", "id"}
-            if unknown:
-                raise click.BadParameter(f"unknown fields {sorted(unknown)}", param_hint="--json")
-            fields = {"votes": {}, "subject": {}, "reason": "", **obj}
+            from ..request import DecisionRequest  # pydantic: only for a JSON decision
+
+            try:
+                fields = dict(DecisionRequest.read(obj))  # the values as given
+            except RecordError as exc:
+                raise click.BadParameter(str(exc), param_hint="--json") from exc
         else:
             if action is None or approved is None:
                 raise click.UsageError(
@@ -174,9 +174,6 @@ def register(cli: click.Group) -> None:
                 "reason": reason,
                 "id": decision_id,
             }
-        for name in ("action", "approved"):
-            if name not in fields:
-                raise click.BadParameter(f"the decision needs {name!r}", param_hint="--json")
         with open_log(ctx, create=True) as log:
             d = log.record(
                 fields["action"],
