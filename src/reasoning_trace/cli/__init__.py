@@ -117,12 +117,14 @@ def demo(ctx: click.Context, count: int, seed: int | None) -> None:
         print_decisions(log.recent(10), as_json=False)
 
 
+from .bundle import register as _register_bundle  # noqa: E402
 from .decisions import register as _register_decisions  # noqa: E402
 from .fleet import register as _register_fleet  # noqa: E402
 from .integrity import register as _register_integrity  # noqa: E402
 from .upgrade import register as _register_upgrade  # noqa: E402
 
 _register_decisions(cli)
+_register_bundle(cli)
 _register_integrity(cli)
 _register_fleet(cli)
 _register_upgrade(cli)

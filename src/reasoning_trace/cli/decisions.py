@@ -1,4 +1,7 @@
-"""``rtrace record``, ``tail``, ``show``, ``query``, ``stats``, ``export``, ``verify-bundle``."""
+"""``rtrace record``, ``tail``, ``show``, ``query``, ``stats``: recording and reading decisions.
+
+Tests: ``tests/test_cli.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +17,11 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import NotFound, QueryError, RecordError
+from ..errors import QueryError, RecordError
 from ..log import DecisionLog
 from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
-from .integrity import trusted_option
-from .render import console, print_decisions, shown, verdict_text, with_progress
+from .render import console, print_decisions, shown, verdict_text
 
 __all__ = ["register"]
 
@@ -396,51 +398,3 @@ def register(cli: click.Group) -> None:
             for name, n, ok in result.nodes:
                 nodes.add_row(name or "-", str(n), str(ok))
             out.print(nodes)
-
-    @cli.command()
-    @filter_options
-    @click.option(
-        "--bundle",
-        "folder",
-        required=True,
-        type=click.Path(file_okay=False),
-        help="Folder to write the audit bundle into.",
-    )
-    @click.pass_context
-    def export(
-        ctx: click.Context,
-        flt: Filter,
-        folder: str,
-    ) -> None:
-        """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
-        from ..bundle import export_bundle
-
-        with open_log(ctx) as log:
-            count, cp = with_progress(
-                "proving", lambda progress: export_bundle(log, flt, folder, progress=progress)
-            )
-        click.echo(
-            f"exported {count} decisions with proofs in the checkpoint of {cp.size} "
-            f"records to {folder} (check it: rtrace verify-bundle {folder})"
-        )
-
-    @cli.command("verify-bundle")
-    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-    @click.option(
-        "--vkey",
-        help="The verifier key you trust, or a file of them (default: the bundle's vkey).",
-    )
-    @trusted_option("the bundle's checkpoint is older than it or forks from it")
-    def verify_bundle_cmd(folder: str, vkey: str | None, trusted_files: tuple[str, ...]) -> None:
-        """Check an exported bundle offline; exit 1 if any record fails."""
-        from ..bundle import verify_bundle
-        from .integrity import read_note, vkeys
-
-        trusted = [read_note(path) for path in trusted_files]
-        count, cp = verify_bundle(folder, vkeys(vkey), trusted=trusted)
-        click.echo(
-            f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
-            f"records ({cp.origin})"
-        )
-
-    _ = NotFound  # raised by the library; main() maps it to exit 1
