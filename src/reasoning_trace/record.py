@@ -33,8 +33,11 @@ from .errors import CorruptLine, RecordError, RecordTooLarge
 from .redact import Redactor, apply_redaction
 
 __all__ = [
+    "CONTROL_CHARS",
     "FORMAT_VERSION",
+    "ID_CHARS",
     "MAX_LINE_BYTES",
+    "MAX_NAME",
     "Decision",
     "Pending",
     "format_record",
@@ -48,8 +51,14 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_LINE_BYTES = 1 << 20
 _MAX_DEPTH = 254  # orjson refuses to encode deeper nesting
-_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The longest ``action``, ``node`` and ``id`` (characters).
+MAX_NAME = 128
+#: The characters of a caller-given ``id`` (a regular-expression class).
+ID_CHARS = "A-Za-z0-9._:-"
+#: The control characters no ``action``, ``node`` or vote ``reason`` may hold (a class).
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+_ID_RE = re.compile(f"[{ID_CHARS}]{{1,{MAX_NAME}}}\\Z")
+_CONTROL_RE = re.compile(f"[{CONTROL_CHARS}]")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 _SORT = orjson.OPT_SORT_KEYS
 # Widest possible seq / timestamp / datetime text, so the size check can run before the lock.
@@ -341,7 +350,7 @@ def prepare(
 
     Runs before the writer lock is taken, so a refusal leaves the log untouched.
     """
-    _check_text("action", action, max_len=128)
+    _check_text("action", action, max_len=MAX_NAME)
     if not isinstance(approved, bool):
         raise RecordError("approved", f"must be a bool, not {_type_name(approved)}")
     if not isinstance(votes, dict):
@@ -353,7 +362,7 @@ def prepare(
     enc_subject = _exact(subject, "subject")
     _votes_well_formed(votes)
     if node is not None:
-        _check_text("node", node, max_len=128)
+        _check_text("node", node, max_len=MAX_NAME)
     caller_id = id is not None
     if id is None:
         id = uuid7()

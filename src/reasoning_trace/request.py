@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails
 from typing_extensions import TypeAliasType, TypedDict
 
 from .errors import RecordError
+from .record import CONTROL_CHARS, ID_CHARS, MAX_NAME
 
 __all__ = ["FIELDS", "MAX_EXACT_INT", "DecisionRequest", "IJsonValue", "Vote"]
 
@@ -83,8 +84,8 @@ class DecisionRequest(BaseModel):
             str,
             Field(
                 min_length=1,
-                max_length=128,
-                pattern="^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+                max_length=MAX_NAME,
+                pattern=f"^[^{CONTROL_CHARS}]+$",
                 description="What was decided, a short verb: 1-128 characters, no control "
                 "characters",
             ),
@@ -104,7 +105,7 @@ class DecisionRequest(BaseModel):
             WithJsonSchema(
                 {
                     "type": "string",
-                    "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                    "pattern": f"^[{ID_CHARS}]{{1,{MAX_NAME}}}$",
                     "description": "A caller id, unique in the log: a retry with the same "
                     "content returns the stored record",
                 }
