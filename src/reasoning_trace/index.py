@@ -339,6 +339,8 @@ class Index:
         self._check_count()
         prefix = self._store.legacy_prefix()
         for path, offset, line, seq in self._read(rows):
+            if limit is not None and limit <= 0:
+                break  # a limit of 0 (the SQL LIMIT decides only exact filters)
             if seq < prefix.leaves and prefix.place(seq) != (os.path.basename(path)[:10], offset):
                 raise _Stale(f"seq {seq}: not the place of the original module's line {seq}")
             try:
