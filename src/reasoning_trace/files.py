@@ -347,7 +347,7 @@ class FileStore:
                     # process's cache: a reader's proofs and roots are of the log as it is now.
                     self._scratch = tempfile.TemporaryDirectory(prefix="rtrace-tree-")
                     hashes = Path(self._scratch.name) / "hashes"
-                    self._reader_tree = SignedTree(self.root, hashes=hashes)
+                    self._reader_tree = SignedTree(self.root, hashes=hashes, signs=False)
                 self._reader_tree.sync_to(self._peek_head().next_seq, self._leaves_from)
                 yield self._reader_tree
             return
