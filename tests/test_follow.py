@@ -48,12 +48,15 @@ class Follower:
         self.thread.start()
 
     def _stop(self) -> bool:
+        """The ``stop`` callable handed to ``follow``: count the idle poll, say whether to
+        stop."""
         with self._cond:
             self.polls += 1
             self._cond.notify_all()
         return self._done.is_set()
 
     def _run(self, records: Iterator[Decision]) -> None:
+        """Take what ``follow`` yields until it ends; keep what it raised."""
         try:
             for d in records:
                 with self._cond:
