@@ -354,7 +354,7 @@ class FileStore:
                     # process's cache: a reader's proofs and roots are of the log as it is now.
                     self._scratch = tempfile.TemporaryDirectory(prefix="rtrace-tree-")
                     hashes = Path(self._scratch.name) / "hashes"
-                    self._reader_tree = SignedTree(self.root, hashes=hashes)
+                    self._reader_tree = SignedTree(self.root, hashes=hashes, signs=False)
                 self._reader_tree.sync_to(self._peek_head().next_seq, self._leaves_from)
                 yield self._reader_tree
             return
@@ -439,7 +439,7 @@ class FileStore:
                 if self._cache is None:
                     self._cache = reader_cache(self.root)
                 path = self._cache / self.layout.index.name
-            self._index = Index(self.files, self.size, path)
+            self._index = Index(self.files, path)
         return self._index
 
     def close(self) -> None:

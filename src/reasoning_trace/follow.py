@@ -3,13 +3,16 @@
 Followers take no lock and never write. They read only complete lines (a line still being
 written, or a torn tail a crash left, has no newline yet and is not consumed), and move to the
 next day file only after draining the current one once more, so a batch that straddles UTC
-midnight is seen in seq order. Polling (default every 10 ms) keeps this portable and works
-whichever process writes.
+midnight is seen in seq order. The original module's lines are read as ``read`` reads them:
+in the legacy prefix, legacy records whose seq is their position; after this product's records,
+passed over (the next writer records their content again). Polling (default every 10 ms) keeps
+this portable and works whichever process writes.
 Tests: ``tests/test_follow.py`` (other processes writing, midnight under ``faketime``).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .errors import CorruptLine
-from .legacy import is_legacy_line
+from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
 
 if TYPE_CHECKING:
@@ -49,6 +52,23 @@ def _start(store: DayFiles, locate: Locate, after_seq: int | None) -> tuple[str 
         end_day, end_offset, seq = _start(store, locate, None)
         return end_day, end_offset, max(seq, after_seq)
     return loc[0], loc[1] + loc[2] + 1, after_seq
+
+
+def _legacy(store: DayFiles, day: str, offset: int, line: bytes) -> Decision | None:
+    """The original module's line at (day, offset) as ``read`` gives it: a legacy record whose
+    seq is its position when it is in the legacy prefix, else ``None``."""
+    prefix = store.legacy_prefix()
+    if not prefix.covers(day, offset):
+        return None
+    seq = bisect.bisect_left(
+        range(prefix.leaves), (day, offset), key=lambda n: prefix.place(n) or ("", 0)
+    )
+    if prefix.place(seq) != (day, offset):
+        return None
+    try:
+        return read_line(line, seq)
+    except ValueError:
+        return None  # a prefix line that is no record: a leaf, but nothing to yield
 
 
 def follow_files(
@@ -83,9 +103,12 @@ def _follow(
             try:
                 decision = decision_from_dict(orjson.loads(line), line)
             except ValueError as exc:
-                if is_legacy_line(line):
-                    continue  # the original module's line: no seq; the writer takes it in
-                raise CorruptLine(str(store.layout.day_file(day)), off, str(exc)) from exc
+                if not is_legacy_line(line):
+                    raise CorruptLine(str(store.layout.day_file(day)), off, str(exc)) from exc
+                found = _legacy(store, day, off, line)
+                if found is None:
+                    continue  # after this product's records: no seq; the writer takes it in
+                decision = found
             if decision.seq > last:
                 last = decision.seq
                 yield decision

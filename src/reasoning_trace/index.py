@@ -16,7 +16,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,12 +55,11 @@ class _Stale(Exception):
 
 
 class Index:
-    """seq/id → (day, offset, length), derived from a log's day files (``files``); ``size``
-    says how many records the log holds (its head)."""
+    """seq/id → (day, offset, length), derived from a log's day files (``files``), kept in
+    the SQLite file at ``path``."""
 
-    def __init__(self, files: DayFiles, size: Callable[[], int], path: Path) -> None:
+    def __init__(self, files: DayFiles, path: Path) -> None:
         self._store = files
-        self._size = size
         self._path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -110,9 +109,18 @@ class Index:
             return False
         try:
             size = os.stat(self._store.layout.day_file_s(days[-1])).st_size
-            return size == int(meta.get("offset", -1))
+            return size == int(meta.get("offset", -1)) and self._end_intact(self._conn(), meta)
         except FileNotFoundError:
             return False
+
+    def _end_intact(self, db: sqlite3.Connection, meta: dict[str, Any]) -> bool:
+        """Whether the last record indexed is still where it was (a write the index saw that
+        was then rolled back, or an edit of the day file, replaces or moves it)."""
+        last = int(meta.get("next_seq", 0)) - 1
+        sql = "SELECT day, offset, length, id FROM records WHERE seq=?"
+        row = db.execute(sql, (last,)).fetchone()
+        found = None if row is None else self._read_at(row[0], row[1], row[2], last)
+        return row is None or (found is not None and (found.seq, found.id) == (last, row[3]))
 
     def catch_up(self, upto: int | None = None) -> None:
         """Index every complete record appended since the last catch-up (or up to ``upto``)."""
@@ -132,6 +140,8 @@ class Index:
         try:
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             next_seq = int(meta.get("next_seq", 0))
+            if not self._end_intact(db, meta):
+                raise _Stale("the last record indexed is no longer where the index has it")
             if upto is not None and next_seq >= upto:
                 db.execute("COMMIT")
                 return
@@ -263,11 +273,13 @@ class Index:
         return where_sql(flt, probe)
 
     def _check_count(self) -> None:
-        """``_Stale`` when the index holds another number of records than the day files (a
-        row deleted or added behind its back)."""
-        expected = self._size() - len(self._store.legacy_prefix().unparseable)
+        """``_Stale`` when the index holds another number of rows than the records it says it
+        indexed (a row deleted or added behind its back). Both are read at one instant: the
+        log's head moves on while a writer writes."""
+        sql = "SELECT (SELECT COUNT(*) FROM records), (SELECT v FROM meta WHERE k = 'next_seq')"
         with self._lock:
-            have = self._conn().execute("SELECT COUNT(*) FROM records").fetchone()[0]
+            have, indexed = self._conn().execute(sql).fetchone()
+        expected = int(indexed or 0) - len(self._store.legacy_prefix().unparseable)
         if have != expected:
             raise _Stale(f"the index holds {have} records, the day files {expected}")
 
@@ -332,6 +344,8 @@ class Index:
         self._check_count()
         prefix = self._store.legacy_prefix()
         for path, offset, line, seq in self._read(rows):
+            if limit is not None and limit <= 0:
+                break  # a limit of 0 (the SQL LIMIT decides only exact filters)
             if seq < prefix.leaves and prefix.place(seq) != (os.path.basename(path)[:10], offset):
                 raise _Stale(f"seq {seq}: not the place of the original module's line {seq}")
             try:

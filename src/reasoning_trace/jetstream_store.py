@@ -338,6 +338,7 @@ class JetStreamStore:
     def read(self, start: int = 0, stop: int | None = None) -> Iterator[Decision]:
         """Decisions with ``start <= seq < stop``, read from the stream."""
         n = self.size()
+        start = max(start, 0)
         stop = n if stop is None else min(stop, n)
         if start >= stop:
             return
@@ -374,8 +375,14 @@ class JetStreamStore:
         return self.read(0)
 
     def follow(self, after_seq: int | None, stop: Callable[[], bool]) -> Iterator[Decision]:
-        """Every decision after ``after_seq`` as it lands, from any writer, until ``stop()``."""
-        pos = self.size() if after_seq is None else after_seq + 1
+        """Every decision after ``after_seq`` as it lands, from any writer, until ``stop()``.
+
+        The starting point is fixed when this is called, not at the first ``next()``: with
+        ``after_seq=None`` nothing recorded after the call is missed.
+        """
+        return self._follow(self.size() if after_seq is None else max(after_seq + 1, 0), stop)
+
+    def _follow(self, pos: int, stop: Callable[[], bool]) -> Iterator[Decision]:
         while not stop():
             n = self.size()
             if pos < n:

@@ -67,8 +67,10 @@ class SignedTree:
         every: int = CHECKPOINT_EVERY,
         seconds: float = CHECKPOINT_SECONDS,
         hashes: Path | None = None,
+        signs: bool = True,
     ) -> None:
         self.files = Checkpoints(root)
+        self.signs = signs  # False: a reader's copy, which answers proofs and never signs
         self.origin = origin or self.files.origin() or default_origin()
         self.root = root
         self.key = key
@@ -202,7 +204,13 @@ class SignedTree:
 
         Refuses with ``ForkError`` when it would not extend the last signed checkpoint; the
         automatic schedule logs that error and stops signing instead of raising into a write.
+        A reader's copy (``signs=False``) refuses with ``UsageError``: reading never signs.
         """
+        if not self.signs:
+            raise UsageError(
+                f"a reader of {self.root} signs no checkpoint (reading never writes): sign "
+                "where the log is written (`rtrace checkpoint --now`)"
+            )
         if self.halted:
             if automatic:
                 return None
