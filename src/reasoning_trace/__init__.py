@@ -49,9 +49,10 @@ if TYPE_CHECKING:
     from .fleet import Fleet, verify_node, witness
     from .jetstream_store import JetStreamStore
     from .proof import ConsistencyProof, InclusionProof
+    from .proof_check import verify_consistency_proof, verify_inclusion_proof
     from .replicate import Replicator, replicate
     from .report import Finding, Report
-    from .verify import verify, verify_consistency_proof, verify_inclusion_proof
+    from .verify import verify
 
 # Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
 # processes that record decisions never need them.
@@ -62,8 +63,8 @@ _LAZY = {
     "InclusionProof": "proof",
     "Report": "report",
     "verify": "verify",
-    "verify_consistency_proof": "verify",
-    "verify_inclusion_proof": "verify",
+    "verify_consistency_proof": "proof_check",
+    "verify_inclusion_proof": "proof_check",
     "Fleet": "fleet",
     "verify_node": "fleet",
     "witness": "fleet",

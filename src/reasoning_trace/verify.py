@@ -15,9 +15,8 @@ checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept.
 The checkpoint signatures are checked with the auditor's verifier keys when given (``vkey``):
 whoever can edit the log can also replace ``checkpoints/vkey``.
 
-``verify_inclusion_proof`` and ``verify_consistency_proof`` need no log at all: a record line
-(or its leaf hash), the proof JSON, the checkpoint note(s) and a verifier key.
-Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_prove.py``.
+Checking a single proof needs no log at all: that is ``proof_check``.
+Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_auditor.py``.
 """
 
 from __future__ import annotations
@@ -33,28 +32,20 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
-from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
+from .checkpoint import Checkpoints, open_checkpoint
+from .errors import LogRootMissing, NoteError, SignatureError, UnknownKey
 from .files import DERIVED_DIR, resolve_root
 from .layout import is_day
 from .legacy import Prefix, find_prefix, is_legacy_line
 from .note import Verifier, as_verifiers
-from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .record import parse_utc
 from .report import Finding, Report
 from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
 
-__all__ = [
-    "Finding",
-    "Report",
-    "verify",
-    "verify_consistency_proof",
-    "verify_inclusion_proof",
-]
+__all__ = ["STALE_SECONDS", "verify"]
 
 
 @dataclass
@@ -788,65 +779,3 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
                 return
             lineno += 1
             yield lineno, raw[:-1]
-
-
-# --- proofs, for someone who holds no log --------------------------------------------------
-
-
-def verify_inclusion_proof(
-    proof: InclusionProof | dict[str, Any],
-    record: bytes | None = None,
-    *,
-    leaf: bytes | None = None,
-    vkey: str | Verifier | Iterable[str | Verifier] = (),
-    note: str | bytes | None = None,
-    checkpoint: Checkpoint | None = None,
-) -> Checkpoint:
-    """Check that a record (its line, or its ``leaf`` hash) is in the signed log.
-
-    Uses the proof's own checkpoint note unless ``note`` is given, or a ``checkpoint`` the
-    caller already opened with ``open_checkpoint`` (then no note is read and ``vkey`` is not
-    needed: a bundle's one note is opened once, not once per record); returns the checkpoint.
-    Raises ``ProofError``, ``SignatureError``/``UnknownKey`` or ``NoteError``.
-    """
-    p = proof if isinstance(proof, InclusionProof) else InclusionProof.from_json(proof)
-    if checkpoint is None:
-        text = note or p.checkpoint
-        if text is None:
-            raise ProofError("the proof carries no checkpoint note and none was given")
-        checkpoint = open_checkpoint(text, as_verifiers(vkey) or [])
-    if checkpoint.size != p.tree_size:
-        raise ProofError(
-            f"the proof is for a tree of {p.tree_size} records, the checkpoint "
-            f"signs {checkpoint.size}"
-        )
-    if record is not None:
-        leaf = leaf_hash(record.rstrip(b"\n"))
-    if leaf is None:
-        raise ProofError("give the record's line or its leaf hash")
-    if leaf != p.leaf_hash:
-        raise ProofError("the record's leaf hash is not the one the proof is for")
-    verify_inclusion(p.seq, p.tree_size, leaf, p.proof, checkpoint.root)
-    return checkpoint
-
-
-def verify_consistency_proof(
-    proof: ConsistencyProof | dict[str, Any],
-    old_note: str,
-    new_note: str,
-    *,
-    vkey: str | Verifier | Iterable[str | Verifier],
-) -> tuple[Checkpoint, Checkpoint]:
-    """Check that the newer signed checkpoint extends the older one; return both."""
-    p = proof if isinstance(proof, ConsistencyProof) else ConsistencyProof.from_json(proof)
-    verifiers = as_verifiers(vkey) or []
-    old, new = open_checkpoint(old_note, verifiers), open_checkpoint(new_note, verifiers)
-    if (old.size, new.size) != (p.old_size, p.new_size):
-        raise ProofError(
-            f"the proof is from {p.old_size} to {p.new_size}, the checkpoints "
-            f"are of {old.size} and {new.size}"
-        )
-    if old.origin != new.origin:
-        raise ProofError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
-    verify_consistency(old.size, new.size, old.root, new.root, p.proof)
-    return old, new

@@ -17,7 +17,7 @@ from ..checkpoint import Checkpoints, default_origin, load_signer, rotate_key
 from .render import shown
 
 if TYPE_CHECKING:
-    from ..verify import Report
+    from ..report import Report
 
 __all__ = ["read_note", "register", "trusted_option", "vkeys"]
 
