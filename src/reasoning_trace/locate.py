@@ -70,6 +70,7 @@ class _StoredLeaves:
         self.leaves = self.file.leaves() if self.file else 0
 
     def get(self, seq: int) -> bytes | None:
+        """The leaf hash stored for record ``seq``, or ``None`` if there is none."""
         if self.file is None or not 0 <= seq < self.leaves:
             return None
         return self.file.read_hashes([stored_hash_index(0, seq)])[0]
@@ -90,6 +91,7 @@ class _Detail:
         self.found = 0
 
     def _take_missing(self, seq: int) -> bool:
+        """Whether ``seq`` was missing so far (a seq seen late); it is not missing any more."""
         for r in self.missing:
             if r[0] <= seq <= r[1]:
                 if r[0] == r[1]:
@@ -105,6 +107,7 @@ class _Detail:
         return False
 
     def line(self, file: str, lineno: int, line: bytes) -> None:
+        """Read the next line, at ``file``:``lineno``; report what is wrong with it."""
         add = self.report.add
         day = os.path.basename(file)[:10]
         if self.prefix.covers_line(day, lineno):  # the original module's: its place is its seq
@@ -176,6 +179,8 @@ class _Detail:
             add(Finding(kind, f"{file}:{lineno}: seq {seq} appears again", file, lineno, seq, seq))
 
     def finish(self, day_files: set[str]) -> None:
+        """Report what only the end tells: altered records, and seqs never seen (deleted, or
+        in a day file that is gone: ``day_files`` names the days there are)."""
         for seq, (file, lineno) in sorted(self.suspect.items()):
             self.found += 1
             self.report.add(

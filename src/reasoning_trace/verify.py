@@ -1,22 +1,21 @@
-"""Verification an auditor can trust (SPEC section 4): of a whole log, and of single proofs.
+"""The local verifier, ``verify(root, vkey=..., trusted=..., now=...)`` (SPEC section 4, "Verify").
 
-``verify(root, vkey=None)`` streams the day files once, hashing every line as a leaf and folding
-the tree's right edge, and compares the root at each signed checkpoint's size with what that
-checkpoint signed. Spans that do not match, and the records after the newest checkpoint, are
-then read a second time and parsed, to say what happened and where: altered, inserted,
-deleted, duplicated or reordered records, unparseable lines, a missing day file. Where the
-derived hash file is present, each record's leaf hash is compared with the one stored when it
-was written, which pins an altered record exactly; without it a change is located to the span
-between two checkpoints. The derived files are only read, never rebuilt, so evidence survives.
+Its flow and its decisions. The log's checkpoints are read and each signature is checked, with
+the auditor's verifier keys when given (``vkey``: whoever can edit the log can also replace
+``checkpoints/vkey``); so are the checkpoints the auditor kept (``trusted``). The leaf pass
+(``leaf_pass``) streams the day files once and gives the tree's root at each of those sizes. A
+root that differs from the signed one, a log shorter than a checkpoint (``truncated``,
+``rollback``), or another root at a kept size (``trusted_mismatch``) is a finding; from the
+first record that no matching checkpoint covers, ``locate`` reads again to say what happened
+and where. It fails closed: with a pinned key, records and no checkpoint it verifies fail
+(``no_checkpoint``), and so do records that a running writer would have signed by ``now`` but
+no checkpoint covers (``unsigned_stale``).
 
 Memory does not grow with the records: the tree's edge is O(log n) hashes, and only the
-checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept.
-
-The checkpoint signatures are checked with the auditor's verifier keys when given (``vkey``):
-whoever can edit the log can also replace ``checkpoints/vkey``.
-
-Checking a single proof needs no log at all: that is ``proof_check``.
-Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_auditor.py``.
+checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept. The findings make
+a ``report.Report``; checking a single proof needs no log at all (``proof_check``).
+Tests: ``tests/test_verify.py`` (the tamper suite), ``tests/test_auditor.py`` (pinned keys,
+kept checkpoints, the signing schedule), ``tests/test_checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -44,10 +43,12 @@ __all__ = ["STALE_SECONDS", "verify"]
 
 @dataclass
 class _Signed:
+    """A signed checkpoint to compare with the records: the log's, or one the auditor kept."""
+
     size: int
     root: bytes
-    where: str  # file:line of its entry
-    matched: bool | None = None
+    where: str  # file:line of its entry, or which kept checkpoint it is
+    matched: bool | None = None  # whether the records' root at its size is its root
 
 
 def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) -> list[_Signed]:
@@ -100,6 +101,19 @@ def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) 
             continue
         by_size.setdefault(cp.size, _Signed(cp.size, cp.root, where))
     return sorted(by_size.values(), key=lambda s: s.size)
+
+
+def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
+    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
+    out = []
+    for n, note in enumerate(notes, 1):
+        try:
+            cp = open_checkpoint(note, verifiers)
+        except (NoteError, SignatureError) as exc:
+            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
+            continue
+        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
+    return out
 
 
 def verify(
@@ -320,19 +334,6 @@ def verify(
                 )
             )
     return report
-
-
-def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
-    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
-    out = []
-    for n, note in enumerate(notes, 1):
-        try:
-            cp = open_checkpoint(note, verifiers)
-        except (NoteError, SignatureError) as exc:
-            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
-            continue
-        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
-    return out
 
 
 #: Unsigned records older than this (seconds) were due a checkpoint: a running writer signs
