@@ -201,10 +201,11 @@ def verify(
                 lineno,
             )
         )
+    targets = [*signed, *kept]
     leaves = hash_pass(
-        days, [t.size for t in [*signed, *kept]], prefix, report, progress=progress, workers=workers
+        days, [t.size for t in targets], prefix, report, progress=progress, workers=workers
     )
-    for t in [*signed, *kept]:
+    for t in targets:  # sizes the log does not reach, and size 0, stay None
         if t.size in leaves.roots:
             t.matched = leaves.roots[t.size] == t.root
     size, done, places = leaves.records, leaves.nbytes, leaves.places
