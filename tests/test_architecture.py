@@ -92,6 +92,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_circle() -> None:
+    """No module of the package imports itself through others (type-only imports count)."""
     graph = {m: _imports(m, p) for m, p in MODULES.items()}
     # A package's __init__ that re-exports its own submodules is its front, not a circle.
     for m in graph:
@@ -101,6 +102,7 @@ def test_no_import_circle() -> None:
 
 
 def test_cycle_finder_finds_a_circle() -> None:
+    """The circle finder this file relies on finds a circle and passes a line."""
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
@@ -126,6 +128,7 @@ def _private_defined(tree: ast.AST) -> set[str]:
 
 
 def _private_uses() -> list[str]:
+    """Every private name of one module that another module imports or reaches into."""
     trees = {m: ast.parse(p.read_text()) for m, p in MODULES.items()}
     defined = {m: _private_defined(t) for m, t in trees.items()}
     everywhere = set().union(*defined.values())
@@ -155,10 +158,12 @@ def _private_uses() -> list[str]:
 
 
 def test_no_private_name_used_across_modules() -> None:
+    """What a module needs of another is that module's public name."""
     assert _private_uses() == []
 
 
 def test_modules_are_short_or_say_why() -> None:
+    """A module over 400 lines says in its docstring why it is one."""
     long = []
     for module, path in MODULES.items():
         lines = len(path.read_text().splitlines())
@@ -173,6 +178,7 @@ _NAMED_TEST = re.compile(r"tests/[A-Za-z0-9_/]+\.py")
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_docstring_names_existing_tests(module: str) -> None:
+    """Each module has a docstring, and the test files it names exist."""
     doc = ast.get_docstring(ast.parse(MODULES[module].read_text())) or ""
     assert doc, f"{module} has no docstring"
     for named in _NAMED_TEST.findall(doc):
@@ -180,6 +186,7 @@ def test_module_docstring_names_existing_tests(module: str) -> None:
 
 
 def test_front_exports_the_tamper_evidence_api() -> None:
+    """An auditor finds verification, reports, proofs and checkpoints at the front."""
     for name in (
         "verify",
         "Report",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_trace.verify import verify_inclusion_proof
+from reasoning_trace.proof_check import verify_inclusion_proof
 
 RTRACE = shutil.which("rtrace") or ""
 

@@ -11,7 +11,7 @@ import pytest
 from reasoning_trace import DecisionLog, NotFound, ProofError, UnknownKey
 from reasoning_trace.note import Signer
 from reasoning_trace.proof import ConsistencyProof, InclusionProof
-from reasoning_trace.verify import verify_consistency_proof, verify_inclusion_proof
+from reasoning_trace.proof_check import verify_consistency_proof, verify_inclusion_proof
 
 
 def test_every_seq_of_a_small_log(root: Path) -> None:

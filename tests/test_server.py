@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 
 from reasoning_trace import DecisionLog
+from reasoning_trace.proof_check import verify_consistency_proof, verify_inclusion_proof
 from reasoning_trace.server import Tokens, create_app
-from reasoning_trace.verify import verify_consistency_proof, verify_inclusion_proof
 
 from .test_cli_integrity import rtrace
 

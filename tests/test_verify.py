@@ -308,7 +308,7 @@ def test_random_byte_edits_are_always_detected(
 
 def test_worker_processes_give_the_same_report(log_copy: Path, pristine: tuple[Path, str]) -> None:
     """Hashing in worker processes (as for big logs) reports exactly what one process does."""
-    import reasoning_trace.verify as v
+    import reasoning_trace.leaf_pass as v
 
     clean_inline = verify(log_copy, pristine[1], workers=1)
     clean_workers = verify(log_copy, pristine[1], workers=2)

@@ -50,9 +50,10 @@ if TYPE_CHECKING:
     from .fleet import Fleet
     from .jetstream_store import JetStreamStore
     from .proof import ConsistencyProof, InclusionProof
+    from .proof_check import verify_consistency_proof, verify_inclusion_proof
     from .replicate import Replicator, replicate
     from .report import Finding, Report
-    from .verify import verify, verify_consistency_proof, verify_inclusion_proof
+    from .verify import verify
     from .verify_replica import compare_with_replica, verify_node
 
 # Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
@@ -64,8 +65,8 @@ _LAZY = {
     "InclusionProof": "proof",
     "Report": "report",
     "verify": "verify",
-    "verify_consistency_proof": "verify",
-    "verify_inclusion_proof": "verify",
+    "verify_consistency_proof": "proof_check",
+    "verify_inclusion_proof": "proof_check",
     "Fleet": "fleet",
     "verify_node": "verify_replica",
     "compare_with_replica": "verify_replica",

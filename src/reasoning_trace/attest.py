@@ -67,7 +67,7 @@ def _proves_with_stored_hashes(
 ) -> bool:
     """Whether the writer's stored hashes give an inclusion path for the decision's current
     bytes that verifies against the signed checkpoint."""
-    from .verify import verify_inclusion_proof
+    from .proof_check import verify_inclusion_proof
 
     path = Layout(root).hashes
     if not path.is_file():
@@ -95,7 +95,7 @@ def attest(
 
     ``vkey``: the auditor's verifier keys; default, the keys the log published.
     """
-    from .verify import verify_inclusion_proof
+    from .proof_check import verify_inclusion_proof
 
     files = log.checkpoints
     keys = list(vkey) if vkey is not None else files.verifiers()

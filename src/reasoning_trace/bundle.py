@@ -24,10 +24,10 @@ from .errors import BundleError, NoteError, NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
 from .proof import InclusionProof, verify_inclusion
+from .proof_check import verify_inclusion_proof
 from .query import Filter
 from .signed_tree import SignedTree
 from .tree import leaf_hash
-from .verify import verify_inclusion_proof
 
 __all__ = ["export_bundle", "verify_bundle"]
 

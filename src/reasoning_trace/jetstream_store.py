@@ -1,29 +1,23 @@
 """``JetStreamStore``: a ``Store`` whose records live only in JetStream, for writers without a
-disk (containers). ``DecisionLog(store=JetStreamStore(url, node="gate-1"))``.
-
-It writes the same stream and subjects as ``rtrace replicate`` (``rtrace.<node>.decision``,
-``.checkpoint``, ``.key``), so fleet reading and ``verify --source`` work on it unchanged.
+disk: ``DecisionLog(store=JetStreamStore(url, node="gate-1"))``. It writes the stream and
+subjects ``rtrace replicate`` writes, so fleet reading and ``verify --source`` work on it.
 
 The guarantees of the file store, kept the JetStream way:
 
 - **seq**: each record is published expecting the subject's last message
   (``Nats-Expected-Last-Subject-Sequence``). That check is the writer lock: any number of
-  writers, in any number of processes or containers, may write as one node; a writer that
-  loses the race catches up with the subject and takes the next seq. Seqs stay consecutive
-  from 0 and no two records ever share one.
-- **durability**: ``append`` returns once JetStream acknowledged the record (stored on file,
-  on a quorum of replicas for R3).
+  writers, in any processes or containers, may write as one node; a writer that loses the
+  race catches up and takes the next seq: seqs stay consecutive, never shared.
+- **durability**: ``append`` returns once JetStream acknowledged the record (a quorum of R3).
 - **retries**: a timed-out publish is retried with the same bytes, id and expectation, so a
   try that landed is recognised ("duplicate", or "wrong last sequence" plus our own record on
   reading the subject). If no answer comes within ``ack_deadline``, the record's fate is not
   known: ``StorageError`` says so, and the next append first learns it from the stream.
-- **tree**: the writer keeps the RFC 9162 compact range of the node's records (O(log n)
-  memory) and signs checkpoints on the schedule of the file store (every 1024 records, every
-  60 s, on close) onto the checkpoint subject; ``verify --source --node`` checks them.
+- **tree**: the writer keeps the node's RFC 9162 compact range (O(log n) memory) and signs
+  checkpoints on the file store's schedule onto the checkpoint subject (``verify_node``).
 
-Reading goes to the stream (``read``, ``recent``, ``get``, ``follow``); the writer keeps only
-each record's stream seq (8 bytes) and its id, to find them. Inclusion and consistency proofs
-are served by the file store only; a JetStream node is audited with ``verify_node``.
+Reading goes to the stream; the writer keeps each record's stream seq and id to find them.
+It honours ``store.Store`` only: proofs are served by the file store.
 Tests: ``tests/test_store_contract.py``, ``tests/test_jetstream_store.py``.
 """
 

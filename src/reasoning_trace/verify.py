@@ -1,67 +1,53 @@
-"""Verification an auditor can trust (SPEC section 4): of a whole log, and of single proofs.
+"""The local verifier, ``verify(root, vkey=..., trusted=..., now=...)`` (SPEC section 4, "Verify").
 
-``verify(root, vkey=None)`` streams the day files once, hashing every line as a leaf and folding
-the tree's right edge, and compares the root at each signed checkpoint's size with what that
-checkpoint signed. Spans that do not match, and the records after the newest checkpoint, are
-then read a second time and parsed, to say what happened and where: altered, inserted,
-deleted, duplicated or reordered records, unparseable lines, a missing day file. Where the
-derived hash file is present, each record's leaf hash is compared with the one stored when it
-was written, which pins an altered record exactly; without it a change is located to the span
-between two checkpoints. The derived files are only read, never rebuilt, so evidence survives.
+Its flow and its decisions. The log's checkpoints are read and each signature is checked, with
+the auditor's verifier keys when given (``vkey``: whoever can edit the log can also replace
+``checkpoints/vkey``); so are the checkpoints the auditor kept (``trusted``). The leaf pass
+(``leaf_pass``) streams the day files once and gives the tree's root at each of those sizes. A
+root that differs from the signed one, a log shorter than a checkpoint (``truncated``,
+``rollback``), or another root at a kept size (``trusted_mismatch``) is a finding; from the
+first record that no matching checkpoint covers, ``locate`` reads again to say what happened
+and where. It fails closed: with a pinned key, records and no checkpoint it verifies fail
+(``no_checkpoint``), and so do records that a running writer would have signed by ``now`` but
+no checkpoint covers (``unsigned_stale``).
 
 Memory does not grow with the records: the tree's edge is O(log n) hashes, and only the
-checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept.
-
-The checkpoint signatures are checked with the auditor's verifier keys when given (``vkey``):
-whoever can edit the log can also replace ``checkpoints/vkey``.
-
-``verify_inclusion_proof`` and ``verify_consistency_proof`` need no log at all: a record line
-(or its leaf hash), the proof JSON, the checkpoint note(s) and a verifier key.
-Tests: ``tests/test_verify.py`` (the tamper suite) and ``tests/test_prove.py``.
+checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept. The findings make
+a ``report.Report``; checking a single proof needs no log at all (``proof_check``).
+Tests: ``tests/test_verify.py`` (the tamper suite), ``tests/test_auditor.py`` (pinned keys,
+kept checkpoints, the signing schedule), ``tests/test_checkpoint.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
 import time
-from array import array
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from .checkpoint import Checkpoint, Checkpoints, open_checkpoint
-from .errors import LogRootMissing, NoteError, ProofError, SignatureError, UnknownKey
-from .layout import DERIVED_DIR, is_day, resolve_root
-from .legacy import Prefix, find_prefix, is_legacy_line
+from .checkpoint import Checkpoints, open_checkpoint
+from .errors import LogRootMissing, NoteError, SignatureError, UnknownKey
+from .layout import Layout, resolve_root
+from .leaf_pass import hash_pass
+from .legacy import find_prefix
+from .locate import locate
 from .note import Verifier, as_verifiers
-from .proof import ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion
 from .record import parse_utc
 from .report import Finding, Report
-from .tree import EMPTY_ROOT, HashFile, leaf_hash, stored_hash_index
+from .tree import EMPTY_ROOT
 
-__all__ = [
-    "Finding",
-    "Report",
-    "verify",
-    "verify_consistency_proof",
-    "verify_inclusion_proof",
-]
+__all__ = ["STALE_SECONDS", "verify"]
 
 
 @dataclass
 class _Signed:
+    """A signed checkpoint to compare with the records: the log's, or one the auditor kept."""
+
     size: int
     root: bytes
-    where: str  # file:line of its entry
-    matched: bool | None = None
+    where: str  # file:line of its entry, or which kept checkpoint it is
+    matched: bool | None = None  # whether the records' root at its size is its root
 
 
 def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) -> list[_Signed]:
@@ -116,151 +102,17 @@ def _checkpoints(files: Checkpoints, verifiers: list[Verifier], report: Report) 
     return sorted(by_size.values(), key=lambda s: s.size)
 
 
-class _StoredLeaves:
-    """Leaf hashes stored when records were written (derived; read only, may be absent)."""
-
-    def __init__(self, root: Path) -> None:
-        path = root / DERIVED_DIR / "hashes"
-        self.file = HashFile(str(path), readonly=True) if path.is_file() else None
-        self.leaves = self.file.leaves() if self.file else 0
-
-    def get(self, seq: int) -> bytes | None:
-        if self.file is None or not 0 <= seq < self.leaves:
-            return None
-        return self.file.read_hashes([stored_hash_index(0, seq)])[0]
-
-
-class _Detail:
-    """The second pass over a span: parse each line and classify what is wrong."""
-
-    def __init__(self, report: Report, stored: _StoredLeaves, start: int, prefix: Prefix) -> None:
-        self.prefix = prefix
-        self.report = report
-        self.stored = stored
-        self.expected = start
-        self.missing: list[list[int]] = []  # [lo, hi] ranges of seqs not seen yet
-        self.gap_days: dict[int, tuple[str, str]] = {}  # gap start -> (day before, day after)
-        self.last_day = ""
-        self.suspect: dict[int, tuple[str, int]] = {}  # seq -> place of a mismatching line
-        self.found = 0
-
-    def _take_missing(self, seq: int) -> bool:
-        for r in self.missing:
-            if r[0] <= seq <= r[1]:
-                if r[0] == r[1]:
-                    self.missing.remove(r)
-                elif seq == r[0]:
-                    r[0] += 1
-                elif seq == r[1]:
-                    r[1] -= 1
-                else:
-                    self.missing.append([seq + 1, r[1]])
-                    r[1] = seq - 1
-                return True
-        return False
-
-    def line(self, file: str, lineno: int, line: bytes) -> None:
-        add = self.report.add
-        day = os.path.basename(file)[:10]
-        if self.prefix.covers_line(day, lineno):  # the original module's: its place is its seq
-            if not line:
-                return  # a blank line: not a leaf
-            seq = self.expected
-            stored = self.stored.get(seq)
-            if stored is not None and stored != leaf_hash(line):
-                self.suspect[seq] = (file, lineno)
-            self.expected += 1
-            self.last_day = day
-            return
-        if b'"v":' not in line and is_legacy_line(line):
-            return  # not a leaf (noted by the first pass)
+def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
+    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
+    out = []
+    for n, note in enumerate(notes, 1):
         try:
-            obj = orjson.loads(line)
-            seq = obj["seq"]
-            if type(seq) is not int:
-                raise TypeError("seq is not an integer")
-        except (ValueError, KeyError, TypeError) as exc:
-            add(Finding("unparseable", f"{file}:{lineno}: not a record ({exc})", file, lineno))
-            self.found += 1
-            return
-        stored = self.stored.get(seq)
-        genuine = None if stored is None else stored == leaf_hash(line)
-        day = str(obj.get("datetime_utc", ""))[:10]
-        if seq == self.expected:
-            self.expected += 1
-            self.last_day = day
-            if genuine is False:
-                self.suspect[seq] = (file, lineno)
-        elif seq > self.expected:
-            self.missing.append([self.expected, seq - 1])
-            self.gap_days[self.expected] = (self.last_day, day)
-            self.expected = seq + 1
-            if genuine is False:
-                self.suspect[seq] = (file, lineno)
-            self.last_day = day
-        elif self._take_missing(seq):
-            self.found += 1
-            add(
-                Finding(
-                    "reordered",
-                    f"{file}:{lineno}: seq {seq} comes after seq {self.expected - 1}",
-                    file,
-                    lineno,
-                    seq,
-                    seq,
-                )
-            )
-        elif seq in self.suspect and genuine is True:
-            # The earlier line with this seq was never written by the log: it was inserted.
-            f0, l0 = self.suspect.pop(seq)
-            self.found += 1
-            add(
-                Finding(
-                    "inserted",
-                    f"{f0}:{l0}: a line with seq {seq} that the log never "
-                    f"wrote (the genuine one is at {file}:{lineno})",
-                    f0,
-                    l0,
-                    seq,
-                    seq,
-                )
-            )
-        else:
-            self.found += 1
-            kind = "duplicate" if genuine is not False else "inserted"
-            add(Finding(kind, f"{file}:{lineno}: seq {seq} appears again", file, lineno, seq, seq))
-
-    def finish(self, day_files: set[str]) -> None:
-        for seq, (file, lineno) in sorted(self.suspect.items()):
-            self.found += 1
-            self.report.add(
-                Finding(
-                    "altered",
-                    f"{file}:{lineno}: record seq {seq} differs from what was written and signed",
-                    file,
-                    lineno,
-                    seq,
-                    seq,
-                )
-            )
-        for lo, hi in sorted(self.missing):
-            self.found += 1
-            before, after = self.gap_days.get(lo, ("", ""))
-            gone = [d for d in _days_between(before, after) if d not in day_files]
-            if gone:
-                kind, extra = "missing_day_file", f"; no day file for {', '.join(gone)}"
-            else:
-                kind, extra = "deleted", ""
-            self.report.add(Finding(kind, f"seq {lo}..{hi} missing{extra}", None, None, lo, hi))
-
-
-def _days_between(before: str, after: str) -> list[str]:
-    """The UTC days strictly between two ``YYYY-MM-DD`` days (none if either is unknown)."""
-    try:
-        a, b = date.fromisoformat(before), date.fromisoformat(after)
-    except ValueError:
-        return []
-    return [(a + timedelta(days=i)).isoformat() for i in range(1, (b - a).days)]
+            cp = open_checkpoint(note, verifiers)
+        except (NoteError, SignatureError) as exc:
+            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
+            continue
+        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
+    return out
 
 
 def verify(
@@ -309,9 +161,8 @@ def verify(
                 "the log has checkpoints but no verifier key to check them (give one with vkey=)",
             )
         )
-    named = [p for p in base.glob("*.jsonl") if is_day(p.stem)]
-    named += [p for p in (base / "checkpoints").glob("*.jsonl") if is_day(p.stem)]
-    for odd in sorted(p for p in named if p.is_symlink() or not p.is_file()):
+    layout = Layout(base)
+    for odd in [p for p in layout.named_like_days() if p.is_symlink() or not p.is_file()]:
         report.add(
             Finding(
                 "odd_entry",
@@ -320,12 +171,9 @@ def verify(
                 str(odd),
             )
         )
-    days = sorted(p for p in named if p.parent == base and p.is_file() and not p.is_symlink())
-    total = sum(p.stat().st_size for p in days)
+    days = layout.day_files()
 
     # Pass 1: hash every line, compare roots at the signed sizes.
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
     prefix = find_prefix(str(base), [p.stem for p in days])
     if prefix.leaves:
         report.add(
@@ -341,7 +189,7 @@ def verify(
             )
         )
     for day, lineno in prefix.unparseable:
-        file = str(base / f"{day}.jsonl")
+        file = layout.day_file_s(day)
         report.add(
             Finding(
                 "legacy_unparseable",
@@ -351,8 +199,14 @@ def verify(
                 lineno,
             )
         )
-    targets = sorted([*signed, *kept], key=lambda t: t.size)
-    size, done, places = _hash_pass(days, targets, report, total, progress, workers, prefix)
+    targets = [*signed, *kept]
+    leaves = hash_pass(
+        days, [t.size for t in targets], prefix, report, progress=progress, workers=workers
+    )
+    for t in targets:  # sizes the log does not reach, and size 0, stay None
+        if t.size in leaves.roots:
+            t.matched = leaves.roots[t.size] == t.root
+    size, done, places = leaves.records, leaves.nbytes, leaves.places
     for k in kept:
         if k.size > size:
             report.add(
@@ -464,20 +318,8 @@ def verify(
 
     # Pass 2: parse and classify from the first suspect record to the end. Every root covers
     # all records before it, so after the first mismatch nothing later can match.
-    stored = _StoredLeaves(base)
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
-    if start < size:  # else every record is covered by a matching checkpoint
-        detail = _Detail(report, stored, start, prefix)
-        d_index, offset = places[start]
-        if start:  # the day of the record just before the pass, for a gap right at it
-            detail.last_day = days[d_index - 1 if offset == 0 else d_index].stem
-        for path in days[d_index:]:
-            file = str(path)
-            for lineno, line in _lines(path, offset if path == days[d_index] else 0):
-                detail.line(file, lineno, line)
-        detail.finish({p.stem for p in days})
-    if stored.file is not None:
-        stored.file.close()
+    locate(report, base, days, prefix, start=start, place=places[start], size=size)
 
     quarantine = base / "quarantine"
     if quarantine.is_dir():
@@ -491,227 +333,6 @@ def verify(
                 )
             )
     return report
-
-
-CHUNK_BYTES = 16 << 20
-PARALLEL_BYTES = 64 << 20  # smaller logs are hashed in this process
-
-
-@dataclass
-class _Chunk:
-    """What a worker found in one line-aligned chunk of a day file."""
-
-    first_offset: int  # byte offset of the chunk's first line
-    leaves: bytes  # 32-byte leaf hashes, one per line
-    lengths: bytes  # array("I") of line lengths
-    first_dt: bytes
-    last_dt: bytes
-    odd: list[tuple[int, bytes, bytes]]  # (index in chunk, timestamp, previous timestamp)
-    torn: int  # bytes after the file's last newline (only in its last chunk)
-    nbytes: int
-    legacy: list[int] = field(default_factory=list)  # lines of the original module's shape
-
-
-def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
-    """Leaf-hash the lines that start in [start, end) of a day file; note odd timestamps.
-
-    A line belongs to the chunk where it starts, so chunks of one file partition its lines.
-    """
-    day = os.path.basename(path)[:10].encode()
-    sha = hashlib.sha256
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        first = 0
-        if start > 0:
-            p, first = start - 1, size
-            while block := os.pread(fd, 65536, p):
-                i = block.find(b"\n")
-                if i >= 0:
-                    first = p + i + 1
-                    break
-                p += len(block)
-        if first >= min(end, size):
-            return _Chunk(first, b"", b"", b"", b"", [], 0, 0)
-        data = os.pread(fd, end - first, first)
-        while not data.endswith(b"\n") and first + len(data) < size:
-            more = os.pread(fd, 65536, first + len(data))
-            i = more.find(b"\n")
-            data += more if i < 0 else more[: i + 1]
-    finally:
-        os.close(fd)
-    parts = data.split(b"\n")
-    torn = len(parts.pop())
-    leaves: list[bytes] = []
-    add = leaves.append
-    odd: list[tuple[int, bytes, bytes]] = []
-    prev = first_dt = b""
-    legacy: list[int] = []
-    for k, line in enumerate(parts):
-        add(sha(b"\x00" + line).digest())
-        if b'"v":' not in line and is_legacy_line(line):
-            legacy.append(k)
-        i = line.find(b'"datetime_utc":"')
-        dt = line[i + 16 : i + 43] if i >= 0 else b""
-        if dt < prev or dt[:10] != day:
-            odd.append((k, dt, prev))
-        prev = dt
-        if k == 0:
-            first_dt = dt
-    lengths = array("I", map(len, parts)).tobytes()
-    return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
-
-
-def _chunks(days: list[Path], workers: int) -> Iterator[tuple[int, _Chunk]]:
-    """(day index, chunk) in file order, hashed here or by ``workers`` processes."""
-    tasks = []
-    for d_index, path in enumerate(days):
-        size = path.stat().st_size
-        for start in range(0, max(size, 1), CHUNK_BYTES):
-            tasks.append((d_index, str(path), start, start + CHUNK_BYTES))
-    if workers <= 1:
-        for d_index, path_s, start, end in tasks:
-            yield d_index, _hash_chunk(path_s, start, end)
-        return
-    context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        window: deque[tuple[int, Future[_Chunk]]] = deque()
-        for d_index, path_s, start, end in tasks:
-            window.append((d_index, pool.submit(_hash_chunk, path_s, start, end)))
-            if len(window) > 2 * workers:  # bounded: memory does not grow with the log
-                d, future = window.popleft()
-                yield d, future.result()
-        while window:
-            d, future = window.popleft()
-            yield d, future.result()
-
-
-def _hash_pass(
-    days: list[Path],
-    signed: list[_Signed],
-    report: Report,
-    total: int,
-    progress: Callable[[int, int], None] | None,
-    workers: int,
-    prefix: Prefix,
-) -> tuple[int, int, dict[int, tuple[int, int]]]:
-    """Fold every leaf into the tree's edge and compare the root at each signed size.
-
-    Returns (records, bytes, places): places maps each signed size reached to the (day file
-    index, byte offset) where the next record starts. Leaf hashing and the timestamp checks
-    happen in ``_hash_chunk`` (in worker processes for big logs); this loop only folds.
-    """
-    sha = hashlib.sha256
-    stack: list[bytes] = []
-    pop, push = stack.pop, stack.append
-    size = done = 0
-    targets = [s for s in signed if s.size > 0]
-    t_index = 0
-    next_size = targets[0].size if targets else -1
-    places: dict[int, tuple[int, int]] = {0: (0, 0)}
-    last_dt = b""
-    current, file_lines = -1, 0
-    for d_index, chunk in _chunks(days, workers):
-        if d_index != current:
-            places.setdefault(size, (d_index, 0))
-            current, file_lines = d_index, 0
-        file = str(days[d_index])
-        odd = chunk.odd
-        if chunk.first_dt and chunk.first_dt < last_dt and not (odd and odd[0][0] == 0):
-            odd = [(0, chunk.first_dt, last_dt), *odd]
-        for k, dt, prev in odd:
-            _report_time(
-                report, file, days[d_index].stem, file_lines + k + 1, dt, prev if k else last_dt
-            )
-        if chunk.last_dt:
-            last_dt = chunk.last_dt
-        leaves = chunk.leaves
-        skip = _foreign_lines(chunk, days[d_index], prefix, file_lines, report)
-        for j in range(0, len(leaves), 32):
-            if skip and j // 32 in skip:
-                continue  # the original module's line after this log's records: not a leaf
-            h = leaves[j : j + 32]
-            n = size
-            while n & 1:
-                h = sha(b"\x01" + pop() + h).digest()
-                n >>= 1
-            push(h)
-            size += 1
-            if size == next_size:
-                root = stack[-1]
-                for left in reversed(stack[:-1]):
-                    root = sha(b"\x01" + left + root).digest()
-                while t_index < len(targets) and targets[t_index].size == size:
-                    targets[t_index].matched = root == targets[t_index].root
-                    t_index += 1
-                next_size = targets[t_index].size if t_index < len(targets) else -1
-                k = j // 32 + 1  # lines of the chunk up to this leaf's
-                upto = sum(array("I", chunk.lengths[: 4 * k])) + k
-                places[size] = (d_index, chunk.first_offset + upto)
-        file_lines += len(leaves) // 32
-        done += chunk.nbytes
-        if chunk.torn:
-            report.add(
-                Finding(
-                    "torn_tail",
-                    f"{file}: {chunk.torn} bytes after the last "
-                    "newline (a crash; the next writer will quarantine them)",
-                    file,
-                )
-            )
-        if progress:
-            progress(done, total)
-    places.setdefault(size, (len(days), 0))
-    return size, done, places
-
-
-def _foreign_lines(
-    chunk: _Chunk, path: Path, prefix: Prefix, file_lines: int, report: Report
-) -> set[int]:
-    """Indexes of the chunk's lines that the original module appended after this log's
-    records (not leaves), each noted."""
-    out: set[int] = set()
-    lengths = array("I")
-    if prefix.leaves:  # blank lines among the original module's are not leaves
-        lengths.frombytes(chunk.lengths)
-        offset = chunk.first_offset
-        for k, length in enumerate(lengths):
-            if not length and prefix.covers(path.stem, offset):
-                out.add(k)
-            offset += length + 1
-    if not chunk.legacy:
-        return out
-    if not lengths:
-        lengths.frombytes(chunk.lengths)
-    for k in chunk.legacy:
-        offset = chunk.first_offset + sum(lengths[:k]) + k
-        if not prefix.covers(path.stem, offset):
-            out.add(k)
-            report.add(
-                Finding(
-                    "foreign_line",
-                    f"{path}:{file_lines + k + 1}: a line of the original module written after "
-                    "this log's records (a rolling upgrade); not a leaf, no seq; a writer that "
-                    "found it at the end of the file recorded its content again (a record "
-                    "whose legacy_source names this file and offset)",
-                    str(path),
-                    file_lines + k + 1,
-                )
-            )
-    return out
-
-
-def _trusted(notes: Iterable[str], verifiers: list[Verifier], report: Report) -> list[_Signed]:
-    """The checkpoints the auditor kept, each verified with their keys (else a finding)."""
-    out = []
-    for n, note in enumerate(notes, 1):
-        try:
-            cp = open_checkpoint(note, verifiers)
-        except (NoteError, SignatureError) as exc:
-            report.add(Finding("bad_checkpoint", f"the checkpoint you kept (#{n}): {exc}"))
-            continue
-        out.append(_Signed(cp.size, cp.root, f"kept checkpoint #{n}, size {cp.size}"))
-    return out
 
 
 #: Unsigned records older than this (seconds) were due a checkpoint: a running writer signs
@@ -751,101 +372,3 @@ def _stale_unsigned(
         d_index, offset = d_index + 1, 0  # the next unsigned record starts in a later file
     last = max((i for i, p in enumerate(days) if p.stat().st_size), default=-1)
     return f"a later day, {days[last].stem}, follows" if d_index < last else None
-
-
-def _report_time(report: Report, file: str, day: str, lineno: int, dt: bytes, prev: bytes) -> None:
-    """A record's timestamp is not of its file's day, or goes back in time."""
-    if not dt:
-        return  # no timestamp in this product's form: the original module's line (noted apart)
-    if dt[:10] != day.encode():
-        report.add(
-            Finding(
-                "wrong_day",
-                f"{file}:{lineno}: a record of {dt[:10].decode(errors='replace')}",
-                file,
-                lineno,
-            )
-        )
-    if dt < prev:
-        report.add(
-            Finding(
-                "clock_backwards",
-                f"{file}:{lineno}: timestamp "
-                f"{dt.decode(errors='replace')} is before the previous record's",
-                file,
-                lineno,
-            )
-        )
-
-
-def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of complete lines from byte ``start`` (a line boundary)."""
-    with open(path, "rb") as fh:
-        lineno = fh.read(start).count(b"\n") if start else 0
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                return
-            lineno += 1
-            yield lineno, raw[:-1]
-
-
-# --- proofs, for someone who holds no log --------------------------------------------------
-
-
-def verify_inclusion_proof(
-    proof: InclusionProof | dict[str, Any],
-    record: bytes | None = None,
-    *,
-    leaf: bytes | None = None,
-    vkey: str | Verifier | Iterable[str | Verifier] = (),
-    note: str | bytes | None = None,
-    checkpoint: Checkpoint | None = None,
-) -> Checkpoint:
-    """Check that a record (its line, or its ``leaf`` hash) is in the signed log.
-
-    Uses the proof's own checkpoint note unless ``note`` is given, or a ``checkpoint`` the
-    caller already opened with ``open_checkpoint`` (then no note is read and ``vkey`` is not
-    needed: a bundle's one note is opened once, not once per record); returns the checkpoint.
-    Raises ``ProofError``, ``SignatureError``/``UnknownKey`` or ``NoteError``.
-    """
-    p = proof if isinstance(proof, InclusionProof) else InclusionProof.from_json(proof)
-    if checkpoint is None:
-        text = note or p.checkpoint
-        if text is None:
-            raise ProofError("the proof carries no checkpoint note and none was given")
-        checkpoint = open_checkpoint(text, as_verifiers(vkey) or [])
-    if checkpoint.size != p.tree_size:
-        raise ProofError(
-            f"the proof is for a tree of {p.tree_size} records, the checkpoint "
-            f"signs {checkpoint.size}"
-        )
-    if record is not None:
-        leaf = leaf_hash(record.rstrip(b"\n"))
-    if leaf is None:
-        raise ProofError("give the record's line or its leaf hash")
-    if leaf != p.leaf_hash:
-        raise ProofError("the record's leaf hash is not the one the proof is for")
-    verify_inclusion(p.seq, p.tree_size, leaf, p.proof, checkpoint.root)
-    return checkpoint
-
-
-def verify_consistency_proof(
-    proof: ConsistencyProof | dict[str, Any],
-    old_note: str,
-    new_note: str,
-    *,
-    vkey: str | Verifier | Iterable[str | Verifier],
-) -> tuple[Checkpoint, Checkpoint]:
-    """Check that the newer signed checkpoint extends the older one; return both."""
-    p = proof if isinstance(proof, ConsistencyProof) else ConsistencyProof.from_json(proof)
-    verifiers = as_verifiers(vkey) or []
-    old, new = open_checkpoint(old_note, verifiers), open_checkpoint(new_note, verifiers)
-    if (old.size, new.size) != (p.old_size, p.new_size):
-        raise ProofError(
-            f"the proof is from {p.old_size} to {p.new_size}, the checkpoints "
-            f"are of {old.size} and {new.size}"
-        )
-    if old.origin != new.origin:
-        raise ProofError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
-    verify_consistency(old.size, new.size, old.root, new.root, p.proof)
-    return old, new

@@ -15,7 +15,7 @@ from ..keys import default_origin, load_signer, rotate_key
 from .render import shown, with_progress
 
 if TYPE_CHECKING:
-    from ..verify import Report
+    from ..report import Report
 
 __all__ = ["read_note", "register", "trusted_option", "vkeys"]
 
