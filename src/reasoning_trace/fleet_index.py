@@ -22,11 +22,9 @@ Tests: ``tests/test_fleet_index.py``; benchmark: ``bench/bench_fleet.py``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ import platformdirs
 
 from .errors import CorruptLine, StorageError
 from .fleet_stats import count_stats
-from .index_sql import is_exact, subject_text, where_sql
+from .index_sql import DerivedDatabase, is_exact, subject_text, where_sql
 from .jetstream import decision_subject, node_of, parse_servers
 from .query import Filter, Stats
 from .record import Decision, decision_from_dict
@@ -95,40 +93,13 @@ class FleetIndex:
         self.path = (
             Path(path) if path is not None else cache_dir() / _cache_name(fleet.url, fleet.stream)
         )
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    # --- the file ------------------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")  # derived: losing it loses nothing
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            for table in _TABLES:
-                db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.executescript(_SCHEMA)
-        return db
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            os.makedirs(self.path.parent, exist_ok=True)
-            try:
-                self._db = self._open()
-            except sqlite3.DatabaseError:
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{self.path}{suffix}")
-                self._db = self._open()
-        return self._db
+        self._derived = DerivedDatabase(self.path, _SCHEMA, SCHEMA_VERSION, _TABLES)
+        self._lock = self._derived.lock
+        self._conn = self._derived.conn
 
     def close(self) -> None:
         """Close the database connection."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._derived.close()
 
     # --- catching up ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,8 @@ from .index_sql import (
     MAX_SEQ,
     SCHEMA,
     SCHEMA_VERSION,
+    TABLES,
+    DerivedDatabase,
     is_exact,
     stats_sql,
     subject_text,
@@ -61,40 +62,13 @@ class Index:
     def __init__(self, files: DayFiles, path: Path) -> None:
         self._store = files
         self._path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=60, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            # An index of another layout (it is derived): start afresh.
-            for table in ("records", "vetoes", "subjects", "meta"):
-                db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.executescript(SCHEMA)
-        return db
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            os.makedirs(self._path.parent, exist_ok=True)
-            try:
-                self._db = self._open()
-            except sqlite3.DatabaseError:
-                # A damaged derived file: drop it and start again from the day files.
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{self._path}{suffix}")
-                self._db = self._open()
-        return self._db
+        self._derived = DerivedDatabase(path, SCHEMA, SCHEMA_VERSION, TABLES)
+        self._lock = self._derived.lock
+        self._conn = self._derived.conn
 
     def close(self) -> None:
         """Close the database connection."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._derived.close()
 
     # --- catching up -------------------------------------------------------------------------
 

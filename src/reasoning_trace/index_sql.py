@@ -10,6 +10,12 @@ Tests: ``tests/test_index.py``, ``tests/test_query.py``, ``tests/test_fleet_inde
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -21,11 +27,16 @@ __all__ = [
     "MAX_SEQ",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "TABLES",
+    "DerivedDatabase",
     "is_exact",
     "stats_sql",
     "subject_text",
     "where_sql",
 ]
+
+#: The tables of ``SCHEMA``.
+TABLES = ("records", "vetoes", "subjects", "meta")
 
 SCHEMA_VERSION = 3
 MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
@@ -112,3 +123,47 @@ def stats_sql(where: str) -> dict[str, str]:
         "nodes": f"SELECT COALESCE(node, ''), COUNT(*), SUM(approved) FROM records r "
         f"WHERE {where} GROUP BY COALESCE(node, '') ORDER BY 1",
     }
+
+
+class DerivedDatabase:
+    """A derived SQLite file (losing it loses nothing, so ``synchronous=OFF``; WAL so readers
+    and the one updater do not block each other), made afresh from ``schema`` when its
+    ``user_version`` is not ``version`` or it is damaged. ``lock`` serialises this process's
+    users of the connection."""
+
+    def __init__(self, path: Path, schema: str, version: int, tables: Sequence[str]) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self._schema, self._version, self._tables = schema, version, tuple(tables)
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        if db.execute("PRAGMA user_version").fetchone()[0] != self._version:
+            for table in self._tables:  # another layout (it is derived): start afresh
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute(f"PRAGMA user_version = {self._version}")
+        db.executescript(self._schema)
+        return db
+
+    def conn(self) -> sqlite3.Connection:
+        """The connection, opened on first use (a damaged file is dropped and made afresh)."""
+        if self._db is None:
+            os.makedirs(self.path.parent, exist_ok=True)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+                self._db = self._open()
+        return self._db
+
+    def close(self) -> None:
+        """Close the connection (the next ``conn`` opens it again)."""
+        with self.lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

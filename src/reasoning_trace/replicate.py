@@ -259,26 +259,13 @@ class Replicator:
         """The history under the newest replicated checkpoint is still what was shipped."""
         await check_tree(self.log, self.node, js, self.stream, self._ck_size, self._ck_root)
 
-    async def _publish(
-        self,
-        js: JetStreamContext,
-        stop: Callable[[], bool],
-        subject: str,
-        data: bytes,
-        msg_id: str,
-        expected: int,
-    ) -> int:
-        """Publish one message exactly once after ``expected`` (``exactly_once.py``); the
-        subject's last stream seq after it."""
-        return await self._publisher.publish(js, stop, subject, data, msg_id, expected)
-
     async def _ship_records(self, js: JetStreamContext, stop: Callable[[], bool]) -> int:
         start = self.status.next_seq
         if start >= len(self.log):
             return 0
         records = list(self.log.read(start, start + self.batch))
         for d in records:
-            self._last_sseq = await self._publish(
+            self._last_sseq = await self._publisher.publish(
                 js, stop, self._subject, d.line, f"{self.node}/{d.id}", self._last_sseq
             )
             self.status.next_seq = d.seq + 1
@@ -299,7 +286,7 @@ class Replicator:
             return
         keys = "".join(f"{v}\n" for v in self._checkpoints.verifiers()).encode()
         if keys and keys != self._keys:
-            self._key_sseq = await self._publish(
+            self._key_sseq = await self._publisher.publish(
                 js,
                 stop,
                 key_subject(self.node),
@@ -326,7 +313,7 @@ class Replicator:
                     f"sign the local tree of {entry.size} records: the log or its checkpoints "
                     "were rewritten; nothing more shipped (run `rtrace verify`)"
                 )
-            self._ck_sseq = await self._publish(
+            self._ck_sseq = await self._publisher.publish(
                 js,
                 stop,
                 checkpoint_subject(self.node),

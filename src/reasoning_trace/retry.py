@@ -20,29 +20,37 @@ Tests: ``tests/test_retry.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["async_retrying", "retrying"]
+__all__ = ["Backoff", "async_retrying", "retrying"]
 
 
 def _any(exc: BaseException) -> bool:
     return isinstance(exc, Exception)
 
 
-def _options(
-    first: float,
-    most: float,
-    retry_on: Callable[[BaseException], bool],
-    stop: Callable[[], bool] | None,
-    within: float | None,
-    attempts: int | None,
-    before_sleep: Callable[[tenacity.RetryCallState], None] | None,
-) -> dict[str, Any]:
-    """The tenacity settings both retriers share."""
+class Backoff(TypedDict, total=False):
+    """The one rule of every retrier (see the module docstring): waits from ``first`` to
+    ``most`` seconds; what is retried (``retry_on``); when to give up (``stop``, ``within``,
+    ``attempts``); who hears of each retried failure (``before_sleep``)."""
+
+    first: Required[float]
+    most: Required[float]
+    retry_on: Callable[[BaseException], bool]
+    stop: Callable[[], bool] | None
+    within: float | None
+    attempts: int | None
+    before_sleep: Callable[[tenacity.RetryCallState], None] | None
+
+
+def _options(rule: Backoff) -> dict[str, Any]:
+    """The tenacity settings of ``rule``."""
     import tenacity
+
+    stop, within, attempts = rule.get("stop"), rule.get("within"), rule.get("attempts")
 
     def give_up(state: tenacity.RetryCallState) -> bool:
         return bool(
@@ -52,31 +60,25 @@ def _options(
         )
 
     return {
-        "retry": tenacity.retry_if_exception(retry_on),
-        "wait": tenacity.wait_exponential(multiplier=first, max=most),
+        "retry": tenacity.retry_if_exception(rule.get("retry_on", _any)),
+        "wait": tenacity.wait_exponential(multiplier=rule["first"], max=rule["most"]),
         "stop": give_up,
-        "before_sleep": before_sleep,
+        "before_sleep": rule.get("before_sleep"),
         "reraise": True,
     }
 
 
 def retrying(
     *,
-    first: float,
-    most: float,
-    retry_on: Callable[[BaseException], bool] = _any,
-    stop: Callable[[], bool] | None = None,
-    within: float | None = None,
-    attempts: int | None = None,
     sleep: Callable[[float], object] | None = None,
-    before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
     failed: BaseException | None = None,
+    **rule: Unpack[Backoff],
 ) -> Iterable[tenacity.AttemptManager]:
     """Tries to make in a loop, ``for attempt in retrying(...): with attempt: ...`` (see the
     module docstring); ``failed``: the failure of a plain first try, counted as the first."""
     import tenacity
 
-    options = _options(first, most, retry_on, stop, within, attempts, before_sleep)
+    options = _options(rule)
     if sleep is not None:
         options["sleep"] = sleep
     retrier = tenacity.Retrying(**options)
@@ -99,20 +101,9 @@ def _after(
             raise exc
 
 
-def async_retrying(
-    *,
-    first: float,
-    most: float,
-    retry_on: Callable[[BaseException], bool] = _any,
-    stop: Callable[[], bool] | None = None,
-    within: float | None = None,
-    attempts: int | None = None,
-    before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
-) -> tenacity.AsyncRetrying:
+def async_retrying(**rule: Unpack[Backoff]) -> tenacity.AsyncRetrying:
     """Tries to make in an async loop, ``async for attempt in async_retrying(...): with
     attempt: ...``, waiting with ``asyncio.sleep`` (see the module docstring)."""
     import tenacity
 
-    return tenacity.AsyncRetrying(
-        **_options(first, most, retry_on, stop, within, attempts, before_sleep)
-    )
+    return tenacity.AsyncRetrying(**_options(rule))

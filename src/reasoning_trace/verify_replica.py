@@ -15,11 +15,12 @@ Tests: ``tests/test_fleet.py``, ``tests/test_fleet_hostile.py``, ``tests/test_re
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import CorruptLine, NoteError, NotFound, SignatureError, UnknownKey
@@ -255,14 +256,45 @@ def _finish(
         )
 
 
+class ReplicaTrust(TypedDict, total=False):
+    """How a replica is read and how far its stream is trusted: ``stream`` (its name, default
+    ``DEFAULT_STREAM``); ``trust_stream_keys`` (check with the keys the node replicated when
+    you give none); ``allow_open_server`` (a server without credentials is a note, not a
+    failure)."""
+
+    stream: str
+    trust_stream_keys: bool
+    allow_open_server: bool
+
+
+Signed = dict[int, tuple[bytes, int]]
+
+
+@contextlib.contextmanager
+def _replica(
+    url: str,
+    node: str,
+    vkey: str | Verifier | Iterable[str | Verifier] | None,
+    trust: ReplicaTrust,
+    about: str,
+) -> Iterator[tuple[Fleet, Report, list[Verifier], Signed]]:
+    """The node's replica opened and its checkpoints read: (fleet, a report titled ``about``
+    and the stream, the keys to check with, the checkpoints that verify)."""
+    check_node(node)
+    stream = trust.get("stream", DEFAULT_STREAM)
+    with Fleet(url, stream=stream, on_foreign=_quiet) as fleet:
+        _require_replica(fleet, node)
+        report = Report(f"{about}{fleet.shown_url} {stream} {node}")
+        _server_findings(fleet, report, trust.get("allow_open_server", False))
+        verifiers = _keys(fleet, node, vkey, trust.get("trust_stream_keys", False), report)
+        yield fleet, report, verifiers, checkpoints(fleet, node, verifiers, report)
+
+
 def verify_node(
     url: str,
     node: str,
     vkey: str | Verifier | Iterable[str | Verifier] | None = None,
-    *,
-    stream: str = DEFAULT_STREAM,
-    trust_stream_keys: bool = False,
-    allow_open_server: bool = False,
+    **trust: Unpack[ReplicaTrust],
 ) -> Report:
     """Verify ``node``'s replicated records against its replicated checkpoints, from the
     stream alone: seqs consecutive from 0, every record parses, every signed root matches.
@@ -272,13 +304,7 @@ def verify_node(
     nothing there. A stream setting that lets history expire is a note; a server without
     credentials is a failure unless ``allow_open_server``; a foreign message is a failure.
     """
-    check_node(node)
-    with Fleet(url, stream=stream, on_foreign=_quiet) as fleet:
-        _require_replica(fleet, node)
-        report = Report(f"{fleet.shown_url} {stream} {node}")
-        _server_findings(fleet, report, allow_open_server)
-        verifiers = _keys(fleet, node, vkey, trust_stream_keys, report)
-        signed = checkpoints(fleet, node, verifiers, report)
+    with _replica(url, node, vkey, trust, "") as (fleet, report, verifiers, signed):
         if not verifiers and fleet.subjects(checkpoint_subject(node)):
             report.add(Finding("no_key", f"{node} replicated checkpoints but no verifier key"))
         tree = CompactRange()
@@ -326,10 +352,7 @@ def compare_with_replica(
     url: str,
     node: str,
     vkey: str | Verifier | Iterable[str | Verifier] | None = None,
-    *,
-    stream: str = DEFAULT_STREAM,
-    trust_stream_keys: bool = False,
-    allow_open_server: bool = False,
+    **trust: Unpack[ReplicaTrust],
 ) -> Report:
     """Check the local log at ``root`` against what ``node`` replicated: every replicated
     record must be the same bytes locally, and the local records must hash to every
@@ -341,12 +364,7 @@ def compare_with_replica(
     base = resolve_root(str(root) if root is not None else None)
     store = FileStore(Path(base), create=False)
     try:
-        with Fleet(url, stream=stream, on_foreign=_quiet) as fleet:
-            _require_replica(fleet, node)
-            report = Report(f"{base} against {fleet.shown_url} {stream} {node}")
-            _server_findings(fleet, report, allow_open_server)
-            verifiers = _keys(fleet, node, vkey, trust_stream_keys, report)
-            signed = checkpoints(fleet, node, verifiers, report)
+        with _replica(url, node, vkey, trust, f"{base} against ") as (fleet, report, _, signed):
             replicated = _own_records(fleet, node, report)
             tree = CompactRange()
             for day in store.days():
