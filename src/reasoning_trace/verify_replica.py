@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import CorruptLine, NoteError, NotFound, SignatureError, UnknownKey
+from .errors import CorruptLine, NoteError, NotFound, SignatureError, UnknownKey, UsageError
 from .fleet import Fleet
 from .jetstream import (
     DEFAULT_STREAM,
@@ -150,7 +150,7 @@ def _keys(
     follows), a note otherwise."""
     verifiers = as_verifiers(vkey)
     if verifiers is None and not trust_stream_keys:
-        raise ValueError(
+        raise UsageError(
             f"give the verifier key of {node} you hold (--vkey): keys read from the stream "
             "are whatever was published there (or say --trust-stream-keys)"
         )
@@ -300,7 +300,7 @@ def verify_node(
     stream alone: seqs consecutive from 0, every record parses, every signed root matches.
 
     ``vkey``: the key(s) you trust; the keys the node replicated are used only with
-    ``trust_stream_keys`` (``ValueError`` otherwise). ``NotFound`` when ``node`` replicated
+    ``trust_stream_keys`` (``UsageError`` otherwise). ``NotFound`` when ``node`` replicated
     nothing there. A stream setting that lets history expire is a note; a server without
     credentials is a failure unless ``allow_open_server``; a foreign message is a failure.
     """

@@ -34,6 +34,7 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..errors import UsageError
 from .problems import problem
 
 __all__ = ["LOOPBACK_NAMES", "ROLES", "Access", "SiteGuard", "Tokens", "host_name", "is_loopback"]
@@ -53,7 +54,7 @@ class Tokens:
             if not pair.strip():
                 continue
             if not sep or role not in ROLES or not token:
-                raise ValueError(
+                raise UsageError(
                     f"a token must be written role:token with role read or write, "
                     f"not {pair.strip()[:12]!r}..."
                 )
