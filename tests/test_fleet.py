@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -116,10 +117,17 @@ def test_tail_follow_interleaves_every_node_live(nats_server: NatsServer, tmp_pa
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
     try:
         # Once the newest record is printed, the follower has read the stream; records
-        # replicated afterwards must all arrive, once each, in time order.
+        # replicated afterwards must all arrive, once each, in time order. Records that
+        # arrive together are put in time order (those that arrive ``hold`` apart are
+        # printed as they come): the follower is paused while both nodes ship, so that
+        # their records arrive together however slowly the two replicators run.
         assert json.loads(lines.get(timeout=30))["subject"]["round"] == 2
         record_alternating(tmp_path, 5, start=3)
-        ship(tmp_path, nats_server.url)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            ship(tmp_path, nats_server.url)
+        finally:
+            proc.send_signal(signal.SIGCONT)
         got = [json.loads(lines.get(timeout=30)) for _ in range(10)]
         with pytest.raises(queue.Empty):
             lines.get(timeout=0.5)  # nothing twice
