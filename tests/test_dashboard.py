@@ -139,10 +139,16 @@ def test_the_detail_panel_says_altered_for_bytes_changed_on_disk(
         day.write_bytes(
             day.read_bytes().replace(b'"reason":"decision 5"', b'"reason":"decision X"')
         )
+        # Each answer is awaited before the next click, so the panel speaks of the row
+        # clicked last (a late answer for another row never stands in for it).
+        page.evaluate("document.getElementById('detail-signed').textContent = ''")
         page.click('#feed tbody tr[data-seq="3"]')  # neighbours still prove through stored hashes
         page.wait_for_function("document.getElementById('detail-signed').textContent !== ''")
         page.evaluate("document.getElementById('detail-signed').textContent = ''")
         page.click('#feed tbody tr[data-seq="5"]')
-        page.wait_for_function("document.getElementById('detail-signed').textContent !== ''")
+        page.wait_for_function(
+            "document.getElementById('detail-title').textContent.startsWith('#5 ')"
+            " && document.getElementById('detail-signed').textContent !== ''"
+        )
         assert page.inner_text("#detail-signed").startswith("ALTERED")
         browser.close()

@@ -200,9 +200,11 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
             lines[0],
             headers={"Nats-Msg-Id": "an-earlier-try", "Nats-Expected-Last-Subject-Sequence": "0"},
         )
-        seq = await rep._publish(js, lambda: False, "rtrace.a.decision", lines[0], "a/x", 0)
+        seq = await rep._publisher.publish(
+            js, lambda: False, "rtrace.a.decision", lines[0], "a/x", 0
+        )
         with pytest.raises(ForkError, match="another writer"):
-            await rep._publish(js, lambda: False, "rtrace.a.decision", lines[1], "a/y", 0)
+            await rep._publisher.publish(js, lambda: False, "rtrace.a.decision", lines[1], "a/y", 0)
         return first.seq, seq
 
     first, resolved = run(scenario, nats_server.url)

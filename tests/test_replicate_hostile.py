@@ -136,13 +136,13 @@ def test_a_foreign_message_published_while_shipping_is_stepped_over(
         """Interleave our publishes with foreign ones."""
         await ensure_stream(js)
         never = lambda: False  # noqa: E731
-        first = await rep._publish(js, never, subject, lines[0], "a/0", 0)
+        first = await rep._publisher.publish(js, never, subject, lines[0], "a/0", 0)
         junk = (await js.publish(subject, b"hello")).seq
-        second = await rep._publish(js, never, subject, lines[1], "a/1", first)
+        second = await rep._publisher.publish(js, never, subject, lines[1], "a/1", first)
         # An earlier try of the third landed (under another msg id), then a foreign message:
         landed = await js.publish(subject, lines[2], headers={"Nats-Msg-Id": "earlier-try"})
         junk2 = (await js.publish(subject, b"{}")).seq
-        third = await rep._publish(js, never, subject, lines[2], "a/2", second)
+        third = await rep._publisher.publish(js, never, subject, lines[2], "a/2", second)
         return junk, second, landed.seq, junk2, third
 
     junk, second, landed, junk2, third = run(scenario, nats_server.url)

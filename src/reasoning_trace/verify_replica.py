@@ -1,6 +1,4 @@
-"""Checking a node's replica in the stream: against its replicated signed checkpoints
-(``verify_node``), and against the local log it was replicated from
-(``compare_with_replica``).
+"""Checking a node's replica in the stream (the replica verifier).
 
 ``verify_node`` reads the node's records, checkpoints and keys from the stream alone: seqs
 consecutive from 0, every record parses, every signed root matches. ``compare_with_replica``
