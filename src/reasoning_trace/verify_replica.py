@@ -129,8 +129,7 @@ def _quiet(subject: str, sseq: int, why: str) -> None:
 
 
 def _parse_keys(data: bytes) -> list[Verifier]:
-    keys = [Verifier.parse(v) for v in data.decode().splitlines() if v.strip()]
-    if not keys:
+    if not (keys := as_verifiers(data.decode()) or []):
         raise ValueError("no key in it")
     return keys
 
@@ -265,9 +264,6 @@ class ReplicaTrust(TypedDict, total=False):
     allow_open_server: bool
 
 
-Signed = dict[int, tuple[bytes, int]]
-
-
 @contextlib.contextmanager
 def _replica(
     url: str,
@@ -275,7 +271,7 @@ def _replica(
     vkey: str | Verifier | Iterable[str | Verifier] | None,
     trust: ReplicaTrust,
     about: str,
-) -> Iterator[tuple[Fleet, Report, list[Verifier], Signed]]:
+) -> Iterator[tuple[Fleet, Report, list[Verifier], dict[int, tuple[bytes, int]]]]:
     """The node's replica opened and its checkpoints read: (fleet, a report titled ``about``
     and the stream, the keys to check with, the checkpoints that verify)."""
     check_node(node)
