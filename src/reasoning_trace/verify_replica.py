@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["checkpoints", "compare_with_replica", "key_history", "published_keys", "verify_node"]
 
+#: A node's replicated checkpoints that verify, by size: (root, stream seq).
+Signed = dict[int, tuple[bytes, int]]
+
 
 def published_keys(reader: StreamReader, node: str) -> list[Verifier]:
     """The verifier keys ``node`` replicated (its newest key message)."""
@@ -73,10 +76,10 @@ def key_history(
 
 def checkpoints(
     reader: StreamReader, node: str, verifiers: list[Verifier], report: Report
-) -> dict[int, tuple[bytes, int]]:
+) -> Signed:
     """``node``'s replicated checkpoints that verify, by size: (root, stream seq).
     Bad signatures, unknown keys, malformed notes and forks become findings."""
-    signed: dict[int, tuple[bytes, int]] = {}
+    signed: Signed = {}
     for msg in reader.messages(checkpoint_subject(node)):
         where = f"{msg.subject}#{msg.metadata.sequence.stream}"
         note = (msg.data or b"").decode(errors="replace")
@@ -208,12 +211,7 @@ def _require_replica(fleet: Fleet, node: str) -> None:
         )
 
 
-def _check_roots(
-    tree: CompactRange,
-    signed: dict[int, tuple[bytes, int]],
-    report: Report,
-    where: str,
-) -> None:
+def _check_roots(tree: CompactRange, signed: Signed, report: Report, where: str) -> None:
     entry = signed.get(tree.size)
     if entry is None:
         return
@@ -231,9 +229,7 @@ def _check_roots(
         )
 
 
-def _finish(
-    report: Report, tree: CompactRange, signed: dict[int, tuple[bytes, int]], what: str
-) -> None:
+def _finish(report: Report, tree: CompactRange, signed: Signed, what: str) -> None:
     beyond = [s for s in signed if s > tree.size]
     if beyond:
         report.add(
@@ -265,9 +261,6 @@ class ReplicaTrust(TypedDict, total=False):
     stream: str
     trust_stream_keys: bool
     allow_open_server: bool
-
-
-Signed = dict[int, tuple[bytes, int]]
 
 
 @contextlib.contextmanager
