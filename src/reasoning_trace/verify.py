@@ -171,10 +171,11 @@ def verify(
                 str(odd),
             )
         )
-    days = layout.day_files()
+    day_names = layout.days()
+    days = [layout.day_file(day) for day in day_names]
 
     # Pass 1: hash every line, compare roots at the signed sizes.
-    prefix = find_prefix(str(base), [p.stem for p in days])
+    prefix = find_prefix(str(base), day_names)
     if prefix.leaves:
         report.add(
             Finding(
@@ -321,7 +322,7 @@ def verify(
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
     locate(report, base, days, prefix, start=start, place=places[start], size=size)
 
-    quarantine = base / "quarantine"
+    quarantine = layout.quarantine
     if quarantine.is_dir():
         for fragment in sorted(quarantine.iterdir()):
             report.add(
