@@ -269,7 +269,7 @@ class Checkpoints:
 
     def write_newest(self, note: str) -> None:
         """Replace ``<root>/checkpoint`` with ``note`` atomically (a temporary file renamed)."""
-        tmp = self.root / ".checkpoint.tmp"
+        tmp = self.layout.newest_note_tmp
         try:
             with open(tmp, "w") as fh:
                 fh.write(note)

@@ -7,6 +7,7 @@ Under a log root::
     <root>/checkpoints/<YYYY-MM-DD>.jsonl  the checkpoints signed that day (SPEC section 4)
     <root>/checkpoints/vkey             every verifier key the log signed with, one a line
     <root>/checkpoint                   the newest signed note, as plain text
+    <root>/.checkpoint.tmp              the next newest note while it is written (then renamed)
     <root>/.rtrace/                     derived: deleting it loses nothing
         lock                            the head the writers cache (next seq, last day file)
         index.sqlite                    the id/seq/filter index
@@ -112,6 +113,7 @@ class Layout:
         self.checkpoints = root / CHECKPOINTS
         self.vkey = self.checkpoints / "vkey"
         self.newest_note = root / "checkpoint"
+        self.newest_note_tmp = root / ".checkpoint.tmp"
         self.quarantine = root / QUARANTINE
 
     def day_file(self, day: str) -> Path:
