@@ -41,6 +41,7 @@ __all__ = [
     "DERIVED_DIR",
     "QUARANTINE",
     "Layout",
+    "day_file_name",
     "day_of_name",
     "fsync_dir",
     "is_day",
@@ -65,6 +66,11 @@ CHUNK = 1 << 20
 def is_day(name: str) -> bool:
     """Whether ``name`` is a day (``YYYY-MM-DD``) that a day file can be named for."""
     return DAY_RE.match(name) is not None
+
+
+def day_file_name(day: str) -> str:
+    """The name of the file holding the records of UTC day ``day`` (``YYYY-MM-DD.jsonl``)."""
+    return f"{day}.jsonl"
 
 
 def day_of_name(name: str) -> str | None:
@@ -118,11 +124,11 @@ class Layout:
 
     def day_file(self, day: str) -> Path:
         """The file holding the records of UTC day ``day`` (``YYYY-MM-DD``)."""
-        return self.root / f"{day}.jsonl"
+        return self.root / day_file_name(day)
 
     def day_file_s(self, day: str) -> str:
         """``day_file`` as a string (the writer's hot path)."""
-        return f"{self.root_s}/{day}.jsonl"
+        return f"{self.root_s}/{day_file_name(day)}"
 
     def days(self) -> list[str]:
         """The days that have a day file (a regular file, not a link), oldest first.

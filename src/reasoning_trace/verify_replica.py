@@ -32,7 +32,7 @@ from .jetstream import (
     decision_subject,
     key_subject,
 )
-from .layout import resolve_root
+from .layout import day_file_name, resolve_root
 from .note import Verifier, as_verifiers
 from .report import Finding, Report
 from .stream_messages import checkpoint_of
@@ -362,7 +362,7 @@ def compare_with_replica(
             tree = CompactRange()
             for day in store.days():
                 for _, lineno, line in store.lines(day):
-                    where = f"{day}.jsonl"
+                    where = day_file_name(day)
                     msg = next(replicated, None)
                     if msg is not None and (msg.data or b"") != line:
                         report.add(
