@@ -272,7 +272,7 @@ class SignedTree:
                 return entry.note
         return None
 
-    # --- answers (the tree synced to ``size`` first: see ``FileStore.tree``) ---------------
+    # --- answers (the tree synced to the head first: see ``FileStore.signed_tree``) --------
 
     @property
     def size(self) -> int:
