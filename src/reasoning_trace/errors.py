@@ -16,7 +16,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     │   ├── UnreconciledLog           the day files do not reach what was acknowledged or signed
     │   ├── SigningKeyError           the signing key is missing, unreadable or malformed
     │   └── ReplicationError          the JetStream server cannot be reached or refuses a request
-    │       └── StreamConfigError     the stream's settings would let replicated history go
+    │       ├── StreamConfigError     the stream's settings would let replicated history go
+    │       └── StreamLost            the stream no longer holds what was shipped to it
     └── IntegrityError                evidence that something is not what was signed
         ├── ProofError                an inclusion or consistency proof does not verify
         ├── SignatureError            a signed note's signature does not verify
@@ -55,6 +56,7 @@ __all__ = [
     "StorageError",
     "StoredDecision",
     "StreamConfigError",
+    "StreamLost",
     "UnknownKey",
     "UnreconciledLog",
     "UsageError",
