@@ -14,7 +14,7 @@ Under a log root::
         hashes                          the tree's stored hashes (RFC 9162 tiles, flat)
         replicated-<stream>-<node>.json how far the log was replicated
 
-Outside the root: the signing key (``key_path``, per user) and a reader's derived state
+Outside the root: the signing key (``key_path``, per user) and a reader's derived index
 (``reader_cache``, per user: reading never writes under the root). Every other module asks this
 one for a path; none spells one. Modelled on trillian-tessera's ``api/layout``.
 Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
@@ -243,10 +243,12 @@ def lines_backward(path: Path | str) -> Iterator[tuple[int, bytes]]:
 
 
 def reader_cache(root: Path) -> Path:
-    """Where a reader keeps derived state (index, tree hashes) of the log at ``root``: the
-    per-user cache directory, keyed by the log's path and the first bytes of its first day
-    file (its identity), so that reading never writes under the log root (SPEC 4a). Falls
-    back to a private temporary directory when the cache directory cannot be written."""
+    """Where a reader keeps the derived index of the log at ``root``: the per-user cache
+    directory, keyed by the log's path and the first bytes of its first day file (its
+    identity), so that reading never writes under the log root (SPEC 4a). Falls back to a
+    private temporary directory when the cache directory cannot be written. (A reader's tree
+    hashes are not kept here: they are hashed afresh in each process, see
+    ``FileStore.signed_tree``.)"""
     first = b""
     with contextlib.suppress(OSError, ValueError):
         days = Layout(root).days()
