@@ -11,7 +11,7 @@ Under a log root::
     <root>/.rtrace/                     derived: deleting it loses nothing
         lock                            the head the writers cache (next seq, last day file)
         index.sqlite                    the id/seq/filter index
-        hashes                          the tree's stored hashes (RFC 9162 tiles, flat)
+        hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
 
 Outside the root: the signing key (``key_path``, per user) and a reader's derived index
