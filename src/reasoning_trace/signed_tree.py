@@ -69,9 +69,9 @@ class SignedTree:
         hashes: Path | None = None,
         signs: bool = True,
     ) -> None:
-        self.files = Checkpoints(root)
+        self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
-        self.origin = origin or self.files.origin() or default_origin()
+        self.origin = origin or self.checkpoints.origin() or default_origin()
         self.root = root
         self.key = key
         self.every = every
@@ -95,15 +95,15 @@ class SignedTree:
         """
         if self._signer is None:
             try:
-                published = self.files.verifiers()
+                published = self.checkpoints.verifiers()
             except NoteError as exc:
                 raise SigningKeyError(
-                    f"{self.files.vkey} holds a malformed verifier key ({exc})",
-                    str(self.files.vkey),
+                    f"{self.checkpoints.vkey} holds a malformed verifier key ({exc})",
+                    str(self.checkpoints.vkey),
                 ) from exc
             signer = load_signer(self.origin, self.key, published=published)
-            self.files.publish(signer.verifier)
-            self.files.repair()
+            self.checkpoints.publish(signer.verifier)
+            self.checkpoints.repair()
             self._signer = signer
         return self._signer
 
@@ -171,7 +171,7 @@ class SignedTree:
         due: list[tuple[int, bytes]] = []
         if not self._first_batch_done:
             self._first_batch_done = True
-            if start and self.files.latest() is None:
+            if start and self.checkpoints.latest() is None:
                 # Records nobody signed yet precede this batch (the original module's, being
                 # adopted): a checkpoint signs them before anything else.
                 due.append((start, rng.root()))
@@ -216,7 +216,7 @@ class SignedTree:
                 return None
             raise ForkError(self.halted)
         self.flush()
-        latest = self.files.latest()
+        latest = self.checkpoints.latest()
         if latest is not None:
             try:
                 if latest.size > size:
@@ -225,7 +225,7 @@ class SignedTree:
                     if latest.root != root:
                         raise ProofError(f"size {size} was signed with another root")
                     if self.owed:  # its line was written; the newest-note file may not be
-                        self.files.write_newest(latest.note)
+                        self.checkpoints.write_newest(latest.note)
                         self.owed = False
                     return None
                 if latest.size:
@@ -250,7 +250,7 @@ class SignedTree:
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_note(checkpoint.body(), [self.signer])
         try:
-            self.files.append(checkpoint, note, micros)
+            self.checkpoints.append(checkpoint, note, micros)
         except OSError:
             self.owed = True  # signed again, at the then current size, by the next batch
             incr("checkpoint_write_failures")
@@ -267,7 +267,7 @@ class SignedTree:
 
     def note_for(self, size: int) -> str | None:
         """The signed note of the checkpoint of exactly ``size`` records, if one was signed."""
-        for entry in self.files.entries():
+        for entry in self.checkpoints.entries():
             if entry.size == size:
                 return entry.note
         return None
@@ -295,7 +295,7 @@ class SignedTree:
         head = self.size
         note: str | None
         if size is None:
-            latest = self.files.latest()
+            latest = self.checkpoints.latest()
             if latest is None or latest.size <= seq:
                 raise NotFound(
                     f"seq {seq} is not yet covered by a signed checkpoint "
@@ -329,7 +329,7 @@ class SignedTree:
         the tree does not extend the last signed checkpoint."""
         note = self.sign_current(micros)
         if note is None:
-            latest = self.files.latest()
+            latest = self.checkpoints.latest()
             if latest is None:
                 raise NotFound(f"the log at {self.root} is empty: nothing to sign")
             note = latest.note
