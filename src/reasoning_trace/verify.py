@@ -139,13 +139,13 @@ def verify(
     if not base.is_dir():
         raise LogRootMissing(f"no log at {base}: nothing to verify")
     report = Report(str(base))
-    files = Checkpoints(base)
+    log_checkpoints = Checkpoints(base)
     verifiers = as_verifiers(vkey)
     if verifiers is None:
-        verifiers = files.verifiers()
-    signed = _checkpoints(files, verifiers, report)
+        verifiers = log_checkpoints.verifiers()
+    signed = _checkpoints(log_checkpoints, verifiers, report)
     kept = _trusted(trusted, verifiers, report)
-    for path, offset, length in files.torn():
+    for path, offset, length in log_checkpoints.torn():
         report.add(
             Finding(
                 "torn_tail",
@@ -154,7 +154,7 @@ def verify(
                 str(path),
             )
         )
-    if not verifiers and files.days():
+    if not verifiers and log_checkpoints.files():
         report.add(
             Finding(
                 "no_key",
