@@ -171,7 +171,8 @@ class UnreconciledLog(StorageError):
 
     Writing now would give an acknowledged (or signed) ``seq`` to another decision, so the
     writer refuses; the message names what it found. Restore the missing records (``rtrace
-    verify`` lists them) before recording again.
+    verify`` lists them) before recording again. A reader cannot prove a record in a
+    checkpoint the day files no longer reach either.
     """
 
 

@@ -395,8 +395,9 @@ class DecisionLog:
 
         ``size`` defaults to the newest checkpoint, so the proof comes with the note it
         verifies against. Proving never signs (reading never writes): a decision that no
-        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``); a ``size``
-        that does not hold the decision raises ``UsageError``.
+        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``), and a log
+        shorter than its newest checkpoint ``UnreconciledLog``; a ``size`` that does not hold
+        the decision raises ``UsageError``.
         """
         decision = self.get(key)
         with self._tree() as tree:

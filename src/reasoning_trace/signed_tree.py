@@ -26,6 +26,7 @@ from .errors import (
     ProofError,
     SigningKeyError,
     StorageError,
+    UnreconciledLog,
     UsageError,
 )
 from .keys import default_origin, load_signer
@@ -289,7 +290,8 @@ class SignedTree:
         leaves, with the signed note of that size where one was signed.
 
         ``size`` defaults to the newest checkpoint; a leaf no checkpoint covers yet raises
-        ``NotFound`` (proving never signs). A ``size`` outside ``(seq, self.size]`` raises
+        ``NotFound`` (proving never signs), and a tree shorter than that checkpoint (signed
+        records missing) ``UnreconciledLog``. A ``size`` outside ``(seq, self.size]`` raises
         ``UsageError``.
         """
         head = self.size
@@ -300,6 +302,13 @@ class SignedTree:
                 raise NotFound(
                     f"seq {seq} is not yet covered by a signed checkpoint "
                     "(`rtrace checkpoint --now` where the log is written signs one)"
+                )
+            if latest.size > head:
+                raise UnreconciledLog(
+                    f"the log holds {head} records, but its newest checkpoint, signed at "
+                    f"{latest.datetime_utc}, covers {latest.size} ({latest.file}:{latest.line}): "
+                    "signed records are missing, so nothing can be proven in it "
+                    "(`rtrace verify` shows what is missing)"
                 )
             size, note = latest.size, latest.note
         elif not seq < size <= head:
