@@ -187,7 +187,7 @@ class FileStore:
                     raise
                 except OSError as exc:
                     lock.release()
-                    raise storage_error(f"lock {self.layout.lock}", exc) from exc
+                    raise storage_error(f"take the writer lock of {self.root}", exc) from exc
                 self._lease_start = time.monotonic()
             else:
                 fd, head = lock.fd, lease  # type: ignore[assignment]

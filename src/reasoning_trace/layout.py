@@ -9,7 +9,8 @@ Under a log root::
     <root>/checkpoint                   the newest signed note, as plain text
     <root>/.checkpoint.tmp              the next newest note while it is written (then renamed)
     <root>/.rtrace/                     derived: deleting it loses nothing
-        lock                            the head the writers cache (next seq, last day file)
+        lock                            the head the writers cache (next seq, last day file);
+                                        not the lock itself, an flock of <root> (writer_lock)
         index.sqlite                    the id/seq/filter index
         hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
@@ -113,7 +114,7 @@ class Layout:
         self.root = root
         self.root_s = str(root)
         self.derived = root / DERIVED_DIR
-        self.lock = self.derived / "lock"
+        self.head_file = self.derived / "lock"  # named "lock" on disk; the lock is the root's flock
         self.index = self.derived / "index.sqlite"
         self.hashes = self.derived / "hashes"
         self.checkpoints = root / CHECKPOINTS
