@@ -223,7 +223,7 @@ class Checkpoints:
             try:
                 _entry(fragment, str(path), 0)
             except NoteError:
-                qpath = quarantine(self.root, f"checkpoints-{path.name}.{cut}", fragment)
+                qpath = quarantine(self.layout, f"checkpoints-{path.name}.{cut}", fragment)
                 with open(path, "r+b") as fh:
                     fh.truncate(cut)
                     fh.flush()

@@ -276,10 +276,10 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def quarantine(root: Path, name: str, fragment: bytes) -> Path:
+def quarantine(layout: Layout, name: str, fragment: bytes) -> Path:
     """Keep ``fragment`` (bytes a crash left, never acknowledged) durably as
     ``<root>/quarantine/<name>.<ns>.torn``; return its path."""
-    qdir = root / QUARANTINE
+    qdir = layout.quarantine
     qdir.mkdir(exist_ok=True)
     qpath = qdir / f"{name}.{time.time_ns()}.torn"
     try:

@@ -93,7 +93,7 @@ def repair_tail(files: DayFiles, day: str) -> bool:
                 path,
             )
             return True
-        qpath = quarantine(files.root, f"{day_file_name(day)}.{cut}", fragment)
+        qpath = quarantine(files.layout, f"{day_file_name(day)}.{cut}", fragment)
         os.ftruncate(fd, cut)
         os.fsync(fd)
         incr("torn_tails_quarantined")
