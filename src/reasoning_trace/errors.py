@@ -29,6 +29,7 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
 A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
 Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary with
 ``raise ... from`` so the cause stays visible.
+Tests: ``tests/test_errors.py`` (the drawing above is the classes' tree).
 """
 
 from __future__ import annotations
