@@ -1,5 +1,7 @@
 """``rtrace adopt`` and ``rtrace doctor``: upgrading in place from the original module, and a
-check of a log's set-up. Thin layers over ``legacy`` and ``doctor``."""
+check of a log's set-up. Thin layers over ``legacy`` and ``doctor``.
+Tests: ``tests/test_legacy.py`` (``adopt``), ``tests/test_auditor.py`` (``doctor`` as a reader).
+"""
 
 from __future__ import annotations
 
