@@ -231,6 +231,21 @@ def test_signed_is_shown_only_for_verified_bytes(written: Path) -> None:
         assert attest(log, log.get(6)).status == "verified"
 
 
+def test_a_log_cut_short_of_its_checkpoint_proves_nothing_and_says_why(written: Path) -> None:
+    """Records cut from the end of a log its newest checkpoint covers: a proof in that
+    checkpoint is refused with the sizes (no traceback), show says NOT VERIFIED, and the API's
+    attestation says unverified."""
+    day = sorted(written.glob("*.jsonl"))[-1]
+    day.write_bytes(b"".join(day.read_bytes().splitlines(keepends=True)[:10]))
+    proved = rtrace(written, "prove", "3")
+    assert proved.returncode != 0 and "Traceback" not in proved.stderr
+    assert "holds 10 records" in proved.stderr and "covers 30" in proved.stderr
+    shown = rtrace(written, "show", "3")
+    assert "Traceback" not in shown.stderr and "NOT VERIFIED" in shown.stdout
+    with DecisionLog(str(written), create=False) as log:
+        assert attest(log, log.get(3)).status == "unverified"
+
+
 def test_verify_with_a_pinned_key_fails_closed(written: Path) -> None:
     """The issue's case: checkpoints and derived files deleted, a record altered: verify with
     the auditor's pinned key fails instead of saying OK."""

@@ -54,7 +54,7 @@ def test_files_and_key_mode(root: Path, signing_key: Path) -> None:
     assert not str(signing_key).startswith(str(root))
     (vkey,) = Checkpoints(root).verifiers()
     assert str(vkey).startswith("reasoning-trace/")
-    entry = orjson.loads((next(iter(Checkpoints(root).days()))).read_bytes().splitlines()[0])
+    entry = orjson.loads((next(iter(Checkpoints(root).files()))).read_bytes().splitlines()[0])
     assert set(entry) >= {"size", "root", "datetime_utc", "note"}
 
 

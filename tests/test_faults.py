@@ -428,7 +428,7 @@ def test_a_full_disk_leaves_no_torn_line_and_signing_resumes(small_disk: Path) -
     log = DecisionLog(str(root), checkpoint_every=3)
     try:
         assert fill_until_full(log, acked) >= 7
-        for path in [*root.glob("*.jsonl"), *Checkpoints(root).days()]:
+        for path in [*root.glob("*.jsonl"), *Checkpoints(root).files()]:
             whole_lines(path)
         assert counters().get("checkpoint_write_failures", 0) > before
         filler.unlink()
@@ -441,7 +441,7 @@ def test_a_full_disk_leaves_no_torn_line_and_signing_resumes(small_disk: Path) -
         log.close()
     assert acked == list(range(len(acked)))
     assert [r["seq"] for r in check_order(root)] == acked
-    for path in Checkpoints(root).days():
+    for path in Checkpoints(root).files():
         whole_lines(path)
     done = rtrace(root, "verify")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -472,7 +472,7 @@ def test_a_torn_checkpoint_line_from_an_old_crash_is_moved_aside(root: Path) -> 
     """A checkpoint line a crash tore: readers ignore it, verify notes it as a crash artefact,
     and the next writer moves it to quarantine/ and signs on."""
     make_log(root, 4)
-    cp_file = Checkpoints(root).days()[-1]
+    cp_file = Checkpoints(root).files()[-1]
     with open(cp_file, "ab") as fh:
         fh.write(b'{"datetime_utc":"2026-')
     report = verify(root)
@@ -488,7 +488,7 @@ def test_a_torn_checkpoint_line_from_an_old_crash_is_moved_aside(root: Path) -> 
 def test_a_whole_checkpoint_line_missing_its_newline_gets_it_back(root: Path) -> None:
     """A checkpoint entry complete but for its newline is kept, its newline restored."""
     make_log(root, 4)
-    cp_file = Checkpoints(root).days()[-1]
+    cp_file = Checkpoints(root).files()[-1]
     cp_file.write_bytes(cp_file.read_bytes()[:-1])
     assert Checkpoints(root).latest() is None or Checkpoints(root).latest().size < 4  # type: ignore[union-attr]
     make_log(root, 1)
@@ -684,7 +684,7 @@ def test_a_checkpoint_line_torn_by_another_process_under_a_running_writer(root: 
     with DecisionLog(str(root), sync="never", checkpoint_every=2) as log:
         for _ in range(4):
             log.record("a", True, {}, {})
-        cp_file = Checkpoints(root).days()[-1]
+        cp_file = Checkpoints(root).files()[-1]
         with open(cp_file, "ab") as fh:
             fh.write(cp_file.read_bytes()[:100])
         for _ in range(4):

@@ -22,8 +22,9 @@ from nats.js.errors import APIError
 
 from reasoning_trace import DecisionLog, ForkError
 from reasoning_trace.errors import ReplicationError, StreamConfigError
+from reasoning_trace.exactly_once import Publisher, ReplicationStatus
 from reasoning_trace.fleet import Fleet
-from reasoning_trace.jetstream import decision_subject, ensure_stream
+from reasoning_trace.jetstream import DEFAULT_STREAM, Problems, decision_subject, ensure_stream
 from reasoning_trace.replicate import Replicator, replicate
 from reasoning_trace.verify_replica import verify_node
 
@@ -190,7 +191,8 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
     not catch it (as after a leader change on R3): resolved as landed, not a failure."""
     fill(tmp_path / "a", "a", 2)
     lines = all_lines(tmp_path / "a")
-    rep = Replicator(tmp_path / "a", nats_server.url, node="a")
+    status = ReplicationStatus("a")
+    publisher = Publisher(DEFAULT_STREAM, nats_server.url, Problems(), status, 2.0)
 
     async def scenario(js):  # type: ignore[no-untyped-def]
         """Store the record under another msg id, then publish it as a retry would."""
@@ -200,18 +202,16 @@ def test_wrong_last_sequence_is_resolved_by_reading_the_subject(
             lines[0],
             headers={"Nats-Msg-Id": "an-earlier-try", "Nats-Expected-Last-Subject-Sequence": "0"},
         )
-        seq = await rep._publisher.publish(
-            js, lambda: False, "rtrace.a.decision", lines[0], "a/x", 0
-        )
+        never = lambda: False  # noqa: E731
+        seq = await publisher.publish(js, never, "rtrace.a.decision", lines[0], "a/x", 0)
         with pytest.raises(ForkError, match="another writer"):
-            await rep._publisher.publish(js, lambda: False, "rtrace.a.decision", lines[1], "a/y", 0)
+            await publisher.publish(js, never, "rtrace.a.decision", lines[1], "a/y", 0)
         return first.seq, seq
 
     first, resolved = run(scenario, nats_server.url)
     assert resolved == first
-    assert rep.status.resolved == 1
+    assert status.resolved == 1
     assert replicated(nats_server.url, "a") == lines[:1]
-    rep.log.close()
 
 
 def _rtrace(*args: str) -> list[str]:

@@ -19,7 +19,8 @@ pytest.importorskip("nats")
 
 
 from reasoning_trace.errors import ForkError
-from reasoning_trace.jetstream import decision_subject, ensure_stream
+from reasoning_trace.exactly_once import Publisher, ReplicationStatus
+from reasoning_trace.jetstream import DEFAULT_STREAM, Problems, decision_subject, ensure_stream
 from reasoning_trace.replicate import Replicator, StreamLost, replicate
 
 from .conftest import all_lines
@@ -129,28 +130,28 @@ def test_a_foreign_message_published_while_shipping_is_stepped_over(
     after it; one whose earlier try landed before the foreign message is resolved as landed."""
     fill(tmp_path / "a", "a", 3)
     lines = all_lines(tmp_path / "a")
-    rep = Replicator(tmp_path / "a", nats_server.url, node="a")
+    status = ReplicationStatus("a")
+    publisher = Publisher(DEFAULT_STREAM, nats_server.url, Problems(), status, 2.0)
     subject = decision_subject("a")
 
     async def scenario(js):  # type: ignore[no-untyped-def]
         """Interleave our publishes with foreign ones."""
         await ensure_stream(js)
         never = lambda: False  # noqa: E731
-        first = await rep._publisher.publish(js, never, subject, lines[0], "a/0", 0)
+        first = await publisher.publish(js, never, subject, lines[0], "a/0", 0)
         junk = (await js.publish(subject, b"hello")).seq
-        second = await rep._publisher.publish(js, never, subject, lines[1], "a/1", first)
+        second = await publisher.publish(js, never, subject, lines[1], "a/1", first)
         # An earlier try of the third landed (under another msg id), then a foreign message:
         landed = await js.publish(subject, lines[2], headers={"Nats-Msg-Id": "earlier-try"})
         junk2 = (await js.publish(subject, b"{}")).seq
-        third = await rep._publisher.publish(js, never, subject, lines[2], "a/2", second)
+        third = await publisher.publish(js, never, subject, lines[2], "a/2", second)
         return junk, second, landed.seq, junk2, third
 
     junk, second, landed, junk2, third = run(scenario, nats_server.url)
     assert landed < junk2
-    rep.log.close()
     assert second == junk + 1 and third == junk2  # the subject's last message, to expect next
-    assert rep.status.resolved == 1
-    assert (subject, junk) in rep.status.foreign and (subject, junk2) in rep.status.foreign
+    assert status.resolved == 1
+    assert (subject, junk) in status.foreign and (subject, junk2) in status.foreign
     assert [x for x in replicated(nats_server.url, "a") if x.startswith(b'{"a')] == lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -30,9 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(root: Path) -> Iterator[tuple[str, DecisionLog]]:
-    """The API on a real uvicorn, with a read and a write token."""
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[tuple[str, DecisionLog]]:
+    """The API over the log at ``root`` on a real uvicorn, with a read and a write token."""
     log = DecisionLog(str(root), sync="batch")
     app = create_app(log, Tokens([f"read:{READ}", f"write:{WRITE}"]))
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
@@ -47,6 +48,13 @@ def server(root: Path) -> Iterator[tuple[str, DecisionLog]]:
     srv.should_exit = True
     thread.join(timeout=10)
     log.close()
+
+
+@pytest.fixture
+def server(root: Path) -> Iterator[tuple[str, DecisionLog]]:
+    """The API on a real uvicorn, with a read and a write token."""
+    with serving(root) as served:
+        yield served
 
 
 def auth(token: str) -> dict[str, str]:
@@ -83,6 +91,22 @@ def test_post_get_and_prove(server: tuple[str, DecisionLog]) -> None:
     note = httpx.get(f"{url}/v1/checkpoint", headers=auth(READ))
     assert note.headers["content-type"].startswith("text/plain") and "\n— " in note.text
     assert httpx.get(f"{url}/healthz").json() == {"ok": True, "records": 1}
+
+
+def test_a_log_cut_short_of_its_checkpoint_is_not_a_500(root: Path) -> None:
+    """A decision of a log whose newest checkpoint covers records no longer there: 200, its
+    attestation unverified with the reason, and no proof (none can be made in that checkpoint)."""
+    with DecisionLog(str(root)) as log:
+        for i in range(12):
+            log.record("gate", True, {}, {"i": i})
+    day = sorted(root.glob("*.jsonl"))[-1]
+    day.write_bytes(b"".join(day.read_bytes().splitlines(keepends=True)[:5]))
+    with serving(root) as (url, _):
+        got = httpx.get(f"{url}/v1/decisions/3?proof=true", headers=auth(READ))
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["proof"] is None and body["signed"]["status"] == "unverified"
+    assert "holds 5 records" in body["signed"]["detail"]
 
 
 def test_auth_and_methods(server: tuple[str, DecisionLog]) -> None:

@@ -606,13 +606,13 @@ class IndexedStoreContract:
                 assert store.select(flt) == want
                 assert store.select(flt, Page(newest_first=True)) == want[::-1]
                 assert store.select(flt, Page(limit=3)) == want[:3]
-                assert store.select(flt, Page(newest_first=True, limit=3)) == want[::-1][:3]
+                assert store.select(flt, Page(limit=3, newest_first=True)) == want[::-1][:3]
                 assert store.select(flt, Page(before_seq=20)) == [d for d in want if d.seq < 20]
                 assert store.select(flt, Page(limit=0)) == []
                 assert store.select(flt, Page(before_seq=0)) == []
                 pages, cursor = [], None
                 while page := store.select(
-                    flt, Page(newest_first=True, limit=4, before_seq=cursor)
+                    flt, Page(limit=4, newest_first=True, before_seq=cursor)
                 ):
                     assert len(page) <= 4
                     pages.extend(page)
@@ -638,7 +638,7 @@ class IndexedStoreContract:
                 want = [line for line in on_disk if flt.matches(parse_record(line))]
                 assert store.select_lines(flt) == want
                 assert store.select_lines(flt, Page(newest_first=True)) == want[::-1]
-                assert store.select_lines(flt, Page(newest_first=True, limit=2)) == want[::-1][:2]
+                assert store.select_lines(flt, Page(limit=2, newest_first=True)) == want[::-1][:2]
                 assert store.select_lines(flt, Page(limit=2)) == want[:2]
             assert store.select_lines(log_filter(subject={"i": 3})) is None
         finally:

@@ -95,7 +95,7 @@ def test_untouched_log_is_clean(pristine: tuple[Path, str]) -> None:
     assert report.records == 60 and report.signed_size == 60
     assert report.checkpoints >= 60 // 8
     assert report.kinds() == set()
-    assert len(list(Checkpoints(root).days())) >= 2
+    assert len(list(Checkpoints(root).files())) >= 2
 
 
 def test_flipped_byte_is_located_exactly(log_copy: Path, pristine: tuple[Path, str]) -> None:
@@ -182,7 +182,7 @@ def test_truncated_below_signed_size(log_copy: Path, pristine: tuple[Path, str])
 
 def test_edited_checkpoint_entry(log_copy: Path, pristine: tuple[Path, str]) -> None:
     """Editing a checkpoint's size/root fields, or its note, is caught."""
-    day = Checkpoints(log_copy).days()[0]
+    day = Checkpoints(log_copy).files()[0]
 
     def bump(ls: list[bytes]) -> list[bytes]:
         obj = orjson.loads(ls[0])
@@ -206,7 +206,7 @@ def test_edited_checkpoint_entry(log_copy: Path, pristine: tuple[Path, str]) -> 
 
 def test_checkpoint_signed_by_another_key(log_copy: Path, pristine: tuple[Path, str]) -> None:
     """A checkpoint replaced by one signed by a key nobody published is an unknown key."""
-    day = Checkpoints(log_copy).days()[0]
+    day = Checkpoints(log_copy).files()[0]
     mallory = Signer.generate("example/log")
 
     def resign(ls: list[bytes]) -> list[bytes]:

@@ -2,6 +2,7 @@
 
 ``DecisionLog`` is the engine; ``record_decision`` and ``read_recent`` are the original
 module's API as one-shot uses of it. See SPEC sections 1-3 and 5.
+Tests: ``tests/test_exported_members.py``, ``tests/test_architecture.py`` (the front).
 """
 
 from __future__ import annotations

@@ -128,8 +128,8 @@ class Checkpoints:
         self.newest = self.layout.newest_note
         self.vkey = self.layout.vkey
 
-    def days(self) -> list[Path]:
-        """The checkpoint day files, oldest first."""
+    def files(self) -> list[Path]:
+        """The checkpoint day files (``checkpoints/<YYYY-MM-DD>.jsonl``), oldest first."""
         return self.layout.checkpoint_files()
 
     def entries(self) -> Iterator[Entry]:
@@ -143,7 +143,7 @@ class Checkpoints:
     def entries_and_errors(self) -> Iterator[Entry | NoteError]:
         """Every checkpoint in signing order, a malformed line as its ``NoteError`` (with its
         place) and the lines after it all the same: for auditors, who must see past one."""
-        for path in self.days():
+        for path in self.files():
             with open(path, "rb") as fh:
                 for n, raw in enumerate(fh, start=1):
                     if raw.endswith(b"\n"):
@@ -156,7 +156,7 @@ class Checkpoints:
         """(file, byte offset, length) of the bytes after the last newline of each checkpoint
         file: a checkpoint write a crash interrupted, not yet repaired by a writer."""
         out = []
-        for path in self.days():
+        for path in self.files():
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
                 cut = data.rfind(b"\n") + 1
@@ -165,7 +165,7 @@ class Checkpoints:
 
     def latest(self) -> Entry | None:
         """The last checkpoint signed (from the newest day file's last complete line)."""
-        for path in reversed(self.days()):
+        for path in reversed(self.files()):
             data = path.read_bytes()
             lines = data[: data.rfind(b"\n") + 1].splitlines()
             if lines:
@@ -223,7 +223,7 @@ class Checkpoints:
             try:
                 _entry(fragment, str(path), 0)
             except NoteError:
-                qpath = quarantine(self.root, f"checkpoints-{path.name}.{cut}", fragment)
+                qpath = quarantine(self.layout, f"checkpoints-{path.name}.{cut}", fragment)
                 with open(path, "r+b") as fh:
                     fh.truncate(cut)
                     fh.flush()
@@ -269,7 +269,7 @@ class Checkpoints:
 
     def write_newest(self, note: str) -> None:
         """Replace ``<root>/checkpoint`` with ``note`` atomically (a temporary file renamed)."""
-        tmp = self.root / ".checkpoint.tmp"
+        tmp = self.layout.newest_note_tmp
         try:
             with open(tmp, "w") as fh:
                 fh.write(note)

@@ -2,6 +2,7 @@
 
 Voters ``safety``, ``alignment``, ``performance`` and ``cost`` each pass or veto a proposal;
 the gate approves only when no voter vetoes. Every verdict is recorded before it is acted on.
+Tests: ``tests/test_cli.py`` (``rtrace demo``).
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def _lock_check(base: Path) -> Check:
         state = "held by a writer right now"
     finally:
         os.close(fd)
-    head = Layout(base).lock
+    head = Layout(base).head_file
     if head.exists() and not os.access(head, os.W_OK):
         return Check(
             "lock", "fail", f"{head} is not writable", "make .rtrace/ writable, or delete it"
@@ -218,7 +218,7 @@ def _key_check(files: Checkpoints) -> Check:
 
 def _cached_head(base: Path) -> int | None:
     try:
-        head = Head.decode(Layout(base).lock.read_bytes()[:HEAD_BYTES])
+        head = Head.decode(Layout(base).head_file.read_bytes()[:HEAD_BYTES])
         return head.next_seq if head is not None else None
     except (OSError, ValueError, IndexError):
         return None

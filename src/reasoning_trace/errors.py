@@ -16,7 +16,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     │   ├── UnreconciledLog           the day files do not reach what was acknowledged or signed
     │   ├── SigningKeyError           the signing key is missing, unreadable or malformed
     │   └── ReplicationError          the JetStream server cannot be reached or refuses a request
-    │       └── StreamConfigError     the stream's settings would let replicated history go
+    │       ├── StreamConfigError     the stream's settings would let replicated history go
+    │       └── StreamLost            the stream no longer holds what was shipped to it
     └── IntegrityError                evidence that something is not what was signed
         ├── ProofError                an inclusion or consistency proof does not verify
         ├── SignatureError            a signed note's signature does not verify
@@ -28,6 +29,7 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
 A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
 Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary with
 ``raise ... from`` so the cause stays visible.
+Tests: ``tests/test_errors.py`` (the drawing above is the classes' tree).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "StorageError",
     "StoredDecision",
     "StreamConfigError",
+    "StreamLost",
     "UnknownKey",
     "UnreconciledLog",
     "UsageError",
@@ -169,7 +172,8 @@ class UnreconciledLog(StorageError):
 
     Writing now would give an acknowledged (or signed) ``seq`` to another decision, so the
     writer refuses; the message names what it found. Restore the missing records (``rtrace
-    verify`` lists them) before recording again.
+    verify`` lists them) before recording again. A reader cannot prove a record in a
+    checkpoint the day files no longer reach either.
     """
 
 

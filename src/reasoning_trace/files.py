@@ -123,12 +123,6 @@ class FileStore:
         """The durability mode (SPEC section 3): ``batch``, ``always`` or ``never``."""
         return self._out.sync
 
-    @property
-    def writes(self) -> bool:
-        """Whether this store has written (it is then the log's writer: it holds derived
-        state under the root and signs on close). A store that only reads never writes."""
-        return self._writer
-
     # --- the day files, as ``day_files`` reads them -----------------------------------------
 
     def days(self) -> list[str]:
@@ -193,7 +187,7 @@ class FileStore:
                     raise
                 except OSError as exc:
                     lock.release()
-                    raise storage_error(f"lock {self.layout.lock}", exc) from exc
+                    raise storage_error(f"take the writer lock of {self.root}", exc) from exc
                 self._lease_start = time.monotonic()
             else:
                 fd, head = lock.fd, lease  # type: ignore[assignment]

@@ -60,7 +60,7 @@ class Index:
     the SQLite file at ``path``."""
 
     def __init__(self, files: DayFiles, path: Path) -> None:
-        self._store = files
+        self._files = files
         self._path = path
         self._derived = DerivedDatabase(path, SCHEMA, SCHEMA_VERSION, TABLES)
         self._lock = self._derived.lock
@@ -76,13 +76,13 @@ class Index:
         """Whether the index already reaches the end of the newest day file (read-only: no
         write transaction, so concurrent queries do not queue behind each other)."""
         meta = dict(self._conn().execute("SELECT k, v FROM meta").fetchall())
-        days = self._store.days()
+        days = self._files.days()
         if not days:
             return int(meta.get("next_seq", 0)) == 0
         if meta.get("day") != days[-1]:
             return False
         try:
-            size = os.stat(self._store.layout.day_file_s(days[-1])).st_size
+            size = os.stat(self._files.layout.day_file_s(days[-1])).st_size
             return size == int(meta.get("offset", -1)) and self._end_intact(self._conn(), meta)
         except FileNotFoundError:
             return False
@@ -124,14 +124,14 @@ class Index:
             vetoes: list[tuple[str, int]] = []
             subjects: list[tuple[str, str, int]] = []
             end_day, end_off = day0, off0
-            prefix = self._store.legacy_prefix()
-            for day in self._store.days():
+            prefix = self._files.legacy_prefix()
+            for day in self._files.days():
                 if day0 is not None and day < day0:
                     continue
                 start = off0 if day == day0 else 0
-                if day == day0 and self._store.layout.day_file(day).stat().st_size < start:
+                if day == day0 and self._files.layout.day_file(day).stat().st_size < start:
                     raise _Stale
-                for offset, _lineno, line in self._store.lines(day, start):
+                for offset, _lineno, line in self._files.lines(day, start):
                     try:
                         if prefix.covers(day, offset):
                             d = read_line(line, next_seq)
@@ -144,11 +144,11 @@ class Index:
                             continue
                         if is_legacy_line(line):
                             continue  # the original module's line after adoption: not a record
-                        path = str(self._store.layout.day_file(day))
+                        path = str(self._files.layout.day_file(day))
                         raise CorruptLine(path, offset, f"not a record ({exc})") from exc
                     seq = d.seq
                     if seq != next_seq:
-                        where = self._store.layout.day_file(day)
+                        where = self._files.layout.day_file(day)
                         raise _Stale(f"{where} at byte {offset}: seq {seq}, {next_seq} was due")
                     ts = round(d.timestamp * 1_000_000)
                     row = (seq, d.id, day, offset, len(line), ts, d.action, int(d.approved), d.node)
@@ -185,7 +185,7 @@ class Index:
         except _Stale as exc:
             # Even from scratch the day files do not hold one record per seq in order.
             raise StorageError(
-                f"cannot index {self._store.root}: {exc.args[0] if exc.args else exc} "
+                f"cannot index {self._files.root}: {exc.args[0] if exc.args else exc} "
                 "(run `rtrace verify` to locate the damage)"
             ) from exc
 
@@ -227,7 +227,7 @@ class Index:
     def _read_at(self, day: str, offset: int, length: int, seq: int) -> Decision | None:
         if not isinstance(day, str) or not is_day(day):
             return None  # a row naming no day file of this log: the index is not trusted
-        path = self._store.layout.day_file(day)
+        path = self._files.layout.day_file(day)
         try:
             with open(path, "rb") as fh:
                 fh.seek(offset)
@@ -253,7 +253,7 @@ class Index:
         sql = "SELECT (SELECT COUNT(*) FROM records), (SELECT v FROM meta WHERE k = 'next_seq')"
         with self._lock:
             have, indexed = self._conn().execute(sql).fetchone()
-        expected = int(indexed or 0) - len(self._store.legacy_prefix().unparseable)
+        expected = int(indexed or 0) - len(self._files.legacy_prefix().unparseable)
         if have != expected:
             raise _Stale(f"the index holds {have} records, the day files {expected}")
 
@@ -279,7 +279,7 @@ class Index:
                     raise _Stale(f"a row names {day!r}, not a day file of this log")
                 fd = handles.get(day)
                 if fd is None:
-                    fd = handles[day] = os.open(self._store.layout.day_file_s(day), os.O_RDONLY)
+                    fd = handles[day] = os.open(self._files.layout.day_file_s(day), os.O_RDONLY)
                 # A whole line only: a newline before it (or the file's start) and after it.
                 start = max(offset - 1, 0)
                 data = os.pread(fd, length + 1 + (offset - start), start)
@@ -288,7 +288,7 @@ class Index:
                 line = data[offset - start : -1]
                 if len(line) != length:
                     raise _Stale(f"seq {seq}: the row's length does not match the line")
-                yield self._store.layout.day_file_s(day), offset, line, seq
+                yield self._files.layout.day_file_s(day), offset, line, seq
         finally:
             for fd in handles.values():
                 os.close(fd)
@@ -302,7 +302,7 @@ class Index:
             except _Stale:
                 if attempt:
                     raise StorageError(
-                        f"the index of {self._store.root} disagrees with its day files even "
+                        f"the index of {self._files.root} disagrees with its day files even "
                         "rebuilt (run `rtrace verify`)"
                     ) from None
                 with self._lock:
@@ -316,7 +316,7 @@ class Index:
         rows = self._rows(flt, page)
         limit = page.limit
         self._check_count()
-        prefix = self._store.legacy_prefix()
+        prefix = self._files.legacy_prefix()
         for path, offset, line, seq in self._read(rows):
             if limit is not None and limit <= 0:
                 break  # a limit of 0 (the SQL LIMIT decides only exact filters)

@@ -246,6 +246,8 @@ class Stopped(ReplicationError):
 def server_is_open(nc: Client) -> bool:
     """Whether the server lets anyone in without credentials (no accounts, no users): then
     anyone who reaches it can delete the stream or give it limits that expire history."""
+    # nats-py keeps the server's INFO only in a private attribute. Without it the server is
+    # taken as open: the side that warns (replicate) and fails (verify) rather than trusts.
     info = getattr(nc, "_server_info", {}) or {}
     return not info.get("auth_required", False)
 

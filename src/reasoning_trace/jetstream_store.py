@@ -13,11 +13,11 @@ The guarantees of the file store, kept the JetStream way:
   try that landed is recognised ("duplicate", or "wrong last sequence" plus our own record on
   reading the subject). If no answer comes within ``ack_deadline``, the record's fate is not
   known: ``StorageError`` says so, and the next append first learns it from the stream.
-- **tree**: the writer keeps the node's RFC 9162 compact range (O(log n) memory) and signs
-  checkpoints on the file store's schedule onto the checkpoint subject (``verify_node``).
+- **tree**: the writer keeps the node's RFC 9162 compact range (O(log n) memory) and signs a
+  checkpoint once ``checkpoint_every`` records are unsigned, after ``checkpoint_seconds``, and
+  on close; unlike the file store, at no fixed sizes and not at the end of a UTC day.
 
-Reading goes to the stream; the writer keeps each record's stream seq and id to find them.
-It honours ``store.Store`` only: proofs are served by the file store.
+A ``store.Store`` only: reads go to the stream, and ``verify_node`` (not ``prove``) checks it.
 Tests: ``tests/test_store_contract.py``, ``tests/test_jetstream_store.py``.
 """
 

@@ -7,13 +7,15 @@ Under a log root::
     <root>/checkpoints/<YYYY-MM-DD>.jsonl  the checkpoints signed that day (SPEC section 4)
     <root>/checkpoints/vkey             every verifier key the log signed with, one a line
     <root>/checkpoint                   the newest signed note, as plain text
+    <root>/.checkpoint.tmp              the next newest note while it is written (then renamed)
     <root>/.rtrace/                     derived: deleting it loses nothing
-        lock                            the head the writers cache (next seq, last day file)
+        lock                            the head the writers cache (next seq, last day file);
+                                        not the lock itself, an flock of <root> (writer_lock)
         index.sqlite                    the id/seq/filter index
-        hashes                          the tree's stored hashes (RFC 9162 tiles, flat)
+        hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
 
-Outside the root: the signing key (``key_path``, per user) and a reader's derived state
+Outside the root: the signing key (``key_path``, per user) and a reader's derived index
 (``reader_cache``, per user: reading never writes under the root). Every other module asks this
 one for a path; none spells one. Modelled on trillian-tessera's ``api/layout``.
 Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
@@ -40,6 +42,7 @@ __all__ = [
     "DERIVED_DIR",
     "QUARANTINE",
     "Layout",
+    "day_file_name",
     "day_of_name",
     "fsync_dir",
     "is_day",
@@ -64,6 +67,11 @@ CHUNK = 1 << 20
 def is_day(name: str) -> bool:
     """Whether ``name`` is a day (``YYYY-MM-DD``) that a day file can be named for."""
     return DAY_RE.match(name) is not None
+
+
+def day_file_name(day: str) -> str:
+    """The name of the file holding the records of UTC day ``day`` (``YYYY-MM-DD.jsonl``)."""
+    return f"{day}.jsonl"
 
 
 def day_of_name(name: str) -> str | None:
@@ -106,21 +114,22 @@ class Layout:
         self.root = root
         self.root_s = str(root)
         self.derived = root / DERIVED_DIR
-        self.lock = self.derived / "lock"
+        self.head_file = self.derived / "lock"  # named "lock" on disk; the lock is the root's flock
         self.index = self.derived / "index.sqlite"
         self.hashes = self.derived / "hashes"
         self.checkpoints = root / CHECKPOINTS
         self.vkey = self.checkpoints / "vkey"
         self.newest_note = root / "checkpoint"
+        self.newest_note_tmp = root / ".checkpoint.tmp"
         self.quarantine = root / QUARANTINE
 
     def day_file(self, day: str) -> Path:
         """The file holding the records of UTC day ``day`` (``YYYY-MM-DD``)."""
-        return self.root / f"{day}.jsonl"
+        return self.root / day_file_name(day)
 
     def day_file_s(self, day: str) -> str:
         """``day_file`` as a string (the writer's hot path)."""
-        return f"{self.root_s}/{day}.jsonl"
+        return f"{self.root_s}/{day_file_name(day)}"
 
     def days(self) -> list[str]:
         """The days that have a day file (a regular file, not a link), oldest first.
@@ -235,10 +244,12 @@ def lines_backward(path: Path | str) -> Iterator[tuple[int, bytes]]:
 
 
 def reader_cache(root: Path) -> Path:
-    """Where a reader keeps derived state (index, tree hashes) of the log at ``root``: the
-    per-user cache directory, keyed by the log's path and the first bytes of its first day
-    file (its identity), so that reading never writes under the log root (SPEC 4a). Falls
-    back to a private temporary directory when the cache directory cannot be written."""
+    """Where a reader keeps the derived index of the log at ``root``: the per-user cache
+    directory, keyed by the log's path and the first bytes of its first day file (its
+    identity), so that reading never writes under the log root (SPEC 4a). Falls back to a
+    private temporary directory when the cache directory cannot be written. (A reader's tree
+    hashes are not kept here: they are hashed afresh in each process, see
+    ``FileStore.signed_tree``.)"""
     first = b""
     with contextlib.suppress(OSError, ValueError):
         days = Layout(root).days()
@@ -265,10 +276,10 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def quarantine(root: Path, name: str, fragment: bytes) -> Path:
+def quarantine(layout: Layout, name: str, fragment: bytes) -> Path:
     """Keep ``fragment`` (bytes a crash left, never acknowledged) durably as
     ``<root>/quarantine/<name>.<ns>.torn``; return its path."""
-    qdir = root / QUARANTINE
+    qdir = layout.quarantine
     qdir.mkdir(exist_ok=True)
     qpath = qdir / f"{name}.{time.time_ns()}.torn"
     try:

@@ -280,7 +280,7 @@ class DecisionLog:
         if use_index and isinstance(self._store, IndexedStore):
             return self._store.select(flt, Page(limit, newest_first, before_seq))
         if before_seq is not None:
-            raise StorageError("cursors need the file store's index")
+            raise StorageError("cursors need a store with an index (store.IndexedStore)")
         if newest_first:
             found: list[Decision] = []
             for d in self.select(flt):
@@ -371,13 +371,13 @@ class DecisionLog:
         newest note, the published verifier keys). Raises ``StorageError`` when the store keeps
         no checkpoint files."""
         if not isinstance(self._store, TreeStore):
-            raise StorageError("checkpoint files are kept by the file store")
+            raise StorageError("this log's store keeps no checkpoint files (store.TreeStore)")
         return self._store.checkpoints
 
     def _tree(self, *, write: bool = False) -> AbstractContextManager[SignedTree]:
         """The store's tree caught up to the head; ``StorageError`` if it keeps none."""
         if not isinstance(self._store, TreeStore):
-            raise StorageError("proofs and checkpoints need the file store")
+            raise StorageError("proofs and checkpoints need a store that keeps a tree (TreeStore)")
         return self._store.signed_tree(write=write)
 
     def checkpoint(self) -> str:
@@ -395,8 +395,9 @@ class DecisionLog:
 
         ``size`` defaults to the newest checkpoint, so the proof comes with the note it
         verifies against. Proving never signs (reading never writes): a decision that no
-        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``); a ``size``
-        that does not hold the decision raises ``UsageError``.
+        checkpoint covers yet raises ``NotFound`` (sign one with ``checkpoint()``), and a log
+        shorter than its newest checkpoint ``UnreconciledLog``; a ``size`` that does not hold
+        the decision raises ``UsageError``.
         """
         decision = self.get(key)
         with self._tree() as tree:

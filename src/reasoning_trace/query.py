@@ -86,7 +86,7 @@ class Criteria(TypedDict, total=False):
     """The keyword criteria every reader takes (``Filter.build``, ``DecisionLog.iter``), each
     optional; every given one must hold.
 
-    ``since``/``until``: a time expression (``parse_time``: ISO 8601, Unix seconds, ``-15m``)
+    ``since``/``until``: a time expression (``parse_time``: ISO 8601, Unix seconds, ``15m``)
     or a ``datetime``, ``until`` exclusive; ``action``: exactly that action; ``approved``: the
     verdict; ``voter``: that voter voted against; ``subject``: the subject has each given key
     with the given value; ``node``: recorded by that node (fleet mode).

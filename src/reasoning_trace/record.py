@@ -7,12 +7,15 @@ stored record to check it.
 Writing happens in two steps so that nothing can fail while the writer lock is held:
 ``prepare`` validates, redacts, encodes and size-checks everything a caller gave (and names the
 offending field path when it refuses); ``Pending.compose`` then only splices in the ``seq`` and
-the instant, which the store assigns under its lock. ``parse_record`` is the strict inverse.
+the instant, which the store assigns under its lock. ``parse_record`` reads a line back: it
+requires the fields and their JSON types (and keeps unknown fields), but not the rules about
+values that ``prepare`` enforces on the way in (lengths, control characters, the id's
+characters, the shape of a vote): readers accept what any writer of the format wrote (SPEC 1).
 Redaction rules are applied by ``redact``.
 
-Longer than 400 lines because the format is one concept read in one place: every rule
-``prepare`` enforces is checked again by ``parse_record`` a screen away, and a reader comparing
-the two should not have to open two files.
+Longer than 400 lines because the format is one concept read in one place: the line
+``prepare`` composes and the fields ``parse_record`` requires of it are a screen apart, and a
+reader comparing the two should not have to open two files.
 Tests: ``tests/test_record.py`` (round-trips, refusals, hypothesis properties).
 """
 

@@ -27,7 +27,7 @@ from .checkpoint import Checkpoints
 from .day_files import DayFiles
 from .errors import CorruptLine, ReasoningTraceError, UnreconciledLog
 from .head import Head, day_of, day_start, instant
-from .layout import CHUNK, quarantine
+from .layout import CHUNK, day_file_name, quarantine
 from .legacy import is_legacy_line
 from .metrics import incr
 from .record import Pending, parse_record, prepare
@@ -93,7 +93,7 @@ def repair_tail(files: DayFiles, day: str) -> bool:
                 path,
             )
             return True
-        qpath = quarantine(files.root, f"{day}.jsonl.{cut}", fragment)
+        qpath = quarantine(files.layout, f"{day_file_name(day)}.{cut}", fragment)
         os.ftruncate(fd, cut)
         os.fsync(fd)
         incr("torn_tails_quarantined")
@@ -262,13 +262,13 @@ def taken_in(foreign: list[Foreign]) -> list[Pending]:
         "records were found at the end of %s; their content is recorded again as new "
         "records (legacy_source says where from), their bytes stay where they are",
         len(foreign),
-        ", ".join(sorted({f"{day}.jsonl" for day, _, _ in foreign})),
+        ", ".join(sorted({day_file_name(day) for day, _, _ in foreign})),
     )
     out = []
     for day, offset, line in foreign:
         obj = orjson.loads(line)
         source = {
-            "file": f"{day}.jsonl",
+            "file": day_file_name(day),
             "offset": offset,
             "sha256": hashlib.sha256(line).hexdigest(),
             "datetime_utc": obj.get("datetime_utc"),
@@ -286,9 +286,9 @@ def taken_in(foreign: list[Foreign]) -> list[Pending]:
             )
         except ReasoningTraceError as exc:
             logger.error(
-                "reasoning_trace: the original module's line at %s.jsonl byte %d cannot be "
+                "reasoning_trace: the original module's line at %s byte %d cannot be "
                 "recorded again (%s); it stays in place, noted by verify",
-                day,
+                day_file_name(day),
                 offset,
                 exc,
             )

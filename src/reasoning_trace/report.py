@@ -4,8 +4,9 @@ A finding has a kind, a message and where it was found (file, line, seq range). 
 either a failure (the log is not what was signed) or a note (worth telling, not a failure);
 ``FAILURES`` and ``NOTES`` list them all. A ``Report`` keeps at most ``MAX_PER_KIND`` findings
 of each kind and counts the rest in ``dropped``. Made by ``verify.verify`` (a local log) and
-``fleet.verify_node`` (a node's replica on the stream).
-Tests: ``tests/test_verify.py``, ``tests/test_fleet.py``.
+by ``verify_replica``: ``verify_node`` (a node's replica on the stream) and
+``compare_with_replica`` (a local log against its replica).
+Tests: ``tests/test_verify.py``, ``tests/test_fleet.py``, ``tests/test_verify_replica.py``.
 """
 
 from __future__ import annotations

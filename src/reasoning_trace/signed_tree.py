@@ -26,6 +26,7 @@ from .errors import (
     ProofError,
     SigningKeyError,
     StorageError,
+    UnreconciledLog,
     UsageError,
 )
 from .keys import default_origin, load_signer
@@ -69,9 +70,9 @@ class SignedTree:
         hashes: Path | None = None,
         signs: bool = True,
     ) -> None:
-        self.files = Checkpoints(root)
+        self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
-        self.origin = origin or self.files.origin() or default_origin()
+        self.origin = origin or self.checkpoints.origin() or default_origin()
         self.root = root
         self.key = key
         self.every = every
@@ -95,15 +96,15 @@ class SignedTree:
         """
         if self._signer is None:
             try:
-                published = self.files.verifiers()
+                published = self.checkpoints.verifiers()
             except NoteError as exc:
                 raise SigningKeyError(
-                    f"{self.files.vkey} holds a malformed verifier key ({exc})",
-                    str(self.files.vkey),
+                    f"{self.checkpoints.vkey} holds a malformed verifier key ({exc})",
+                    str(self.checkpoints.vkey),
                 ) from exc
             signer = load_signer(self.origin, self.key, published=published)
-            self.files.publish(signer.verifier)
-            self.files.repair()
+            self.checkpoints.publish(signer.verifier)
+            self.checkpoints.repair()
             self._signer = signer
         return self._signer
 
@@ -171,7 +172,7 @@ class SignedTree:
         due: list[tuple[int, bytes]] = []
         if not self._first_batch_done:
             self._first_batch_done = True
-            if start and self.files.latest() is None:
+            if start and self.checkpoints.latest() is None:
                 # Records nobody signed yet precede this batch (the original module's, being
                 # adopted): a checkpoint signs them before anything else.
                 due.append((start, rng.root()))
@@ -216,7 +217,7 @@ class SignedTree:
                 return None
             raise ForkError(self.halted)
         self.flush()
-        latest = self.files.latest()
+        latest = self.checkpoints.latest()
         if latest is not None:
             try:
                 if latest.size > size:
@@ -225,7 +226,7 @@ class SignedTree:
                     if latest.root != root:
                         raise ProofError(f"size {size} was signed with another root")
                     if self.owed:  # its line was written; the newest-note file may not be
-                        self.files.write_newest(latest.note)
+                        self.checkpoints.write_newest(latest.note)
                         self.owed = False
                     return None
                 if latest.size:
@@ -250,7 +251,7 @@ class SignedTree:
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_note(checkpoint.body(), [self.signer])
         try:
-            self.files.append(checkpoint, note, micros)
+            self.checkpoints.append(checkpoint, note, micros)
         except OSError:
             self.owed = True  # signed again, at the then current size, by the next batch
             incr("checkpoint_write_failures")
@@ -267,12 +268,12 @@ class SignedTree:
 
     def note_for(self, size: int) -> str | None:
         """The signed note of the checkpoint of exactly ``size`` records, if one was signed."""
-        for entry in self.files.entries():
+        for entry in self.checkpoints.entries():
             if entry.size == size:
                 return entry.note
         return None
 
-    # --- answers (the tree synced to ``size`` first: see ``FileStore.tree``) ---------------
+    # --- answers (the tree synced to the head first: see ``FileStore.signed_tree``) --------
 
     @property
     def size(self) -> int:
@@ -289,17 +290,25 @@ class SignedTree:
         leaves, with the signed note of that size where one was signed.
 
         ``size`` defaults to the newest checkpoint; a leaf no checkpoint covers yet raises
-        ``NotFound`` (proving never signs). A ``size`` outside ``(seq, self.size]`` raises
+        ``NotFound`` (proving never signs), and a tree shorter than that checkpoint (signed
+        records missing) ``UnreconciledLog``. A ``size`` outside ``(seq, self.size]`` raises
         ``UsageError``.
         """
         head = self.size
         note: str | None
         if size is None:
-            latest = self.files.latest()
+            latest = self.checkpoints.latest()
             if latest is None or latest.size <= seq:
                 raise NotFound(
                     f"seq {seq} is not yet covered by a signed checkpoint "
                     "(`rtrace checkpoint --now` where the log is written signs one)"
+                )
+            if latest.size > head:
+                raise UnreconciledLog(
+                    f"the log holds {head} records, but its newest checkpoint, signed at "
+                    f"{latest.datetime_utc}, covers {latest.size} ({latest.file}:{latest.line}): "
+                    "signed records are missing, so nothing can be proven in it "
+                    "(`rtrace verify` shows what is missing)"
                 )
             size, note = latest.size, latest.note
         elif not seq < size <= head:
@@ -329,7 +338,7 @@ class SignedTree:
         the tree does not extend the last signed checkpoint."""
         note = self.sign_current(micros)
         if note is None:
-            latest = self.files.latest()
+            latest = self.checkpoints.latest()
             if latest is None:
                 raise NotFound(f"the log at {self.root} is empty: nothing to sign")
             note = latest.note

@@ -80,7 +80,8 @@ class Store(Protocol):
     def recent(
         self, limit: int, on_corrupt: Callable[[CorruptLine], None] | None = None
     ) -> list[Decision]:
-        """The newest ``limit`` decisions, oldest first; see ``FileStore.recent``."""
+        """The newest ``limit`` decisions, oldest first. A corrupt line raises ``CorruptLine``
+        unless ``on_corrupt`` is given: it is then handed the error and the line skipped."""
         ...
 
     def get(self, key: int | str) -> Decision:

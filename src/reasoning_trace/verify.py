@@ -139,13 +139,13 @@ def verify(
     if not base.is_dir():
         raise LogRootMissing(f"no log at {base}: nothing to verify")
     report = Report(str(base))
-    files = Checkpoints(base)
+    log_checkpoints = Checkpoints(base)
     verifiers = as_verifiers(vkey)
     if verifiers is None:
-        verifiers = files.verifiers()
-    signed = _checkpoints(files, verifiers, report)
+        verifiers = log_checkpoints.verifiers()
+    signed = _checkpoints(log_checkpoints, verifiers, report)
     kept = _trusted(trusted, verifiers, report)
-    for path, offset, length in files.torn():
+    for path, offset, length in log_checkpoints.torn():
         report.add(
             Finding(
                 "torn_tail",
@@ -154,7 +154,7 @@ def verify(
                 str(path),
             )
         )
-    if not verifiers and files.days():
+    if not verifiers and log_checkpoints.files():
         report.add(
             Finding(
                 "no_key",
@@ -171,10 +171,11 @@ def verify(
                 str(odd),
             )
         )
-    days = layout.day_files()
+    day_names = layout.days()
+    days = [layout.day_file(day) for day in day_names]
 
     # Pass 1: hash every line, compare roots at the signed sizes.
-    prefix = find_prefix(str(base), [p.stem for p in days])
+    prefix = find_prefix(str(base), day_names)
     if prefix.leaves:
         report.add(
             Finding(
@@ -321,7 +322,7 @@ def verify(
     start = max(k for k in places if k <= min(lo for lo, _ in spans))
     locate(report, base, days, prefix, start=start, place=places[start], size=size)
 
-    quarantine = base / "quarantine"
+    quarantine = layout.quarantine
     if quarantine.is_dir():
         for fragment in sorted(quarantine.iterdir()):
             report.add(

@@ -30,7 +30,7 @@ from .jetstream import (
     decision_subject,
     key_subject,
 )
-from .layout import resolve_root
+from .layout import day_file_name, resolve_root
 from .note import Verifier, as_verifiers
 from .report import Finding, Report
 from .stream_messages import checkpoint_of
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
 __all__ = ["checkpoints", "compare_with_replica", "key_history", "published_keys", "verify_node"]
+
+#: A node's replicated checkpoints that verify, by size: (root, stream seq).
+Signed = dict[int, tuple[bytes, int]]
 
 
 def published_keys(reader: StreamReader, node: str) -> list[Verifier]:
@@ -71,10 +74,10 @@ def key_history(
 
 def checkpoints(
     reader: StreamReader, node: str, verifiers: list[Verifier], report: Report
-) -> dict[int, tuple[bytes, int]]:
+) -> Signed:
     """``node``'s replicated checkpoints that verify, by size: (root, stream seq).
     Bad signatures, unknown keys, malformed notes and forks become findings."""
-    signed: dict[int, tuple[bytes, int]] = {}
+    signed: Signed = {}
     for msg in reader.messages(checkpoint_subject(node)):
         where = f"{msg.subject}#{msg.metadata.sequence.stream}"
         note = (msg.data or b"").decode(errors="replace")
@@ -205,12 +208,7 @@ def _require_replica(fleet: Fleet, node: str) -> None:
         )
 
 
-def _check_roots(
-    tree: CompactRange,
-    signed: dict[int, tuple[bytes, int]],
-    report: Report,
-    where: str,
-) -> None:
+def _check_roots(tree: CompactRange, signed: Signed, report: Report, where: str) -> None:
     entry = signed.get(tree.size)
     if entry is None:
         return
@@ -228,9 +226,7 @@ def _check_roots(
         )
 
 
-def _finish(
-    report: Report, tree: CompactRange, signed: dict[int, tuple[bytes, int]], what: str
-) -> None:
+def _finish(report: Report, tree: CompactRange, signed: Signed, what: str) -> None:
     beyond = [s for s in signed if s > tree.size]
     if beyond:
         report.add(
@@ -363,7 +359,7 @@ def compare_with_replica(
             tree = CompactRange()
             for day in store.days():
                 for _, lineno, line in store.lines(day):
-                    where = f"{day}.jsonl"
+                    where = day_file_name(day)
                     msg = next(replicated, None)
                     if msg is not None and (msg.data or b"") != line:
                         report.add(

@@ -30,10 +30,10 @@ class WriterLock:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self._lock_s = str(layout.lock)
+        self._head_s = str(layout.head_file)
         self._derived = str(layout.derived)
         self.fd: int | None = None  # the head file (.rtrace/lock), a cache
-        self._lock_ino = 0
+        self._head_ino = 0
         self._root_fd: int | None = None  # the root directory, flocked
         self._root_ino = 0
 
@@ -64,7 +64,7 @@ class WriterLock:
             os.close(self._root_fd)
             self._root_fd = None
         try:
-            if self.fd is not None and os.stat(self._lock_s).st_ino == self._lock_ino:
+            if self.fd is not None and os.stat(self._head_s).st_ino == self._head_ino:
                 return self.fd
         except FileNotFoundError:
             pass
@@ -76,7 +76,7 @@ class WriterLock:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(self._derived)
                 try:
-                    fd = os.open(self._lock_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    fd = os.open(self._head_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                     break
                 except FileNotFoundError:
                     if attempt >= 100:  # .rtrace/ deleted again between mkdir and open
@@ -84,7 +84,7 @@ class WriterLock:
         except BaseException:
             fcntl.flock(self._root_fd, fcntl.LOCK_UN)
             raise
-        self.fd, self._lock_ino = fd, os.fstat(fd).st_ino
+        self.fd, self._head_ino = fd, os.fstat(fd).st_ino
         return fd
 
     def release(self) -> None:
@@ -107,7 +107,7 @@ class WriterLock:
     def peek(self) -> Head | None:
         """The cached head as a reader sees it: without the lock, without creating anything."""
         try:
-            fd = os.open(self._lock_s, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._head_s, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:

@@ -2,6 +2,8 @@
 
 Each command parses its arguments, makes one library call, renders the result, and maps
 library errors to exit codes: 0 ok, 1 nothing found or a check failed, 2 bad usage or input.
+Tests: ``tests/test_cli.py``, ``tests/test_cli_integrity.py``, ``tests/test_server.py``
+(``serve``), ``tests/test_fleet.py`` (``--source``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``rtrace checkpoint``, ``prove``, ``verify`` and ``keys``: thin layers over the integrity API."""
+"""``rtrace checkpoint``, ``prove``, ``verify`` and ``keys``: thin layers over the integrity API.
+
+Tests: ``tests/test_cli_integrity.py``, ``tests/test_auditor.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """``rtrace adopt`` and ``rtrace doctor``: upgrading in place from the original module, and a
-check of a log's set-up. Thin layers over ``legacy`` and ``doctor``."""
+check of a log's set-up. Thin layers over ``legacy`` and ``doctor``.
+Tests: ``tests/test_legacy.py`` (``adopt``), ``tests/test_auditor.py`` (``doctor`` as a reader).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import click
 
 from ..checkpoint import Checkpoints
 from ..doctor import diagnose
-from ..layout import Layout, resolve_root
+from ..layout import Layout, day_file_name, resolve_root
 from ..legacy import find_prefix
 
 __all__ = ["register"]
@@ -34,8 +36,8 @@ def register(cli: click.Group) -> None:
         latest = Checkpoints(root).latest()
         adopted = prefix.leaves > 0 and latest is not None and latest.size >= prefix.leaves
         counts = prefix.counts()
-        unparseable = [f"{d}.jsonl:{n}" for d, n in prefix.unparseable]
-        off_day = [f"{d}.jsonl:{n}" for d, n in prefix.off_day]
+        unparseable = [f"{day_file_name(d)}:{n}" for d, n in prefix.unparseable]
+        off_day = [f"{day_file_name(d)}:{n}" for d, n in prefix.off_day]
         plan = {
             "root": str(root),
             "records": prefix.parsed,
@@ -56,7 +58,7 @@ def register(cli: click.Group) -> None:
                 f"day files ({state}); they become seq 0..{prefix.leaves - 1}, bytes unchanged"
             )
             for day, count in counts.items():
-                click.echo(f"  {day}.jsonl  {count} lines")
+                click.echo(f"  {day_file_name(day)}  {count} lines")
             for place in unparseable:
                 click.echo(f"  {place}: not a record (torn or interleaved); kept, noted by verify")
             if off_day:

@@ -7,7 +7,8 @@
     GET /v1/stats                   the stats of ``rtrace stats``, same filters
 
 Reading never writes or signs (SPEC 4a): a proof is null until a checkpoint covers the
-decision, and ``signed`` is shown only for a leaf proven in a verified checkpoint.
+decision (or while the log falls short of its newest checkpoint), and ``signed`` is shown only
+for a leaf proven in a verified checkpoint.
 Tests: ``tests/test_server.py``, ``tests/test_hostile_http.py``.
 """
 
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from ..attest import attest
-from ..errors import NotFound, QueryError
+from ..errors import NotFound, QueryError, UnreconciledLog
 from ..index_sql import MAX_SEQ
 from ..query import Filter
 from .problems import PROBLEMS
@@ -93,10 +94,10 @@ def get_decision(log: ServedLog, key: str, proof: bool = False) -> dict[str, Any
     out: dict[str, Any] = {"decision": d.to_dict()}
     # "signed" only for a leaf proven in a checkpoint whose signature verified (SPEC 4a).
     out["signed"] = attest(log, d).to_json()
-    if proof:  # reading never signs: null until a checkpoint covers the decision
-        try:
+    if proof:  # reading never signs: null until a checkpoint covers the decision, and while
+        try:  # the log falls short of its newest checkpoint ("signed" then says so)
             out["proof"] = log.prove(d.seq).to_json()
-        except NotFound:
+        except (NotFound, UnreconciledLog):
             out["proof"] = None
     return out
 
