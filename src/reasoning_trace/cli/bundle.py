@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from ..query import Filter
-from . import open_log
+from .context import open_log
 from .decisions import filter_options
 from .integrity import read_note, trusted_option, vkeys
 from .render import with_progress

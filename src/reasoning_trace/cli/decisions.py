@@ -111,7 +111,7 @@ def _follow_line(d: Decision) -> Text:
 
 def register(cli: click.Group) -> None:
     """Add the decision commands to the ``rtrace`` group."""
-    from . import open_log, open_reader
+    from .context import open_log, open_reader
 
     @cli.command()
     @click.option("--action", help="What was decided (a short verb).")

@@ -60,7 +60,7 @@ def register(cli: click.Group) -> None:
         """
         if ctx.obj.get("source") is not None:
             raise click.UsageError("replicate ships a local log: give --nats, not --source")
-        from . import require_extra
+        from .context import require_extra
 
         require_extra("fleet mode", "nats", "nats")
         from ..errors import IntegrityError, ReplicationError

@@ -95,7 +95,7 @@ def _print_report(report: Report, as_json: bool) -> None:
 
 def _fleet_nodes(ctx: click.Context) -> list[str]:
     """The nodes that replicated to the stream ``--source`` names."""
-    from . import open_fleet
+    from .context import open_fleet
 
     with open_fleet(ctx.obj["source"], ctx.obj["stream"], index=False) as fleet:
         return fleet.nodes()
@@ -103,7 +103,7 @@ def _fleet_nodes(ctx: click.Context) -> list[str]:
 
 def register(cli: click.Group) -> None:
     """Add the integrity commands to the ``rtrace`` group."""
-    from . import open_log
+    from .context import open_log
 
     @cli.command("verify")
     @click.option(
@@ -184,7 +184,7 @@ def register(cli: click.Group) -> None:
                     "give --source (a replica alone) or --replica (this log against its "
                     "replica), not both"
                 )
-            from . import require_extra
+            from .context import require_extra
 
             require_extra("fleet mode", "nats", "nats")
             if keys is None and not trust_stream_keys:

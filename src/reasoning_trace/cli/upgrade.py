@@ -26,7 +26,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def adopt(ctx: click.Context, yes: bool, as_json: bool) -> None:
         """Show (dry run) or do (--yes) the adoption of the original module's records."""
-        from . import open_log
+        from .context import open_log
 
         root = resolve_root(ctx.obj["root"])
         if not root.is_dir():

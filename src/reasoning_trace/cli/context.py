@@ -1,0 +1,72 @@
+"""What every ``rtrace`` command opens: the local log the global options name, the fleet
+of ``--source``, and the optional extras a command needs.
+
+Tests: ``tests/test_cli.py``, ``tests/test_fleet.py`` (``--source``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..log import DecisionLog
+
+if TYPE_CHECKING:
+    from ..fleet import Fleet
+
+__all__ = ["MissingExtra", "open_fleet", "open_log", "open_reader", "require_extra"]
+
+
+def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:
+    """Open the local log the global options name. Only commands that write create a missing
+    root: a mistyped --dir must be an error, not an empty log that "verifies"."""
+    if ctx.obj.get("source") is not None:
+        raise click.UsageError(
+            f"{ctx.info_name} works on a local log; --source serves tail, query, stats and verify"
+        )
+    return DecisionLog(ctx.obj["root"], create=create, **kwargs)
+
+
+def open_reader(ctx: click.Context) -> DecisionLog | Fleet:
+    """What the reading commands read: the local log, or with ``--source`` the fleet."""
+    source = ctx.obj.get("source")
+    if source is not None:
+        return open_fleet(source, ctx.obj["stream"])
+    return open_log(ctx)
+
+
+class MissingExtra(click.ClickException):
+    """An optional extra is not installed: the command cannot run as asked (exit 2)."""
+
+    exit_code = 2
+
+
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """Fail with the install command when an optional extra's modules are missing."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingExtra(
+                f"{what} needs its extra ({module} is missing): "
+                f"pip install 'reasoning-trace[{extra}]'"
+            ) from exc
+
+
+def open_fleet(url: str, stream: str, *, index: bool = True) -> Fleet:
+    """The fleet replicated to ``stream`` at ``url`` (needs the ``[nats]`` extra). Messages
+    skipped because they are not records of their node are reported on stderr; ``query``
+    and ``stats`` use the fleet index in the user's cache unless ``index`` is false."""
+    require_extra("fleet mode", "nats", "nats")
+    from ..fleet import Fleet
+
+    def foreign(subject: str, sseq: int, why: str) -> None:
+        click.echo(f"rtrace: skipped {subject} #{sseq}: not a record of its node ({why})", err=True)
+
+    try:
+        return Fleet(url, stream=stream, on_foreign=foreign, index=index)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from exc
