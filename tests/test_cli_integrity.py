@@ -92,3 +92,35 @@ def test_usage_errors_exit_2(demo_log: Path) -> None:
     missing = rtrace(demo_log, "prove", "no-such-id")
     assert missing.returncode == 1 and "no decision" in missing.stderr
     assert rtrace(demo_log, "verify", "--vkey", "/nonexistent/file").returncode == 2
+
+
+def test_trusted_checkpoints_are_refused_where_they_would_not_be_checked(
+    demo_log: Path, tmp_path: Path
+) -> None:
+    """``--trusted`` checks a local log against checkpoints an auditor kept; with ``--replica``
+    or ``--source`` it would be silently ignored, so it is refused (exit 2) instead of
+    letting the auditor believe a rollback check ran."""
+    note = rtrace(demo_log, "checkpoint", "--now").stdout
+    kept = tmp_path / "kept.note"
+    kept.write_text(note)
+    vkey = rtrace(demo_log, "keys", "show").stdout.strip()
+    replica = rtrace(demo_log, "verify", "--replica", "n1", "--trusted", str(kept), "--vkey", vkey)
+    assert replica.returncode == 2
+    assert "--trusted" in replica.stderr and "Traceback" not in replica.stderr
+    source = subprocess.run(
+        [
+            *([RTRACE] if RTRACE else [sys.executable, "-m", "reasoning_trace"]),
+            "--source",
+            "nats://127.0.0.1:1",
+            "verify",
+            "--trusted",
+            str(kept),
+            "--vkey",
+            vkey,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert source.returncode == 2 and "--trusted" in source.stderr
+    assert rtrace(demo_log, "verify", "--trusted", str(kept), "--vkey", vkey).returncode == 0

@@ -184,6 +184,11 @@ def register(cli: click.Group) -> None:
                     "give --source (a replica alone) or --replica (this log against its "
                     "replica), not both"
                 )
+            if trusted:
+                raise click.UsageError(
+                    "--trusted checks a local log against checkpoints you kept; it does not "
+                    "apply to --source or --replica"
+                )
             from .context import require_extra
 
             require_extra("fleet mode", "nats", "nats")
