@@ -200,19 +200,32 @@ class DayFiles:
         """The tree's leaf inputs from leaf ``seq`` on: the legacy prefix's lines as they are
         (parsed or not), then the records' lines."""
         prefix = self.legacy_prefix()
-        if seq < prefix.leaves:
-            n = 0
+        place = prefix.place(seq)
+        if place is not None:
+            n = seq
             for day in self.days():
-                for offset, _lineno, line in self.lines(day):
-                    if not prefix.covers(day, offset):
+                if day < place[0]:
+                    continue
+                for offset, _lineno, line in self.lines(day, place[1] if day == place[0] else 0):
+                    if n >= prefix.leaves or not prefix.covers(day, offset):
                         break
-                    if n >= seq:
-                        yield line
+                    yield line
                     n += 1
-                if prefix.end is not None and day >= prefix.end[0]:
+                if n >= prefix.leaves:
                     break
             seq = prefix.leaves
         yield from (d.line for d in self.read(seq, locate=locate))
+
+    def leaf_lines(self) -> Iterator[tuple[str, int | None, bytes]]:
+        """Every leaf input with its place, (day, line number, line), in order: the same
+        leaves as ``leaves_from(0)``, read line by line. Lines of the original module after
+        the legacy prefix are no leaves; a line that is neither is yielded as it is (a corrupt
+        record is a leaf whose bytes are wrong)."""
+        prefix = self.legacy_prefix()
+        for day in self.days():
+            for offset, lineno, line in self.lines(day):
+                if prefix.covers(day, offset) or not is_legacy_line(line):
+                    yield day, lineno, line
 
 
 def _size_ino(path: str) -> tuple[int, int]:

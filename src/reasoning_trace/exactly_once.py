@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .errors import ForkError, StreamLost
 from .jetstream import AuthorizationError, Problems, Stopped, decision_subject
 from .retry import async_retrying
-from .stream_messages import last_message, message_from, record_of
+from .stream_messages import last_message, leaf_of, message_from
 from .stream_writer import WrongLastSequence, is_transient, publish_after
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class Publisher:
                         self.foreign(subject, m.seq or 0, "published after this node's")
                 return last.seq or 0
             for m in newer:
-                if subject == self._subject and record_of(m.data, self.node) is not None:
+                if subject == self._subject and leaf_of(m.data, self.node, m.headers) is not None:
                     raise ForkError(
                         f"{subject} in stream {self.stream!r} moved on to message {m.seq} "
                         f"(expected {expected}), a record of another history: another writer "

@@ -118,7 +118,7 @@ class Fleet(StreamReader):
             msg = self.message_from(subject, seq)
             if msg is None:
                 return None
-            d = self.record(subject, msg.seq or 0, msg.data or b"")
+            d = self.record(subject, msg.seq or 0, msg.data or b"", msg.headers)
             if d is not None:
                 return msg.seq or 0, d
             seq = (msg.seq or seq) + 1
@@ -147,11 +147,11 @@ class Fleet(StreamReader):
         if last is not None and last is not record:
             seq = (record.seq or 0) + 1 if record is not None else 1
             while msg := self.message_from(subject, seq):
-                self.record(subject, msg.seq or 0, msg.data or b"")
+                self.record(subject, msg.seq or 0, msg.data or b"", msg.headers)
                 seq = (msg.seq or seq) + 1
         if record is None:
             return None
-        return self.record(subject, record.seq or 0, record.data or b"")
+        return self.record(subject, record.seq or 0, record.data or b"", record.headers)
 
     def _start_of_last(self, subject: str, n: int) -> int | None:
         """The stream seq from which ``subject`` holds its last ``n`` records (``None``: it
@@ -212,7 +212,7 @@ class Fleet(StreamReader):
                 sseq = msg.metadata.sequence.stream
                 if sseq <= self.delivered.get(msg.subject, 0):
                     continue  # a read already returned it
-                d = self.record(msg.subject, sseq, msg.data)
+                d = self.record(msg.subject, sseq, msg.data, msg.headers)
                 if d is not None:
                     heapq.heappush(held, (d.timestamp, next(counter), now, d))
             while held and (msg is None or held[0][2] + self.hold <= now or len(held) > BATCH):

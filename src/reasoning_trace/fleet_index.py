@@ -38,6 +38,7 @@ from .index_sql import DerivedDatabase, is_exact, subject_text, where_sql
 from .jetstream import decision_subject, node_of, parse_servers
 from .query import Filter, Stats
 from .record import Decision, decision_from_dict
+from .stream_messages import leaf_of
 from .stream_reader import StreamReader
 
 __all__ = ["FleetIndex", "cache_dir"]
@@ -181,8 +182,12 @@ class FleetIndex:
             try:
                 d = decision_from_dict(orjson.loads(line), line)
             except ValueError as exc:
-                foreign.append((sseq, subject, f"not a record: {exc}"))
-                continue
+                leaf = leaf_of(line, node, msg.headers)  # a line of the legacy prefix?
+                if leaf is None:
+                    foreign.append((sseq, subject, f"not a record: {exc}"))
+                if leaf is None or leaf[1] is None:
+                    continue
+                d = leaf[1]
             if d.node not in (None, node):
                 foreign.append((sseq, subject, f"a record of node {d.node!r} on {node!r}'s"))
                 continue

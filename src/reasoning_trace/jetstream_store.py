@@ -43,9 +43,9 @@ from .errors import (
 from .jetstream import DEFAULT_STREAM, check_node, checkpoint_subject, decision_subject, key_subject
 from .keys import load_signer
 from .note import Signer, sign_note
-from .record import Decision, Pending, format_utc, parse_record
+from .record import Decision, Pending, format_utc
 from .store import AppendResult
-from .stream_messages import checkpoint_size
+from .stream_messages import checkpoint_size, leaf_or_corrupt
 from .stream_reader import StreamReader
 from .stream_writer import WrongLastSequence, publish_after, publish_within
 from .tree import CompactRange, leaf_hash
@@ -118,17 +118,17 @@ class JetStreamStore:
         """Take in records other writers (or our unanswered tries) added to the subject."""
         with self._lock:
             for msg in self._reader.messages(self._subject, start=self._last_sseq + 1):
-                data = msg.data or b""
-                sseq = msg.metadata.sequence.stream
-                d = parse_record(data, file=f"{self._subject}#{sseq}")
-                if d.seq != len(self._sseqs):
+                data, sseq = msg.data or b"", msg.metadata.sequence.stream
+                seq, d = leaf_or_corrupt(data, msg.headers, self._subject, sseq)
+                if seq != len(self._sseqs):
                     raise StorageError(
-                        f"{self._subject} holds record {d.seq} where {len(self._sseqs)} was due "
+                        f"{self._subject} holds record {seq} where {len(self._sseqs)} was due "
                         f"(stream message {sseq}): this node's history is not consecutive"
                     )
                 self._tree.append(leaf_hash(data))
                 self._sseqs.append(sseq)
-                self._ids[d.id] = d.seq
+                if d is not None:
+                    self._ids[d.id] = seq
                 self._last_sseq = sseq
 
     def _newest_checkpoint(self) -> tuple[int, int]:
@@ -337,13 +337,11 @@ class JetStreamStore:
         if start >= stop:
             return
         for msg in self._reader.messages(self._subject, start=self._sseqs[start]):
-            d = parse_record(
-                msg.data or b"", file=f"{self._subject}#{msg.metadata.sequence.stream}"
-            )
-            if d.seq >= stop:
-                return
-            yield d
-            if d.seq == stop - 1:
+            sseq = msg.metadata.sequence.stream
+            seq, d = leaf_or_corrupt(msg.data, msg.headers, self._subject, sseq)
+            if d is not None and seq < stop:
+                yield d
+            if seq >= stop - 1:
                 return
 
     def recent(
@@ -362,7 +360,9 @@ class JetStreamStore:
             if seq is None or not 0 <= seq < len(self._sseqs):
                 raise NotFound(f"no decision with {'id' if isinstance(key, str) else 'seq'} {key}")
         msg = self._reader.bridge.run(self._reader.js.get_msg(self.stream, self._sseqs[seq]))
-        return parse_record(msg.data or b"", file=f"{self._subject}#{self._sseqs[seq]}")
+        if (d := leaf_or_corrupt(msg.data, msg.headers, self._subject, msg.seq or 0)[1]) is None:
+            raise NotFound(f"seq {key} is a line of the original module that does not parse")
+        return d
 
     def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
         """Every decision (the stream has no day files to skip); callers filter exactly."""

@@ -44,6 +44,7 @@ __all__ = [
     "is_legacy",
     "is_legacy_line",
     "legacy_decision",
+    "legacy_id",
     "load",
     "read_line",
 ]
@@ -81,10 +82,9 @@ def legacy_decision(obj: Any, line: bytes, seq: int) -> Decision:
     if not (isinstance(votes, dict) and isinstance(subject, dict) and isinstance(reason, str)):
         raise ValueError("legacy votes, subject or reason has the wrong type")
     extra = {k: v for k, v in obj.items() if k not in SEED_FIELDS}
-    digest = hashlib.sha256(line).hexdigest()[:12]
     return Decision(
         seq=seq,
-        id=f"legacy-{seq}-{digest}",
+        id=legacy_id(seq, line),
         timestamp=float(ts),
         datetime_utc=when,
         action=action,
@@ -96,6 +96,11 @@ def legacy_decision(obj: Any, line: bytes, seq: int) -> Decision:
         extra=extra,
         line=line,
     )
+
+
+def legacy_id(seq: int, line: bytes) -> str:
+    """The stable id of the legacy prefix line ``line`` at position ``seq`` (parsed or not)."""
+    return f"legacy-{seq}-{hashlib.sha256(line).hexdigest()[:12]}"
 
 
 def read_line(line: bytes, seq: int) -> Decision:

@@ -1,7 +1,8 @@
 """Whether the stream's copy of a node is still this log's history, and all of it: what the
 replicator (``replicate.py``) checks before it ships anything.
 
-- ``check_ours``: the stream's newest record of the node must be the local record of that seq.
+- ``check_ours``: the stream's newest record (leaf) of the node must be the local leaf of that
+  seq.
 - ``check_tree``: the local tree at the size of the newest replicated checkpoint must have
   that checkpoint's root; a history rewritten (and re-signed) after replication is a
   ``ForkError`` naming the first record that differs (``first_difference``).
@@ -20,10 +21,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .day_files import DayFiles
 from .errors import CorruptLine, ForkError
 from .jetstream import decision_subject
 from .layout import Layout
-from .stream_messages import record_of
+from .stream_messages import leaf_of
 from .tree import Hash
 
 if TYPE_CHECKING:
@@ -41,14 +43,14 @@ def check_ours(log: DecisionLog, node: str, msg: RawStreamMsg) -> None:
     """The stream's newest record for ``node`` (``msg``) must be ``log``'s record of that seq
     (``ForkError`` otherwise)."""
     data = msg.data or b""
-    d = record_of(data, node)
-    assert d is not None
-    seq = d.seq
+    leaf = leaf_of(data, node, msg.headers)
+    assert leaf is not None
+    seq = leaf[0]
     try:
-        local = next(iter(log.read(seq, seq + 1)), None)
+        local = next(DayFiles(Layout(log.root)).leaves_from(seq), None)
     except CorruptLine as exc:
         raise ForkError(f"local record {seq} is unreadable: {exc}") from exc
-    if local is None or local.line != data:
+    if local is None or local != data:
         raise ForkError(
             f"the stream holds another record {seq} for node {node!r} than "
             f"{log.root}: the local log was rewritten after replication, or another "
@@ -105,14 +107,14 @@ async def first_difference(
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
     )
     try:
-        local = iter(log.read(0, size))
+        local = DayFiles(Layout(log.root)).leaves_from(0)
         for seq in range(size):
             while True:
                 msg = await sub.next_msg(timeout=10)
-                if record_of(msg.data, node) is not None:
+                if leaf_of(msg.data, node, msg.headers) is not None:
                     break
             mine = next(local, None)
-            if mine is None or mine.line != msg.data:
+            if mine is None or mine != msg.data:
                 return seq
         return None
     finally:

@@ -1,13 +1,13 @@
 """Replication: ship a node's log to a JetStream stream, exactly once, in order, forever.
 
-The local log is the buffer. The replicator reads records after the last one the stream holds
-for its node and publishes them one at a time, each expecting the subject's previous message
-(``Nats-Expected-Last-Subject-Sequence``), so the stream's copy of a node's history is the
-local history's prefix and nothing else. It keeps at most ``batch`` records in memory
-(backpressure: when the server is slow or away, records wait on disk, not in RAM) and resumes
-after a restart or an outage from what the stream says it holds, never from local state.
-Publishing each message exactly once through outages, elections and lost answers is
-``exactly_once.py``.
+The local log is the buffer. The replicator reads the tree's leaves after the last one the stream
+holds for its node (the lines of a legacy prefix as they are, then records; leaf ``n`` is message
+``n`` of the node's decision subject) and publishes them one at a time, each expecting the subject's
+previous message (``Nats-Expected-Last-Subject-Sequence``), so the stream's copy of a node's history
+is the local history's prefix and nothing else. It keeps at most ``batch`` records in memory
+(backpressure: when the server is slow or away, records wait on disk, not in RAM) and resumes after
+a restart or an outage from what the stream says it holds, never from local state. Publishing each
+message exactly once through outages, elections and lost answers is ``exactly_once.py``.
 
 Before anything is shipped, the local tree at the size of the newest replicated checkpoint
 must have that checkpoint's root, and every checkpoint shipped must be the local tree's root
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoints
+from .day_files import DayFiles
 from .errors import ForkError, ReplicationError, StreamLost
 from .exactly_once import Publisher, ReplicationStatus
 from .jetstream import (
@@ -53,9 +55,10 @@ from .jetstream import (
     redact_url,
     server_is_open,
 )
+from .layout import Layout
 from .log import DecisionLog
 from .replica_checks import ShippedNote, check_ours, check_tree
-from .stream_messages import checkpoint_of, last_message, last_record, record_of
+from .stream_messages import checkpoint_of, last_message, last_record, leaf_id, leaf_of
 
 if TYPE_CHECKING:
     from nats.js.api import RawStreamMsg
@@ -107,6 +110,7 @@ class Replicator:
             stream, self.shown_url, self._problems, self.status, ack_timeout
         )
         self._checkpoints = Checkpoints(self.log.root)
+        self._files = DayFiles(Layout(self.log.root))
         self._subject = decision_subject(self.node)
         self._shipped = ShippedNote(self.log.root, stream, self.node)
         self._last_sseq = 0  # stream seq of the newest message on this node's decision subject
@@ -222,9 +226,9 @@ class Replicator:
             self._last_sseq = last.seq or 0
         if record is not None:
             check_ours(self.log, self.node, record)
-            d = record_of(record.data, self.node)
-            assert d is not None
-            self.status.next_seq = d.seq + 1
+            leaf = leaf_of(record.data, self.node, record.headers)
+            assert leaf is not None
+            self.status.next_seq = leaf[0] + 1
         if last is not None and last is not record:
             self._publisher.foreign(self._subject, last.seq or 0, "after the last record")
         before = self._shipped.read()
@@ -263,6 +267,17 @@ class Replicator:
         start = self.status.next_seq
         if start >= len(self.log):
             return 0
+        prefix = self._files.legacy_prefix().leaves
+        if start < prefix:  # the legacy prefix's lines are leaves: shipped as they are
+            count = min(self.batch, prefix - start)
+            lines = list(itertools.islice(self._files.leaves_from(start), count))
+            for seq, line in enumerate(lines, start):
+                self._last_sseq = await self._publisher.publish(
+                    js, stop, self._subject, line, leaf_id(self.node, seq, line), self._last_sseq
+                )
+                self.status.next_seq = seq + 1
+                self.status.records += 1
+            return len(lines)
         records = list(self.log.read(start, start + self.batch))
         for d in records:
             self._last_sseq = await self._publisher.publish(

@@ -10,8 +10,9 @@ more fails, at once if the user may not acknowledge, else after ``STALL`` second
 
 Anyone allowed to publish on a node's subject can put a message there that is not one of its
 records (``{"seq":999999}``, ``hello``): ``record`` reports such a foreign message (subject
-and stream seq, once) and skips it, as local readers report a corrupt line; ``decision``
-raises ``CorruptLine`` for it. The fleet (``fleet.py``), the JetStream store
+and stream seq, once) and skips it, as local readers report a corrupt line; ``leaf``
+raises ``CorruptLine`` for it. Lines of a legacy prefix are leaves like records
+(``stream_messages.leaf_of``). The fleet (``fleet.py``), the JetStream store
 (``jetstream_store.py``) and the fleet index read through this module. Single messages (the
 newest on a subject, the next from a seq) are looked up by ``stream_messages.py``.
 Tests: ``tests/test_fleet.py``, ``tests/test_fleet_hostile.py``, ``tests/test_store_contract.py``,
@@ -25,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -41,8 +42,8 @@ from .jetstream import (
     redact_url,
     server_is_open,
 )
-from .record import Decision, parse_record
-from .stream_messages import last_message, message_from
+from .record import Decision
+from .stream_messages import last_message, leaf_or_corrupt, message_from
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -303,32 +304,25 @@ class StreamReader:
         return inbox
 
     @staticmethod
-    def decision(msg: Msg) -> Decision:
-        """The record a decision message holds, with its node (from the subject) if unset;
-        ``CorruptLine`` when it is not a record of that node."""
-        where = f"{msg.subject}#{msg.metadata.sequence.stream}"
-        node = node_of(msg.subject)
-        d = parse_record(msg.data, file=where)
-        if d.node is None:
-            return d._replace(node=node)
-        if d.node != node:
-            raise CorruptLine(where, 0, f"a record of node {d.node!r} on {node!r}'s subject")
-        return d
+    def leaf(msg: Msg) -> tuple[int, Decision | None]:
+        """What a decision message holds as a leaf of its node's tree (``leaf_of``): (seq,
+        record with its node, from the subject, if unset; ``None`` for a legacy prefix line that
+        does not parse); ``CorruptLine`` when it is not a record of that node."""
+        seq, d = leaf_or_corrupt(msg.data, msg.headers, msg.subject, msg.metadata.sequence.stream)
+        return seq, d if d is None or d.node is not None else d._replace(node=node_of(msg.subject))
 
-    def record(self, subject: str, sseq: int, data: bytes) -> Decision | None:
-        """The record a message holds, or ``None`` after reporting it as foreign."""
+    def record(
+        self, subject: str, sseq: int, data: bytes, headers: Mapping[str, Any] | None = None
+    ) -> Decision | None:
+        """The record a message holds, or ``None``: after reporting it as foreign, or for a
+        legacy prefix line that does not parse (a leaf without a decision)."""
         node = node_of(subject)
         try:
-            d = parse_record(data, file=f"{subject}#{sseq}")
+            _, d = leaf_or_corrupt(data, headers, subject, sseq)
         except CorruptLine as exc:
             self.report_foreign(subject, sseq, exc.args[0] if exc.args else str(exc))
             return None
-        if d.node is None:
-            return d._replace(node=node)
-        if d.node != node:
-            self.report_foreign(subject, sseq, f"a record of node {d.node!r} on {node!r}'s subject")
-            return None
-        return d
+        return d if d is None or d.node is not None else d._replace(node=node)
 
     def report_foreign(self, subject: str, sseq: int, why: str) -> None:
         """Tell ``on_foreign`` of a message that is not a record of its subject's node, once."""
@@ -340,7 +334,7 @@ class StreamReader:
         """The records on one node's decision subject from stream seq ``start``, in order,
         foreign messages skipped and reported."""
         for msg in self.messages(subject, start=start):
-            d = self.record(msg.subject, msg.metadata.sequence.stream, msg.data)
+            d = self.record(msg.subject, msg.metadata.sequence.stream, msg.data, msg.headers)
             if d is not None:
                 yield d
 

@@ -112,11 +112,11 @@ def checkpoints(
 
 
 def _own_records(reader: StreamReader, node: str, report: Report) -> Iterator[Msg]:
-    """The messages on ``node``'s decision subject that are its records; each foreign one
-    becomes a finding."""
+    """The messages on ``node``'s decision subject that are leaves of its tree (its records
+    and legacy prefix lines); each foreign one becomes a finding."""
     for msg in reader.messages(decision_subject(node)):
         try:
-            StreamReader.decision(msg)
+            StreamReader.leaf(msg)
         except CorruptLine as exc:
             where = f"{msg.subject}#{msg.metadata.sequence.stream}"
             why = exc.args[0] if exc.args else exc
@@ -303,7 +303,7 @@ def verify_node(
             where = f"{msg.subject}#{msg.metadata.sequence.stream}"
             data = msg.data or b""
             try:
-                seq = StreamReader.decision(msg).seq
+                seq = StreamReader.leaf(msg)[0]
             except CorruptLine as exc:
                 report.add(
                     Finding(
@@ -345,9 +345,10 @@ def compare_with_replica(
     **trust: Unpack[ReplicaTrust],
 ) -> Report:
     """Check the local log at ``root`` against what ``node`` replicated: every replicated
-    record must be the same bytes locally, and the local records must hash to every
-    replicated signed root. A local rewrite after replication fails here even if the local
-    checkpoints were re-signed. Keys, credentials and ``NotFound`` as for ``verify_node``."""
+    leaf must be the same bytes as the local leaf (``DayFiles.leaf_lines``), and the local
+    leaves must hash to every replicated signed root. A local rewrite after replication fails
+    here even if the local checkpoints were re-signed. Keys, credentials and ``NotFound`` as
+    for ``verify_node``."""
     from .files import FileStore
 
     check_node(node)
@@ -357,25 +358,24 @@ def compare_with_replica(
         with _replica(url, node, vkey, trust, f"{base} against ") as (fleet, report, _, signed):
             replicated = _own_records(fleet, node, report)
             tree = CompactRange()
-            for day in store.days():
-                for _, lineno, line in store.lines(day):
-                    where = day_file_name(day)
-                    msg = next(replicated, None)
-                    if msg is not None and (msg.data or b"") != line:
-                        report.add(
-                            Finding(
-                                "altered",
-                                f"{where}:{lineno}: local record {tree.size} differs from its "
-                                f"replicated copy (stream message {msg.metadata.sequence.stream})",
-                                file=where,
-                                line=lineno,
-                                seq_from=tree.size,
-                                seq_to=tree.size,
-                            )
+            for day, lineno, line in store.files.leaf_lines():
+                where = day_file_name(day)
+                msg = next(replicated, None)
+                if msg is not None and (msg.data or b"") != line:
+                    report.add(
+                        Finding(
+                            "altered",
+                            f"{where}:{lineno}: local record {tree.size} differs from its "
+                            f"replicated copy (stream message {msg.metadata.sequence.stream})",
+                            file=where,
+                            line=lineno,
+                            seq_from=tree.size,
+                            seq_to=tree.size,
                         )
-                    tree.append(leaf_hash(line))
-                    report.bytes += len(line) + 1
-                    _check_roots(tree, signed, report, "the local log")
+                    )
+                tree.append(leaf_hash(line))
+                report.bytes += len(line) + 1
+                _check_roots(tree, signed, report, "the local log")
             missing = sum(1 for _ in replicated)
             report.records = tree.size
             if missing:
