@@ -4,8 +4,9 @@ the original appends beside the product (a rolling upgrade) are no leaves on eit
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from reasoning_trace.verify_replica import compare_with_replica, verify_node
 
 from .natsserver import NatsServer
 from .test_fleet import rtrace
-from .test_legacy import write_original
+from .test_legacy import EPOCH, write_original
 
 NODE = "east"
 OPEN = {"allow_open_server": True}
@@ -39,8 +40,15 @@ def original_with_torn_line(root: Path) -> None:
     day.write_bytes(b"".join([*lines[:2], torn, *lines[2:]]))
 
 
+#: The product's clock in these tests: a fixed UTC day (never today's), a millisecond a read.
+T0 = datetime(2026, 5, 12, 10)
+
+
 def adopt_and_record(root: Path, count: int, start: int = 0) -> None:
-    with DecisionLog(str(root), node=NODE) as log:
+    """``count`` records of the product, numbered from ``start``, ``10 * start`` s after T0."""
+    first = (T0 + timedelta(seconds=10 * start) - EPOCH) // timedelta(microseconds=1)
+    ticks = itertools.count(first, 1000)
+    with DecisionLog(str(root), node=NODE, clock=lambda: next(ticks) * 1000) as log:
         for i in range(start, start + count):
             log.record("after", True, {"ops": {"passed": True}}, {"agent_id": "new", "i": i})
 
@@ -85,8 +93,8 @@ def test_a_rolling_upgrade_replicates_and_verifies(nats_server: NatsServer, tmp_
     root = tmp_path / "east"
     original_with_torn_line(root)
     adopt_and_record(root, 2)
-    now = datetime.now(UTC).replace(tzinfo=None)  # the day file the product writes now
-    write_original(root, 3, now, timedelta(milliseconds=1))  # the original, beside it
+    beside = T0 + timedelta(seconds=5)  # in the day file the product writes
+    write_original(root, 3, beside, timedelta(milliseconds=1))  # the original, beside it
     adopt_and_record(root, 2, start=2)  # takes the original's new lines in as records
     assert verify(root).ok
     local = leaves(root)
