@@ -231,6 +231,23 @@ def test_signed_is_shown_only_for_verified_bytes(written: Path) -> None:
         assert attest(log, log.get(6)).status == "verified"
 
 
+def test_hashes_rebuilt_from_edited_day_files_never_vouch_for_a_record(written: Path) -> None:
+    """A signed record edited on disk, .rtrace/ deleted (it is derived) and a writer that then
+    records (rebuilding the stored hashes from the edited day files): show never says the
+    record's bytes are as written, and exits 1, from the CLI and from the library."""
+    day = sorted(written.glob("*.jsonl"))[-1]
+    day.write_bytes(day.read_bytes().replace(b'"reason":"r5"', b'"reason":"r9"'))
+    shutil.rmtree(written / ".rtrace")
+    with DecisionLog(str(written)) as log:
+        log.record("after", True, {}, {})
+    shown = rtrace(written, "show", "5")
+    assert shown.returncode == 1, shown.stdout
+    assert "as written" not in shown.stdout and "signed:" not in shown.stdout
+    with DecisionLog(str(written)) as log:
+        said = attest(log, log.get(5))
+    assert said.status != "verified" and "as written" not in said.detail
+
+
 def test_verify_with_a_pinned_key_fails_closed(written: Path) -> None:
     """The issue's case: checkpoints and derived files deleted, a record altered: verify with
     the auditor's pinned key fails instead of saying OK."""
