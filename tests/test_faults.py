@@ -3,6 +3,7 @@ an unusable signing key. Real processes, real faketime, a real tmpfs; no date of
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,9 +31,11 @@ from reasoning_trace import (
     StorageError,
     UnreconciledLog,
     counters,
+    files,
 )
 from reasoning_trace.checkpoint import Checkpoints
-from reasoning_trace.record import MAX_MICROS, parse_utc
+from reasoning_trace.record import MAX_MICROS, parse_utc, prepare
+from reasoning_trace.signed_tree import SignedTree
 from reasoning_trace.verify import verify
 
 from .conftest import all_lines
@@ -707,3 +710,36 @@ def test_a_key_that_cannot_be_created_is_a_clear_error(root: Path, tmp_path: Pat
     )
     assert done.returncode == 2 and str(key) in done.stderr and "Traceback" not in done.stderr
     assert not list(root.glob("*.jsonl"))
+
+
+def lock_is_free(root: Path) -> bool:
+    """Whether another writer could take the writer lock (an flock of the root) right now."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_a_hash_file_cut_under_a_writer_never_fails_a_stored_batch(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.rtrace/hashes (derived) cut to nothing while a writer keeps the lock between batches,
+    the next batch falling due for a checkpoint: the batch is stored and acknowledged (no
+    exception escapes a write that is on disk), and the writer lock is let go."""
+    monkeypatch.setattr(files, "LEASE_SECONDS", 3600.0)  # the lease is kept, whatever the pace
+    store = files.FileStore(root, sync="never", tree=lambda r: SignedTree(r, every=2, seconds=0))
+    try:
+        store.append([prepare("warm", True, {}, {})])
+        store.append([prepare("a", True, {}, {})], keep_lock=True)  # size 2, signed
+        assert not lock_is_free(root)  # the lease: held until the next batch
+        os.truncate(root / ".rtrace" / "hashes", 0)
+        stored = store.append([prepare("b", True, {}, {}), prepare("c", True, {}, {})])
+        assert [d.seq for d in stored] == [2, 3]  # type: ignore[union-attr]
+        assert lock_is_free(root)
+    finally:
+        store.close()
+    assert [orjson.loads(line)["seq"] for line in all_lines(root)] == [0, 1, 2, 3]

@@ -214,6 +214,9 @@ class FileStore:
             except OSError as exc:
                 self._end_lease(fd, head)
                 raise storage_error(f"append to {self.root}", exc) from exc
+            except BaseException:
+                self._end_lease(fd, head)  # never keep other writers waiting on a failure
+                raise
             if keep_lock and time.monotonic() - self._lease_start < LEASE_SECONDS:
                 self._lease = head
             else:
@@ -303,7 +306,8 @@ class FileStore:
                 self._out.make_durable,
                 trusted=trusted,
             )
-        except (OSError, ReasoningTraceError) as exc:
+        except (OSError, ReasoningTraceError, IndexError) as exc:  # IndexError: a hash the
+            # derived hash file lost under this writer
             self.tree.range = None
             logger.error("reasoning_trace: tree or checkpoint not updated: %s", exc)
 
@@ -450,7 +454,7 @@ class FileStore:
                 micros = self._clock() // 1000
                 with self.signed_tree(write=True) as tree:
                     tree.sign_current(micros, automatic=True)
-            except (OSError, ReasoningTraceError) as exc:
+            except (OSError, ReasoningTraceError, IndexError) as exc:
                 logger.error("reasoning_trace: no checkpoint on close: %s", exc)
         self._closed = True
         with self._mutex:
