@@ -36,6 +36,7 @@ from reasoning_trace import (
 from reasoning_trace.checkpoint import Checkpoints
 from reasoning_trace.record import MAX_MICROS, parse_utc, prepare
 from reasoning_trace.signed_tree import SignedTree
+from reasoning_trace.tree import stored_hash_index
 from reasoning_trace.verify import verify
 
 from .conftest import all_lines
@@ -743,3 +744,24 @@ def test_a_hash_file_cut_under_a_writer_never_fails_a_stored_batch(
     finally:
         store.close()
     assert [orjson.loads(line)["seq"] for line in all_lines(root)] == [0, 1, 2, 3]
+
+
+def test_a_damaged_hash_file_never_stops_signing(root: Path) -> None:
+    """A stored hash in .rtrace/hashes (derived) damaged behind the writers' back: the next
+    writer does not call the log's history rewritten and stop signing; it hashes the day files
+    afresh and signs on, and verify is clean."""
+    with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
+        for i in range(10):
+            log.record("a", True, {}, {"i": i})
+    hashes = root / ".rtrace" / "hashes"
+    data = bytearray(hashes.read_bytes())
+    data[stored_hash_index(1, 4) * 32] ^= 1  # the node over records 8 and 9
+    hashes.write_bytes(bytes(data))
+    with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
+        for i in range(10, 12):
+            log.record("a", True, {}, {"i": i})
+        assert log.checkpoint().split("\n")[1] == "12"
+    latest = Checkpoints(root).latest()
+    assert latest is not None and latest.size == 12
+    report = verify(root)
+    assert report.ok and report.signed_size == 12, report.findings
