@@ -765,3 +765,37 @@ def test_a_damaged_hash_file_never_stops_signing(root: Path) -> None:
     assert latest is not None and latest.size == 12
     report = verify(root)
     assert report.ok and report.signed_size == 12, report.findings
+
+
+def damage_head(root: Path, field: int, value: bytes) -> None:
+    """Overwrite one field of the head cached in .rtrace/lock, as a damaged disk or another
+    program could (``<next_seq> <day> <size> <inode> <micros>``)."""
+    path = root / ".rtrace" / "lock"
+    parts = path.read_bytes().split()
+    parts[field] = value
+    path.write_bytes(b" ".join(parts).ljust(96, b" "))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(0, b"2"), (4, b"253402300799000000")],
+    ids=["seq-lowered", "instant-in-9999"],
+)
+def test_a_damaged_head_file_never_repeats_a_seq_nor_sets_time_ahead(
+    root: Path, field: int, value: bytes
+) -> None:
+    """The head in .rtrace/lock (derived) damaged while its day file is untouched: readers
+    count the records the day files hold, and the next writer gives no seq twice and stamps
+    no record at the damaged instant; verify is clean."""
+    make_log(root, 5)
+    damage_head(root, field, value)
+    with DecisionLog(str(root)) as reader:
+        assert len(reader) == 5
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(2):
+            log.record("after", True, {}, {"i": i})
+    records = check_order(root)
+    assert [r["seq"] for r in records] == list(range(7))
+    assert parse_utc(records[-1]["datetime_utc"]) < time.time_ns() // 1000 + 86_400_000_000
+    report = verify(root)
+    assert report.ok, report.findings

@@ -106,6 +106,7 @@ class FileStore:
         self._out = DayWriter(self.files, sync)
         self._lease: Head | None = None  # head while the lock is kept between batches
         self._lease_start = 0.0
+        self._saved_head: bytes | None = None  # the head this store saved last, as written
         self._mutex = threading.Lock()  # one writer thread of this store at a time
         self._index: Index | None = None
         self._closed = False
@@ -145,7 +146,9 @@ class FileStore:
         """The head under the writer lock (``recovery.load_head``); with ``take_in`` the
         original module's lines found after this product's records are queued to be recorded
         again by the append under way."""
-        head, foreign = load_head(self.files, self._writer_lock.read_head(lock_fd), take_in=take_in)
+        cached = self._writer_lock.read_head(lock_fd)
+        own = cached is not None and cached.encode() == self._saved_head
+        head, foreign = load_head(self.files, cached, take_in=take_in, own=own)
         if take_in and foreign:
             self._taken.extend(taken_in(foreign))
         return head
@@ -238,11 +241,13 @@ class FileStore:
                 except OSError as exc:  # derived: the next writer catches the file up
                     self.tree.range = None
                     logger.error("reasoning_trace: hash file not updated: %s", exc)
+            self._saved_head = None
             if self._out.head_stale:  # recompute from the day files next time
                 self._out.head_stale = False
                 self._writer_lock.invalidate(fd)
             else:
                 self._writer_lock.write_head(fd, head)
+                self._saved_head = head.encode()
         finally:
             self._writer_lock.release()
 
