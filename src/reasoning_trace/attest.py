@@ -108,6 +108,9 @@ def attest(
         return Attestation("unsigned", "no checkpoint covers it yet")
     except StorageError as exc:
         return Attestation("unverified", f"no proof could be made: {exc}")
+    except ProofError as exc:  # the log holds fewer records than its newest checkpoint
+        newest = files.latest()
+        return Attestation("unverified", str(exc), newest.size if newest else None)
     latest = files.latest()
     when = latest.datetime_utc if latest is not None and latest.size == proof.tree_size else None
     try:

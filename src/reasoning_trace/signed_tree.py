@@ -309,7 +309,13 @@ class SignedTree:
 
     def inclusion_path(self, seq: int, size: int) -> list[bytes]:
         """RFC 9162 section 2.1.3.1: the inclusion path of leaf ``seq`` in the tree of ``size``
-        leaves, from the stored hashes. Raises ``UsageError`` unless ``0 <= seq < size``."""
+        leaves, from the stored hashes. Raises ``UsageError`` unless ``0 <= seq < size``, and
+        ``ProofError`` when the log holds fewer than ``size`` records (a checkpoint's size)."""
+        if size > self.size:
+            raise ProofError(
+                f"the log holds {self.size} records, fewer than the {size} a checkpoint signed: "
+                "records were removed (run `rtrace verify`)"
+            )
         return inclusion_proof(seq, size, self.hashes)
 
     def prove(self, seq: int, leaf: bytes, size: int | None = None) -> InclusionProof:

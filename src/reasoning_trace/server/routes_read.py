@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from ..attest import attest
-from ..errors import NotFound, QueryError
+from ..errors import NotFound, ProofError, QueryError
 from ..index_sql import MAX_SEQ
 from ..query import Filter
 from .problems import PROBLEMS
@@ -96,7 +96,7 @@ def get_decision(log: ServedLog, key: str, proof: bool = False) -> dict[str, Any
     if proof:  # reading never signs: null until a checkpoint covers the decision
         try:
             out["proof"] = log.prove(d.seq).to_json()
-        except NotFound:
+        except (NotFound, ProofError):  # none yet, or records under the checkpoint removed
             out["proof"] = None
     return out
 
