@@ -3,6 +3,7 @@ an unusable signing key. Real processes, real faketime, a real tmpfs; no date of
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -799,3 +800,20 @@ def test_a_damaged_head_file_never_repeats_a_seq_nor_sets_time_ahead(
     assert parse_utc(records[-1]["datetime_utc"]) < time.time_ns() // 1000 + 86_400_000_000
     report = verify(root)
     assert report.ok, report.findings
+
+
+def test_a_full_disk_before_the_first_record_is_a_storage_error(small_disk: Path) -> None:
+    """A new log on a disk with no room left: the first record is refused with a
+    StorageError (not a bare OSError), the CLI says so without a traceback, nothing is
+    written."""
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    root = small_disk / "log"
+    with DecisionLog(str(root)) as log, pytest.raises(StorageError):
+        log.record("first", True, {}, {})
+    done = rtrace(root, "record", "--action", "first", "--approved")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert not list(root.glob("*.jsonl"))

@@ -182,7 +182,12 @@ class FileStore:
         if self._closed:
             raise StorageError("the log is closed")
         if not self._ready and self.tree is not None:
-            self.tree.ready()  # a log never records while it cannot sign
+            try:
+                self.tree.ready()  # a log never records while it cannot sign
+            except StorageError:
+                raise
+            except OSError as exc:  # e.g. no room to publish the verifier key
+                raise storage_error(f"prepare to sign {self.root}", exc) from exc
         self._ready = self._writer = True
         lock = self._writer_lock
         with self._mutex:
