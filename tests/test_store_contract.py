@@ -36,6 +36,7 @@ from reasoning_trace.errors import ProofError, UsageError
 from reasoning_trace.files import FileStore
 from reasoning_trace.note import Verifier
 from reasoning_trace.proof import verify_consistency, verify_inclusion
+from reasoning_trace.query import Page
 from reasoning_trace.record import MAX_LINE_BYTES, Pending, parse_record, prepare
 from reasoning_trace.signed_tree import SignedTree
 from reasoning_trace.store import IndexedStore, Store, TreeStore
@@ -603,14 +604,16 @@ class IndexedStoreContract:
                 want = [d for d in made if flt.matches(d)]
                 assert want or flt.subject, flt
                 assert store.select(flt) == want
-                assert store.select(flt, newest_first=True) == want[::-1]
-                assert store.select(flt, limit=3) == want[:3]
-                assert store.select(flt, newest_first=True, limit=3) == want[::-1][:3]
-                assert store.select(flt, before_seq=20) == [d for d in want if d.seq < 20]
-                assert store.select(flt, limit=0) == []
-                assert store.select(flt, before_seq=0) == []
+                assert store.select(flt, Page(newest_first=True)) == want[::-1]
+                assert store.select(flt, Page(limit=3)) == want[:3]
+                assert store.select(flt, Page(newest_first=True, limit=3)) == want[::-1][:3]
+                assert store.select(flt, Page(before_seq=20)) == [d for d in want if d.seq < 20]
+                assert store.select(flt, Page(limit=0)) == []
+                assert store.select(flt, Page(before_seq=0)) == []
                 pages, cursor = [], None
-                while page := store.select(flt, newest_first=True, limit=4, before_seq=cursor):
+                while page := store.select(
+                    flt, Page(newest_first=True, limit=4, before_seq=cursor)
+                ):
                     assert len(page) <= 4
                     pages.extend(page)
                     cursor = page[-1].seq
@@ -634,9 +637,9 @@ class IndexedStoreContract:
             ):
                 want = [line for line in on_disk if flt.matches(parse_record(line))]
                 assert store.select_lines(flt) == want
-                assert store.select_lines(flt, newest_first=True) == want[::-1]
-                assert store.select_lines(flt, newest_first=True, limit=2) == want[::-1][:2]
-                assert store.select_lines(flt, limit=2) == want[:2]
+                assert store.select_lines(flt, Page(newest_first=True)) == want[::-1]
+                assert store.select_lines(flt, Page(newest_first=True, limit=2)) == want[::-1][:2]
+                assert store.select_lines(flt, Page(limit=2)) == want[:2]
             assert store.select_lines(log_filter(subject={"i": 3})) is None
         finally:
             store.close()
