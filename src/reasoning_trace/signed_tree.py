@@ -336,8 +336,8 @@ class SignedTree:
                     "(`rtrace checkpoint --now` where the log is written signs one)"
                 )
             size, note = latest.size, latest.note
-        elif not seq < size <= head:
-            raise UsageError(f"seq {seq} is not in a tree of size {size} (log: {head})")
+        elif not _is_size(size) or not seq < size <= head:
+            raise UsageError(f"seq {seq} is not in a tree of size {size!r} (log: {head})")
         else:
             note = self.note_for(size)
         return InclusionProof(seq, size, leaf, self.inclusion_path(seq, size), note)
@@ -348,8 +348,8 @@ class SignedTree:
         ``0 < old <= new <= self.size``."""
         head = self.size
         n = head if new is None else new
-        if not 0 < old <= n <= head:
-            raise UsageError(f"no consistency proof from {old} to {n} (log: {head})")
+        if not (_is_size(old) and _is_size(n) and 0 < old <= n <= head):
+            raise UsageError(f"no consistency proof from {old!r} to {n!r} (log: {head})")
         return ConsistencyProof(old, n, consistency_proof(old, n, self.hashes))
 
     def root_at(self, size: int) -> bytes | None:
@@ -373,3 +373,8 @@ class SignedTree:
         """Write what is buffered and close the hash file."""
         self.flush()
         self.hashes.close()
+
+
+def _is_size(value: object) -> bool:
+    """Whether ``value`` is a tree size as proofs state it: an int, not a bool or a float."""
+    return isinstance(value, int) and not isinstance(value, bool)
