@@ -817,3 +817,30 @@ def test_a_full_disk_before_the_first_record_is_a_storage_error(small_disk: Path
     done = rtrace(root, "record", "--action", "first", "--approved")
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert not list(root.glob("*.jsonl"))
+
+
+def test_the_writer_never_writes_through_a_symbolic_link(root: Path, tmp_path: Path) -> None:
+    """Links planted where the writer writes (whoever can write the log's folder can plant
+    them): derived files and the checkpoint's temporary file are made afresh beside them,
+    a linked day file is refused; the files they point at are never written."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n")
+    make_log(root, 2)
+    for name in (".rtrace/lock", ".rtrace/hashes", ".rtrace/index.sqlite", ".checkpoint.tmp"):
+        (root / name).unlink(missing_ok=True)
+        (root / name).symlink_to(victim)
+    with DecisionLog(str(root), sync="never") as log:
+        log.record("after", True, {}, {}, id="by-id")
+        assert log.get("by-id").seq == 2
+        log.checkpoint()
+    assert victim.read_bytes() == b"keep me\n"
+    assert not (root / "checkpoint").is_symlink()
+    report = verify(root)
+    assert report.ok and report.signed_size == 3, report.findings
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "2026-11-25.jsonl").symlink_to(victim)
+    noon = 1795608000 * 1_000_000_000  # 2026-11-25T12:00:00Z
+    with DecisionLog(str(linked), clock=lambda: noon) as log, pytest.raises(StorageError):
+        log.record("linked", True, {}, {})
+    assert victim.read_bytes() == b"keep me\n"

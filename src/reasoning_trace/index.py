@@ -32,7 +32,7 @@ from .index_sql import (
     subject_text,
     where_sql,
 )
-from .layout import is_day
+from .layout import drop_links, is_day
 from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
 
@@ -79,6 +79,7 @@ class Index:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             os.makedirs(self._path.parent, exist_ok=True)
+            drop_links(self._path, ("", "-wal", "-shm"))  # never written through a link
             try:
                 self._db = self._open()
             except sqlite3.DatabaseError:
@@ -287,11 +288,10 @@ class Index:
         )
         with self._lock:
             have, low, high, indexed = self._conn().execute(sql).fetchone()
-        indexed = int(indexed or 0)
-        expected = indexed - len(self._store.legacy_prefix().unparseable)
+        expected = int(indexed or 0) - len(self._store.legacy_prefix().unparseable)
         if have != expected:
             raise _Stale(f"the index holds {have} records, the day files {expected}")
-        if have and not 0 <= low <= high < indexed:
+        if have and not 0 <= low <= high < int(indexed):
             raise _Stale(f"the index holds seqs {low}..{high}, it indexed {indexed} records")
 
     def _rows(self, flt: Filter, page: Page) -> list[tuple[str, int, int, int]]:
