@@ -246,6 +246,35 @@ def test_a_log_cut_short_of_its_checkpoint_proves_nothing_and_says_why(written: 
         assert attest(log, log.get(3)).status == "unverified"
 
 
+def test_hashes_rebuilt_from_edited_day_files_never_vouch_for_a_record(written: Path) -> None:
+    """A signed record edited on disk, .rtrace/ deleted (it is derived) and a writer that then
+    records (rebuilding the stored hashes from the edited day files): show never says the
+    record's bytes are as written, and exits 1, from the CLI and from the library."""
+    day = sorted(written.glob("*.jsonl"))[-1]
+    day.write_bytes(day.read_bytes().replace(b'"reason":"r5"', b'"reason":"r9"'))
+    shutil.rmtree(written / ".rtrace")
+    with DecisionLog(str(written)) as log:
+        log.record("after", True, {}, {})
+    shown = rtrace(written, "show", "5")
+    assert shown.returncode == 1, shown.stdout
+    assert "as written" not in shown.stdout and "signed:" not in shown.stdout
+    with DecisionLog(str(written)) as log:
+        said = attest(log, log.get(5))
+    assert said.status != "verified" and "as written" not in said.detail
+
+
+def test_a_log_shorter_than_its_checkpoint_is_a_clear_failure_to_readers(written: Path) -> None:
+    """The newest records cut from the day file after the checkpoint that covers them: show,
+    prove and export say so and exit 1, with no traceback."""
+    day = sorted(written.glob("*.jsonl"))[-1]
+    day.write_bytes(b"".join(day.read_bytes().splitlines(keepends=True)[:-2]))
+    for cmd in (["show", "3"], ["prove", "3"], ["export", "--bundle", str(written.parent / "b")]):
+        done = rtrace(written, *cmd)
+        assert done.returncode == 1, (cmd, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, (cmd, done.stderr)
+        assert "fewer than the 30" in done.stdout + done.stderr, cmd
+
+
 def test_verify_with_a_pinned_key_fails_closed(written: Path) -> None:
     """The issue's case: checkpoints and derived files deleted, a record altered: verify with
     the auditor's pinned key fails instead of saying OK."""

@@ -3,6 +3,8 @@ an unusable signing key. Real processes, real faketime, a real tmpfs; no date of
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -30,9 +32,12 @@ from reasoning_trace import (
     StorageError,
     UnreconciledLog,
     counters,
+    files,
 )
 from reasoning_trace.checkpoint import Checkpoints
-from reasoning_trace.record import MAX_MICROS, parse_utc
+from reasoning_trace.record import MAX_MICROS, parse_utc, prepare
+from reasoning_trace.signed_tree import SignedTree
+from reasoning_trace.tree import stored_hash_index
 from reasoning_trace.verify import verify
 
 from .conftest import all_lines
@@ -707,3 +712,135 @@ def test_a_key_that_cannot_be_created_is_a_clear_error(root: Path, tmp_path: Pat
     )
     assert done.returncode == 2 and str(key) in done.stderr and "Traceback" not in done.stderr
     assert not list(root.glob("*.jsonl"))
+
+
+def lock_is_free(root: Path) -> bool:
+    """Whether another writer could take the writer lock (an flock of the root) right now."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_a_hash_file_cut_under_a_writer_never_fails_a_stored_batch(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.rtrace/hashes (derived) cut to nothing while a writer keeps the lock between batches,
+    the next batch falling due for a checkpoint: the batch is stored and acknowledged (no
+    exception escapes a write that is on disk), and the writer lock is let go."""
+    monkeypatch.setattr(files, "LEASE_SECONDS", 3600.0)  # the lease is kept, whatever the pace
+    store = files.FileStore(root, sync="never", tree=lambda r: SignedTree(r, every=2, seconds=0))
+    try:
+        store.append([prepare("warm", True, {}, {})])
+        store.append([prepare("a", True, {}, {})], keep_lock=True)  # size 2, signed
+        assert not lock_is_free(root)  # the lease: held until the next batch
+        os.truncate(root / ".rtrace" / "hashes", 0)
+        stored = store.append([prepare("b", True, {}, {}), prepare("c", True, {}, {})])
+        assert [d.seq for d in stored] == [2, 3]  # type: ignore[union-attr]
+        assert lock_is_free(root)
+    finally:
+        store.close()
+    assert [orjson.loads(line)["seq"] for line in all_lines(root)] == [0, 1, 2, 3]
+
+
+def test_a_damaged_hash_file_never_stops_signing(root: Path) -> None:
+    """A stored hash in .rtrace/hashes (derived) damaged behind the writers' back: the next
+    writer does not call the log's history rewritten and stop signing; it hashes the day files
+    afresh and signs on, and verify is clean."""
+    with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
+        for i in range(10):
+            log.record("a", True, {}, {"i": i})
+    hashes = root / ".rtrace" / "hashes"
+    data = bytearray(hashes.read_bytes())
+    data[stored_hash_index(1, 4) * 32] ^= 1  # the node over records 8 and 9
+    hashes.write_bytes(bytes(data))
+    with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
+        for i in range(10, 12):
+            log.record("a", True, {}, {"i": i})
+        assert log.checkpoint().split("\n")[1] == "12"
+    latest = Checkpoints(root).latest()
+    assert latest is not None and latest.size == 12
+    report = verify(root)
+    assert report.ok and report.signed_size == 12, report.findings
+
+
+def damage_head(root: Path, field: int, value: bytes) -> None:
+    """Overwrite one field of the head cached in .rtrace/lock, as a damaged disk or another
+    program could (``<next_seq> <day> <size> <inode> <micros>``)."""
+    path = root / ".rtrace" / "lock"
+    parts = path.read_bytes().split()
+    parts[field] = value
+    path.write_bytes(b" ".join(parts).ljust(96, b" "))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(0, b"2"), (4, b"253402300799000000")],
+    ids=["seq-lowered", "instant-in-9999"],
+)
+def test_a_damaged_head_file_never_repeats_a_seq_nor_sets_time_ahead(
+    root: Path, field: int, value: bytes
+) -> None:
+    """The head in .rtrace/lock (derived) damaged while its day file is untouched: readers
+    count the records the day files hold, and the next writer gives no seq twice and stamps
+    no record at the damaged instant; verify is clean."""
+    make_log(root, 5)
+    damage_head(root, field, value)
+    with DecisionLog(str(root)) as reader:
+        assert len(reader) == 5
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(2):
+            log.record("after", True, {}, {"i": i})
+    records = check_order(root)
+    assert [r["seq"] for r in records] == list(range(7))
+    assert parse_utc(records[-1]["datetime_utc"]) < time.time_ns() // 1000 + 86_400_000_000
+    report = verify(root)
+    assert report.ok, report.findings
+
+
+def test_a_full_disk_before_the_first_record_is_a_storage_error(small_disk: Path) -> None:
+    """A new log on a disk with no room left: the first record is refused with a
+    StorageError (not a bare OSError), the CLI says so without a traceback, nothing is
+    written."""
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    root = small_disk / "log"
+    with DecisionLog(str(root)) as log, pytest.raises(StorageError):
+        log.record("first", True, {}, {})
+    done = rtrace(root, "record", "--action", "first", "--approved")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert not list(root.glob("*.jsonl"))
+
+
+def test_the_writer_never_writes_through_a_symbolic_link(root: Path, tmp_path: Path) -> None:
+    """Links planted where the writer writes (whoever can write the log's folder can plant
+    them): derived files and the checkpoint's temporary file are made afresh beside them,
+    a linked day file is refused; the files they point at are never written."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n")
+    make_log(root, 2)
+    for name in (".rtrace/lock", ".rtrace/hashes", ".rtrace/index.sqlite", ".checkpoint.tmp"):
+        (root / name).unlink(missing_ok=True)
+        (root / name).symlink_to(victim)
+    with DecisionLog(str(root), sync="never") as log:
+        log.record("after", True, {}, {}, id="by-id")
+        assert log.get("by-id").seq == 2
+        log.checkpoint()
+    assert victim.read_bytes() == b"keep me\n"
+    assert not (root / "checkpoint").is_symlink()
+    report = verify(root)
+    assert report.ok and report.signed_size == 3, report.findings
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "2026-11-25.jsonl").symlink_to(victim)
+    noon = 1795608000 * 1_000_000_000  # 2026-11-25T12:00:00Z
+    with DecisionLog(str(linked), clock=lambda: noon) as log, pytest.raises(StorageError):
+        log.record("linked", True, {}, {})
+    assert victim.read_bytes() == b"keep me\n"

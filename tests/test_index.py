@@ -273,6 +273,35 @@ def test_rows_added_or_lost_behind_its_back_are_detected_by_queries(
     assert index_rows(path) == [(i, f"deploy-{i}") for i in range(30)]
 
 
+@pytest.mark.parametrize(
+    "statements",
+    [
+        [
+            "DELETE FROM records WHERE seq = 5",
+            "DELETE FROM vetoes WHERE seq = 5",
+            "DELETE FROM subjects WHERE seq = 5",
+            "UPDATE meta SET v = v - 1 WHERE k = 'next_seq'",
+        ],
+        [
+            "DELETE FROM records WHERE seq = 5",
+            "INSERT INTO records SELECT 99, 'ghost', day, offset, length, ts, 'ghost', approved, "
+            "node FROM records WHERE seq = 6",
+        ],
+    ],
+    ids=["row-and-count-lowered", "row-swapped-for-one-past-the-end"],
+)
+def test_rows_and_counters_edited_together_are_detected(
+    indexed: tuple[DecisionLog, Path], root: Path, statements: list[str]
+) -> None:
+    """A row removed with the index's own count lowered to match, or swapped for a row of a
+    seq the log does not hold, never hides a record from queries: the index is rebuilt."""
+    log, path = indexed
+    for sql in statements:
+        edit_index(path, sql)
+    check_answers(log, root)
+    assert index_rows(path) == [(i, f"deploy-{i}") for i in range(30)]
+
+
 # --- never believed: the day files changed under it -----------------------------------------
 
 

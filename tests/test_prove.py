@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning_trace import DecisionLog, NotFound, ProofError, UnknownKey
+from reasoning_trace import DecisionLog, NotFound, ProofError, UnknownKey, UsageError
 from reasoning_trace.note import Signer
 from reasoning_trace.proof import ConsistencyProof, InclusionProof
 from reasoning_trace.proof_check import verify_consistency_proof, verify_inclusion_proof
@@ -96,3 +96,19 @@ def test_malformed_proof_json_names_the_field() -> None:
         InclusionProof.from_json({"seq": 1, "tree_size": "x", "leaf_hash": "", "proof": []})
     with pytest.raises(ProofError, match=r"proof\[0\]"):
         ConsistencyProof.from_json({"old_size": 1, "new_size": 2, "proof": ["%%"]})
+
+
+@pytest.mark.parametrize("size", [True, 4.0, 4.5, "4", -1, 0, 2**70])
+def test_a_size_that_is_no_tree_size_is_a_usage_error(root: Path, size: object) -> None:
+    """prove and consistency with a size that is not an int in range (a bool, a float, a
+    str, negative, zero, past the log): UsageError, never a proof stating that size."""
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(8):
+            log.record("a", True, {}, {"i": i})
+        log.checkpoint()
+        with pytest.raises(UsageError):
+            log.prove(3, size)  # type: ignore[arg-type]
+        with pytest.raises(UsageError):
+            log.consistency(size, 8)  # type: ignore[arg-type]
+        with pytest.raises(UsageError):
+            log.consistency(1, size)  # type: ignore[arg-type]

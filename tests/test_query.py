@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reasoning_trace import QueryError
+from reasoning_trace import DecisionLog, QueryError
 from reasoning_trace.query import Filter, parse_time
 
 
@@ -36,3 +36,17 @@ def test_empty_range_is_refused() -> None:
     """until before since is a usage error, not an empty answer."""
     with pytest.raises(QueryError, match="empty time range"):
         Filter.build(since="2026-11-25", until="2026-11-24")
+
+
+def test_a_misspelt_criterion_is_a_type_error_not_every_decision(log: DecisionLog) -> None:
+    """A criterion of no known name (a typo) is refused as any unexpected keyword is, instead
+    of being ignored and matching every decision."""
+    log.record("halt", True, {}, {})
+    log.record("rollback", True, {}, {})
+    assert [d.action for d in log.iter(action="halt")] == ["halt"]
+    with pytest.raises(TypeError, match="actoin"):
+        list(log.iter(actoin="halt"))  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="aproved"):
+        Filter.build(aproved=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="voters"):
+        Filter.from_text(voters="safety")  # type: ignore[call-arg]

@@ -4,8 +4,9 @@
 day file — was proven, with an RFC 9162 inclusion proof, to be in the tree whose root a
 checkpoint signs, and that checkpoint's signature verified with the log's verifier keys (or
 the auditor's). Anything else is said plainly: ``altered`` (its bytes are not what was
-signed), ``unsigned`` (no checkpoint covers it yet), or ``unverified`` (no key, or a
-checkpoint whose signature does not verify). Reading only: no lock, no signing.
+signed), ``unsigned`` (no checkpoint covers it yet), or ``unverified`` (no key, a
+checkpoint whose signature does not verify, or records under the checkpoint that no longer
+hash to its root when which one changed cannot be told). Reading only: no lock, no signing.
 Tests: ``tests/test_auditor.py``.
 """
 
@@ -107,6 +108,9 @@ def attest(
         return Attestation("unsigned", "no checkpoint covers it yet")
     except StorageError as exc:
         return Attestation("unverified", f"no proof could be made: {exc}")
+    except ProofError as exc:  # the log holds fewer records than its newest checkpoint
+        newest = files.latest()
+        return Attestation("unverified", str(exc), newest.size if newest else None)
     latest = files.latest()
     when = latest.datetime_utc if latest is not None and latest.size == proof.tree_size else None
     try:
@@ -125,10 +129,13 @@ def attest(
             )
         stored = _stored_leaf(log.root, decision.seq)
         if stored is not None and stored == leaf_hash(decision.line):
+            # The stored hashes are derived: rebuilt from day files edited since the checkpoint
+            # they agree with the edits. They tell nothing about whether these bytes changed.
             return Attestation(
                 "unverified",
-                "its bytes are as written, but the log around it no longer hashes to the signed "
-                "root (run `rtrace verify`)",
+                f"its leaf is not proven in the checkpoint of {proof.tree_size} records: the "
+                "records under it no longer hash to its signed root, so this record or another "
+                "one under it was changed (run `rtrace verify`)",
                 proof.tree_size,
                 when,
             )

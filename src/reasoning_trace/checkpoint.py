@@ -271,7 +271,9 @@ class Checkpoints:
         """Replace ``<root>/checkpoint`` with ``note`` atomically (a temporary file renamed)."""
         tmp = self.layout.newest_note_tmp
         try:
-            with open(tmp, "w") as fh:
+            tmp.unlink(missing_ok=True)  # a leftover, or a link planted to be written through
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+            with os.fdopen(os.open(tmp, flags, 0o644), "w") as fh:
                 fh.write(note)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -290,7 +292,8 @@ def _ends_with_newline(path: Path) -> bool:
 
 def _append_whole(path: Path, data: bytes) -> None:
     """Append ``data`` to ``path`` and fsync; on failure cut the file back to its old size."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o644)
     try:
         size = os.fstat(fd).st_size
         try:

@@ -102,7 +102,7 @@ class DayWriter:
             os.close(cached[1])
             self.open = None
         path = self.layout.day_file_s(day)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW  # never through a link
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
             created = True

@@ -106,6 +106,7 @@ class FileStore:
         self._out = DayWriter(self.files, sync)
         self._lease: Head | None = None  # head while the lock is kept between batches
         self._lease_start = 0.0
+        self._saved_head: bytes | None = None  # the head this store saved last, as written
         self._mutex = threading.Lock()  # one writer thread of this store at a time
         self._index: Index | None = None
         self._closed = False
@@ -139,7 +140,9 @@ class FileStore:
         """The head under the writer lock (``recovery.load_head``); with ``take_in`` the
         original module's lines found after this product's records are queued to be recorded
         again by the append under way."""
-        head, foreign = load_head(self.files, self._writer_lock.read_head(lock_fd), take_in=take_in)
+        cached = self._writer_lock.read_head(lock_fd)
+        own = cached is not None and cached.encode() == self._saved_head
+        head, foreign = load_head(self.files, cached, take_in=take_in, own=own)
         if take_in and foreign:
             self._taken.extend(taken_in(foreign))
         return head
@@ -173,7 +176,12 @@ class FileStore:
         if self._closed:
             raise StorageError("the log is closed")
         if not self._ready and self.tree is not None:
-            self.tree.ready()  # a log never records while it cannot sign
+            try:
+                self.tree.ready()  # a log never records while it cannot sign
+            except StorageError:
+                raise
+            except OSError as exc:  # e.g. no room to publish the verifier key
+                raise storage_error(f"prepare to sign {self.root}", exc) from exc
         self._ready = self._writer = True
         lock = self._writer_lock
         with self._mutex:
@@ -208,6 +216,9 @@ class FileStore:
             except OSError as exc:
                 self._end_lease(fd, head)
                 raise storage_error(f"append to {self.root}", exc) from exc
+            except BaseException:
+                self._end_lease(fd, head)  # never keep other writers waiting on a failure
+                raise
             if keep_lock and time.monotonic() - self._lease_start < LEASE_SECONDS:
                 self._lease = head
             else:
@@ -229,11 +240,13 @@ class FileStore:
                 except OSError as exc:  # derived: the next writer catches the file up
                     self.tree.range = None
                     logger.error("reasoning_trace: hash file not updated: %s", exc)
+            self._saved_head = None
             if self._out.head_stale:  # recompute from the day files next time
                 self._out.head_stale = False
                 self._writer_lock.invalidate(fd)
             else:
                 self._writer_lock.write_head(fd, head)
+                self._saved_head = head.encode()
         finally:
             self._writer_lock.release()
 
@@ -297,7 +310,8 @@ class FileStore:
                 self._out.make_durable,
                 trusted=trusted,
             )
-        except (OSError, ReasoningTraceError) as exc:
+        except (OSError, ReasoningTraceError, IndexError) as exc:  # IndexError: a hash the
+            # derived hash file lost under this writer
             self.tree.range = None
             logger.error("reasoning_trace: tree or checkpoint not updated: %s", exc)
 
@@ -444,7 +458,7 @@ class FileStore:
                 micros = self._clock() // 1000
                 with self.signed_tree(write=True) as tree:
                     tree.sign_current(micros, automatic=True)
-            except (OSError, ReasoningTraceError) as exc:
+            except (OSError, ReasoningTraceError, IndexError) as exc:
                 logger.error("reasoning_trace: no checkpoint on close: %s", exc)
         self._closed = True
         with self._mutex:

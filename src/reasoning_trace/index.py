@@ -89,12 +89,17 @@ class Index:
 
     def _end_intact(self, db: sqlite3.Connection, meta: dict[str, Any]) -> bool:
         """Whether the last record indexed is still where it was (a write the index saw that
-        was then rolled back, or an edit of the day file, replaces or moves it)."""
+        was then rolled back, or an edit of the day file, replaces or moves it), and ends
+        where the index says it stopped reading (rows and counters edited together to leave
+        records out would otherwise look whole)."""
         last = int(meta.get("next_seq", 0)) - 1
         sql = "SELECT day, offset, length, id FROM records WHERE seq=?"
         row = db.execute(sql, (last,)).fetchone()
-        found = None if row is None else self._read_at(row[0], row[1], row[2], last)
-        return row is None or (found is not None and (found.seq, found.id) == (last, row[3]))
+        if row is None:
+            return True  # none yet, or the original module's line that is not a record
+        found = self._read_at(row[0], row[1], row[2], last)
+        ends = (row[0], row[1] + row[2] + 1) == (meta.get("day"), int(meta.get("offset", -1)))
+        return ends and found is not None and (found.seq, found.id) == (last, row[3])
 
     def catch_up(self, upto: int | None = None) -> None:
         """Index every complete record appended since the last catch-up (or up to ``upto``)."""
@@ -248,14 +253,19 @@ class Index:
 
     def _check_count(self) -> None:
         """``_Stale`` when the index holds another number of rows than the records it says it
-        indexed (a row deleted or added behind its back). Both are read at one instant: the
-        log's head moves on while a writer writes."""
-        sql = "SELECT (SELECT COUNT(*) FROM records), (SELECT v FROM meta WHERE k = 'next_seq')"
+        indexed, or a row outside them (a row deleted or added behind its back). All of it is
+        read at one instant: the log's head moves on while a writer writes."""
+        sql = (
+            "SELECT (SELECT COUNT(*) FROM records), (SELECT MIN(seq) FROM records), "
+            "(SELECT MAX(seq) FROM records), (SELECT v FROM meta WHERE k = 'next_seq')"
+        )
         with self._lock:
-            have, indexed = self._conn().execute(sql).fetchone()
+            have, low, high, indexed = self._conn().execute(sql).fetchone()
         expected = int(indexed or 0) - len(self._files.legacy_prefix().unparseable)
         if have != expected:
             raise _Stale(f"the index holds {have} records, the day files {expected}")
+        if have and not 0 <= low <= high < int(indexed):
+            raise _Stale(f"the index holds seqs {low}..{high}, it indexed {indexed} records")
 
     def _rows(self, flt: Filter, page: Page) -> list[tuple[str, int, int, int]]:
         self.catch_up()

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .layout import drop_links
+
 if TYPE_CHECKING:
     from .query import Filter
 
@@ -152,6 +154,7 @@ class DerivedDatabase:
         """The connection, opened on first use (a damaged file is dropped and made afresh)."""
         if self._db is None:
             os.makedirs(self.path.parent, exist_ok=True)
+            drop_links(self.path, ("", "-wal", "-shm"))  # never written through a link
             try:
                 self._db = self._open()
             except sqlite3.DatabaseError:

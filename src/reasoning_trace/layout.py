@@ -24,6 +24,7 @@ Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -44,11 +45,13 @@ __all__ = [
     "Layout",
     "day_file_name",
     "day_of_name",
+    "drop_links",
     "fsync_dir",
     "is_day",
     "key_path",
     "lines",
     "lines_backward",
+    "open_derived",
     "quarantine",
     "reader_cache",
     "resolve_root",
@@ -265,6 +268,28 @@ def reader_cache(root: Path) -> Path:
     except OSError:
         pass
     return Path(tempfile.mkdtemp(prefix="rtrace-reader-"))
+
+
+def open_derived(path: Path | str, flags: int) -> int:
+    """Open a derived file under ``.rtrace/`` for writing, never through a symbolic link: a
+    link in its place (whoever can write the log's folder can make one) is removed, as the
+    derived file it replaces may be, and the file is created afresh."""
+    flags |= os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    os.unlink(path)
+    return os.open(path, flags | os.O_CREAT, 0o644)
+
+
+def drop_links(path: Path | str, suffixes: tuple[str, ...] = ("",)) -> None:
+    """Remove symbolic links at ``path`` + each suffix (derived files to be written: a link
+    planted in their place is never written through)."""
+    for suffix in suffixes:
+        if os.path.islink(f"{path}{suffix}"):
+            os.unlink(f"{path}{suffix}")
 
 
 def fsync_dir(path: Path | str) -> None:

@@ -113,6 +113,15 @@ class TextCriteria(TypedDict, total=False):
     node: str | None
 
 
+def _known(criteria: Mapping[str, object], kind: Any) -> None:
+    """Raise ``TypeError`` for a criterion ``kind`` (a ``TypedDict``) does not name."""
+    names = kind.__optional_keys__ | kind.__required_keys__
+    for name in criteria:
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise TypeError(f"unexpected keyword argument {name!r} (criteria: {known})")
+
+
 @dataclass(frozen=True)
 class Page:
     """Which of a filter's matches to return, in seq order: at most ``limit`` (``None``: all),
@@ -143,7 +152,10 @@ class Filter:
     @classmethod
     def build(cls, **criteria: Unpack[Criteria]) -> Filter:
         """A filter from keyword ``Criteria`` (time expressions are parsed here; a
-        ``QueryError`` names one that cannot be, or an empty time range)."""
+        ``QueryError`` names one that cannot be, or an empty time range). A criterion of
+        another name is a ``TypeError``, as for any function: a misspelt one must not match
+        every decision."""
+        _known(criteria, Criteria)
         now = time.time()
         since, until = criteria.get("since"), criteria.get("until")
         since_us, until_us = parse_time(since, now=now), parse_time(until, now=now)
@@ -178,6 +190,7 @@ class Filter:
     @classmethod
     def from_text(cls, *, subject: Iterable[str] = (), **criteria: Unpack[TextCriteria]) -> Filter:
         """A filter from command-line or query-string text: subject filters as KEY=VALUE."""
+        _known(criteria, TextCriteria)
         pairs = {}
         for item in subject:
             key, sep, value = item.partition("=")

@@ -35,6 +35,7 @@ from .record import Pending, parse_record, prepare
 __all__ = [
     "ORIGINAL_LINE_WAIT",
     "Foreign",
+    "ends_as_said",
     "foreign_since",
     "load_head",
     "peek_head",
@@ -133,10 +134,13 @@ def _is_next_record(files: DayFiles, fragment: bytes, day: str, offset: int) -> 
     return rec.seq == 0
 
 
-def load_head(files: DayFiles, cached: Head | None, *, take_in: bool) -> tuple[Head, list[Foreign]]:
+def load_head(
+    files: DayFiles, cached: Head | None, *, take_in: bool, own: bool = False
+) -> tuple[Head, list[Foreign]]:
     """The head under the writer lock: ``cached`` (from the lock file) if it still matches
     the day file, else recomputed (and repaired); with ``take_in`` (a writer about to append)
-    also the original module's lines appended since.
+    also the original module's lines appended since. ``own``: the cached head is the one this
+    writer saved last, byte for byte (its last line need not be read again).
 
     Raises ``UnreconciledLog`` when the day files hold fewer records than the cached head
     or the newest checkpoint says were written: appending would re-use their seqs.
@@ -152,7 +156,12 @@ def load_head(files: DayFiles, cached: Head | None, *, take_in: bool) -> tuple[H
                 st = os.stat(layout.day_file_s(head.day))
             except FileNotFoundError:
                 st = None
-            if st is not None and st.st_ino == head.ino and st.st_size == head.size:
+            if (
+                st is not None
+                and st.st_ino == head.ino
+                and st.st_size == head.size
+                and (own or ends_as_said(files, head))
+            ):
                 today = day_of(max(time.time_ns() // 1000, head.micros))  # a wall-clock hint
                 if today == head.day or not os.path.exists(layout.day_file_s(today)):
                     return head, []
@@ -176,11 +185,46 @@ def peek_head(files: DayFiles, cached: Head | None) -> Head:
     if cached is not None and cached.day is not None:
         try:
             st = os.stat(files.layout.day_file_s(cached.day))
-            if st.st_ino == cached.ino and st.st_size == cached.size:
+            if (
+                st.st_ino == cached.ino
+                and st.st_size == cached.size
+                and ends_as_said(files, cached)
+            ):
                 return cached
         except FileNotFoundError:
             pass
     return recover_head(files, repair=False)[0]
+
+
+def ends_as_said(files: DayFiles, head: Head) -> bool:
+    """Whether the line that ends at the cached head's size is the record the head says came
+    last: seq ``next_seq - 1`` at instant ``micros``. The head file is derived, and nothing but
+    this check stands between a damaged one and a seq given twice or a clock set ahead for
+    good; a head that fails it is recomputed from the day files."""
+    if head.day is None or head.size <= 0:
+        return False
+    try:
+        fd = os.open(files.layout.day_file_s(head.day), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        end, tail = head.size - 1, b""
+        if os.pread(fd, 1, end) != b"\n":
+            return False
+        while True:  # the last line: back from its newline to the one before it
+            start = max(0, end - max(4096, len(tail)))
+            tail = os.pread(fd, end - start, start) + tail
+            end = start
+            if b"\n" in tail or start == 0:
+                break
+        line = tail.rsplit(b"\n", 1)[-1]
+    finally:
+        os.close(fd)
+    try:
+        rec = parse_record(line)
+    except CorruptLine:
+        return False
+    return rec.seq == head.next_seq - 1 and instant(rec) == head.micros
 
 
 def recover_head(

@@ -5,7 +5,8 @@ under the writer lock and signs a checkpoint (``checkpoint``, SPEC section 4) at
 of ``every`` records (a fixed cadence, so checkpoints of the same log agree on sizes), after
 ``seconds`` while the log grows, when a UTC day ends (covering all of it), and on clean close.
 Before signing it proves the new tree consistent with the last checkpoint it signed; if that
-fails it refuses, loudly (``ForkError``). It answers inclusion and consistency proofs (RFC 9162
+fails, it hashes the day files afresh (the stored hashes are derived) and, if it still fails,
+refuses, loudly (``ForkError``). It answers inclusion and consistency proofs (RFC 9162
 sections 2.1.3 and 2.1.4) from the stored hashes.
 Tests: ``tests/test_checkpoint.py``, ``tests/test_prove.py``, ``tests/test_faults.py``.
 """
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, Checkpoints
+from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, Checkpoints, Entry
 from .errors import (
     ForkError,
     NoteError,
@@ -26,7 +27,6 @@ from .errors import (
     ProofError,
     SigningKeyError,
     StorageError,
-    UnreconciledLog,
     UsageError,
 )
 from .keys import default_origin, load_signer
@@ -86,6 +86,7 @@ class SignedTree:
         self._first_batch_done = False
         self._signer: Signer | None = None
         self._last_signed: float | None = None  # monotonic time of the last checkpoint
+        self._lines_from: Callable[[int], Iterator[bytes]] | None = None  # the records' lines
 
     @property
     def signer(self) -> Signer:
@@ -126,6 +127,7 @@ class SignedTree:
         ``trusted``: the writer lock was held since this process last extended the tree, so
         nobody else can have changed it and the file need not be checked.
         """
+        self._lines_from = lines_from
         rng = self.range
         if trusted and rng is not None and rng.size == size:
             return rng
@@ -220,18 +222,23 @@ class SignedTree:
         latest = self.checkpoints.latest()
         if latest is not None:
             try:
-                if latest.size > size:
-                    raise ProofError(f"the log has {size} records, {latest.size} were signed")
+                try:
+                    self._check_extends(latest, size, root)
+                except (ProofError, IndexError):
+                    if latest.size > size or self._lines_from is None:
+                        raise
+                    # The stored hashes are derived (a file cut or damaged under this writer
+                    # answers wrongly): hash the day files afresh once before calling the
+                    # log's history rewritten.
+                    root = self._rehash(size, self._lines_from)
+                    self._check_extends(latest, size, root)
                 if latest.size == size:
-                    if latest.root != root:
-                        raise ProofError(f"size {size} was signed with another root")
                     if self.owed:  # its line was written; the newest-note file may not be
                         self.checkpoints.write_newest(latest.note)
                         self.owed = False
                     return None
-                if latest.size:
-                    proof = consistency_proof(latest.size, size, self.hashes)
-                    verify_consistency(latest.size, size, latest.root, root, proof)
+            except IndexError as exc:  # hashes lost while signing: not a fork, sign later
+                raise StorageError(f"not signed now: {exc}") from exc
             except ProofError as exc:
                 self.halted = (
                     f"refusing to sign size {size}: it does not extend the checkpoint of size "
@@ -260,6 +267,26 @@ class SignedTree:
         self._last_signed = time.monotonic()
         return note
 
+    def _check_extends(self, latest: Entry, size: int, root: bytes) -> None:
+        """Raise ``ProofError`` unless the tree of ``size`` leaves with ``root`` extends (or
+        is) the checkpoint ``latest``, proven with the stored hashes."""
+        if latest.size > size:
+            raise ProofError(f"the log has {size} records, {latest.size} were signed")
+        if latest.size == size:
+            if latest.root != root:
+                raise ProofError(f"size {size} was signed with another root")
+        elif latest.size:
+            proof = consistency_proof(latest.size, size, self.hashes)
+            verify_consistency(latest.size, size, latest.root, root, proof)
+
+    def _rehash(self, size: int, lines_from: Callable[[int], Iterator[bytes]]) -> bytes:
+        """Drop the stored hashes and hash the first ``size`` records again from the day
+        files; return their root."""
+        self._pending = []
+        self.range = None
+        self.hashes.truncate_to_leaves(0)
+        return self.sync_to(size, lines_from).root()
+
     def sign_current(self, micros: int, *, automatic: bool = False) -> str | None:
         """Sign the tree as far as it is synced (see ``sign``); nothing for an empty log."""
         if self.range is None or self.range.size == 0:
@@ -282,7 +309,13 @@ class SignedTree:
 
     def inclusion_path(self, seq: int, size: int) -> list[bytes]:
         """RFC 9162 section 2.1.3.1: the inclusion path of leaf ``seq`` in the tree of ``size``
-        leaves, from the stored hashes. Raises ``UsageError`` unless ``0 <= seq < size``."""
+        leaves, from the stored hashes. Raises ``UsageError`` unless ``0 <= seq < size``, and
+        ``ProofError`` when the log holds fewer than ``size`` records (a checkpoint's size)."""
+        if size > self.size:
+            raise ProofError(
+                f"the log holds {self.size} records, fewer than the {size} a checkpoint signed: "
+                "records were removed (run `rtrace verify`)"
+            )
         return inclusion_proof(seq, size, self.hashes)
 
     def prove(self, seq: int, leaf: bytes, size: int | None = None) -> InclusionProof:
@@ -291,7 +324,7 @@ class SignedTree:
 
         ``size`` defaults to the newest checkpoint; a leaf no checkpoint covers yet raises
         ``NotFound`` (proving never signs), and a tree shorter than that checkpoint (signed
-        records missing) ``UnreconciledLog``. A ``size`` outside ``(seq, self.size]`` raises
+        records missing) ``ProofError``. A ``size`` outside ``(seq, self.size]`` raises
         ``UsageError``.
         """
         head = self.size
@@ -304,15 +337,15 @@ class SignedTree:
                     "(`rtrace checkpoint --now` where the log is written signs one)"
                 )
             if latest.size > head:
-                raise UnreconciledLog(
-                    f"the log holds {head} records, but its newest checkpoint, signed at "
-                    f"{latest.datetime_utc}, covers {latest.size} ({latest.file}:{latest.line}): "
-                    "signed records are missing, so nothing can be proven in it "
-                    "(`rtrace verify` shows what is missing)"
+                raise ProofError(
+                    f"the log holds {head} records, fewer than the {latest.size} a checkpoint "
+                    f"signed: its newest checkpoint, signed at {latest.datetime_utc}, covers "
+                    f"{latest.size} ({latest.file}:{latest.line}); signed records are missing, "
+                    "so nothing can be proven in it (`rtrace verify` shows what is missing)"
                 )
             size, note = latest.size, latest.note
-        elif not seq < size <= head:
-            raise UsageError(f"seq {seq} is not in a tree of size {size} (log: {head})")
+        elif not _is_size(size) or not seq < size <= head:
+            raise UsageError(f"seq {seq} is not in a tree of size {size!r} (log: {head})")
         else:
             note = self.note_for(size)
         return InclusionProof(seq, size, leaf, self.inclusion_path(seq, size), note)
@@ -323,8 +356,8 @@ class SignedTree:
         ``0 < old <= new <= self.size``."""
         head = self.size
         n = head if new is None else new
-        if not 0 < old <= n <= head:
-            raise UsageError(f"no consistency proof from {old} to {n} (log: {head})")
+        if not (_is_size(old) and _is_size(n) and 0 < old <= n <= head):
+            raise UsageError(f"no consistency proof from {old!r} to {n!r} (log: {head})")
         return ConsistencyProof(old, n, consistency_proof(old, n, self.hashes))
 
     def root_at(self, size: int) -> bytes | None:
@@ -348,3 +381,8 @@ class SignedTree:
         """Write what is buffered and close the hash file."""
         self.flush()
         self.hashes.close()
+
+
+def _is_size(value: object) -> bool:
+    """Whether ``value`` is a tree size as proofs state it: an int, not a bool or a float."""
+    return isinstance(value, int) and not isinstance(value, bool)

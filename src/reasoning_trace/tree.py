@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from .errors import UsageError
+from .layout import open_derived
 
 __all__ = [
     "EMPTY_ROOT",
@@ -279,8 +280,10 @@ class HashFile:
 
     def _open(self) -> int:
         if self._fd is None:
-            flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
-            self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
+            if self.readonly:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            else:
+                self._fd = open_derived(self.path, os.O_RDWR | os.O_CREAT)
         return self._fd
 
     def count(self) -> int:

@@ -17,7 +17,7 @@ import os
 
 from .errors import LogRootMissing
 from .head import HEAD_BYTES, Head
-from .layout import Layout
+from .layout import Layout, open_derived
 
 __all__ = ["WriterLock"]
 
@@ -76,7 +76,7 @@ class WriterLock:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(self._derived)
                 try:
-                    fd = os.open(self._head_s, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    fd = open_derived(self._head_s, os.O_RDWR | os.O_CREAT)
                     break
                 except FileNotFoundError:
                     if attempt >= 100:  # .rtrace/ deleted again between mkdir and open
@@ -107,7 +107,7 @@ class WriterLock:
     def peek(self) -> Head | None:
         """The cached head as a reader sees it: without the lock, without creating anything."""
         try:
-            fd = os.open(self._head_s, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._head_s, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
         try:

@@ -286,8 +286,8 @@ def register(cli: click.Group) -> None:
         if signed.checkpoint_time:
             line.append(f", signed {signed.checkpoint_time}")
         out.print(line)
-        if signed.status == "altered":
-            ctx.exit(1)
+        if signed.status != "verified" and signed.checkpoint_size is not None:
+            ctx.exit(1)  # altered, or not proven in the checkpoint that covers it
 
     @cli.command()
     @filter_options

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from ..attest import attest
-from ..errors import NotFound, QueryError, UnreconciledLog
+from ..errors import NotFound, ProofError, QueryError
 from ..index_sql import MAX_SEQ
 from ..query import Filter
 from .problems import PROBLEMS
@@ -97,7 +97,7 @@ def get_decision(log: ServedLog, key: str, proof: bool = False) -> dict[str, Any
     if proof:  # reading never signs: null until a checkpoint covers the decision, and while
         try:  # the log falls short of its newest checkpoint ("signed" then says so)
             out["proof"] = log.prove(d.seq).to_json()
-        except (NotFound, UnreconciledLog):
+        except (NotFound, ProofError):  # none yet, or records under the checkpoint removed
             out["proof"] = None
     return out
 
