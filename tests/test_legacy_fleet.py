@@ -54,16 +54,20 @@ def adopt_and_record(root: Path, count: int, start: int = 0) -> None:
 
 
 def leaves(root: Path) -> list[bytes]:
+    """The leaf inputs of the local tree, in order."""
     return list(DayFiles(Layout(root)).leaves_from(0))
 
 
 def vkey(root: Path) -> str:
+    """The verifier keys the log published."""
     return (root / "checkpoints" / "vkey").read_text()
 
 
 def test_an_adopted_original_log_verifies_from_the_stream(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """The original module's log (a torn line in it), adopted and replicated: verified from
+    the stream, compared with the local leaves, read back by the fleet commands."""
     root = tmp_path / "east"
     original_with_torn_line(root)
     adopt_and_record(root, 4)
@@ -90,6 +94,8 @@ def test_an_adopted_original_log_verifies_from_the_stream(
 
 
 def test_a_rolling_upgrade_replicates_and_verifies(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The original module writing beside the product after adoption: its lines are taken in
+    as records, are no leaves on either side, and the replica verifies."""
     root = tmp_path / "east"
     original_with_torn_line(root)
     adopt_and_record(root, 2)
@@ -108,6 +114,7 @@ def test_a_rolling_upgrade_replicates_and_verifies(nats_server: NatsServer, tmp_
 
 
 async def publish(url: str, data: bytes) -> None:
+    """Publish ``data`` on the node's decision subject, as anyone with publish rights could."""
     nc = await nats.connect(url)
     try:
         await nc.jetstream().publish(decision_subject(NODE), data, stream=DEFAULT_STREAM)
@@ -118,6 +125,8 @@ async def publish(url: str, data: bytes) -> None:
 def test_alterations_and_foreign_messages_are_still_found(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """A local leaf changed after replication is altered; a message that is neither a record
+    nor a legacy line of the node is a foreign message."""
     import asyncio
 
     root = tmp_path / "east"
