@@ -49,6 +49,12 @@ class DayWriter:
         #: A lost newline was restored: the head must be recomputed from the day files.
         self.head_stale = False
 
+    def take_head_stale(self) -> bool:
+        """Whether a lost newline was restored since last asked (the head must then be
+        recomputed from the day files)."""
+        stale, self.head_stale = self.head_stale, False
+        return stale
+
     def kept_size(self, day: str | None) -> int | None:
         """The size of the open day file if it is ``day``'s, else ``None``."""
         if self.open is None or self.open[0] != day:

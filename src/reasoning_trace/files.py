@@ -238,11 +238,10 @@ class FileStore:
                 try:
                     self.tree.flush()
                 except OSError as exc:  # derived: the next writer catches the file up
-                    self.tree.range = None
+                    self.tree.forget()
                     logger.error("reasoning_trace: hash file not updated: %s", exc)
             self._saved_head = None
-            if self._out.head_stale:  # recompute from the day files next time
-                self._out.head_stale = False
+            if self._out.take_head_stale():  # recompute from the day files next time
                 self._writer_lock.invalidate(fd)
             else:
                 self._writer_lock.write_head(fd, head)
@@ -299,7 +298,6 @@ class FileStore:
         a failure here (all of it derived, or a checkpoint that will be retried) is logged and
         never fails the write."""
         assert self.tree is not None
-        self.tree.floor_micros = micros
         try:
             self.tree.extend(
                 head.next_seq,
@@ -312,7 +310,7 @@ class FileStore:
             )
         except (OSError, ReasoningTraceError, IndexError) as exc:  # IndexError: a hash the
             # derived hash file lost under this writer
-            self.tree.range = None
+            self.tree.forget()
             logger.error("reasoning_trace: tree or checkpoint not updated: %s", exc)
 
     def _leaves_from(self, seq: int) -> Iterator[bytes]:
@@ -380,8 +378,7 @@ class FileStore:
                 locked = True
             try:
                 self._out.make_durable()
-                self.tree.sync_to(head.next_seq, self._leaves_from)
-                self.tree.floor_micros = head.micros
+                self.tree.sync_to(head.next_seq, self._leaves_from, floor_micros=head.micros)
                 yield self.tree
             finally:
                 if locked:

@@ -1,13 +1,10 @@
 """The log's Merkle tree as its writer keeps it, its signing schedule, and its proofs.
 
-``SignedTree`` extends the derived hash file (``layout``: ``.rtrace/hashes``) with each batch
-under the writer lock and signs a checkpoint (``checkpoint``, SPEC section 4) at every multiple
-of ``every`` records (a fixed cadence, so checkpoints of the same log agree on sizes), after
-``seconds`` while the log grows, when a UTC day ends (covering all of it), and on clean close.
-Before signing it proves the new tree consistent with the last checkpoint it signed; if that
-fails, it hashes the day files afresh (the stored hashes are derived) and, if it still fails,
-refuses, loudly (``ForkError``). It answers inclusion and consistency proofs (RFC 9162
-sections 2.1.3 and 2.1.4) from the stored hashes.
+``SignedTree`` extends the derived hash file with each batch under the writer lock and signs a
+checkpoint (SPEC section 4) every ``every`` records (a fixed cadence: checkpoints of one log
+agree on sizes), after ``seconds`` while the log grows, when a UTC day ends, and on close.
+It proves each new tree consistent with the last checkpoint (hashing the day files afresh
+before it refuses, loudly: ``ForkError``) and answers RFC 9162 proofs from the hashes.
 Tests: ``tests/test_checkpoint.py``, ``tests/test_prove.py``, ``tests/test_faults.py``.
 """
 
@@ -119,14 +116,27 @@ class SignedTree:
             pending, self._pending = self._pending, []
             self.hashes.append(pending)
 
+    def forget(self) -> None:
+        """Drop the tree held in memory (after a failure left it unsure): the next
+        ``sync_to`` reads the hash file again and checks it against the records."""
+        self.range = None
+
     def sync_to(
-        self, size: int, lines_from: Callable[[int], Iterator[bytes]], *, trusted: bool = False
+        self,
+        size: int,
+        lines_from: Callable[[int], Iterator[bytes]],
+        *,
+        trusted: bool = False,
+        floor_micros: int | None = None,
     ) -> CompactRange:
         """The compact range of ``size`` leaves, catching the hash file up from the records.
 
         ``trusted``: the writer lock was held since this process last extended the tree, so
-        nobody else can have changed it and the file need not be checked.
+        nobody else can have changed it and the file need not be checked. ``floor_micros``:
+        the newest record's instant, below which no checkpoint is dated.
         """
+        if floor_micros is not None:
+            self.floor_micros = floor_micros
         self._lines_from = lines_from
         rng = self.range
         if trusted and rng is not None and rng.size == size:
@@ -166,10 +176,12 @@ class SignedTree:
         *,
         trusted: bool = False,
     ) -> None:
-        """Add a batch's (day, line) leaves after ``start`` records; sign what is due.
+        """Add a batch's (day, line) leaves after ``start`` records, the last at instant
+        ``micros``; sign what is due.
 
         ``before_sign`` makes the records durable first where the log's writes are not.
         """
+        self.floor_micros = micros
         rng = self.sync_to(start, lines_from, trusted=trusted)
         due: list[tuple[int, bytes]] = []
         if not self._first_batch_done:
