@@ -392,3 +392,30 @@ def test_odd_lines_of_the_original(tmp_path: Path) -> None:
     assert history[1].extra["score"] != history[1].extra["score"]  # NaN, read as it was written
     report = verify(root)
     assert report.ok and report.signed_size == 5, report.findings
+
+
+def test_a_line_the_original_writes_during_an_append_is_taken_in(tmp_path: Path) -> None:
+    """The original module appends a line to the day file after a writer checked the file's
+    end and before its batch lands (the writer's clock read between the two does it here,
+    deterministically): the next append takes the line's content in as a record saying where
+    it came from, as for lines written between appends, and the log verifies."""
+    root = tmp_path / "log"
+    day = datetime(2026, 5, 12, 10)
+    reads = iter(range(10**6))
+    first = int((day - EPOCH).total_seconds() * 1e9)
+
+    def clock() -> int:
+        n = next(reads)
+        if n == 1:  # inside the second record's append, after the head was checked
+            write_original(root, 1, day + timedelta(seconds=1), timedelta(seconds=1))
+        return first + n * 1_000_000
+
+    with DecisionLog(str(root), clock=clock) as log:
+        log.record("before", True, {}, {})
+        log.record("during", True, {}, {})
+        log.record("after", True, {}, {})
+        taken = [d for d in log.read() if "legacy_source" in d.extra]
+    assert [d.action for d in taken] == ["rollback"]  # the original's line (i=0: a rollback)
+    assert taken[0].extra["legacy_source"]["file"] == "2026-05-12.jsonl"
+    report = verify(root)
+    assert report.ok, report.failures

@@ -67,7 +67,8 @@ class DayWriter:
             os.fsync(self.open[1])
 
     def write(self, groups: dict[str, list[bytes]], head: Head) -> tuple[str, int, int]:
-        """Write each day's lines; return (day, size, inode) of the last file written. On any
+        """Write each day's lines; return (day, size, inode) of the last file written (the size
+        before this batch if another program appended to it meanwhile). On any
         failure, truncate every touched file back and raise ``StorageError`` (with
         ``head_stale`` set when a lost newline was restored instead)."""
         touched: list[tuple[int, int, str]] = []
@@ -89,6 +90,11 @@ class DayWriter:
                 if created and self.sync != "never":
                     fsync_dir(self.layout.root)
                 end = (day, size + len(data), ino)
+                if os.fstat(fd).st_size != size + len(data):
+                    # Something that takes no lock (the original module) appended while this
+                    # batch was written: leave the head at the batch's start, so the next
+                    # writer finds the file longer than the head and takes its lines in.
+                    end = (day, size, ino)
         except OSError as exc:
             self._rollback(touched)
             raise storage_error(f"write to {self.layout.day_file_s(day)}", exc) from exc
