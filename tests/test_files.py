@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -117,24 +116,6 @@ print("next seq", log.record("after", True, {{}}, {{}}).seq)
     assert "refused: could not write" in result.stdout and "File too large" in result.stdout
     assert "next seq 1" in result.stdout
     assert [orjson.loads(x)["action"] for x in all_lines(root)] == ["small", "after"]
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs mounted for the test (needs root, as in CI)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a small filesystem needs root: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_disk_full(small_fs: Path) -> None:

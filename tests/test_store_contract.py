@@ -9,7 +9,6 @@ a real nats-server (for writers without a disk)."""
 from __future__ import annotations
 
 import errno
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -803,24 +802,6 @@ def shared_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nat
     srv = NatsServer(tmp_path_factory.mktemp("nats")).start()
     yield srv
     srv.kill()
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs mounted for the test (needs root, as in CI)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a small filesystem needs root: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 class TestFileStore(StoreContract, IndexedStoreContract, TreeStoreContract):
