@@ -18,6 +18,7 @@ from reasoning_trace import DecisionLog
 from reasoning_trace.attest import attest
 from reasoning_trace.verify import verify
 
+from .terminal import on_a_terminal
 from .test_cli_integrity import rtrace
 
 
@@ -219,13 +220,15 @@ def test_signed_is_shown_only_for_verified_bytes(written: Path) -> None:
     with DecisionLog(str(written), checkpoint_every=0) as log:
         fresh = log.record("fresh", True, {}, {})
         log._store.tree = None  # type: ignore[attr-defined]  # leave it unsigned on close
-    assert "not yet signed" in rtrace(written, "show", str(fresh.seq)).stdout
-    ok = rtrace(written, "show", "5")
+    assert "not yet signed" in on_a_terminal(written, "show", str(fresh.seq)).stdout
+    ok = on_a_terminal(written, "show", "5")
     assert ok.returncode == 0 and "signed:" in ok.stdout and "ALTERED" not in ok.stdout
     day = sorted(written.glob("*.jsonl"))[-1]
     day.write_bytes(day.read_bytes().replace(b'"reason":"r5"', b'"reason":"r9"'))
-    shown = rtrace(written, "show", "5")
+    shown = on_a_terminal(written, "show", "5")
     assert shown.returncode == 1 and "ALTERED" in shown.stdout
+    piped = rtrace(written, "show", "5")  # the stored line, and still exit 1
+    assert piped.returncode == 1 and '"reason":"r9"' in piped.stdout and "altered" in piped.stderr
     with DecisionLog(str(written)) as log:
         assert attest(log, log.get(5)).status == "altered"
         assert attest(log, log.get(6)).status == "verified"
@@ -240,7 +243,7 @@ def test_a_log_cut_short_of_its_checkpoint_proves_nothing_and_says_why(written: 
     proved = rtrace(written, "prove", "3")
     assert proved.returncode != 0 and "Traceback" not in proved.stderr
     assert "holds 10 records" in proved.stderr and "covers 30" in proved.stderr
-    shown = rtrace(written, "show", "3")
+    shown = on_a_terminal(written, "show", "3")
     assert "Traceback" not in shown.stderr and "NOT VERIFIED" in shown.stdout
     with DecisionLog(str(written), create=False) as log:
         assert attest(log, log.get(3)).status == "unverified"
@@ -255,7 +258,7 @@ def test_hashes_rebuilt_from_edited_day_files_never_vouch_for_a_record(written: 
     shutil.rmtree(written / ".rtrace")
     with DecisionLog(str(written)) as log:
         log.record("after", True, {}, {})
-    shown = rtrace(written, "show", "5")
+    shown = on_a_terminal(written, "show", "5")
     assert shown.returncode == 1, shown.stdout
     assert "as written" not in shown.stdout and "signed:" not in shown.stdout
     with DecisionLog(str(written)) as log:

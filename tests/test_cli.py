@@ -21,6 +21,7 @@ import pytest
 
 from reasoning_trace.cli import cli
 
+from .terminal import on_a_terminal as words_on_a_terminal
 from .test_cli_integrity import rtrace
 
 
@@ -152,7 +153,7 @@ def test_query_filters(demo_log: Path) -> None:
 
 def test_show_and_stats(demo_log: Path) -> None:
     """show explains a decision with its votes and signature; stats adds up."""
-    shown = rtrace(demo_log, "show", "60")
+    shown = words_on_a_terminal(demo_log, "show", "60")
     assert shown.returncode == 0
     for words in ("REJECTED", "safety", "FAIL", "too risky", "agent_id", "signed"):
         assert words in shown.stdout
@@ -165,7 +166,8 @@ def test_show_and_stats(demo_log: Path) -> None:
     )
     narrow = json.loads(rtrace(demo_log, "stats", "--json", "--action", "rollback").stdout)
     assert {a["action"] for a in narrow["actions"]} == {"rollback"}
-    assert "approval rate" in rtrace(demo_log, "stats").stdout
+    assert "approval rate" in words_on_a_terminal(demo_log, "stats").stdout
+    assert json.loads(rtrace(demo_log, "stats").stdout) == stats  # piped: the JSON object
 
 
 def test_export_bundle_and_verify_bundle(demo_log: Path, tmp_path: Path) -> None:
@@ -180,13 +182,16 @@ def test_export_bundle_and_verify_bundle(demo_log: Path, tmp_path: Path) -> None
         "vkey",
     }
     shutil.rmtree(demo_log)  # the auditor has no log
-    checked = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+    checked = words_on_a_terminal(tmp_path / "nowhere", "verify-bundle", str(bundle))
     assert checked.returncode == 0 and checked.stdout.startswith("OK: ")
+    piped = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
+    assert json.loads(piped.stdout)["ok"] is True
     records = (bundle / "records.jsonl").read_bytes().splitlines(keepends=True)
     records[0] = records[0].replace(b'"rollback"', b'"halt"')
     (bundle / "records.jsonl").write_bytes(b"".join(records))
     bad = rtrace(tmp_path / "nowhere", "verify-bundle", str(bundle))
     assert bad.returncode == 1 and "line 1" in bad.stderr
+    assert json.loads(bad.stdout)["ok"] is False
 
 
 def test_verify_bundle_refuses_hostile_notes(demo_log: Path, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from reasoning_trace.proof_check import verify_inclusion_proof
 
+from .terminal import on_a_terminal
+
 RTRACE = shutil.which("rtrace") or ""
 
 
@@ -40,22 +42,27 @@ def demo_log(root: Path) -> Path:
 
 def test_keys_checkpoint_prove_verify(demo_log: Path) -> None:
     """keys show, checkpoint, prove and verify work together and exit 0 on a clean log."""
-    vkey = rtrace(demo_log, "keys", "show")
+    vkey = on_a_terminal(demo_log, "keys", "show")
     assert vkey.returncode == 0 and vkey.stdout.count("+") >= 2
+    piped = json.loads(rtrace(demo_log, "keys", "show").stdout)
+    assert piped["verifier_key"] == vkey.stdout.strip() and piped["current"] is True
     note = rtrace(demo_log, "checkpoint", "--now")
     assert note.returncode == 0 and note.stdout.splitlines()[1] == "30"
     proof = rtrace(demo_log, "prove", "7")
-    assert proof.returncode == 0
+    assert proof.returncode == 0 and len(proof.stdout.splitlines()) == 1  # piped: one line
     line = (next(demo_log.glob("*.jsonl")).read_bytes().splitlines())[7]
     verify_inclusion_proof(json.loads(proof.stdout), line, vkey=vkey.stdout)
     consistency = json.loads(rtrace(demo_log, "prove", "--consistency", "10", "30").stdout)
     assert (consistency["old_size"], consistency["new_size"]) == (10, 30)
-    ok = rtrace(demo_log, "verify")
+    ok = on_a_terminal(demo_log, "verify")
     assert ok.returncode == 0 and "OK: 30 records" in ok.stdout
+    summary = json.loads(rtrace(demo_log, "verify").stdout)["summary"]
+    assert summary["ok"] is True and summary["records"] == 30
 
 
 def test_verify_fails_with_exit_1_and_json(demo_log: Path, tmp_path: Path) -> None:
-    """A tampered log makes verify exit 1 and name the altered record in --json."""
+    """A tampered log makes verify exit 1 and name the altered record in --json; the key file
+    is what ``rtrace keys show > FILE`` wrote (JSON Lines, piped)."""
     keyfile = tmp_path / "auditor.vkey"
     keyfile.write_text(rtrace(demo_log, "keys", "show").stdout)
     day = next(demo_log.glob("*.jsonl"))
@@ -77,10 +84,10 @@ def test_verify_fails_with_exit_1_and_json(demo_log: Path, tmp_path: Path) -> No
 def test_keys_rotate(demo_log: Path) -> None:
     """keys rotate publishes a second key; old checkpoints still verify."""
     assert rtrace(demo_log, "checkpoint", "--now").returncode == 0
-    rotated = rtrace(demo_log, "keys", "rotate")
+    rotated = on_a_terminal(demo_log, "keys", "rotate")
     assert rotated.returncode == 0 and rotated.stdout.startswith("new key: ")
     assert rtrace(demo_log, "demo", "-n", "5").returncode == 0
-    shown = rtrace(demo_log, "keys", "show").stdout.splitlines()
+    shown = on_a_terminal(demo_log, "keys", "show").stdout.splitlines()
     assert len(shown) == 2 and rotated.stdout.split()[-1] == shown[1]
     done = rtrace(demo_log, "verify")
     assert done.returncode == 0, done.stdout
@@ -103,7 +110,7 @@ def test_trusted_checkpoints_are_refused_where_they_would_not_be_checked(
     note = rtrace(demo_log, "checkpoint", "--now").stdout
     kept = tmp_path / "kept.note"
     kept.write_text(note)
-    vkey = rtrace(demo_log, "keys", "show").stdout.strip()
+    vkey = json.loads(rtrace(demo_log, "keys", "show").stdout)["verifier_key"]
     replica = rtrace(demo_log, "verify", "--replica", "n1", "--trusted", str(kept), "--vkey", vkey)
     assert replica.returncode == 2
     assert "--trusted" in replica.stderr and "Traceback" not in replica.stderr

@@ -21,6 +21,7 @@ from reasoning_trace.note import Signer
 from reasoning_trace.replicate import replicate
 
 from .natsserver import NatsServer
+from .terminal import on_a_terminal
 
 NODES = ("east", "west")
 
@@ -178,9 +179,16 @@ def test_verify_a_node_from_the_stream_alone(nats_server: NatsServer, tmp_path: 
     assert "unknown_key" in wrong.stdout
 
     # no --node: each node in turn, here with the keys they published, trusted as asked
-    every = rtrace("--source", nats_server.url, "verify", "--trust-stream-keys", open_ok)
+    every = on_a_terminal(
+        None, "--source", nats_server.url, "verify", "--trust-stream-keys", open_ok
+    )
+    assert every.returncode == 0, every.stderr
     assert "node east:" in every.stdout and "node west:" in every.stdout
     assert every.stdout.count("OK:") == 2
+    piped = rtrace("--source", nats_server.url, "verify", "--trust-stream-keys", open_ok)
+    summaries = [json.loads(x)["summary"] for x in piped.stdout.splitlines() if "summary" in x]
+    assert [s["root"].split()[-1] for s in summaries] == ["east", "west"]
+    assert all(s["ok"] for s in summaries)
 
 
 def test_witness_catches_a_local_rewrite_after_replication(
@@ -212,7 +220,7 @@ def test_witness_catches_a_local_rewrite_after_replication(
     )
     assert caught.returncode == 1, caught.stdout
     assert "altered" in caught.stdout and "checkpoint_mismatch" in caught.stdout
-    assert "FAILED" in caught.stdout
+    assert json.loads(caught.stdout.splitlines()[-1])["summary"]["ok"] is False
 
 
 @pytest.mark.parametrize(

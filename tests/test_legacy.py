@@ -26,6 +26,7 @@ from reasoning_trace.verify import verify
 
 from .conftest import HERE, snapshot
 from .seed_writer import seed_record
+from .terminal import on_a_terminal
 from .test_cli_integrity import rtrace
 from .test_processes import start_writer
 
@@ -238,7 +239,7 @@ def test_the_original_and_the_new_writer_side_by_side(tmp_path: Path) -> None:
 def test_adopt_is_a_dry_run_until_told(original: Path) -> None:
     """rtrace adopt shows files, records and quirks and changes nothing; --yes signs them."""
     before = snapshot(original)
-    done = rtrace(original, "adopt")
+    done = on_a_terminal(original, "adopt")
     assert done.returncode == 0, done.stderr
     assert "30 records of the original module" in done.stdout and "dry run" in done.stdout
     plan = json.loads(rtrace(original, "adopt", "--json").stdout)
@@ -264,8 +265,8 @@ def test_doctor_on_a_healthy_log(root: Path) -> None:
         log.record("a", True, {}, {})
     before = snapshot(root)
     assert set(statuses(root).values()) == {"ok"}
-    done = rtrace(root, "doctor")
-    assert done.returncode == 0 and "FAIL" not in done.stdout
+    done = on_a_terminal(root, "doctor")
+    assert done.returncode == 0 and "FAIL" not in done.stdout and "ok" in done.stdout
     assert snapshot(root) == before
 
 
@@ -278,7 +279,7 @@ def test_doctor_on_broken_set_ups(original: Path, signing_key: Path, tmp_path: P
     assert statuses(original)["legacy"] == "ok"
     signing_key.write_text("PRIVATE+KEY+garbage")
     assert statuses(original)["key"] == "fail"
-    done = rtrace(original, "doctor")
+    done = on_a_terminal(original, "doctor")
     assert done.returncode == 1 and "key" in done.stdout and "fix:" in done.stdout
     signing_key.unlink()
     assert statuses(original)["key"] == "fail"  # published a key: a missing one is a failure

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .errors import CorruptLine
 from .jetstream import DEFAULT_STREAM, check_node, decision_subject, node_of
-from .query import Filter, Stats
+from .query import Filter, Stats, check_limit
 from .record import Decision
 from .stream_messages import last_record
 from .stream_reader import BATCH, StreamReader
@@ -172,7 +172,8 @@ class Fleet(StreamReader):
         """The newest ``limit`` decisions across nodes (or of ``node``), oldest first, by
         time (each node's last ``limit`` are read, then merged). Foreign messages are
         skipped and reported (``on_foreign``); ``on_corrupt`` is kept for ``DecisionLog``'s
-        signature."""
+        signature. A ``limit`` below 0 raises ``QueryError``."""
+        check_limit(limit)
         self._mark()
         found: list[Decision] = []
         subjects = (

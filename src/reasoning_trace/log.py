@@ -37,7 +37,7 @@ from .files import FileStore, resolve_sync
 from .index_sql import MAX_SEQ
 from .layout import resolve_root
 from .proof import ConsistencyProof, InclusionProof
-from .query import ActionStats, Criteria, Filter, Page, Stats
+from .query import ActionStats, Criteria, Filter, Page, Stats, check_limit
 from .record import MAX_LINE_BYTES, Decision, Pending, prepare
 from .redact import Redactor, check_redactors
 from .signed_tree import SignedTree
@@ -238,8 +238,10 @@ class DecisionLog:
         """The newest ``limit`` decisions, oldest first, across day files.
 
         A corrupt line raises ``CorruptLine`` (with its place), unless ``on_corrupt`` is given:
-        then it is handed the error and the line is skipped.
+        then it is handed the error and the line is skipped. A ``limit`` below 0 raises
+        ``QueryError``.
         """
+        check_limit(limit)
         return self._store.recent(limit, on_corrupt)
 
     def get(self, key: int | str) -> Decision:
@@ -275,7 +277,9 @@ class DecisionLog:
 
         Filters beyond time, pages newest first and cursors go through the derived index
         (caught up first, so it never misses a record); time ranges read only their days.
+        A ``limit`` or ``before_seq`` below 0 raises ``QueryError``.
         """
+        Page(limit, newest_first, before_seq)  # checks them, whichever path answers
         use_index = flt.selective or newest_first or before_seq is not None
         if use_index and isinstance(self._store, IndexedStore):
             return self._store.select(flt, Page(limit, newest_first, before_seq))

@@ -1,7 +1,9 @@
 """Queries over decisions: time expressions and filters shared by the library and the CLI.
 
 Times are taken as ISO 8601 (``2026-11-24``, ``2026-11-24T22:41:43Z``, with an offset; naive
-times are UTC), Unix seconds, ``datetime`` objects, or a span back from now (``90s``, ``30m``,
+times are UTC), Unix seconds (a number, or a string of ASCII digits with an optional fraction
+such as ``"1795962740"``; an eight-digit string is seconds, not a basic-format date),
+``datetime`` objects, or a span back from now (``90s``, ``30m``,
 ``12h``, ``7d``, ``2w``). Ranges are half-open: ``since <= t < until``.
 Tests: ``tests/test_query.py``.
 """
@@ -21,9 +23,20 @@ import orjson
 from .errors import QueryError
 from .record import Decision
 
-__all__ = ["EVERY", "Criteria", "Filter", "Page", "Stats", "TextCriteria", "TimeSpec", "parse_time"]
+__all__ = [
+    "EVERY",
+    "Criteria",
+    "Filter",
+    "Page",
+    "Stats",
+    "TextCriteria",
+    "TimeSpec",
+    "check_limit",
+    "parse_time",
+]
 
 TimeSpec = str | int | float | datetime | None
+_SECONDS_RE = re.compile(r"\s*-?[0-9]{1,15}(?:\.[0-9]{1,9})?\s*\Z", re.ASCII)
 _SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
 # Times a query may name: those a datetime can hold (years 1 to 9999), in Unix microseconds.
 _MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
@@ -56,6 +69,8 @@ def _parse_time(value: TimeSpec, now: float | None) -> int | None:
         return round(dt.timestamp() * 1_000_000)
     if not isinstance(value, str):
         raise QueryError(f"not a time: {value!r}")
+    if _SECONDS_RE.match(value):
+        return round(float(value) * 1_000_000)
     span = _SPAN_RE.match(value)
     if span:
         seconds = float(span.group(1)) * _UNIT[span.group(2)]
@@ -131,6 +146,24 @@ class Page:
     limit: int | None = None
     newest_first: bool = False
     before_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+        if self.before_seq is not None and (
+            isinstance(self.before_seq, bool)
+            or not isinstance(self.before_seq, int)
+            or self.before_seq < 0
+        ):
+            raise QueryError(f"a cursor is a seq (0 or more), not {self.before_seq!r}")
+
+
+def check_limit(limit: object, what: str = "limit") -> None:
+    """Refuse a count that is not a whole number of 0 or more (``None``: no limit) with a
+    ``QueryError`` naming it: ``-3`` is not "all but three"."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise QueryError(f"{what} must be a whole number of 0 or more, not {limit!r}")
 
 
 #: Every match, oldest first.

@@ -14,39 +14,52 @@ from typing import Any
 
 import click
 
-from ..errors import IntegrityError, NotFound, QueryError, ReasoningTraceError, RecordError
+from ..errors import (
+    IntegrityError,
+    LogRootMissing,
+    NotFound,
+    ReasoningTraceError,
+    RecordError,
+    SigningKeyError,
+    UsageError,
+)
 from ..log import DecisionLog
-from .context import open_log, require_extra
+from .context import GLOBAL_OPTIONS, GlobalOptionsGroup, open_log, require_extra
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .render import print_decisions
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "exit_status", "main"]
 
 
-@click.group()
+@click.group(cls=GlobalOptionsGroup)
 @click.option(
     "--dir",
     "root",
     type=click.Path(file_okay=False),
+    metavar="PATH",
     default=None,
-    help="Log root (default: $REASONING_TRACE_DIR, else the per-user data directory).",
+    help=GLOBAL_OPTIONS[0][2],
 )
-@click.option(
-    "--source",
-    metavar="nats://HOST:PORT",
-    default=None,
-    help="Read a fleet's replicated logs from this NATS server (or comma-separated cluster) "
-    "instead of a local log: tail, query, stats, verify.",
-)
-@click.option(
-    "--stream",
-    default="RTRACE",
-    show_default=True,
-    help="The JetStream stream of --source, replicate and verify --replica.",
-)
+@click.option("--source", metavar="nats://HOST:PORT", default=None, help=GLOBAL_OPTIONS[1][2])
+@click.option("--stream", default="RTRACE", show_default=True, help=GLOBAL_OPTIONS[2][2])
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -> None:
-    """rtrace: record, watch and audit an append-only decision log."""
-    ctx.obj = {"root": root, "source": source, "stream": stream}
+    """rtrace: record, watch and audit an append-only decision log.
+
+    Global options may also follow the command name. Output: a table on a terminal; JSON
+    Lines with --json or when stdout is not a terminal. Exit codes: 0 ok (also a query that
+    matched nothing), 1 a check failed or the one thing asked for was not found, 2 bad usage
+    or input.
+    """
+    given = {"root": root, "source": source}
+    if ctx.get_parameter_source("stream") is click.core.ParameterSource.COMMANDLINE:
+        given["stream"] = stream
+    ctx.obj = {
+        "root": root,
+        "source": source,
+        "stream": stream,
+        "given": {k: v for k, v in given.items() if v is not None},
+    }
 
 
 @cli.command()
@@ -195,27 +208,55 @@ def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``rtrace`` console script."""
+    """Entry point of the ``rtrace`` console script: runs the command and maps what it raised
+    to one line on stderr and the exit code of the contract (``output``): a user never sees a
+    Python traceback."""
     try:
         code = cli.main(standalone_mode=False)
-        if isinstance(code, int) and code:  # ctx.exit(n) returns n without standalone mode
-            sys.exit(code)
     except click.exceptions.Abort:
         sys.exit(130)
+    except click.exceptions.UsageError as exc:  # includes BadParameter and unknown options
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.FileError as exc:  # a file argument that cannot be opened
+        exc.show()
+        sys.exit(EXIT_USAGE)
     except click.exceptions.ClickException as exc:
         exc.show()
-        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
-    except NotFound as exc:
-        click.echo(f"rtrace: {exc}", err=True)
-        sys.exit(1)
-    except IntegrityError as exc:
-        click.echo(f"rtrace: {exc}", err=True)
-        sys.exit(1)
-    except (RecordError, QueryError) as exc:
-        click.echo(f"rtrace: {exc}", err=True)
-        sys.exit(2)
-    except ReasoningTraceError as exc:
-        click.echo(f"rtrace: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        _quiet_stdout()  # the reader went away (| head): nothing more to say, and no error
+        sys.exit(EXIT_OK)
     except KeyboardInterrupt:
-        sys.exit(0)
+        sys.exit(EXIT_OK)
+    except (ReasoningTraceError, OSError) as exc:
+        click.echo(f"rtrace: {_one_line(exc)}", err=True)
+        sys.exit(exit_status(exc))
+    if isinstance(code, int) and code:  # ctx.exit(n) returns n without standalone mode
+        sys.exit(code)
+
+
+def exit_status(exc: ReasoningTraceError | OSError) -> int:
+    """The exit code of an error a command could not get past: 1 when the one thing asked for
+    was not found, a check failed, or the system refused (a full disk, a lost connection); 2
+    when the input or set-up given was wrong (a bad record or query, a missing log root, a
+    signing key that cannot be read or made)."""
+    if isinstance(exc, NotFound | IntegrityError):
+        return EXIT_FAILED
+    if isinstance(exc, LogRootMissing | SigningKeyError | RecordError | UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, OSError):  # StorageError included
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, ReasoningTraceError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import click
 
+from ..errors import IntegrityError
 from ..query import Filter
 from .context import open_log
 from .decisions import filter_options
 from .integrity import read_note, trusted_option, vkeys
+from .output import emit, json_option, wants_json
 from .render import with_progress
 
 __all__ = ["register"]
@@ -29,11 +31,13 @@ def register(cli: click.Group) -> None:
         type=click.Path(file_okay=False),
         help="Folder to write the audit bundle into.",
     )
+    @json_option("What was exported as one JSON object (the default when piped).")
     @click.pass_context
     def export(
         ctx: click.Context,
         flt: Filter,
         folder: str,
+        as_json: bool,
     ) -> None:
         """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
         from ..bundle import export_bundle
@@ -42,6 +46,9 @@ def register(cli: click.Group) -> None:
             count, cp = with_progress(
                 "proving", lambda progress: export_bundle(log, flt, folder, progress=progress)
             )
+        if wants_json(as_json):
+            emit({"bundle": folder, "decisions": count, "tree_size": cp.size, "origin": cp.origin})
+            return
         click.echo(
             f"exported {count} decisions with proofs in the checkpoint of {cp.size} "
             f"records to {folder} (check it: rtrace verify-bundle {folder})"
@@ -54,12 +61,25 @@ def register(cli: click.Group) -> None:
         help="The verifier key you trust, or a file of them (default: the bundle's vkey).",
     )
     @trusted_option("the bundle's checkpoint is older than it or forks from it")
-    def verify_bundle_cmd(folder: str, vkey: str | None, trusted_files: tuple[str, ...]) -> None:
-        """Check an exported bundle offline; exit 1 if any record fails."""
+    @json_option("The result as one JSON object (the default when piped).")
+    def verify_bundle_cmd(
+        folder: str, vkey: str | None, trusted_files: tuple[str, ...], as_json: bool
+    ) -> None:
+        """Check an exported bundle offline; exit 1 if any record or the bundle fails a check
+        (the reason on stderr; with JSON output also as {"ok": false, "error": ...})."""
         from ..bundle import verify_bundle
 
         trusted = [read_note(path) for path in trusted_files]
-        count, cp = verify_bundle(folder, vkeys(vkey), trusted=trusted)
+        keys = vkeys(vkey)
+        try:
+            count, cp = verify_bundle(folder, keys, trusted=trusted)
+        except IntegrityError as exc:
+            if wants_json(as_json):
+                emit({"ok": False, "error": str(exc)})
+            raise
+        if wants_json(as_json):
+            emit({"ok": True, "decisions": count, "tree_size": cp.size, "origin": cp.origin})
+            return
         click.echo(
             f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
             f"records ({cp.origin})"

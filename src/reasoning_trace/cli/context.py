@@ -15,7 +15,79 @@ from ..log import DecisionLog
 if TYPE_CHECKING:
     from ..fleet import Fleet
 
-__all__ = ["MissingExtra", "open_fleet", "open_log", "open_reader", "require_extra"]
+__all__ = [
+    "GLOBAL_OPTIONS",
+    "GlobalOptionsGroup",
+    "MissingExtra",
+    "open_fleet",
+    "open_log",
+    "open_reader",
+    "require_extra",
+]
+
+#: The options of the ``rtrace`` group (``ctx.obj`` key, option name, help), accepted before
+#: the command name or after it: ``rtrace --dir A tail`` is ``rtrace tail --dir A``.
+GLOBAL_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "root",
+        "--dir",
+        "Log root (default: $REASONING_TRACE_DIR, else the per-user data directory).",
+    ),
+    (
+        "source",
+        "--source",
+        "Read a fleet's replicated logs from this NATS server (or comma-separated cluster) "
+        "instead of a local log: tail, query, stats, verify.",
+    ),
+    ("stream", "--stream", "The JetStream stream of --source, replicate and verify --replica."),
+)
+
+
+def _set_global(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """A global option given after the command name: stored where the group keeps it; the
+    same option given twice with different values is refused, not "last wins"."""
+    if value is None:
+        return
+    obj = ctx.find_root().obj
+    key = str(param.name)
+    given = obj.setdefault("given", {})
+    if key in given and given[key] != value:
+        raise click.UsageError(f"{param.opts[0]} given twice ({given[key]!r} and {value!r})")
+    given[key] = value
+    obj[key] = value
+
+
+class GlobalOptionsGroup(click.Group):
+    """A group whose commands (and their sub-commands) also take the global options."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Register ``cmd`` with the global options appended to its own."""
+        if isinstance(cmd, click.Group) and not isinstance(cmd, GlobalOptionsGroup):
+            for sub in cmd.commands.values():
+                _add_globals(sub)
+        _add_globals(cmd)
+        super().add_command(cmd, name)
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        """A sub-group whose commands take the global options too."""
+        kwargs.setdefault("cls", GlobalOptionsGroup)
+        return super().group(*args, **kwargs)
+
+
+def _add_globals(cmd: click.Command) -> None:
+    names = {name for p in cmd.params for name in p.opts}
+    for key, option, help_text in GLOBAL_OPTIONS:
+        if option not in names:
+            cmd.params.append(
+                click.Option(
+                    [option, key],
+                    default=None,
+                    expose_value=False,
+                    callback=_set_global,
+                    help=f"{help_text} (a global option, also accepted here)",
+                    metavar={"root": "PATH", "source": "nats://HOST:PORT"}.get(key, "NAME"),
+                )
+            )
 
 
 def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:

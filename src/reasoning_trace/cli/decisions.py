@@ -21,6 +21,7 @@ from ..errors import QueryError, RecordError
 from ..log import DecisionLog
 from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
+from .output import EXIT_FAILED, emit, emit_lines, json_option, say, wants_json
 from .render import console, print_decisions, shown, verdict_text
 
 __all__ = ["register"]
@@ -192,58 +193,75 @@ def register(cli: click.Group) -> None:
         "-n",
         "--lines",
         "limit",
+        type=click.IntRange(min=0),
         default=10,
         show_default=True,
-        help="How many of the newest decisions.",
+        help="How many of the newest decisions (that match the filters).",
     )
     @click.option(
         "-f",
         "--follow",
         is_flag=True,
-        help="Keep printing new decisions, from any process, across midnight, until Ctrl-C.",
+        help="Keep printing new decisions (that match the filters), from any process, across "
+        "midnight, until Ctrl-C.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-    @click.option("--node", help="With --source: only this node's decisions.")
+    @filter_options
+    @json_option()
     @click.pass_context
-    def tail(ctx: click.Context, limit: int, follow: bool, as_json: bool, node: str | None) -> None:
-        """Show the newest decisions, oldest first; -f follows live."""
-        if node is not None and ctx.obj.get("source") is None:
-            raise click.UsageError("tail --node reads a fleet: give --source")
+    def tail(ctx: click.Context, limit: int, follow: bool, flt: Filter, as_json: bool) -> None:
+        """Show the newest decisions, oldest first; -f follows live. The query filters apply."""
+        as_json = wants_json(as_json)
         with open_reader(ctx) as log:
-            fleet = log if node is not None and not isinstance(log, DecisionLog) else None
+            fleet = None if isinstance(log, DecisionLog) else log
             try:
-                recent = fleet.recent(limit, node=node) if fleet else log.recent(limit)
-            except ValueError as exc:
+                if flt.is_empty:
+                    recent = log.recent(limit)
+                elif flt == Filter(node=flt.node) and fleet is not None:
+                    recent = fleet.recent(limit, node=flt.node)
+                else:
+                    recent = log.query(flt, limit=limit, newest_first=True)[::-1]
+            except ValueError as exc:  # a fleet's node name that cannot be one
                 raise click.BadParameter(str(exc), param_hint="--node") from exc
-            print_decisions(recent, as_json=as_json or (follow and not sys.stdout.isatty()))
+            print_decisions(recent, as_json=as_json)
             if not follow:
                 return
             after = recent[-1].seq if recent else len(log) - 1
-            out = console()
+            out = None if as_json else console()
+            followed = (
+                fleet.follow(node=flt.node) if fleet is not None else log.follow(after_seq=after)
+            )
             try:
-                followed = fleet.follow(node=node) if fleet else log.follow(after_seq=after)
                 for d in followed:
-                    if as_json or not sys.stdout.isatty():
-                        sys.stdout.buffer.write(d.line + b"\n")
-                        sys.stdout.flush()
+                    if not flt.matches(d):
+                        continue
+                    if out is None:
+                        emit_lines([d.line])
                     else:
                         out.print(_follow_line(d))
             except KeyboardInterrupt:
                 return  # Ctrl-C ends a follow: status 0, no traceback
 
     @cli.command()
-    @click.argument("key")
-    @click.option("--json", "as_json", is_flag=True, help="The stored line as JSON.")
+    @click.argument("key", metavar="ID|SEQ")
+    @json_option("The stored line (the default when stdout is not a terminal).")
     @click.pass_context
     def show(ctx: click.Context, key: str, as_json: bool) -> None:
-        """Explain one decision (by id or seq): verdict, votes, subject, signature."""
+        """Explain one decision (by id or seq): verdict, votes, subject, signature.
+
+        Exit 1 when there is no such decision, or when its record does not match the signed
+        checkpoint that covers it (also with --json, which prints the stored line).
+        """
         from ..attest import attest
 
         with open_log(ctx) as log:
             d = log.get(key)
-            signed = None if as_json else attest(log, d)
-        if as_json or signed is None:
-            sys.stdout.buffer.write(d.line + b"\n")
+            signed = attest(log, d)
+        failed = signed.status != "verified" and signed.checkpoint_size is not None
+        if wants_json(as_json):
+            emit_lines([d.line])
+            if failed:
+                say(f"rtrace: seq {d.seq}: {signed.status}: {signed.detail}")
+                ctx.exit(EXIT_FAILED)
             return
         out = console()
         head = shown(f"#{d.seq}  {d.action}  ")
@@ -286,8 +304,8 @@ def register(cli: click.Group) -> None:
         if signed.checkpoint_time:
             line.append(f", signed {signed.checkpoint_time}")
         out.print(line)
-        if signed.status != "verified" and signed.checkpoint_size is not None:
-            ctx.exit(1)  # altered, or not proven in the checkpoint that covers it
+        if failed:
+            ctx.exit(EXIT_FAILED)  # altered, or not proven in the checkpoint that covers it
 
     @cli.command()
     @filter_options
@@ -298,16 +316,25 @@ def register(cli: click.Group) -> None:
         default=None,
         help="Output format (default: table on a terminal, else json).",
     )
-    @click.option("--limit", type=int, default=None, help="At most this many, the newest.")
+    @json_option("Same as --format json: the stored lines, one a line.")
+    @click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help="At most this many, the newest.",
+    )
     @click.pass_context
     def query(
         ctx: click.Context,
         flt: Filter,
         fmt: str | None,
+        as_json: bool,
         limit: int | None,
     ) -> None:
-        """Decisions matching every filter, oldest first."""
-        fmt = fmt or ("table" if sys.stdout.isatty() else "json")
+        """Decisions matching every filter, oldest first (none matching is not an error)."""
+        if as_json and fmt not in (None, "json"):
+            raise click.UsageError(f"--json and --format {fmt} ask for two formats: give one")
+        fmt = "json" if as_json else fmt or ("table" if sys.stdout.isatty() else "json")
         with open_reader(ctx) as log:
             if fmt == "json" and limit is None and hasattr(log, "iter_lines"):
                 for line in log.iter_lines(flt):  # a fleet: streamed, in flat memory
@@ -355,7 +382,7 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @filter_options
-    @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+    @json_option("One JSON object (the default when stdout is not a terminal).")
     @click.pass_context
     def stats(
         ctx: click.Context,
@@ -365,8 +392,8 @@ def register(cli: click.Group) -> None:
         """Approval rate per action, vetoes per voter, decisions per day."""
         with open_reader(ctx) as log:
             result: Stats = log.stats(flt)
-        if as_json:
-            click.echo(json.dumps(result.to_json(), sort_keys=True))
+        if wants_json(as_json):
+            emit(result.to_json())
             return
         out = console()
         actions = Table(

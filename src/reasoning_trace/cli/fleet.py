@@ -12,6 +12,8 @@ from types import FrameType
 
 import click
 
+from .output import emit, json_option, wants_json
+
 __all__ = ["register"]
 
 
@@ -47,9 +49,16 @@ def register(cli: click.Group) -> None:
         help="After a reported incident (the stream lost this node's history): create the "
         "stream again if need be and ship this log from seq 0.",
     )
+    @json_option("When it stops, what was replicated as one JSON object (the default when piped).")
     @click.pass_context
     def replicate(
-        ctx: click.Context, url: str, node: str | None, replicas: int, once: bool, reship: bool
+        ctx: click.Context,
+        url: str,
+        node: str | None,
+        replicas: int,
+        once: bool,
+        reship: bool,
+        as_json: bool,
     ) -> None:
         """Replicate this log's records and checkpoints to JetStream, exactly once, in order.
 
@@ -99,6 +108,18 @@ def register(cli: click.Group) -> None:
                 "were stepped over: "
                 + ", ".join(f"{subject} #{seq}" for subject, seq in status.foreign[:10]),
                 err=True,
+            )
+        if wants_json(as_json):
+            emit(
+                {
+                    "node": status.node,
+                    "records": status.records,
+                    "checkpoints": status.checkpoints,
+                    "next_seq": status.next_seq,
+                    "retries": status.retries,
+                    "resolved": status.resolved,
+                    "foreign": len(status.foreign),
+                }
             )
         if stop.is_set() and not status.records and not status.next_seq:
             click.echo(f"stopped: nothing of {status.node} was replicated", err=True)

@@ -5,16 +5,21 @@ Tests: ``tests/test_cli_integrity.py``, ``tests/test_auditor.py``.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ..checkpoint import open_checkpoint
+from ..errors import NoteError
 from ..keys import default_origin, load_signer, rotate_key
+from ..note import Verifier
+from .output import EXIT_FAILED, emit, json_option, say, wants_json
+from .render import console as render_console
 from .render import shown, with_progress
 
 if TYPE_CHECKING:
@@ -26,16 +31,53 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def vkeys(value: str | None) -> list[str] | None:
-    """``--vkey``: a verifier key, or a file holding one a line."""
+    """``--vkey``: a verifier key, or a file holding one a line (as ``checkpoints/vkey`` and
+    ``rtrace keys show``, text or JSON, give them; blank lines and ``#`` comments skipped). Each key is
+    checked here, so a mistyped key is bad input (exit 2), not a failed verification."""
     if value is None:
         return None
     path = Path(value)
     if "+" not in value or path.exists():
         try:
-            return [line for line in path.read_text().splitlines() if line.strip()]
+            text = path.read_bytes().decode()
         except OSError as exc:
             raise click.BadParameter(f"{value}: {exc.strerror}", param_hint="--vkey") from exc
-    return [value]
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{value}: not UTF-8 text", param_hint="--vkey") from None
+        found = [
+            (n, _key_of_line(line))
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not found:
+            raise click.BadParameter(f"{value}: no verifier key in the file", param_hint="--vkey")
+    else:
+        found = [(0, value.strip())]
+    for n, key in found:
+        try:
+            Verifier.parse(key)
+        except (NoteError, ValueError) as exc:
+            where = f"{value} line {n}: " if n else ""
+            raise click.BadParameter(
+                f"{where}not a verifier key ({exc}); expected NAME+HEXID+BASE64",
+                param_hint="--vkey",
+            ) from exc
+    return [key for _, key in found]
+
+
+def _key_of_line(line: str) -> str:
+    """A verifier key from a line of a key file: the key itself, or a JSON object with a
+    ``verifier_key`` (what ``rtrace keys show`` prints when piped: ``keys show > FILE``
+    makes a key file either way)."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(obj, dict) and isinstance(obj.get("verifier_key"), str):
+            return str(obj["verifier_key"])
+    return line
 
 
 def trusted_option(fails_when: str) -> Callable[[F], F]:
@@ -60,17 +102,14 @@ def read_note(path: str) -> str:
 
 
 def _print_report(report: Report, as_json: bool) -> None:
+    """Findings then the verdict: a table and a line on a terminal; piped or with ``--json``,
+    one JSON object per finding then ``{"summary": {...}}``."""
     if as_json:
         for finding in report.findings:
-            click.echo(json.dumps(finding.to_json(), sort_keys=True))
-        click.echo(
-            json.dumps(
-                {"summary": {k: v for k, v in report.to_json().items() if k != "findings"}},
-                sort_keys=True,
-            )
-        )
+            emit(finding.to_json())
+        emit({"summary": {k: v for k, v in report.to_json().items() if k != "findings"}})
         return
-    console = Console(stderr=False)
+    console = render_console()
     if report.findings:
         table = Table(show_edge=False)
         for column in ("kind", "where", "seq", "what"):
@@ -89,8 +128,27 @@ def _print_report(report: Report, as_json: bool) -> None:
     console.print(
         f"{verdict}: {report.records} records ({report.bytes:,} bytes); "
         f"{report.checkpoints} signed checkpoints match; signed through seq "
-        f"{report.signed_size - 1 if report.signed_size else '-'}"
+        f"{report.signed_size - 1 if report.signed_size else '-'}",
+        soft_wrap=True,
+        highlight=False,
     )
+
+
+def _print_keys(found: list[Verifier], as_json: bool) -> None:
+    """Verifier keys, the newest last: one a line, or piped one JSON object each
+    (``verifier_key``, ``name``, ``key_id`` as 8 hex digits)."""
+    for n, verifier in enumerate(found, 1):
+        if wants_json(as_json):
+            emit(
+                {
+                    "verifier_key": str(verifier),
+                    "name": verifier.name,
+                    "key_id": f"{verifier.id:08x}",
+                    "current": n == len(found),
+                }
+            )
+        else:
+            click.echo(str(verifier))
 
 
 def _fleet_nodes(ctx: click.Context) -> list[str]:
@@ -143,7 +201,7 @@ def register(cli: click.Group) -> None:
         help="With --source or --replica: a server that takes no credentials is a note, "
         "not a failure.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Findings as JSON Lines.")
+    @json_option("Findings then a summary as JSON Lines (the default when piped).")
     @click.pass_context
     def verify_cmd(
         ctx: click.Context,
@@ -165,6 +223,7 @@ def register(cli: click.Group) -> None:
         """
         from ..verify import verify
 
+        as_json = wants_json(as_json)
         root = ctx.obj["root"]
         keys = vkeys(vkey)
         trusted = [read_note(path) for path in trusted_files]
@@ -218,7 +277,7 @@ def register(cli: click.Group) -> None:
                             allow_open_server=allow_open_server,
                         )
                         if len(nodes) > 1 and not as_json:
-                            click.echo(f"node {name}:")
+                            click.echo(f"node {name}:")  # each summary names its root too
                         _print_report(report, as_json)
                         ok = ok and report.ok
                     ctx.exit(0 if ok else 1)
@@ -249,18 +308,32 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.option("--now", is_flag=True, help="Sign a checkpoint of the whole log first.")
+    @json_option(
+        "One JSON object: origin, tree_size, root_hash (base64) and the note, read from a note "
+        "whose signature was checked with the published keys. Without it the "
+        "note text is printed, terminal or not, ready to keep."
+    )
     @click.pass_context
-    def checkpoint(ctx: click.Context, now: bool) -> None:
-        """Print the newest signed checkpoint (a C2SP signed note)."""
+    def checkpoint(ctx: click.Context, now: bool, as_json: bool) -> None:
+        """Print the newest signed checkpoint (a C2SP signed note); exit 1 if there is none."""
         with open_log(ctx) as log:
-            if now:
-                click.echo(log.checkpoint(), nl=False)
-                return
-            note = log.checkpoints.newest_note()
-            if note is None:
-                click.echo("rtrace: no checkpoint yet (use --now to sign one)", err=True)
-                ctx.exit(1)
-            click.echo(note, nl=False)
+            note = log.checkpoint() if now else log.checkpoints.newest_note()
+            published = log.checkpoints.verifiers()
+        if note is None:
+            say("rtrace: no checkpoint yet (use --now to sign one)")
+            ctx.exit(EXIT_FAILED)
+        if as_json:  # its fields are read only from a note whose signature checks out
+            body = open_checkpoint(note, published)
+            emit(
+                {
+                    "origin": body.origin,
+                    "tree_size": body.size,
+                    "root_hash": base64.b64encode(body.root).decode(),
+                    "note": note,
+                }
+            )
+            return
+        click.echo(note, nl=False)
 
     @cli.command()
     @click.argument("key", required=False)
@@ -272,11 +345,18 @@ def register(cli: click.Group) -> None:
         metavar="OLD NEW",
         help="A consistency proof between two tree sizes instead.",
     )
+    @json_option("One JSON object on one line (the default when stdout is not a terminal).")
     @click.pass_context
     def prove(
-        ctx: click.Context, key: str | None, size: int | None, consistency: tuple[int, int] | None
+        ctx: click.Context,
+        key: str | None,
+        size: int | None,
+        consistency: tuple[int, int] | None,
+        as_json: bool,
     ) -> None:
-        """Print an inclusion proof of decision ID|SEQ (or a consistency proof) as JSON."""
+        """Print an inclusion proof of decision ID|SEQ (or a consistency proof) as JSON
+        (RFC 9162 section 2.1.3-2.1.4). Exit 1 when the decision is not found or no signed
+        checkpoint covers it yet; exit 2 for sizes no proof can exist between."""
         with open_log(ctx) as log:
             if consistency:
                 proof = log.consistency(*consistency).to_json()
@@ -287,7 +367,10 @@ def register(cli: click.Group) -> None:
                     proof = log.prove(key, size).to_json()
                 except ValueError as exc:
                     raise click.BadParameter(str(exc), param_hint="--size") from exc
-        click.echo(json.dumps(proof, indent=2))
+        if wants_json(as_json):
+            emit(proof)
+        else:
+            click.echo(json.dumps(proof, indent=2))
 
     @cli.group()
     def keys() -> None:
@@ -295,36 +378,41 @@ def register(cli: click.Group) -> None:
 
     @keys.command("init")
     @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @json_option("The verifier key as a JSON object (the default when piped).")
     @click.pass_context
-    def keys_init(ctx: click.Context, origin: str | None) -> None:
+    def keys_init(ctx: click.Context, origin: str | None, as_json: bool) -> None:
         """Create the signing key if there is none; publish and print its verifier key."""
         with open_log(ctx, create=True, origin=origin) as log:
             files = log.checkpoints
             signer = load_signer(origin or files.origin() or default_origin())
             files.publish(signer.verifier)
-        click.echo(str(signer.verifier))
+        _print_keys([signer.verifier], as_json)
 
     @keys.command("show")
+    @json_option("One JSON object per key (the default when piped).")
     @click.pass_context
-    def keys_show(ctx: click.Context) -> None:
-        """Print every verifier key the log published (the current one last)."""
+    def keys_show(ctx: click.Context, as_json: bool) -> None:
+        """Print every verifier key the log published (the current one last); exit 1 if none."""
         with open_log(ctx) as log:
             found = log.checkpoints.verifiers()
         if not found:
-            click.echo("rtrace: no verifier key published yet (rtrace keys init)", err=True)
-            ctx.exit(1)
-        for verifier in found:
-            click.echo(str(verifier))
+            say("rtrace: no verifier key published yet (rtrace keys init)")
+            ctx.exit(EXIT_FAILED)
+        _print_keys(found, as_json)
 
     @keys.command("rotate")
     @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @json_option("The new verifier key as a JSON object (the default when piped).")
     @click.pass_context
-    def keys_rotate(ctx: click.Context, origin: str | None) -> None:
+    def keys_rotate(ctx: click.Context, origin: str | None, as_json: bool) -> None:
         """Make a new signing key; the old verifier key stays published."""
         with open_log(ctx, create=True) as log:
             files = log.checkpoints
             name = origin or files.origin() or default_origin()
             signer, retired = rotate_key(name)
             files.publish(signer.verifier)
-        click.echo(f"new key: {signer.verifier}")
-        click.echo(f"old signing key kept at {retired}", err=True)
+        if wants_json(as_json):
+            _print_keys([signer.verifier], True)
+        else:
+            click.echo(f"new key: {signer.verifier}")
+        say(f"old signing key kept at {retired}")

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..record import Decision
+from .output import PIPED_WIDTH, emit_lines
 
 __all__ = ["console", "print_decisions", "shown", "verdict_text"]
 
@@ -68,9 +69,10 @@ def shown(value: object, style: str = "") -> Text:
 
 
 def console() -> Console:
-    """A console for stdout: colours on a terminal (rich honours NO_COLOR), wide when piped."""
+    """A console for stdout: colours on a terminal (rich honours NO_COLOR); piped, so wide
+    that no line is folded (``output.PIPED_WIDTH``)."""
     out = Console()
-    return out if out.is_terminal else Console(width=160)
+    return out if out.is_terminal else Console(width=PIPED_WIDTH)
 
 
 def verdict_text(approved: bool) -> Text:
@@ -90,10 +92,7 @@ def _votes_text(decision: Decision) -> Text:
 def print_decisions(decisions: Iterable[Decision], *, as_json: bool) -> None:
     """Print decisions as a table (terminal) or one stored line each (``--json``)."""
     if as_json:
-        out = sys.stdout.buffer
-        for d in decisions:
-            out.write(d.line + b"\n")
-        out.flush()
+        emit_lines(d.line for d in decisions)
         return
     decisions = list(decisions)
     nodes = any(d.node for d in decisions)  # a fleet's, or a log whose writers name nodes

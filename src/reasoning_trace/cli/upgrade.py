@@ -5,14 +5,13 @@ Tests: ``tests/test_legacy.py`` (``adopt``), ``tests/test_auditor.py`` (``doctor
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..checkpoint import Checkpoints
 from ..doctor import diagnose
 from ..layout import Layout, day_file_name, resolve_root
 from ..legacy import find_prefix
+from .output import emit, json_option, wants_json
 
 __all__ = ["register"]
 
@@ -22,12 +21,13 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.option("--yes", is_flag=True, help="Adopt now (sign a checkpoint of the records).")
-    @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+    @json_option("The plan as one JSON object (the default when piped).")
     @click.pass_context
     def adopt(ctx: click.Context, yes: bool, as_json: bool) -> None:
         """Show (dry run) or do (--yes) the adoption of the original module's records."""
         from .context import open_log
 
+        as_json = wants_json(as_json)
         root = resolve_root(ctx.obj["root"])
         if not root.is_dir():
             raise click.UsageError(f"no log at {root}")
@@ -48,7 +48,7 @@ def register(cli: click.Group) -> None:
             "adopted": adopted,
         }
         if as_json:
-            click.echo(json.dumps(plan, sort_keys=True))
+            emit(plan)
         elif not prefix.leaves:
             click.echo(f"{root}: no records of the original module to adopt")
         else:
@@ -75,14 +75,14 @@ def register(cli: click.Group) -> None:
             click.echo("dry run: run `rtrace adopt --yes` to sign them into the log's tree")
 
     @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one check per line.")
+    @json_option("JSON Lines, one check per line (the default when piped).")
     @click.pass_context
     def doctor(ctx: click.Context, as_json: bool) -> None:
         """Check a log and its set-up end to end and say what to do (exit 1 on a failure)."""
         checks = diagnose(ctx.obj["root"])
         for check in checks:
-            if as_json:
-                click.echo(json.dumps(check.to_json(), sort_keys=True))
+            if wants_json(as_json):
+                emit(check.to_json())
             else:
                 mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[check.status]
                 line = f"{mark}  {check.name}: {check.detail}"

@@ -28,10 +28,12 @@ from .state import ServedLog
 
 __all__ = ["TIME_PATTERN", "filters", "router"]
 
-# A query's time as the schema says it: a span back from now, or an ISO 8601 date or date-time
-# of years 1000 to 8999 (days 1-28 in the pattern, which any month has; the server reads more).
+# A query's time as the schema says it: a span back from now, Unix seconds, or an ISO 8601
+# date or date-time of years 1000 to 8999 (days 1-28 in the pattern, which any month has; the
+# server reads more).
 TIME_PATTERN = (
     r"^([0-9]{1,5}(\.[0-9]{1,3})?[smhdw]"
+    r"|[0-9]{1,11}(\.[0-9]{1,6})?"
     r"|[1-8][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
     r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
     r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?)$"
