@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..log import DecisionLog
 from .context import GLOBAL_OPTIONS, GlobalOptionsGroup, open_log, require_extra
-from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, say, wants_json
 from .render import print_decisions
 
 __all__ = ["cli", "exit_status", "main"]
@@ -65,15 +65,16 @@ def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -
 @cli.command()
 @click.option("-n", "--count", default=36, show_default=True, help="Decisions to record.")
 @click.option("--seed", default=None, type=int, help="Random seed for a repeatable stream.")
+@json_option("The newest ten as JSON Lines (the default when piped).")
 @click.pass_context
-def demo(ctx: click.Context, count: int, seed: int | None) -> None:
+def demo(ctx: click.Context, count: int, seed: int | None, as_json: bool) -> None:
     """Record a stream of four-voter gate decisions, then show the newest."""
     from ..demo import run_gate
 
     with open_log(ctx, create=True) as log:
         run_gate(log, count, seed=seed)
-        click.echo(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
-        print_decisions(log.recent(10), as_json=False)
+        say(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
+        print_decisions(log.recent(10), as_json=wants_json(as_json))
 
 
 from .bundle import register as _register_bundle  # noqa: E402
