@@ -16,10 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import click
 import pytest
-
-from reasoning_trace.cli import cli
 
 from .terminal import on_a_terminal as words_on_a_terminal
 from .test_cli_integrity import rtrace
@@ -369,16 +366,6 @@ def test_tail_follow_across_midnight(root: Path) -> None:
     follower.stdout.close()
     assert [r["seq"] for r in seen] == list(range(1, total))
     assert {r["datetime_utc"][:10] for r in seen} == {"2026-11-25", "2026-11-26"}
-
-
-def test_every_command_has_help_and_is_documented() -> None:
-    """Each command has help text and appears in the README's command list."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    ctx = click.Context(cli)
-    for name, command in cli.commands.items():
-        assert command.get_short_help_str(), name
-        assert f"rtrace {name}" in readme or f"] {name}" in readme, name
-    assert ctx.command is cli
 
 
 def test_tail_json(demo_log: Path) -> None:
