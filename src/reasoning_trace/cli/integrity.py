@@ -32,8 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def vkeys(value: str | None) -> list[str] | None:
     """``--vkey``: a verifier key, or a file holding one a line (as ``checkpoints/vkey`` and
-    ``rtrace keys show``, text or JSON, give them; blank lines and ``#`` comments skipped). Each key is
-    checked here, so a mistyped key is bad input (exit 2), not a failed verification."""
+    ``rtrace keys show``, text or JSON, give them; blank lines and ``#`` comments skipped).
+    Each key is checked here, so a mistyped key is bad input (exit 2), not a failed
+    verification."""
     if value is None:
         return None
     path = Path(value)
