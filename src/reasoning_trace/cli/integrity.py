@@ -14,7 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..keys import default_origin, load_signer, rotate_key
+from ..keys import init_key, rotate_log_key
+from ..origin import check_origin
 from .render import shown, with_progress
 
 if TYPE_CHECKING:
@@ -291,17 +292,29 @@ def register(cli: click.Group) -> None:
 
     @cli.group()
     def keys() -> None:
-        """The signing key (kept outside the log) and the published verifier keys."""
+        """The signing key (kept outside the log) and the published verifier keys.
+
+        Each log has its own origin (the name of its checkpoints and of its key) and so its
+        own key file: a new log's origin is reasoning-trace/<hostname>/<folder>-<8 hex>,
+        unless --origin or $REASONING_TRACE_ORIGIN names one. A log keeps its origin when
+        its folder is moved or copied; a log that signs as reasoning-trace/<hostname> (every
+        log's, before) keeps it and that host-wide key.
+        """
 
     @keys.command("init")
-    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.option(
+        "--origin",
+        help="The log's origin (checkpoint origin and key name) for a new log; refused if the "
+        "log already signs as another. Default: $REASONING_TRACE_ORIGIN, else the log's own, "
+        "else reasoning-trace/<hostname>/<folder>-<8 hex>.",
+    )
     @click.pass_context
     def keys_init(ctx: click.Context, origin: str | None) -> None:
         """Create the signing key if there is none; publish and print its verifier key."""
+        if origin is not None:
+            check_origin(origin, "--origin")
         with open_log(ctx, create=True, origin=origin) as log:
-            files = log.checkpoints
-            signer = load_signer(origin or files.origin() or default_origin())
-            files.publish(signer.verifier)
+            signer = init_key(log.root, origin, source="--origin")
         click.echo(str(signer.verifier))
 
     @keys.command("show")
@@ -317,14 +330,43 @@ def register(cli: click.Group) -> None:
             click.echo(str(verifier))
 
     @keys.command("rotate")
-    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.option(
+        "--origin",
+        help="Move the log to this new origin, with a new key in a key file of its own; "
+        "earlier checkpoints keep their origin and still verify. Refused if a key for that "
+        "origin exists already (another log's).",
+    )
+    @click.option(
+        "--shared-ok",
+        is_flag=True,
+        help="Rotate a host-wide key (origin reasoning-trace/<hostname>) although other logs "
+        "of this host may sign with it: they switch to the new key too.",
+    )
     @click.pass_context
-    def keys_rotate(ctx: click.Context, origin: str | None) -> None:
-        """Make a new signing key; the old verifier key stays published."""
+    def keys_rotate(ctx: click.Context, origin: str | None, shared_ok: bool) -> None:
+        """Make a new signing key; the old verifier keys stay published (old checkpoints
+        keep verifying) and the old key file is kept beside the new one.
+
+        Only this log's key changes, except for a log that signs as the host-wide origin
+        reasoning-trace/<hostname> (every log's before logs had their own): its key file
+        may sign other logs of the host too, so rotate refuses it unless --shared-ok (all of
+        them change key), or --origin moves this log to an origin and key of its own (the
+        message names the suggested one). With --origin the log's records so far are
+        signed at once under the new origin. A key file named by $REASONING_TRACE_KEY is
+        rotated in place, for every log that uses it. Restart running writers afterwards.
+        """
+        if origin is not None:
+            check_origin(origin, "--origin")
         with open_log(ctx, create=True) as log:
-            files = log.checkpoints
-            name = origin or files.origin() or default_origin()
-            signer, retired = rotate_key(name)
-            files.publish(signer.verifier)
-        click.echo(f"new key: {signer.verifier}")
-        click.echo(f"old signing key kept at {retired}", err=True)
+            done = rotate_log_key(log.root, origin, shared_ok=shared_ok)
+        note = None
+        if done.moved:
+            with open_log(ctx) as log:
+                note = log.checkpoint() if len(log) else None
+        click.echo(f"new key: {done.signer.verifier}")
+        if done.retired is not None:
+            click.echo(f"old signing key kept at {done.retired}", err=True)
+        if done.moved:
+            click.echo(f"origin: {done.previous} -> {done.origin} (key file {done.path})", err=True)
+            if note is not None:
+                click.echo(f"signed under the new origin:\n{note}", err=True, nl=False)
