@@ -11,7 +11,7 @@ import pytest
 
 from reasoning_trace import DecisionLog, ForkError
 from reasoning_trace.checkpoint import Checkpoint, Checkpoints, open_checkpoint
-from reasoning_trace.keys import default_origin, rotate_key
+from reasoning_trace.keys import rotate_key
 from reasoning_trace.note import Verifier
 from reasoning_trace.verify import verify
 
@@ -81,8 +81,8 @@ def test_key_rotation_keeps_old_checkpoints_verifying(root: Path, signing_key: P
     with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
         log.record("a", True, {}, {})
         log.checkpoint()
-    signer, retired = rotate_key(default_origin(), signing_key)
-    assert retired.exists()
+    signer, retired = rotate_key(Checkpoints(root).origin() or "", signing_key)
+    assert retired is not None and retired.exists()
     with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
         log.record("b", True, {}, {})
         note = log.checkpoint()

@@ -192,7 +192,20 @@ class Checkpoints:
         return latest.note if latest is not None else None
 
     def origin(self) -> str | None:
-        """The origin of the newest checkpoint, if any: a log keeps its origin."""
+        """The origin this log signs as, from its own files, or ``None`` before it has one.
+
+        The name of the last verifier key in ``checkpoints/vkey`` (the key it signs with now:
+        published before the first record, and by ``rtrace keys rotate --origin``, which moves
+        a log to a new origin), else the origin line of the newest checkpoint. Read leniently
+        (a malformed key line still names its key); nothing is written.
+        """
+        try:
+            keys = self.vkey.read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            keys = ""
+        names = [line.split("+", 1)[0].strip() for line in keys.splitlines() if "+" in line]
+        if names and names[-1]:
+            return names[-1]
         text = self.newest_note()
         if text is None:
             return None

@@ -24,6 +24,7 @@ from .errors import (
     ConflictError,
     CorruptLine,
     LogRootMissing,
+    OriginConflict,
     RecordError,
     SigningKeyError,
     UnreconciledLog,
@@ -128,6 +129,8 @@ def fix_for(exc: BaseException) -> str:
     """What an operator should do about a log that cannot store (one sentence)."""
     if isinstance(exc, SigningKeyError):
         return "restore the signing key file, or run `rtrace keys rotate` to start a new key"
+    if isinstance(exc, OriginConflict):
+        return f"unset $REASONING_TRACE_ORIGIN or set it to the log's origin {exc.origin!r}"
     if isinstance(exc, UnreconciledLog):
         return "restore the missing records; `rtrace verify` lists them"
     if isinstance(exc, LogRootMissing):

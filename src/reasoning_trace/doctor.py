@@ -22,11 +22,12 @@ from typing import Literal
 import orjson
 
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoints
-from .errors import NoteError, SigningKeyError
+from .errors import NoteError, SigningKeyError, UsageError
 from .head import HEAD_BYTES, Head
-from .keys import default_origin, key_path, load_signer
+from .keys import key_path, load_signer
 from .layout import Layout, resolve_root
 from .legacy import find_prefix
+from .origin import ORIGIN_ENV, is_host_origin, log_origin, root_origin
 from .record import parse_utc
 
 __all__ = ["Check", "diagnose"]
@@ -199,7 +200,13 @@ def _lock_check(base: Path) -> Check:
 
 
 def _key_check(files: Checkpoints) -> Check:
-    origin = files.origin() or default_origin()
+    """The origin the log signs as (``log_origin``) and its signing key, loaded (never made)."""
+    try:
+        origin = log_origin(files.root)
+    except UsageError as exc:  # OriginConflict, or a configured origin that is no key name
+        return Check("key", "fail", str(exc), f"unset ${ORIGIN_ENV} or set it to the log's")
+    except (NoteError, OSError) as exc:
+        return Check("key", "fail", f"cannot tell the log's origin: {exc}", "run `rtrace verify`")
     try:
         published = files.verifiers()
     except NoteError as exc:
@@ -210,9 +217,18 @@ def _key_check(files: Checkpoints) -> Check:
         if not published and not Path(exc.path).exists():
             return Check("key", "ok", f"no key yet for {origin!r}: the first record creates it")
         return Check("key", "fail", str(exc), "see the message; `rtrace keys rotate` starts anew")
-    mode = key_path(origin).stat().st_mode & 0o777 if key_path(origin).exists() else 0
+    path = key_path(origin)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0
     if mode & 0o077:
-        return Check("key", "warn", f"{key_path(origin)} is readable by others", "chmod 600 it")
+        return Check("key", "warn", f"{path} is readable by others", "chmod 600 it")
+    if is_host_origin(origin):
+        return Check(
+            "key",
+            "warn",
+            f"{origin!r}, usable; a host-wide origin: its key {path} may sign other logs of "
+            "this host too, and rotating it changes theirs",
+            f"give this log its own: `rtrace keys rotate --origin {root_origin(files.root)}`",
+        )
     return Check("key", "ok", f"{origin!r}, usable")
 
 

@@ -9,7 +9,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     ├── ConflictError                 a caller-given id is already recorded with other content
     ├── NotFound (LookupError)        no decision with that id or seq
     ├── UsageError (ValueError)       an argument that cannot be used as given (names it)
-    │   └── QueryError                a filter or time expression that cannot be understood
+    │   ├── QueryError                a filter or time expression that cannot be understood
+    │   └── OriginConflict            a configured origin is not the one the log already signs as
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
     ├── StorageError (OSError)        the store could not read or durably write; nothing was written
     │   ├── LogRootMissing            the log's root directory vanished under a running log
@@ -34,6 +35,7 @@ Tests: ``tests/test_errors.py`` (the drawing above is the classes' tree).
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Protocol
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "LogRootMissing",
     "NotFound",
     "NoteError",
+    "OriginConflict",
     "ProofError",
     "QueryError",
     "ReasoningTraceError",
@@ -129,6 +132,29 @@ class UsageError(ReasoningTraceError, ValueError):
 
 class QueryError(UsageError):
     """A query filter or time expression that cannot be understood."""
+
+
+class OriginConflict(UsageError):
+    """An origin was configured (``origin=``, ``$REASONING_TRACE_ORIGIN``, ``--origin``) for a
+    log that already signs as another one: a log keeps its origin (SPEC section 4), so nothing
+    is written or signed rather than forking it under a second name.
+
+    ``root`` is the log, ``configured`` the origin asked for and ``source`` where it came from,
+    ``origin`` the log's own (from its ``checkpoints/vkey`` and checkpoints).
+    """
+
+    def __init__(self, root: str, configured: str, source: str, origin: str) -> None:
+        self.root = root
+        self.configured = configured
+        self.source = source
+        self.origin = origin
+        super().__init__(
+            f"{source} says origin {configured!r}, but the log at {root} already signs as "
+            f"{origin!r} (its checkpoints/vkey and checkpoints say so); a log keeps its origin, "
+            f"so nothing was written. Drop {source} or set it to {origin!r}; to move this log "
+            f"to {configured!r} with a new key deliberately, run "
+            f"`rtrace --dir {shlex.quote(root)} keys rotate --origin {shlex.quote(configured)}`"
+        )
 
 
 class CorruptLine(ReasoningTraceError):

@@ -15,9 +15,10 @@ Under a log root::
         hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
 
-Outside the root: the signing key (``key_path``, per user) and a reader's derived index
-(``reader_cache``, per user: reading never writes under the root). Every other module asks this
-one for a path; none spells one. Modelled on trillian-tessera's ``api/layout``.
+Outside the root: the signing key (``key_path``, per user and origin, so per log) and a
+reader's derived index (``reader_cache``, per user: reading never writes under the root).
+Every other module asks this one for a path; none spells one. Modelled on trillian-tessera's
+``api/layout``.
 Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "day_file_name",
     "day_of_name",
     "drop_links",
+    "explicit_key_path",
     "fsync_dir",
     "is_day",
     "key_path",
@@ -95,14 +97,24 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
 
 
+def explicit_key_path() -> Path | None:
+    """The key file ``$REASONING_TRACE_KEY`` names (absolute), if it names one."""
+    explicit = os.environ.get("REASONING_TRACE_KEY")
+    return Path(explicit).expanduser().absolute() if explicit else None
+
+
 def key_path(origin: str) -> Path:
     """Where the signing key of ``origin`` lives: ``$REASONING_TRACE_KEY``, else
     ``<per-user config dir>/keys/<origin>.key`` (characters other than letters, digits and
-    ``-_.`` replaced by ``_``)."""
-    explicit = os.environ.get("REASONING_TRACE_KEY")
-    if explicit:
-        return Path(explicit).expanduser().absolute()
+    ``-_.`` replaced by ``_``; a name too long for a file name is cut and ends in a hash of
+    the origin). Each log has its own origin (``origin.log_origin``), so its own key file."""
+    explicit = explicit_key_path()
+    if explicit is not None:
+        return explicit
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in origin)
+    if len(safe.encode()) > 200:
+        digest = hashlib.sha256(origin.encode()).hexdigest()[:16]
+        safe = f"{safe.encode()[:100].decode(errors='ignore')}-{digest}"
     return (
         Path(platformdirs.user_config_dir("reasoning-trace", appauthor=False))
         / "keys"

@@ -36,6 +36,7 @@ from .events import Subscription
 from .files import FileStore, resolve_sync
 from .index_sql import MAX_SEQ
 from .layout import resolve_root
+from .origin import check_origin
 from .proof import ConsistencyProof, InclusionProof
 from .query import ActionStats, Criteria, Filter, Page, Stats, check_limit
 from .record import MAX_LINE_BYTES, Decision, Pending, prepare
@@ -78,6 +79,14 @@ class DecisionLog:
     ``root`` resolves as SPEC 2 says (argument, ``$REASONING_TRACE_DIR``, per-user data dir);
     ``sync`` as SPEC 3 (argument, ``$REASONING_TRACE_SYNC``, ``batch``). ``redact`` rules run
     before anything is written; ``node`` is stamped on every record this log writes.
+
+    ``origin`` names the log's checkpoints and its signing key (SPEC 4), decided by
+    ``origin.log_origin``: the argument, else ``$REASONING_TRACE_ORIGIN``, else the log's own
+    (it keeps it when moved or copied), else the name of an explicit key file, else
+    ``reasoning-trace/<hostname>/<folder>-<8 hex>`` for a new log. An argument that is not the
+    log's own origin raises ``OriginConflict`` here; ``$REASONING_TRACE_ORIGIN`` is checked
+    before the first write (reading needs no origin). ``key``: the signing key file (else
+    ``$REASONING_TRACE_KEY``, else the per-user key file of the origin).
     """
 
     def __init__(
@@ -98,6 +107,8 @@ class DecisionLog:
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self.root = resolve_root(root)
+        if origin is not None:
+            check_origin(origin)  # before a missing root is created
         self.sync = resolve_sync(sync)
         self.node = node
         self.max_line_bytes = max_line_bytes

@@ -41,7 +41,15 @@ def _private(seed: bytes) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
-__all__ = ["Signature", "Signer", "Verifier", "as_verifiers", "open_note", "sign_note"]
+__all__ = [
+    "Signature",
+    "Signer",
+    "Verifier",
+    "as_verifiers",
+    "check_key_name",
+    "open_note",
+    "sign_note",
+]
 
 ALG_ED25519 = 0x01
 _DASH = "\u2014"  # the em dash that starts every signature line
@@ -63,7 +71,9 @@ def key_id(name: str, public: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _check_name(name: str) -> None:
+def check_key_name(name: str) -> None:
+    """Raise ``NoteError`` unless ``name`` can name a key (and so a log's origin): not empty,
+    no space or ``+``, nothing unprintable (C2SP signed-note key names)."""
     if not name or any(c in name for c in "+ \n\t") or not name.isprintable():
         raise NoteError(f"invalid key name {name!r}: no spaces, plus signs or control characters")
 
@@ -124,7 +134,7 @@ class Verifier:
         if len(parts) != 3:
             raise NoteError(f"malformed verifier key {vkey!r}")
         name, hex_id, b64 = parts
-        _check_name(name)
+        check_key_name(name)
         raw = _b64decode(b64, "verifier key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
@@ -162,7 +172,7 @@ class Signer:
     @classmethod
     def generate(cls, name: str) -> Signer:
         """A new random key."""
-        _check_name(name)
+        check_key_name(name)
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         return cls(name, Ed25519PrivateKey.generate().private_bytes_raw())
@@ -174,7 +184,7 @@ class Signer:
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("malformed signer key (expected PRIVATE+KEY+name+id+key)")
         name, hex_id, b64 = parts[2:]
-        _check_name(name)
+        check_key_name(name)
         raw = _b64decode(b64, "signer key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("signer key is not an Ed25519 key")

@@ -17,19 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, Checkpoints, Entry
-from .errors import (
-    ForkError,
-    NoteError,
-    NotFound,
-    ProofError,
-    SigningKeyError,
-    StorageError,
-    UsageError,
-)
-from .keys import default_origin, load_signer
+from .errors import ForkError, NotFound, ProofError, StorageError, UsageError
+from .keys import load_signer, published_keys
 from .layout import Layout
 from .metrics import incr
 from .note import Signer, sign_note
+from .origin import log_origin
 from .proof import ConsistencyProof, InclusionProof, verify_consistency
 from .record import parse_utc
 from .tree import (
@@ -54,6 +47,8 @@ class SignedTree:
     answers inclusion and consistency proofs and roots for any size up to ``size`` (as tlog's
     ``ProveRecord``/``ProveTree``/``TreeHash`` over a ``HashReader``: the stored hash file).
     A reader's copy (``hashes`` in a private place) answers proofs and never signs.
+    ``origin``: as ``origin.log_origin`` decides; a configured one is checked at once
+    (``OriginConflict``), else the origin is decided when first signing.
     """
 
     def __init__(
@@ -69,9 +64,9 @@ class SignedTree:
     ) -> None:
         self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
-        self.origin = origin or self.checkpoints.origin() or default_origin()
         self.root = root
         self.key = key
+        self._origin = log_origin(root, origin, key=key) if origin is not None else None
         self.every = every
         self.seconds = seconds
         self.hashes = HashFile(str(hashes or Layout(root).hashes))
@@ -86,20 +81,22 @@ class SignedTree:
         self._lines_from: Callable[[int], Iterator[bytes]] | None = None  # the records' lines
 
     @property
+    def origin(self) -> str:
+        """The origin this log signs as (``origin.log_origin``), decided once: only reads."""
+        if self._origin is None:
+            self._origin = log_origin(self.root, key=self.key)
+        return self._origin
+
+    @property
     def signer(self) -> Signer:
         """The signing key, loaded (or created, for a log that published none) on first use.
 
-        Raises ``SigningKeyError`` naming the key file when it cannot be used: the writer
+        Raises ``SigningKeyError`` naming the key file when it cannot be used, and
+        ``OriginConflict`` when ``$REASONING_TRACE_ORIGIN`` is not the log's origin: the writer
         calls this before its first append, so a log never records while unable to sign.
         """
         if self._signer is None:
-            try:
-                published = self.checkpoints.verifiers()
-            except NoteError as exc:
-                raise SigningKeyError(
-                    f"{self.checkpoints.vkey} holds a malformed verifier key ({exc})",
-                    str(self.checkpoints.vkey),
-                ) from exc
+            published = published_keys(self.checkpoints)
             signer = load_signer(self.origin, self.key, published=published)
             self.checkpoints.publish(signer.verifier)
             self.checkpoints.repair()
@@ -215,7 +212,8 @@ class SignedTree:
             self.sign(size, root, micros, automatic=True)
 
     def sign(self, size: int, root: bytes, micros: int, *, automatic: bool = False) -> str | None:
-        """Sign a checkpoint for (size, root) unless the newest one already covers it.
+        """Sign a checkpoint for (size, root) unless the newest one already covers it under
+        this origin (a log moved to a new origin signs its tree again under it).
 
         Refuses with ``ForkError`` when it would not extend the last signed checkpoint; the
         automatic schedule logs that error and stops signing instead of raising into a write.
@@ -244,7 +242,7 @@ class SignedTree:
                     # log's history rewritten.
                     root = self._rehash(size, self._lines_from)
                     self._check_extends(latest, size, root)
-                if latest.size == size:
+                if latest.size == size and latest.note.startswith(f"{self.origin}\n"):
                     if self.owed:  # its line was written; the newest-note file may not be
                         self.checkpoints.write_newest(latest.note)
                         self.owed = False

@@ -16,8 +16,9 @@ from rich.table import Table
 
 from ..checkpoint import open_checkpoint
 from ..errors import NoteError
-from ..keys import default_origin, load_signer, rotate_key
+from ..keys import init_key, rotate_log_key
 from ..note import Verifier
+from ..origin import check_origin
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
@@ -375,18 +376,30 @@ def register(cli: click.Group) -> None:
 
     @cli.group()
     def keys() -> None:
-        """The signing key (kept outside the log) and the published verifier keys."""
+        """The signing key (kept outside the log) and the published verifier keys.
+
+        Each log has its own origin (the name of its checkpoints and of its key) and so its
+        own key file: a new log's origin is reasoning-trace/<hostname>/<folder>-<8 hex>,
+        unless --origin or $REASONING_TRACE_ORIGIN names one. A log keeps its origin when
+        its folder is moved or copied; a log that signs as reasoning-trace/<hostname> (every
+        log's, before) keeps it and that host-wide key.
+        """
 
     @keys.command("init")
-    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.option(
+        "--origin",
+        help="The log's origin (checkpoint origin and key name) for a new log; refused if the "
+        "log already signs as another. Default: $REASONING_TRACE_ORIGIN, else the log's own, "
+        "else reasoning-trace/<hostname>/<folder>-<8 hex>.",
+    )
     @json_option("The verifier key as a JSON object (the default when piped).")
     @click.pass_context
     def keys_init(ctx: click.Context, origin: str | None, as_json: bool) -> None:
         """Create the signing key if there is none; publish and print its verifier key."""
+        if origin is not None:
+            check_origin(origin, "--origin")
         with open_log(ctx, create=True, origin=origin) as log:
-            files = log.checkpoints
-            signer = load_signer(origin or files.origin() or default_origin())
-            files.publish(signer.verifier)
+            signer = init_key(log.root, origin, source="--origin")
         _print_keys([signer.verifier], as_json)
 
     @keys.command("show")
@@ -402,18 +415,47 @@ def register(cli: click.Group) -> None:
         _print_keys(found, as_json)
 
     @keys.command("rotate")
-    @click.option("--origin", help="Key name / checkpoint origin (default: the log's).")
+    @click.option(
+        "--origin",
+        help="Move the log to this new origin, with a new key in a key file of its own; "
+        "earlier checkpoints keep their origin and still verify. Refused if a key for that "
+        "origin exists already (another log's).",
+    )
+    @click.option(
+        "--shared-ok",
+        is_flag=True,
+        help="Rotate a host-wide key (origin reasoning-trace/<hostname>) although other logs "
+        "of this host may sign with it: they switch to the new key too.",
+    )
     @json_option("The new verifier key as a JSON object (the default when piped).")
     @click.pass_context
-    def keys_rotate(ctx: click.Context, origin: str | None, as_json: bool) -> None:
-        """Make a new signing key; the old verifier key stays published."""
+    def keys_rotate(ctx: click.Context, origin: str | None, shared_ok: bool, as_json: bool) -> None:
+        """Make a new signing key; the old verifier keys stay published (old checkpoints
+        keep verifying) and the old key file is kept beside the new one.
+
+        Only this log's key changes, except for a log that signs as the host-wide origin
+        reasoning-trace/<hostname> (every log's before logs had their own): its key file
+        may sign other logs of the host too, so rotate refuses it unless --shared-ok (all of
+        them change key), or --origin moves this log to an origin and key of its own (the
+        message names the suggested one). With --origin the log's records so far are
+        signed at once under the new origin. A key file named by $REASONING_TRACE_KEY is
+        rotated in place, for every log that uses it. Restart running writers afterwards.
+        """
+        if origin is not None:
+            check_origin(origin, "--origin")
         with open_log(ctx, create=True) as log:
-            files = log.checkpoints
-            name = origin or files.origin() or default_origin()
-            signer, retired = rotate_key(name)
-            files.publish(signer.verifier)
+            done = rotate_log_key(log.root, origin, shared_ok=shared_ok)
+        note = None
+        if done.moved:
+            with open_log(ctx) as log:
+                note = log.checkpoint() if len(log) else None
         if wants_json(as_json):
-            _print_keys([signer.verifier], True)
+            _print_keys([done.signer.verifier], True)
         else:
-            click.echo(f"new key: {signer.verifier}")
-        say(f"old signing key kept at {retired}")
+            click.echo(f"new key: {done.signer.verifier}")
+        if done.retired is not None:
+            say(f"old signing key kept at {done.retired}")
+        if done.moved:
+            say(f"origin: {done.previous} -> {done.origin} (key file {done.path})")
+            if note is not None:
+                click.echo(f"signed under the new origin:\n{note}", err=True, nl=False)
