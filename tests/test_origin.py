@@ -23,8 +23,8 @@ from reasoning_trace.note import Signer, check_key_name
 from reasoning_trace.origin import host_origin, is_host_origin, log_origin, root_origin
 from reasoning_trace.verify import verify
 
+from .terminal import on_a_terminal as rtrace  # the words a person at a terminal reads
 from .test_auditor import everything
-from .test_cli_integrity import rtrace
 
 HOST = socket.gethostname()
 
