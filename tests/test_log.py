@@ -1,13 +1,18 @@
-"""DecisionLog behaviour: day files, reading, idempotent ids, threads, follow, midnight."""
+"""DecisionLog behaviour: day files, reading, idempotent ids, threads, follow, midnight, and
+batches (``record_many``)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from reasoning_trace import ConflictError, DecisionLog, NotFound, QueryError
+from reasoning_trace import ConflictError, DecisionLog, NotFound, QueryError, RecordError
+from reasoning_trace.files import FileStore
+from reasoning_trace.record import Decision, Pending
+from reasoning_trace.store import AppendResult
 
 from .conftest import SUBJECT, VOTES, all_lines
 
@@ -236,3 +241,109 @@ def test_approximate_stats_agree_with_the_records_on_an_honest_log(root: Path) -
         for i in range(40):
             log.record(["a", "b", "c"][i % 3], i % 4 != 0, {"s": {"passed": i % 5 != 0}}, {"i": i})
         assert log.stats(approximate=True) == log.stats()
+
+
+class CountingStore(FileStore):
+    """A file store that counts the appends (commits) it is asked for."""
+
+    appends = 0
+
+    def append(self, batch: Sequence[Pending], *, keep_lock: bool = False) -> list[AppendResult]:
+        """Count, then append as the file store does."""
+        self.appends += 1
+        return super().append(batch, keep_lock=keep_lock)
+
+
+@pytest.mark.parametrize("sync", ["batch", "never"])
+def test_record_many_stores_the_valid_ones_in_one_append(root: Path, sync: str) -> None:
+    """record_many validates each decision as record does, stores the valid ones in order in
+    one append, and returns each refusal in its place; refusals use no seq."""
+    store = CountingStore(root, sync=sync)  # type: ignore[arg-type]
+    with DecisionLog(str(root), sync=sync, store=store) as log:
+        log.record("first", True, {}, {}, id="taken")
+        results = log.record_many(
+            [
+                {"action": "a", "approved": True, "votes": VOTES, "subject": SUBJECT},
+                {"action": "", "approved": True},
+                {"action": "b", "approved": False, "reason": "no", "id": "mine"},
+                {"action": "c"},
+                {"action": "d", "approved": True, "colour": "red"},
+                {"action": "first", "approved": False, "id": "taken"},
+                {"action": "first", "approved": True, "id": "taken"},
+                {"action": "b", "approved": False, "reason": "no", "id": "mine"},
+                "not a mapping",  # type: ignore[list-item]
+            ]
+        )
+        assert store.appends == 2
+        kinds = [type(r).__name__ for r in results]
+        assert kinds == [
+            "Decision",
+            "RecordError",
+            "Decision",
+            "RecordError",
+            "RecordError",
+            "ConflictError",
+            "Decision",
+            "Decision",
+            "RecordError",
+        ]
+        a, _, b, c, d, _, same, retry, _ = results
+        assert isinstance(a, Decision) and isinstance(b, Decision)
+        assert (a.seq, b.seq) == (1, 2) and a.votes == VOTES and b.reason == "no"
+        assert isinstance(c, RecordError) and c.path == "approved"
+        assert isinstance(d, RecordError) and d.path == "colour"
+        assert isinstance(same, Decision) and same.seq == 0
+        assert retry == b
+        assert len(log) == 3
+        assert log.record("next", True, {}, {}).seq == 3
+
+
+def test_record_many_with_nothing_valid_writes_nothing(root: Path) -> None:
+    """A batch of refused decisions appends nothing at all."""
+    store = CountingStore(root)
+    with DecisionLog(str(root), store=store) as log:
+        results = log.record_many([{"action": "x", "approved": "yes"}, {}])
+        assert [type(r) for r in results] == [RecordError, RecordError]
+        assert store.appends == 0 and len(log) == 0
+
+
+def test_record_many_beside_other_writers_stays_together(root: Path) -> None:
+    """Batches recorded while other threads record one at a time each land whole, with
+    consecutive seqs, and nothing is lost or stored twice."""
+    with DecisionLog(str(root), sync="batch") as log:
+        batches: list[list[int]] = []
+
+        def singles(t: int) -> None:
+            for i in range(100):
+                log.record("one", True, {}, {"t": t, "i": i})
+
+        def many(t: int) -> None:
+            for i in range(10):
+                group = [
+                    {"action": "many", "approved": True, "subject": {"t": t, "i": i, "j": j}}
+                    for j in range(25)
+                ]
+                results = log.record_many(group)
+                batches.append([r.seq for r in results])  # type: ignore[union-attr]
+
+        threads = [threading.Thread(target=singles, args=(t,)) for t in range(4)]
+        threads += [threading.Thread(target=many, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        decisions = list(log.read())
+    assert [d.seq for d in decisions] == list(range(400 + 1000))
+    assert len(batches) == 40
+    for seqs in batches:
+        assert seqs == list(range(seqs[0], seqs[0] + 25))
+
+
+def test_record_many_on_a_closed_log_raises(root: Path) -> None:
+    """A closed log refuses a batch as it refuses one record."""
+    from reasoning_trace import StorageError
+
+    log = DecisionLog(str(root), sync="never")
+    log.close()
+    with pytest.raises(StorageError, match="closed"):
+        log.record_many([{"action": "a", "approved": True}])

@@ -1,7 +1,8 @@
 """A four-voter consensus gate of the original kind, for demos and benchmarks.
 
 Voters ``safety``, ``alignment``, ``performance`` and ``cost`` each pass or veto a proposal;
-the gate approves only when no voter vetoes. Every verdict is recorded before it is acted on.
+the gate approves only when no voter vetoes. Every verdict is recorded before it is acted on,
+and says in its subject that it is a demo record (``"demo": true``).
 Tests: ``tests/test_cli.py`` (``rtrace demo``).
 """
 
@@ -42,6 +43,7 @@ def gate_decision(rng: random.Random, n: int) -> dict[str, object]:
             "prompt_id": f"p-{n:05d}",
             "goal_type": rng.choice(GOALS),
             "version": f"1.{rng.randrange(0, 20)}.{rng.randrange(0, 5)}",
+            "demo": True,  # never mistaken for a real gate's decision
         },
         "reason": "unanimous" if approved else f"vetoed by {', '.join(vetoes)}",
     }

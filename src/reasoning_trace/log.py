@@ -24,14 +24,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoints
-from .errors import CorruptLine, NotFound, StorageError
+from .errors import CorruptLine, NotFound, ReasoningTraceError, RecordError, StorageError
 from .events import Subscription
 from .files import FileStore, resolve_sync
 from .index_sql import MAX_SEQ
@@ -42,7 +42,7 @@ from .query import ActionStats, Criteria, Filter, Page, Stats, check_limit
 from .record import MAX_LINE_BYTES, Decision, Pending, prepare
 from .redact import Redactor, check_redactors
 from .signed_tree import SignedTree
-from .store import IndexedStore, Store, TreeStore
+from .store import AppendResult, IndexedStore, Store, TreeStore
 from .tree import leaf_hash
 
 __all__ = ["DecisionLog"]
@@ -55,6 +55,19 @@ def _outcome(result: object) -> Decision:
         raise result
     assert isinstance(result, Decision)
     return result
+
+
+def _result(result: object) -> AppendResult:
+    """One result of a batch as ``record_many`` returns it: the log's refusals are values;
+    anything else (``KeyboardInterrupt``, a bug) is raised, as ``record`` raises it."""
+    if isinstance(result, Decision | ReasoningTraceError):
+        return result
+    assert isinstance(result, BaseException)
+    raise result
+
+
+#: The arguments of ``record``, as the keys of one decision given to ``record_many``.
+_FIELDS = ("action", "approved", "votes", "subject", "reason", "id")
 
 
 _SEQ_TEXT = re.compile(r"[0-9]+", re.ASCII)
@@ -155,7 +168,75 @@ class DecisionLog:
         content (the same content returns the stored decision), and ``StorageError`` when the
         store cannot write. In every failure nothing is written and no seq is used.
         """
-        pending = prepare(
+        pending = self._prepare(action, approved, votes, subject, reason, id)
+        if self.sync == "never":
+            return _outcome(self._direct([pending])[0])
+        return _outcome(self._commit([pending])[0])
+
+    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> list[AppendResult]:
+        """Record many decisions in one group commit; one result per decision, in order.
+
+        Each decision is a mapping of ``record``'s arguments: ``action`` and ``approved``,
+        and where given ``votes``, ``subject``, ``reason`` and ``id``. Each is validated
+        exactly as ``record`` validates it, before anything is written: a refused one gets its
+        ``RecordError`` and uses no seq, and the valid ones are stored together (on the file
+        store: one locked append, one fsync, the checkpoint schedule kept per record).
+
+        A result is the stored ``Decision`` (for an id already recorded with the same
+        content: the stored one), the ``RecordError`` that refused it, a ``ConflictError``
+        (its id is recorded with other content), or a ``StorageError`` when the store could
+        not write it: the file store then stores none of the batch. Only a closed log raises
+        (``StorageError``). The whole batch is held in memory: give a huge input in chunks
+        (``rtrace record --jsonl`` commits 1,000 lines at a time). Tests: ``tests/test_log.py``.
+        """
+        results: list[AppendResult | None] = []
+        valid: list[Pending] = []
+        where: list[int] = []
+        for fields in decisions:
+            try:
+                pending = self._prepare_fields(fields)
+            except RecordError as exc:
+                results.append(exc)
+                continue
+            where.append(len(results))
+            results.append(None)
+            valid.append(pending)
+        if valid:
+            stored = self._direct(valid) if self.sync == "never" else self._commit(valid)
+            for i, result in zip(where, stored, strict=True):
+                results[i] = _result(result)
+        return results  # type: ignore[return-value]  # every None was filled in above
+
+    def _prepare_fields(self, fields: Mapping[str, Any]) -> Pending:
+        """``prepare`` for one decision given as a mapping of ``record``'s arguments."""
+        if not isinstance(fields, Mapping):
+            raise RecordError("", "a decision must be a mapping of record's arguments")
+        unknown = sorted(str(name) for name in fields if name not in _FIELDS)
+        if unknown:
+            raise RecordError(unknown[0], f"unknown field (a decision has {', '.join(_FIELDS)})")
+        for name in ("action", "approved"):
+            if name not in fields:
+                raise RecordError(name, "required")
+        return self._prepare(
+            fields["action"],
+            fields["approved"],
+            fields.get("votes", {}),
+            fields.get("subject", {}),
+            fields.get("reason", ""),
+            fields.get("id"),
+        )
+
+    def _prepare(
+        self,
+        action: Any,
+        approved: Any,
+        votes: Any,
+        subject: Any,
+        reason: Any,
+        id: Any,
+    ) -> Pending:
+        """Validate, redact and encode one decision for this log (``record.prepare``)."""
+        return prepare(
             action,
             approved,
             votes,
@@ -166,11 +247,8 @@ class DecisionLog:
             redact=self._redact,
             max_line_bytes=self.max_line_bytes,
         )
-        if self.sync == "never":
-            return self._direct(pending)
-        return self._commit(pending)
 
-    def _direct(self, pending: Pending) -> Decision:
+    def _direct(self, batch: list[Pending]) -> Sequence[object]:
         """``sync="never"``: no fsync to share, so no queue; each caller appends in turn.
 
         A plain lock lets a running thread record many decisions without a thread switch
@@ -183,33 +261,38 @@ class DecisionLog:
             self._inflight += 1
         try:
             with self._direct_lock:
-                result = self._store.append([pending], keep_lock=self._inflight > 1)[0]
+                results = self._store.append(batch, keep_lock=self._inflight > 1)
         finally:
             with self._mutex:
                 self._inflight -= 1
                 idle = self._inflight == 0
             if idle:
                 self._store.release()
-        return _outcome(result)
+        return results
 
-    def _commit(self, pending: Pending) -> Decision:
-        """Group commit: queue the record; the leader stores the whole queue in one append.
+    def _commit(self, pendings: list[Pending]) -> list[object]:
+        """Group commit: queue the records; the leader stores the whole queue in one append.
 
         Waiters block on a lock of their own (no ``Condition``, no thundering herd); a leader
         that finds more records queued when it is done hands the lead to the oldest waiter
-        and returns, so no caller stays leader for more than one batch.
+        and returns, so no caller stays leader for more than one batch. One caller's records
+        are queued together, so they land in one batch (the leader takes the whole queue) and
+        the first of them is the one that may be handed the lead.
         """
-        me = _Waiter(pending)
+        mine = [_Waiter(pending) for pending in pendings]
+        me = mine[0]
         with self._mutex:
             if self._closed:
                 raise StorageError(f"the decision log at {self.root} is closed")
-            self._queue.append(me)
+            self._queue.extend(mine)
             lead = not self._leading
             self._leading = True
         if not lead:
             me.gate.acquire()
             if me.result is not _LEAD:
-                return _outcome(me.result)
+                for waiter in mine[1:]:
+                    waiter.gate.acquire()  # a leader stores them with the first
+                return [waiter.result for waiter in mine]
         else:
             # Let threads a previous leader just released take the GIL and queue their next
             # record before this batch is cut; otherwise batches stay at one record each.
@@ -224,18 +307,17 @@ class DecisionLog:
             results = [exc] * len(batch)
         for waiter, result in zip(batch, results, strict=True):
             waiter.result = result
-            if waiter is not me:
-                waiter.gate.release()
+            waiter.gate.release()  # for this caller's own records: released, never awaited
         with self._mutex:
             if self._queue:
                 successor = self._queue[0]
                 successor.result = _LEAD
                 successor.gate.release()
-                return _outcome(me.result)
+                return [waiter.result for waiter in mine]
             self._leading = False
             self._idle.notify_all()
         store.release()
-        return _outcome(me.result)
+        return [waiter.result for waiter in mine]
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .. import __version__
 from ..errors import (
     IntegrityError,
     LogRootMissing,
@@ -23,7 +24,6 @@ from ..errors import (
     SigningKeyError,
     UsageError,
 )
-from ..log import DecisionLog
 from .context import GLOBAL_OPTIONS, GlobalOptionsGroup, open_log, require_extra
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, say, wants_json
 from .render import print_decisions
@@ -31,7 +31,8 @@ from .render import print_decisions
 __all__ = ["cli", "exit_status", "main"]
 
 
-@click.group(cls=GlobalOptionsGroup)
+@click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="rtrace", message="%(prog)s %(version)s")
 @click.option(
     "--dir",
     "root",
@@ -68,9 +69,17 @@ def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -
 @json_option("The newest ten as JSON Lines (the default when piped).")
 @click.pass_context
 def demo(ctx: click.Context, count: int, seed: int | None, as_json: bool) -> None:
-    """Record a stream of four-voter gate decisions, then show the newest."""
-    from ..demo import run_gate
+    """Record a stream of four-voter gate decisions, then show the newest.
 
+    Into the --dir given, else a new temporary directory (never $REASONING_TRACE_DIR's log);
+    each record's subject says "demo": true.
+    """
+    from ..demo import run_gate
+    from .demo_log import announce, demo_root
+
+    temporary = demo_root(ctx)
+    if temporary is not None:
+        announce(temporary)
     with open_log(ctx, create=True) as log:
         run_gate(log, count, seed=seed)
         say(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
@@ -81,8 +90,10 @@ from .bundle import register as _register_bundle  # noqa: E402
 from .decisions import register as _register_decisions  # noqa: E402
 from .fleet import register as _register_fleet  # noqa: E402
 from .integrity import register as _register_integrity  # noqa: E402
+from .record import register as _register_record  # noqa: E402
 from .upgrade import register as _register_upgrade  # noqa: E402
 
+_register_record(cli)
 _register_decisions(cli)
 _register_bundle(cli)
 _register_integrity(cli)
@@ -99,7 +110,11 @@ _register_upgrade(cli)
     type=click.Path(dir_okay=False, exists=True),
     help="File of role:token lines (also $REASONING_TRACE_TOKENS).",
 )
-@click.option("--demo", is_flag=True, help="Serve a temporary log fed by a demo gate.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Serve a temporary log fed by a demo gate (not --dir's), removed on exit.",
+)
 @click.option("--workers", default=1, show_default=True, help="Server processes.")
 @click.option(
     "--streams-per-client",
@@ -157,13 +172,9 @@ def serve(
         "proxy_headers": trust_proxy is not None,
         "forwarded_allow_ips": trust_proxy,
     }
-    if demo:
-        import tempfile
-
-        ctx.obj["root"] = tempfile.mkdtemp(prefix="rtrace-demo-")
+    if demo and workers > 1:
+        raise click.UsageError("--demo runs in one process (drop --workers)")
     if workers > 1:
-        if demo:
-            raise click.UsageError("--demo runs in one process (drop --workers)")
         root = str(open_log(ctx, create=True).root)
         os.environ["REASONING_TRACE_DIR"] = root
         if token_file:
@@ -181,31 +192,25 @@ def serve(
             **proxy,
         )
         return
-    with open_log(ctx, create=True) as log:
-        if demo:
-            _start_demo_gate(log)
-        click.echo(f"serving {log.root} at http://{host}:{port}/", err=True)
-        app = create_app(log, tokens, streams_per_client=streams_per_client, allowed_hosts=hosts)
-        uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
+    from .demo_log import DemoGate, demo_root, removed_on_exit, sigterm_unwinds
 
-
-def _start_demo_gate(log: DecisionLog, per_second: float = 4.0) -> None:
-    """Record realistic gate decisions in the background, a few a second."""
-    import random
-    import threading
-    import time
-
-    from ..demo import gate_decision
-
-    def run() -> None:
-        rng = random.Random()
-        n = 0
-        while True:
-            log.record(**gate_decision(rng, n))  # type: ignore[arg-type]
-            n += 1
-            time.sleep(rng.expovariate(per_second))
-
-    threading.Thread(target=run, name="rtrace-demo-gate", daemon=True).start()
+    # SIGTERM unwinds (then still ends the process): the log is closed, a demo log removed.
+    with (
+        sigterm_unwinds(),
+        removed_on_exit(demo_root(ctx, always=True) if demo else None),
+        open_log(ctx, create=True) as log,
+    ):
+        gate = DemoGate(log).start() if demo else None
+        try:
+            where = " (a demo log, removed on exit)" if demo else ""
+            click.echo(f"serving {log.root} at http://{host}:{port}/{where}", err=True)
+            app = create_app(
+                log, tokens, streams_per_client=streams_per_client, allowed_hosts=hosts
+            )
+            uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
+        finally:
+            if gate is not None:
+                gate.stop()
 
 
 def main() -> None:

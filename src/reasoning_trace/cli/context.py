@@ -115,7 +115,8 @@ class MissingExtra(click.ClickException):
 
 
 def require_extra(what: str, extra: str, *modules: str) -> None:
-    """Fail with the install command when an optional extra's modules are missing."""
+    """Fail (exit 2) with the install commands when an optional extra's modules are missing:
+    from the package index, and from a checkout of the source."""
     import importlib
 
     for module in modules:
@@ -123,8 +124,9 @@ def require_extra(what: str, extra: str, *modules: str) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise MissingExtra(
-                f"{what} needs its extra ({module} is missing): "
-                f"pip install 'reasoning-trace[{extra}]'"
+                f"{what} needs the [{extra}] extra ({module} is missing): "
+                f"pip install 'reasoning-trace[{extra}]' "
+                f"(or, in a checkout of the source: pip install '.[{extra}]')"
             ) from exc
 
 

@@ -1,4 +1,5 @@
-"""``rtrace record``, ``tail``, ``show``, ``query``, ``stats``: recording and reading decisions.
+"""``rtrace tail``, ``show``, ``query``, ``stats``: reading decisions (``record`` is in
+``cli/record.py``).
 
 Tests: ``tests/test_cli.py``.
 """
@@ -13,43 +14,18 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import orjson
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import QueryError, RecordError
+from ..errors import QueryError
 from ..log import DecisionLog
 from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
+from .options import verdict, verdict_flags
 from .output import EXIT_FAILED, emit, emit_lines, json_option, say, wants_json
 from .render import console, print_decisions, shown, verdict_text
 
 __all__ = ["register"]
-
-
-def _pairs(values: tuple[str, ...], what: str, option: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(
-                f"{value!r} is not {what} (write KEY=VALUE)", param_hint=option
-            )
-        out[key] = rest
-    return out
-
-
-def _votes(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    votes: dict[str, dict[str, Any]] = {}
-    for value in values:
-        name, sep, rest = value.partition("=")
-        verdict, _, reason = rest.partition(":")
-        if not sep or not name or verdict not in ("pass", "fail"):
-            raise click.BadParameter(
-                f"{value!r}: write NAME=pass|fail[:REASON]", param_hint="--vote"
-            )
-        votes[name] = {"passed": verdict == "pass", "reason": reason}
-    return votes
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,6 +34,7 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def with_filter(*args: Any, subject: tuple[str, ...], **kwargs: Any) -> Any:
         criteria = {name: kwargs.pop(name) for name in TextCriteria.__annotations__}
+        criteria["approved"] = verdict(criteria["approved"], kwargs.pop("rejected"))
         try:
             flt = Filter.from_text(subject=subject, **criteria)
         except QueryError as exc:  # a bad time or KEY=VALUE pair: exit 2, saying which
@@ -72,12 +49,7 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--until", help="Before this time (same forms)."),
             click.option("--action", help="Only this action."),
-            click.option(
-                "--approved/--rejected",
-                "approved",
-                default=None,
-                help="Only approved, or only rejected, decisions.",
-            ),
+            verdict_flags("Only approved decisions.", "Only rejected decisions."),
             click.option("--voter", help="Only decisions this voter voted against."),
             click.option(
                 "--subject",
@@ -113,80 +85,6 @@ def _follow_line(d: Decision) -> Text:
 def register(cli: click.Group) -> None:
     """Add the decision commands to the ``rtrace`` group."""
     from .context import open_log, open_reader
-
-    @cli.command()
-    @click.option("--action", help="What was decided (a short verb).")
-    @click.option("--approved/--rejected", "approved", default=None, help="The verdict.")
-    @click.option(
-        "--vote",
-        "votes",
-        multiple=True,
-        metavar="NAME=pass|fail[:REASON]",
-        help="One voter's vote (repeatable).",
-    )
-    @click.option(
-        "--subject",
-        "subject",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="What the decision was about (repeatable).",
-    )
-    @click.option("--reason", default="", help="Free text for the dashboard.")
-    @click.option("--id", "decision_id", help="A caller id: makes retries idempotent.")
-    @click.option(
-        "--json",
-        "json_in",
-        type=click.File("rb"),
-        metavar="FILE|-",
-        help="Read the decision as a JSON object (- for stdin) instead of flags.",
-    )
-    @click.pass_context
-    def record(
-        ctx: click.Context,
-        action: str | None,
-        approved: bool | None,
-        votes: tuple[str, ...],
-        subject: tuple[str, ...],
-        reason: str,
-        decision_id: str | None,
-        json_in: Any,
-    ) -> None:
-        """Record one decision (durably) and print the stored record."""
-        if json_in is not None:
-            try:
-                obj = orjson.loads(json_in.read())
-            except orjson.JSONDecodeError as exc:
-                raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
-            from ..request import DecisionRequest  # pydantic: only for a JSON decision
-
-            try:
-                fields = dict(DecisionRequest.read(obj))  # the values as given
-            except RecordError as exc:
-                raise click.BadParameter(str(exc), param_hint="--json") from exc
-        else:
-            if action is None or approved is None:
-                raise click.UsageError(
-                    "give --action and --approved or --rejected "
-                    "(or the whole decision with --json -)"
-                )
-            fields = {
-                "action": action,
-                "approved": approved,
-                "votes": _votes(votes),
-                "subject": _pairs(subject, "a subject field", "--subject"),
-                "reason": reason,
-                "id": decision_id,
-            }
-        with open_log(ctx, create=True) as log:
-            d = log.record(
-                fields["action"],
-                fields["approved"],
-                fields["votes"],
-                fields["subject"],
-                fields["reason"],
-                id=fields.get("id"),
-            )
-        sys.stdout.buffer.write(d.line + b"\n")
 
     @cli.command()
     @click.option(
