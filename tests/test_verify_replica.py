@@ -4,6 +4,7 @@ deprecation note."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from reasoning_trace.replicate import replicate
 from reasoning_trace.verify_replica import compare_with_replica
 
 from .natsserver import NatsServer
+from .terminal import on_a_terminal
 from .test_fleet import rtrace
 
 
@@ -65,8 +67,11 @@ def test_verify_replica_and_its_old_name(nats_server: NatsServer, tmp_path: Path
     args = ("--dir", str(root), "verify", "--node", "east", "--vkey", vkey, "--allow-open-server")
 
     replica = rtrace(*args, "--replica", nats_server.url)
-    assert "OK: 5 records" in replica.stdout
+    summary = json.loads(replica.stdout.splitlines()[-1])["summary"]
+    assert summary["ok"] is True and summary["records"] == 5
     assert "deprecated" not in replica.stderr
+    words = on_a_terminal(None, *args, "--replica", nats_server.url)
+    assert words.returncode == 0 and "OK: 5 records" in words.stdout
 
     old = rtrace(*args, "--witness", nats_server.url)
     assert old.stdout == replica.stdout

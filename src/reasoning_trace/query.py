@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 TimeSpec = str | int | float | datetime | None
-_SECONDS_RE = re.compile(r"\s*-?[0-9]{1,15}(?:\.[0-9]{1,9})?\s*\Z", re.ASCII)
+_SECONDS_RE = re.compile(r"\s*[0-9]{1,15}(?:\.[0-9]{1,9})?\s*\Z", re.ASCII)
 _SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
 # Times a query may name: those a datetime can hold (years 1 to 9999), in Unix microseconds.
 _MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999

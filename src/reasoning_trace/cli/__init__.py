@@ -90,6 +90,7 @@ from .bundle import register as _register_bundle  # noqa: E402
 from .decisions import register as _register_decisions  # noqa: E402
 from .fleet import register as _register_fleet  # noqa: E402
 from .integrity import register as _register_integrity  # noqa: E402
+from .keys import register as _register_keys  # noqa: E402
 from .record import register as _register_record  # noqa: E402
 from .upgrade import register as _register_upgrade  # noqa: E402
 
@@ -97,6 +98,7 @@ _register_record(cli)
 _register_decisions(cli)
 _register_bundle(cli)
 _register_integrity(cli)
+_register_keys(cli)
 _register_fleet(cli)
 _register_upgrade(cli)
 

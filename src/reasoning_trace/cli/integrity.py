@@ -1,4 +1,4 @@
-"""``rtrace checkpoint``, ``prove``, ``verify`` and ``keys``: thin layers over the integrity API.
+"""``rtrace checkpoint``, ``prove`` and ``verify``: thin layers over the integrity API.
 
 Tests: ``tests/test_cli_integrity.py``, ``tests/test_auditor.py``.
 """
@@ -16,9 +16,7 @@ from rich.table import Table
 
 from ..checkpoint import open_checkpoint
 from ..errors import NoteError
-from ..keys import init_key, rotate_log_key
 from ..note import Verifier
-from ..origin import check_origin
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
@@ -134,23 +132,6 @@ def _print_report(report: Report, as_json: bool) -> None:
         soft_wrap=True,
         highlight=False,
     )
-
-
-def _print_keys(found: list[Verifier], as_json: bool) -> None:
-    """Verifier keys, the newest last: one a line, or piped one JSON object each
-    (``verifier_key``, ``name``, ``key_id`` as 8 hex digits)."""
-    for n, verifier in enumerate(found, 1):
-        if wants_json(as_json):
-            emit(
-                {
-                    "verifier_key": str(verifier),
-                    "name": verifier.name,
-                    "key_id": f"{verifier.id:08x}",
-                    "current": n == len(found),
-                }
-            )
-        else:
-            click.echo(str(verifier))
 
 
 def _fleet_nodes(ctx: click.Context) -> list[str]:
@@ -373,89 +354,3 @@ def register(cli: click.Group) -> None:
             emit(proof)
         else:
             click.echo(json.dumps(proof, indent=2))
-
-    @cli.group()
-    def keys() -> None:
-        """The signing key (kept outside the log) and the published verifier keys.
-
-        Each log has its own origin (the name of its checkpoints and of its key) and so its
-        own key file: a new log's origin is reasoning-trace/<hostname>/<folder>-<8 hex>,
-        unless --origin or $REASONING_TRACE_ORIGIN names one. A log keeps its origin when
-        its folder is moved or copied; a log that signs as reasoning-trace/<hostname> (every
-        log's, before) keeps it and that host-wide key.
-        """
-
-    @keys.command("init")
-    @click.option(
-        "--origin",
-        help="The log's origin (checkpoint origin and key name) for a new log; refused if the "
-        "log already signs as another. Default: $REASONING_TRACE_ORIGIN, else the log's own, "
-        "else reasoning-trace/<hostname>/<folder>-<8 hex>.",
-    )
-    @json_option("The verifier key as a JSON object (the default when piped).")
-    @click.pass_context
-    def keys_init(ctx: click.Context, origin: str | None, as_json: bool) -> None:
-        """Create the signing key if there is none; publish and print its verifier key."""
-        if origin is not None:
-            check_origin(origin, "--origin")
-        with open_log(ctx, create=True, origin=origin) as log:
-            signer = init_key(log.root, origin, source="--origin")
-        _print_keys([signer.verifier], as_json)
-
-    @keys.command("show")
-    @json_option("One JSON object per key (the default when piped).")
-    @click.pass_context
-    def keys_show(ctx: click.Context, as_json: bool) -> None:
-        """Print every verifier key the log published (the current one last); exit 1 if none."""
-        with open_log(ctx) as log:
-            found = log.checkpoints.verifiers()
-        if not found:
-            say("rtrace: no verifier key published yet (rtrace keys init)")
-            ctx.exit(EXIT_FAILED)
-        _print_keys(found, as_json)
-
-    @keys.command("rotate")
-    @click.option(
-        "--origin",
-        help="Move the log to this new origin, with a new key in a key file of its own; "
-        "earlier checkpoints keep their origin and still verify. Refused if a key for that "
-        "origin exists already (another log's).",
-    )
-    @click.option(
-        "--shared-ok",
-        is_flag=True,
-        help="Rotate a host-wide key (origin reasoning-trace/<hostname>) although other logs "
-        "of this host may sign with it: they switch to the new key too.",
-    )
-    @json_option("The new verifier key as a JSON object (the default when piped).")
-    @click.pass_context
-    def keys_rotate(ctx: click.Context, origin: str | None, shared_ok: bool, as_json: bool) -> None:
-        """Make a new signing key; the old verifier keys stay published (old checkpoints
-        keep verifying) and the old key file is kept beside the new one.
-
-        Only this log's key changes, except for a log that signs as the host-wide origin
-        reasoning-trace/<hostname> (every log's before logs had their own): its key file
-        may sign other logs of the host too, so rotate refuses it unless --shared-ok (all of
-        them change key), or --origin moves this log to an origin and key of its own (the
-        message names the suggested one). With --origin the log's records so far are
-        signed at once under the new origin. A key file named by $REASONING_TRACE_KEY is
-        rotated in place, for every log that uses it. Restart running writers afterwards.
-        """
-        if origin is not None:
-            check_origin(origin, "--origin")
-        with open_log(ctx, create=True) as log:
-            done = rotate_log_key(log.root, origin, shared_ok=shared_ok)
-        note = None
-        if done.moved:
-            with open_log(ctx) as log:
-                note = log.checkpoint() if len(log) else None
-        if wants_json(as_json):
-            _print_keys([done.signer.verifier], True)
-        else:
-            click.echo(f"new key: {done.signer.verifier}")
-        if done.retired is not None:
-            say(f"old signing key kept at {done.retired}")
-        if done.moved:
-            say(f"origin: {done.previous} -> {done.origin} (key file {done.path})")
-            if note is not None:
-                click.echo(f"signed under the new origin:\n{note}", err=True, nl=False)
