@@ -1,8 +1,9 @@
 """Queries over decisions: time expressions and filters shared by the library and the CLI.
 
 Times are taken as ISO 8601 (``2026-11-24``, ``2026-11-24T22:41:43Z``, with an offset; naive
-times are UTC), Unix seconds (a number, or a string of ASCII digits with an optional fraction
-such as ``"1795962740"``; an eight-digit string is seconds, not a basic-format date),
+times are UTC), Unix seconds (a number, or a string of up to 11 ASCII digits with an optional
+fraction of up to 6, such as ``"1795962740"``; an eight-digit string is seconds, not a
+basic-format date; the API's schema says the same),
 ``datetime`` objects, or a span back from now (``90s``, ``30m``,
 ``12h``, ``7d``, ``2w``). Ranges are half-open: ``since <= t < until``.
 Tests: ``tests/test_query.py``.
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 TimeSpec = str | int | float | datetime | None
-_SECONDS_RE = re.compile(r"\s*[0-9]{1,15}(?:\.[0-9]{1,9})?\s*\Z", re.ASCII)
+_SECONDS_RE = re.compile(r"\s*[0-9]{1,11}(?:\.[0-9]{1,6})?\s*\Z", re.ASCII)
 _SPAN_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([smhdw])\s*\Z", re.ASCII)
 # Times a query may name: those a datetime can hold (years 1 to 9999), in Unix microseconds.
 _MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
