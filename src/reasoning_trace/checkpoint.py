@@ -213,12 +213,27 @@ class Checkpoints:
         return first or None
 
     def verifiers(self) -> list[Verifier]:
-        """The verifier keys this log published."""
+        """The verifier keys this log published.
+
+        Raises ``NoteError`` naming the file and line when ``checkpoints/vkey`` is not UTF-8
+        text or holds a line that is not a verifier key (a damaged or forged file)."""
         try:
-            text = self.vkey.read_text()
-        except FileNotFoundError:
+            raw = self.vkey.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return [Verifier.parse(line) for line in text.splitlines() if line.strip()]
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise NoteError(f"{self.vkey} is not UTF-8 text (damaged or altered)") from None
+        found = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                found.append(Verifier.parse(line))
+            except (NoteError, ValueError) as exc:
+                raise NoteError(f"{self.vkey} line {n} is not a verifier key: {exc}") from exc
+        return found
 
     def publish(self, verifier: Verifier) -> None:
         """Add a verifier key to ``checkpoints/vkey`` (kept forever, across rotations)."""

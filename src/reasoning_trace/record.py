@@ -371,6 +371,8 @@ def prepare(
         id = uuid7()
     elif not isinstance(id, str) or not _ID_RE.match(id):
         raise RecordError("id", "must be 1-128 characters of A-Za-z0-9._:-")
+    elif id.isdigit():  # get("17"), /v1/decisions/17 and `rtrace show 17` read digits as a seq
+        raise RecordError("id", f"{id[:24]!r} is all digits and would read as a seq: add a letter")
 
     fields: dict[str, Any] = {"votes": votes, "subject": subject, "reason": reason}
     redacted = apply_redaction(fields, redact) if redact else []

@@ -34,12 +34,11 @@ from pydantic_core import ErrorDetails
 from typing_extensions import TypeAliasType, TypedDict
 
 from .errors import RecordError
+from .ijson import MAX_EXACT_INT
 from .record import CONTROL_CHARS, ID_CHARS, MAX_NAME
 
 __all__ = ["FIELDS", "MAX_EXACT_INT", "DecisionRequest", "IJsonValue", "Vote"]
 
-#: The largest integer every JSON reader keeps exactly (I-JSON, RFC 7493): 2**53-1.
-MAX_EXACT_INT = (1 << 53) - 1
 
 #: Any I-JSON value: numbers within +-(2**53-1), nested to any depth.
 if TYPE_CHECKING:  # mypy reads a recursive TypeAliasType as a cycle; this is the same type

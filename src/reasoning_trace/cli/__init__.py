@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -24,7 +25,8 @@ from ..errors import (
     SigningKeyError,
     UsageError,
 )
-from .context import GLOBAL_OPTIONS, GlobalOptionsGroup, open_log, require_extra
+from .context import GlobalOptionsGroup, open_log, require_extra
+from .options import PORT, Count, proxy_addresses
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, say, wants_json
 from .render import print_decisions
 
@@ -33,18 +35,8 @@ __all__ = ["cli", "exit_status", "main"]
 
 @click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="rtrace", message="%(prog)s %(version)s")
-@click.option(
-    "--dir",
-    "root",
-    type=click.Path(file_okay=False),
-    metavar="PATH",
-    default=None,
-    help=GLOBAL_OPTIONS[0][2],
-)
-@click.option("--source", metavar="nats://HOST:PORT", default=None, help=GLOBAL_OPTIONS[1][2])
-@click.option("--stream", default="RTRACE", show_default=True, help=GLOBAL_OPTIONS[2][2])
 @click.pass_context
-def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -> None:
+def cli(ctx: click.Context) -> None:
     """rtrace: record, watch and audit an append-only decision log.
 
     Global options may also follow the command name. Output: a table on a terminal; JSON
@@ -52,19 +44,20 @@ def cli(ctx: click.Context, root: str | None, source: str | None, stream: str) -
     matched nothing), 1 a check failed or the one thing asked for was not found, 2 bad usage
     or input.
     """
-    given = {"root": root, "source": source}
-    if ctx.get_parameter_source("stream") is click.core.ParameterSource.COMMANDLINE:
-        given["stream"] = stream
-    ctx.obj = {
-        "root": root,
-        "source": source,
-        "stream": stream,
-        "given": {k: v for k, v in given.items() if v is not None},
-    }
+    obj = ctx.ensure_object(dict)
+    for key, default in (("root", None), ("source", None), ("stream", "RTRACE")):
+        obj.setdefault(key, default)
 
 
 @cli.command()
-@click.option("-n", "--count", default=36, show_default=True, help="Decisions to record.")
+@click.option(
+    "-n",
+    "--count",
+    type=Count(0, 1_000_000),
+    default=36,
+    show_default=True,
+    help="Decisions to record.",
+)
 @click.option("--seed", default=None, type=int, help="Random seed for a repeatable stream.")
 @json_option("The newest ten as JSON Lines (the default when piped).")
 @click.pass_context
@@ -105,7 +98,7 @@ _register_upgrade(cli)
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--port", type=PORT, default=8080, show_default=True, help="Port to listen on.")
 @click.option(
     "--tokens",
     "token_file",
@@ -117,9 +110,12 @@ _register_upgrade(cli)
     is_flag=True,
     help="Serve a temporary log fed by a demo gate (not --dir's), removed on exit.",
 )
-@click.option("--workers", default=1, show_default=True, help="Server processes.")
+@click.option(
+    "--workers", type=Count(1, 64), default=1, show_default=True, help="Server processes (1 to 64)."
+)
 @click.option(
     "--streams-per-client",
+    type=Count(1, 10_000),
     default=8,
     show_default=True,
     help="Event streams one client address may hold at once (per process).",
@@ -137,6 +133,7 @@ _register_upgrade(cli)
     "trust_proxy",
     default=None,
     metavar="IPS",
+    callback=lambda ctx, param, value: proxy_addresses(value),
     help="Take the client address from X-Forwarded-For when the request comes from one of "
     "these addresses (comma-separated). Without it the header is ignored.",
 )
@@ -219,29 +216,48 @@ def main() -> None:
     """Entry point of the ``rtrace`` console script: runs the command and maps what it raised
     to one line on stderr and the exit code of the contract (``output``): a user never sees a
     Python traceback."""
+    _give_closed_streams_a_place()
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        sys.exit(130)
-    except click.exceptions.UsageError as exc:  # includes BadParameter and unknown options
-        exc.show()
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.FileError as exc:  # a file argument that cannot be opened
-        exc.show()
-        sys.exit(EXIT_USAGE)
+        code = 130
+    except (click.exceptions.UsageError, click.exceptions.FileError) as exc:
+        # a bad option or value, an unknown command, a file argument that cannot be opened
+        code = _say_and_return(exc.show, EXIT_USAGE)
     except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        code = _say_and_return(exc.show, exc.exit_code)
     except BrokenPipeError:
         _quiet_stdout()  # the reader went away (| head): nothing more to say, and no error
-        sys.exit(EXIT_OK)
+        code = EXIT_OK
+    except SystemExit as exc:
+        # Click turns a closed pipe (EPIPE) into exit 1 and wraps the streams to pacify them;
+        # nothing else of ours raises SystemExit without standalone mode.
+        if not isinstance(sys.stdout, click.utils.PacifyFlushWrapper):
+            raise
+        _quiet_stdout()
+        code = EXIT_OK if exc.code == 1 else exc.code
     except KeyboardInterrupt:
-        sys.exit(EXIT_OK)
+        code = EXIT_OK
     except (ReasoningTraceError, OSError) as exc:
-        click.echo(f"rtrace: {_one_line(exc)}", err=True)
-        sys.exit(exit_status(exc))
-    if isinstance(code, int) and code:  # ctx.exit(n) returns n without standalone mode
-        sys.exit(code)
+        line = f"rtrace: {_one_line(exc)}"
+        code = _say_and_return(lambda: click.echo(line, err=True), exit_status(exc))
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # data still buffered when the reader left
+        _quiet_stdout()
+    except OSError:  # stdout is gone (closed, or its device failed): nothing more to do there
+        _quiet_stdout()
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _say_and_return(show: Callable[[], None], status: int) -> int:
+    """Show an error on stderr, then return ``status``; a stderr that cannot be written (closed,
+    a full disk) does not change the exit code."""
+    try:
+        show()
+    except OSError:
+        return status
+    return status
 
 
 def exit_status(exc: ReasoningTraceError | OSError) -> int:
@@ -262,6 +278,21 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, ReasoningTraceError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
+
+
+def _give_closed_streams_a_place() -> None:
+    """Started with stdout or stderr closed (``rtrace tail >&-``), there is no stream there:
+    /dev/null takes the descriptor's place, so the command still does its work and exits with
+    its own code rather than failing on its first message."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _quiet_stdout() -> None:

@@ -39,26 +39,56 @@ GLOBAL_OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Read a fleet's replicated logs from this NATS server (or comma-separated cluster) "
         "instead of a local log: tail, query, stats, verify.",
     ),
-    ("stream", "--stream", "The JetStream stream of --source, replicate and verify --replica."),
+    (
+        "stream",
+        "--stream",
+        "The JetStream stream of --source, replicate and verify --replica (default: RTRACE).",
+    ),
 )
 
 
-def _set_global(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """A global option given after the command name: stored where the group keeps it; the
-    same option given twice with different values is refused, not "last wins"."""
-    if value is None:
+def _set_global(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    """Store a global option where the commands read it (``ctx.obj`` of the root context),
+    wherever it was given. Given more than once (twice before the command, or before and
+    after it) with different values, it is refused rather than "last wins"; an empty value is
+    refused rather than meaning the default."""
+    if not values:
         return
-    obj = ctx.find_root().obj
+    obj = ctx.find_root().ensure_object(dict)
     key = str(param.name)
     given = obj.setdefault("given", {})
-    if key in given and given[key] != value:
-        raise click.UsageError(f"{param.opts[0]} given twice ({given[key]!r} and {value!r})")
-    given[key] = value
-    obj[key] = value
+    for value in values:
+        if not value.strip():
+            raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+        if key in given and given[key] != value:
+            raise click.UsageError(f"{param.opts[0]} given twice ({given[key]!r} and {value!r})")
+        given[key] = value
+    obj[key] = values[-1]
+
+
+def global_options() -> list[click.Option]:
+    """The global options as parameters, for the group and for each of its commands."""
+    return [
+        click.Option(
+            [option, key],
+            multiple=True,
+            expose_value=False,
+            callback=_set_global,
+            help=help_text,
+            metavar={"root": "PATH", "source": "nats://HOST:PORT"}.get(key, "NAME"),
+            type=click.Path(file_okay=False) if key == "root" else None,
+        )
+        for key, option, help_text in GLOBAL_OPTIONS
+    ]
 
 
 class GlobalOptionsGroup(click.Group):
     """A group whose commands (and their sub-commands) also take the global options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(p.name == "root" for p in self.params):
+            self.params[:0] = global_options()
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Register ``cmd`` with the global options appended to its own."""
@@ -68,26 +98,10 @@ class GlobalOptionsGroup(click.Group):
         _add_globals(cmd)
         super().add_command(cmd, name)
 
-    def group(self, *args: Any, **kwargs: Any) -> Any:
-        """A sub-group whose commands take the global options too."""
-        kwargs.setdefault("cls", GlobalOptionsGroup)
-        return super().group(*args, **kwargs)
-
 
 def _add_globals(cmd: click.Command) -> None:
     names = {name for p in cmd.params for name in p.opts}
-    for key, option, help_text in GLOBAL_OPTIONS:
-        if option not in names:
-            cmd.params.append(
-                click.Option(
-                    [option, key],
-                    default=None,
-                    expose_value=False,
-                    callback=_set_global,
-                    help=f"{help_text} (a global option, also accepted here)",
-                    metavar={"root": "PATH", "source": "nats://HOST:PORT"}.get(key, "NAME"),
-                )
-            )
+    cmd.params += [p for p in global_options() if p.opts[0] not in names]
 
 
 def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:

@@ -21,7 +21,7 @@ from ..errors import QueryError
 from ..log import DecisionLog
 from ..query import Filter, Stats, TextCriteria
 from ..record import Decision
-from .options import verdict, verdict_flags
+from .options import COUNT, verdict, verdict_flags
 from .output import EXIT_FAILED, emit, emit_lines, json_option, say, wants_json
 from .render import console, print_decisions, shown, verdict_text
 
@@ -91,7 +91,7 @@ def register(cli: click.Group) -> None:
         "-n",
         "--lines",
         "limit",
-        type=click.IntRange(min=0),
+        type=COUNT,
         default=10,
         show_default=True,
         help="How many of the newest decisions (that match the filters).",
@@ -217,7 +217,7 @@ def register(cli: click.Group) -> None:
     @json_option("Same as --format json: the stored lines, one a line.")
     @click.option(
         "--limit",
-        type=click.IntRange(min=0),
+        type=COUNT,
         default=None,
         help="At most this many, the newest.",
     )

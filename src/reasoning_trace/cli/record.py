@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import click
-import orjson
 from click.core import ParameterSource
 
 from ..errors import RecordError, StorageError
+from ..ijson import NotIJson, read_ijson
 from ..log import DecisionLog
 from ..record import MAX_LINE_BYTES, Decision
 from .options import verdict, verdict_flags
@@ -54,6 +54,8 @@ def _pairs(values: tuple[str, ...], what: str, option: str) -> dict[str, str]:
             raise click.BadParameter(
                 f"{value!r} is not {what} (write KEY=VALUE)", param_hint=option
             )
+        if key in out:
+            raise click.BadParameter(f"{key!r} given twice", param_hint=option)
         out[key] = rest
     return out
 
@@ -69,6 +71,8 @@ def _votes(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             raise click.BadParameter(
                 f"{value!r}: write NAME=pass|fail[:REASON]", param_hint="--vote"
             )
+        if name in votes:
+            raise click.BadParameter(f"{name!r} voted twice", param_hint="--vote")
         votes[name] = {"passed": verdict_word == "pass", "reason": reason}
     return votes
 
@@ -98,9 +102,12 @@ class Tally:
 
     def report(self) -> None:
         """Print the chunk's refusals on stderr, in line order, control characters escaped."""
-        for number, why in sorted(self.pending):
-            click.echo(f"line {number}: {shown(why).plain}", err=True)
-        self.pending.clear()
+        pending, self.pending = sorted(self.pending), []
+        try:
+            for number, why in pending:
+                click.echo(f"line {number}: {shown(why).plain}", err=True)
+        except OSError:  # stderr is gone: the exit code still says lines were refused
+            return
 
 
 def _lines(stream: BinaryIO, limit: int, tally: Tally) -> Iterator[tuple[int, bytes | None]]:
@@ -139,14 +146,18 @@ def _decisions(
         if not line.strip():
             continue
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = read_ijson(line)  # as POST /v1/decisions reads a body
+        except NotIJson as exc:
+            tally.refuse(number, str(exc))
+            yield number, None
+            continue
+        except ValueError as exc:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
                 tally.refuse(number, f"not UTF-8 (byte {bad.start + 1})")
             else:
-                tally.refuse(number, f"not JSON: {exc.msg} (column {exc.colno})")
+                tally.refuse(number, f"not JSON: {exc}")
             yield number, None
             continue
         try:
@@ -164,7 +175,7 @@ def _record_lines(ctx: click.Context, stream: BinaryIO) -> Tally:
     from .context import open_log
 
     tally = Tally()
-    out = sys.stdout.buffer
+    out = StoredLines()
     log: DecisionLog | None = None
     decisions = _decisions(_lines(stream, MAX_LINE_BYTES, tally), tally)
     try:
@@ -205,8 +216,36 @@ def _record_lines(ctx: click.Context, stream: BinaryIO) -> Tally:
             log.close()
 
 
+class StoredLines:
+    """Where ``--jsonl`` prints each stored line: stdout, until its reader goes away (``|
+    head``, a closed terminal). From then on the lines are not printed, but every decision is
+    still recorded or refused and counted: a reader that stops early never stops the record."""
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def write(self, data: bytes) -> None:
+        """Print ``data`` if stdout still takes it."""
+        if not self.gone:
+            try:
+                sys.stdout.buffer.write(data)
+            except OSError:  # EPIPE, or stdout closed: stop printing, keep recording
+                self.gone = True
+
+    def flush(self) -> None:
+        """Flush stdout if it still takes data."""
+        if not self.gone:
+            try:
+                sys.stdout.buffer.flush()
+            except OSError:
+                self.gone = True
+
+
 def _summary(tally: Tally) -> None:
-    click.echo(f"rtrace: {tally.stored} stored, {tally.refused} refused", err=True)
+    try:
+        click.echo(f"rtrace: {tally.stored} stored, {tally.refused} refused", err=True)
+    except OSError:  # stderr is gone too: the exit code still says whether any was refused
+        return
 
 
 def register(cli: click.Group) -> None:
@@ -287,9 +326,17 @@ def register(cli: click.Group) -> None:
                 ctx.exit(2)
             return
         if json_in is not None:
+            body = json_in.read(MAX_LINE_BYTES + 1)  # never more than a record can hold
+            if len(body) > MAX_LINE_BYTES:
+                raise click.BadParameter(
+                    f"longer than {MAX_LINE_BYTES} bytes: no record that large can be stored",
+                    param_hint="--json",
+                )
             try:
-                obj = orjson.loads(json_in.read())
-            except orjson.JSONDecodeError as exc:
+                obj = read_ijson(body)  # as POST /v1/decisions reads a body
+            except NotIJson as exc:
+                raise click.BadParameter(str(exc), param_hint="--json") from exc
+            except ValueError as exc:
                 raise click.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
             from ..request import DecisionRequest  # pydantic: only for a JSON decision
 
