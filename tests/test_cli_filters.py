@@ -270,3 +270,154 @@ def test_a_reader_that_stops_early_is_no_error(gate: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--port", "70000"),
+        ("serve", "--port", "-1"),
+        ("serve", "--workers", "0"),
+        ("serve", "--workers", "99999999999999999999999"),
+        ("serve", "--streams-per-client", "-1"),
+        ("serve", "--trust-proxy", "notanip"),
+        ("demo", "-n", "-1"),
+        ("query", "--limit", "9223372036854775808"),
+        ("tail", "-n", "\uff11"),  # a fullwidth one
+        ("--dir", "", "tail"),
+        ("--stream", "A", "--stream", "B", "tail"),
+        ("--source", "nats://127.0.0.1:99999", "tail"),
+        ("--source", "nats://127.0.0.1:abc", "query"),
+        ("--source", "nats://[::1", "stats"),
+        ("--source", "nats://127.0.0.1:4222", "--stream", "a.b", "tail"),
+        ("replicate", "--nats", "nats://127.0.0.1:99999", "--once"),
+        ("replicate", "--nats", "nats://127.0.0.1:4222", "--stream", "", "--once"),
+        ("replicate", "--nats", "nats://127.0.0.1:4222", "--node", "", "--once"),
+        ("verify", "--replica", "nats://127.0.0.1:99999", "--trust-stream-keys"),
+        ("--source", "nats://127.0.0.1:4222", "doctor"),
+        ("--source", "nats://127.0.0.1:4222", "adopt"),
+        ("--source", "nats://127.0.0.1:4222", "keys", "show"),
+        ("doctor", "--source", "nats://127.0.0.1:4222"),
+    ],
+)
+def test_bad_options_anywhere_are_exit_2(gate: Path, args: tuple) -> None:
+    """Out-of-range numbers, empty or repeated global options, malformed NATS URLs and stream
+    names, and --source for a command that works on a local log: exit 2, one reason, no
+    traceback, nothing started and nothing written."""
+    before = {p: p.read_bytes() for p in gate.glob("*.jsonl")}
+    done = subprocess.run(
+        [*rtrace_command(), *(["--dir", str(gate)] if args[0] != "--dir" else []), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and done.stderr.strip()
+    assert {p: p.read_bytes() for p in gate.glob("*.jsonl")} == before
+
+
+def test_the_same_global_option_twice_is_refused(gate: Path, tmp_path: Path) -> None:
+    """``--dir A --dir B`` (before the command, after it, or both) is refused, not "last
+    wins"; the same value twice is fine."""
+    other = str(tmp_path / "other")
+    for args in (
+        ("--dir", str(gate), "--dir", other, "tail"),
+        ("tail", "--dir", str(gate), "--dir", other),
+        ("--dir", other, "tail", "--dir", str(gate)),
+    ):
+        done = subprocess.run([*rtrace_command(), *args], capture_output=True, text=True)
+        assert done.returncode == 2 and "--dir given twice" in done.stderr, args
+    same = subprocess.run(
+        [*rtrace_command(), "--dir", str(gate), "tail", "--dir", str(gate), "-n", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0 and len(same.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("stdin", "args"),
+    [
+        ('{"action":"e","approved":true,"action":"f"}', ("--json", "-")),
+        ('{"action":"e","approved":true,"subject":{"n":9007199254740993}}', ("--json", "-")),
+        ('{"action":"e","approved":true,"action":"f"}\n', ("--jsonl", "-")),
+        (None, ("--action", "a", "--approved", "--vote", "s=pass", "--vote", "s=fail")),
+        (None, ("--action", "a", "--approved", "--subject", "k=1", "--subject", "k=2")),
+        (None, ("--action", "a", "--approved", "--id", "00")),
+        (None, ("--action", "a", "--approved", "--id", "17")),
+    ],
+)
+def test_record_refuses_what_the_api_refuses(gate: Path, stdin: str | None, args: tuple) -> None:
+    """A repeated key, a number JavaScript would round, a voter or subject key given twice,
+    and an id of digits only (it would read as a seq) are refused (exit 2) as the API refuses
+    them; the log is left exactly as it was."""
+    before = {p: p.read_bytes() for p in gate.glob("*.jsonl")}
+    done = rtrace(gate, "record", *args, stdin=stdin)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert {p: p.read_bytes() for p in gate.glob("*.jsonl")} == before
+
+
+def shell(command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` run by bash (for redirections such as ``>&-`` and pipes into ``head``)."""
+    return subprocess.run(
+        command, shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120
+    )
+
+
+def test_closed_streams_do_not_stop_the_work(gate: Path) -> None:
+    """With stdout closed a reader exits 0 and ``record`` still records (exit 0); with stderr
+    closed a usage error is still exit 2."""
+    cmd = " ".join(rtrace_command())
+    for args in ("tail", "query --format csv", "stats", "verify", "keys show"):
+        done = shell(f"{cmd} --dir {gate} {args} >&-")
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    assert shell(f"{cmd} --dir {gate} record --action closed --approved >&-").returncode == 0
+    with DecisionLog(str(gate), create=False) as log:
+        assert log.recent(1)[0].action == "closed"
+    assert shell(f"{cmd} --dir {gate} tail --no-such-option 2>&-").returncode == 2
+
+
+def test_readers_that_leave_early(gate: Path) -> None:
+    """``| head -1`` after ``tail -n`` of thousands, ``query --format csv`` and ``doctor``: exit
+    0 quietly; ``record --jsonl`` whose reader leaves still records every line."""
+    with DecisionLog(str(gate), sync="never") as log:
+        for i in range(3000):
+            log.record("bulk", True, {}, {"i": i}, "x" * 100)
+    cmd = " ".join(rtrace_command())
+    for args in ("tail -n 3000", "query --format csv", "doctor", "query --format table"):
+        done = shell(f"{cmd} --dir {gate} {args} | head -1; exit ${{PIPESTATUS[0]}}")
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr, args
+    lines = "".join(
+        f'{{"action":"jl","approved":true,"subject":{{"i":{i}}}}}\n' for i in range(2500)
+    )
+    done = subprocess.run(
+        f"{cmd} --dir {gate} record --jsonl - | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "2500 stored, 0 refused" in done.stderr, done.stderr
+    with DecisionLog(str(gate), create=False) as log:
+        assert sum(1 for _ in log.iter(action="jl")) == 2500
+
+
+def test_a_damaged_vkey_file_is_a_clear_failure(gate: Path) -> None:
+    """A byte that is not UTF-8 in ``checkpoints/vkey``: every command says which file is
+    damaged (exit 1 for readers, 2 for a writer that cannot sign), with no traceback."""
+    with open(gate / "checkpoints" / "vkey", "ab") as fh:
+        fh.write(b"\xff\n")
+    for args, code in (
+        (("verify",), 1),
+        (("show", "0"), 1),
+        (("keys", "show"), 1),
+        (("checkpoint", "--json"), 1),
+        (("record", "--action", "a", "--approved"), 2),
+    ):
+        done = rtrace(gate, *args)
+        assert done.returncode == code, (args, done.stderr)
+        assert "vkey" in done.stderr and "Traceback" not in done.stderr, args

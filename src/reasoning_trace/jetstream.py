@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ __all__ = [
     "Problems",
     "Stopped",
     "check_node",
+    "check_stream",
     "checkpoint_subject",
     "connect",
     "decision_subject",
@@ -70,6 +72,15 @@ def check_node(node: str) -> str:
     return node
 
 
+def check_stream(name: str) -> str:
+    """Return ``name`` if it can name a JetStream stream here (1-64 letters, digits, ``_`` or
+    ``-``: no ``.``, ``*``, ``>``, space or path separator, which NATS refuses or reads as
+    subjects); else ``UsageError``."""
+    if not isinstance(name, str) or not _NODE.fullmatch(name):
+        raise UsageError(f"stream name {name!r} must be 1-64 letters, digits, '_' or '-'")
+    return name
+
+
 def default_node() -> str:
     """This host's name, up to its first dot, as a subject token."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".", 1)[0])[:64]
@@ -98,7 +109,8 @@ def node_of(subject: str) -> str:
 
 def parse_servers(url: str) -> list[str]:
     """``nats://a:4222,nats://b:4222`` (or a single URL) as a list. ``host:port`` without a
-    scheme means ``nats://host:port``; other schemes are refused (``ValueError``)."""
+    scheme means ``nats://host:port``; other schemes, a missing host and a port outside
+    1-65535 are refused (``UsageError``)."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
     if not servers:
         raise UsageError("no NATS server URL given")
@@ -107,6 +119,13 @@ def parse_servers(url: str) -> list[str]:
         if "://" not in u:
             u = f"nats://{u}"
         if not re.match(r"(nats|tls)://[^/]", u):
+            raise UsageError(f"{redact_url(u)!r} is not a NATS URL (nats://host:port)")
+        try:
+            parts = urllib.parse.urlsplit(u)
+            port, host = parts.port, parts.hostname  # reading .port checks it is 0-65535
+        except ValueError as exc:
+            raise UsageError(f"{redact_url(u)!r} is not a NATS URL ({exc})") from None
+        if not host or port == 0:
             raise UsageError(f"{redact_url(u)!r} is not a NATS URL (nats://host:port)")
         out.append(u)
     return out

@@ -45,6 +45,7 @@ from .jetstream import (
     Problems,
     Stopped,
     check_node,
+    check_stream,
     checkpoint_subject,
     connect,
     decision_subject,
@@ -92,12 +93,12 @@ class Replicator:
         report_every: float = 10.0,
         reship: bool = False,
     ) -> None:
+        parse_servers(url)  # a bad URL, node or stream is refused before the log is open
+        self.node = check_node(default_node() if node is None else node)
+        self.stream = check_stream(stream)
         self.log = DecisionLog(str(root) if root is not None else None, create=False)
-        parse_servers(url)  # a bad URL is refused here, not after the log is open
         self.url = url
         self.shown_url = redact_url(url)
-        self.node = check_node(node or default_node())
-        self.stream = stream
         self.replicas = replicas
         self.batch = batch
         self.poll = poll

@@ -34,6 +34,7 @@ from .errors import CorruptLine, ReplicationError
 from .jetstream import (
     DEFAULT_STREAM,
     Problems,
+    check_stream,
     connect,
     ensure_stream,
     expiry_risks,
@@ -149,7 +150,7 @@ class StreamReader:
 
         self.url = url
         self.shown_url = redact_url(url)
-        self.stream = stream
+        self.stream = check_stream(stream)
         self.on_foreign = on_foreign or _log_foreign
         self.foreign: set[tuple[str, int]] = set()  # (subject, stream seq) skipped so far
         self.delivered: dict[str, int] = {}  # subject -> newest stream seq a read returned

@@ -25,7 +25,7 @@ from ..errors import (
     SigningKeyError,
     UsageError,
 )
-from .context import GlobalOptionsGroup, open_log, require_extra
+from .context import GlobalOptionsGroup, open_log, refuse_source, require_extra
 from .options import PORT, Count, proxy_addresses
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, say, wants_json
 from .render import print_decisions
@@ -47,6 +47,8 @@ def cli(ctx: click.Context) -> None:
     obj = ctx.ensure_object(dict)
     for key, default in (("root", None), ("source", None), ("stream", "RTRACE")):
         obj.setdefault(key, default)
+    if obj["source"] is not None and ctx.invoked_subcommand is not None:
+        refuse_source(ctx.invoked_subcommand)
 
 
 @cli.command()

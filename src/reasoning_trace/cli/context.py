@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GLOBAL_OPTIONS",
+    "READS_SOURCE",
     "GlobalOptionsGroup",
     "MissingExtra",
     "open_fleet",
     "open_log",
     "open_reader",
+    "refuse_source",
     "require_extra",
 ]
 
@@ -47,6 +49,19 @@ GLOBAL_OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: The commands that read a fleet with ``--source``; every other command works on a local log
+#: and refuses it rather than silently reading (or changing) the local one instead.
+READS_SOURCE = frozenset({"tail", "query", "stats", "verify"})
+
+
+def refuse_source(command: str | None) -> None:
+    """Refuse ``--source`` for a command that does not read a fleet (exit 2)."""
+    if command not in READS_SOURCE:
+        raise click.UsageError(
+            f"{command} works on a local log; --source serves {', '.join(sorted(READS_SOURCE))}"
+        )
+
+
 def _set_global(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
     """Store a global option where the commands read it (``ctx.obj`` of the root context),
     wherever it was given. Given more than once (twice before the command, or before and
@@ -64,6 +79,8 @@ def _set_global(ctx: click.Context, param: click.Parameter, values: tuple[str, .
             raise click.UsageError(f"{param.opts[0]} given twice ({given[key]!r} and {value!r})")
         given[key] = value
     obj[key] = values[-1]
+    if key == "source" and ctx.parent is not None:  # after the command name: this command's
+        refuse_source(ctx.info_name)
 
 
 def global_options() -> list[click.Option]:
@@ -108,9 +125,7 @@ def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> Deci
     """Open the local log the global options name. Only commands that write create a missing
     root: a mistyped --dir must be an error, not an empty log that "verifies"."""
     if ctx.obj.get("source") is not None:
-        raise click.UsageError(
-            f"{ctx.info_name} works on a local log; --source serves tail, query, stats and verify"
-        )
+        refuse_source(ctx.info_name)
     return DecisionLog(ctx.obj["root"], create=create, **kwargs)
 
 
@@ -157,4 +172,4 @@ def open_fleet(url: str, stream: str, *, index: bool = True) -> Fleet:
     try:
         return Fleet(url, stream=stream, on_foreign=foreign, index=index)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--source") from exc
+        raise click.BadParameter(str(exc)) from exc

@@ -47,11 +47,9 @@ def register(cli: click.Group) -> None:
             "off_day": off_day,
             "adopted": adopted,
         }
-        if as_json:
-            emit(plan)
-        elif not prefix.leaves:
+        if not as_json and not prefix.leaves:
             click.echo(f"{root}: no records of the original module to adopt")
-        else:
+        elif not as_json:  # the JSON plan is printed below, once --yes has done its part
             state = "already adopted" if adopted else "to adopt"
             click.echo(
                 f"{root}: {prefix.parsed} records of the original module in {len(counts)} "
@@ -70,7 +68,10 @@ def register(cli: click.Group) -> None:
             with open_log(ctx) as log:
                 note = log.checkpoint()
             size = note.split("\n")[1]
+            plan["adopted"] = True
             click.echo(f"adopted: checkpoint of {size} records signed", err=as_json)
+        if as_json:
+            emit(plan)
         elif not yes and prefix.leaves and not adopted and not as_json:
             click.echo("dry run: run `rtrace adopt --yes` to sign them into the log's tree")
 
