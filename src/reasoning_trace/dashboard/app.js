@@ -1,154 +1,614 @@
 // The operator dashboard: everything it shows comes from the JSON API of the same server.
+//
+// The feed: the newest page of decisions first (the first useful paint), then the live
+// stream resumed exactly after that page (stream.js). New rows wait in an "N new" bar while
+// the reader scrolls or points at the feed. Filters (action, verdict, voter, time, subject)
+// apply to the feed, the totals and the charts alike. Records are parsed by exact.js, so
+// numbers are shown as stored. The badge shows the server's last verification and when it
+// ran; the detail panel checks the record's inclusion proof in this browser (proof.js)
+// against the checkpoint the badge names.
 "use strict";
-const token = new URLSearchParams(location.search).get("access_token");
-const MAX_ROWS = 500;
-let rows = [];      // decisions shown, newest first
-let stats = null;
 
-function api(path, params = {}) {
-  const url = new URL(path, location.href);
-  for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) url.searchParams.set(k, v);
-  if (token) url.searchParams.set("access_token", token);
-  return url;
+import { ApiError, AuthError, getJSON, getText, setToken, token } from "./api.js";
+import { drawCharts } from "./charts.js";
+import { get, parse, show } from "./exact.js";
+import { checkInclusion } from "./proof.js";
+import { LiveStream } from "./stream.js";
+
+const $ = id => document.getElementById(id);
+const PAGE = 200; // decisions loaded with the page
+const MAX_ROWS = 500; // rows kept in the feed
+const KEEP_RECENT = 5000; // streamed decisions kept to refill the feed when filters change
+
+const state = {
+  page: 0, // which page load is current
+  pageSize: 0, // log_size of the current page: the stream fills in from there
+  shown: new Set(), // seqs in the feed
+  pending: [], // decisions that arrived while the reader reads, newest first
+  queued: [], // decisions to add at the next frame, oldest first
+  recent: [], // decisions the stream delivered, oldest first
+  hover: false,
+  stream: null,
+  verify: null, // the last /v1/verify answer
+  subject: "", // KEY=VALUE of the subject filter
+  subjectKeys: new Set(["agent_id", "prompt_id", "goal_type", "version"]),
+  statsTimer: null,
+  statsDue: 0,
+  detail: 0, // which detail request owns the panel
+  detailAbort: null,
+  detailShown: null, // {seq, status} of the decision in the panel
+  timers: [],
+};
+
+// --- records --------------------------------------------------------------------------------
+
+function decision(map, line, seqText) {
+  const seq = seqText || show(get(map, "seq"));
+  const votes = get(map, "votes");
+  const subject = get(map, "subject");
+  const id = get(map, "id");
+  return {
+    seq: Number(seq),
+    seqText: seq,
+    id: typeof id === "string" ? id : "",
+    time: String(get(map, "datetime_utc") || ""),
+    timestamp: Number(show(get(map, "timestamp") ?? "0")),
+    action: String(get(map, "action") ?? ""),
+    approved: get(map, "approved") === true,
+    votes: votes instanceof Map ? votes : new Map(),
+    subject: subject instanceof Map ? subject : new Map(),
+    reason: typeof get(map, "reason") === "string" ? get(map, "reason") : "",
+    line,
+  };
 }
-async function getJSON(path, params) {
-  const response = await fetch(api(path, params));
-  if (!response.ok) throw new Error(`${path}: ${response.status}`);
-  return response.json();
+
+const vetoes = d => [...d.votes].filter(([, v]) => get(v, "passed") === false).map(([k]) => k);
+
+function filters() {
+  return {
+    action: $("filter-action").value,
+    approved: $("filter-verdict").value,
+    voter: $("filter-voter").value,
+    since: $("filter-since").value,
+    subject: state.subject ? [state.subject] : [],
+  };
 }
-const filters = () => ({
-  action: document.getElementById("filter-action").value,
-  approved: document.getElementById("filter-verdict").value,
-  voter: document.getElementById("filter-voter").value,
-});
+
+const SPAN = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+
+// The server's filter (query.Filter.matches), for decisions that arrive on the stream.
 function matches(d, f) {
   if (f.action && d.action !== f.action) return false;
   if (f.approved && String(d.approved) !== f.approved) return false;
-  if (f.voter && !(d.votes[f.voter] && d.votes[f.voter].passed === false)) return false;
+  if (f.voter && get(d.votes.get(f.voter), "passed") !== false) return false;
+  if (f.since) {
+    const m = /^([0-9.]+)([smhdw])$/.exec(f.since);
+    if (m && d.timestamp < Date.now() / 1000 - Number(m[1]) * SPAN[m[2]]) return false;
+  }
+  for (const item of f.subject) {
+    const at = item.indexOf("=");
+    const key = item.slice(0, at);
+    const wanted = item.slice(at + 1);
+    if (!d.subject.has(key)) return false;
+    const stored = d.subject.get(key);
+    if (stored === null || show(stored) !== wanted) return false;
+  }
   return true;
 }
-const vetoes = d => Object.entries(d.votes).filter(([, v]) => v && v.passed === false).map(([k]) => k);
-function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
 
-function render() {
+// --- the feed -------------------------------------------------------------------------------
+
+function cell(text, cls, label) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  if (label) td.dataset.label = label;
+  return td;
+}
+
+function subjectChip(key, value) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "chip subject";
+  b.textContent = `${key}=${value}`;
+  b.title = `every decision about ${key}=${value}`;
+  b.addEventListener("click", e => { e.stopPropagation(); setSubject(`${key}=${value}`); });
+  return b;
+}
+
+function row(d) {
+  const tr = document.createElement("tr");
+  tr.dataset.seq = d.seqText;
+  tr.tabIndex = 0;
+  const subject = cell("", "subject", "subject");
+  for (const key of ["agent_id", "version"]) {
+    if (d.subject.has(key)) subject.append(subjectChip(key, show(d.subject.get(key))));
+  }
+  tr.append(
+    cell(d.seqText, "c-seq", "seq"),
+    cell(d.time.slice(0, 19).replace("T", " "), "c-time", "time"),
+    cell(d.action, "action", "action"),
+    cell(d.approved ? "approved" : "REJECTED", `c-verdict ${d.approved ? "approved" : "rejected"}`, "verdict"),
+    cell(vetoes(d).join(", "), "veto", "vetoed by"),
+    subject,
+    cell(d.reason, "reason", "reason"),
+  );
+  tr.addEventListener("click", () => openDetail(d.seqText));
+  tr.addEventListener("keydown", e => { if (e.key === "Enter") openDetail(d.seqText); });
+  return tr;
+}
+
+// Whether the reader is reading: pointing at the feed, or scrolled down in it or past its top.
+const reading = () => {
+  const box = $("feed-box");
+  return state.hover || box.scrollTop > 2 || box.getBoundingClientRect().top < -2;
+};
+
+function emptyNote() {
+  $("feed-empty").hidden = state.shown.size > 0;
+}
+
+// Put decisions (newest first) at the top of the feed, each seq once; trim the oldest.
+function prepend(list) {
+  const fresh = list.filter(d => !state.shown.has(d.seq));
+  if (!fresh.length) return;
   const body = document.querySelector("#feed tbody");
+  body.prepend(...fresh.map(row));
+  for (const d of fresh) state.shown.add(d.seq);
+  while (body.rows.length > MAX_ROWS) {
+    state.shown.delete(Number(body.lastElementChild.dataset.seq));
+    body.lastElementChild.remove();
+  }
+  emptyNote();
+}
+
+function newBar() {
+  const bar = $("new-bar");
+  bar.hidden = state.pending.length === 0;
+  bar.textContent = `${state.pending.length} new — show`;
+}
+
+function showPending() {
+  const pending = state.pending;
+  state.pending = [];
+  prepend(pending);
+  newBar();
+}
+
+function flushQueued() {
+  const queued = state.queued;
+  state.queued = [];
+  const newest = queued.reverse();
+  if (reading()) {
+    state.pending = newest.concat(state.pending);
+    newBar();
+  } else {
+    prepend(newest);
+  }
+}
+
+function arrived(seq, line) {
+  let d;
+  try {
+    d = decision(parse(line), line, String(seq));
+  } catch (e) {
+    d = decision(new Map([["action", "(not a record)"], ["reason", line]]), line, String(seq));
+  }
+  state.recent.push(d);
+  if (state.recent.length > KEEP_RECENT) state.recent.splice(0, state.recent.length - KEEP_RECENT);
+  for (const key of d.subject.keys()) state.subjectKeys.add(key);
+  if (d.seq < state.pageSize || !matches(d, filters())) return;
+  if (!state.queued.length) requestAnimationFrame(flushQueued);
+  state.queued.push(d);
+  statsSoon();
+}
+
+function liveState(kind, detail) {
+  const live = $("live");
+  live.className = `live ${kind}`;
+  live.textContent = {
+    connecting: "connecting…",
+    "catching-up": `catching up: ${detail} to go`,
+    live: "live",
+    reconnecting: `connection lost: reconnecting in ${Math.ceil((detail || 0) / 1000)} s…`,
+  }[kind] || kind;
+}
+
+// Load the newest page for the filters; the feed is that page plus what streamed since.
+async function loadPage() {
+  const mine = ++state.page;
   const f = filters();
-  body.replaceChildren(...rows.filter(d => matches(d, f)).map(d => {
-    const tr = document.createElement("tr");
-    tr.dataset.seq = d.seq;
-    tr.append(cell(d.seq), cell(d.datetime_utc.slice(0, 19).replace("T", " ")), cell(d.action),
-      cell(d.approved ? "approved" : "REJECTED", d.approved ? "approved" : "rejected"),
-      cell(vetoes(d).join(", "), "veto"),
-      cell(["agent_id", "version"].filter(k => k in d.subject).map(k => `${k}=${d.subject[k]}`).join(" ")),
-      cell(d.reason));
-    tr.addEventListener("click", () => showDetail(d.seq));
-    return tr;
-  }));
+  const text = await getText("/v1/decisions", { limit: PAGE, ...f });
+  if (mine !== state.page) return null;
+  const body = parse(text);
+  const lines = get(body, "decisions") || [];
+  const seqs = get(body, "seqs") || [];
+  const page = lines.map((m, i) => decision(m, null, seqs[i] ? show(seqs[i]) : ""));
+  const size = Number(show(get(body, "log_size")));
+  state.pageSize = size;
+  const streamed = state.recent.filter(d => d.seq >= size && matches(d, f)).reverse();
+  state.shown.clear();
+  state.pending = [];
+  state.queued = [];
+  document.querySelector("#feed tbody").replaceChildren();
+  prepend([...streamed, ...page]);
+  newBar();
+  return size;
 }
 
-async function load() {
-  const page = await getJSON("/v1/decisions", { limit: 200, ...filters() });
-  const seen = new Set(page.decisions.map(d => d.seq));
-  rows = page.decisions.concat(rows.filter(d => !seen.has(d.seq) && matches(d, filters())))
-    .sort((a, b) => b.seq - a.seq).slice(0, MAX_ROWS);
-  render();
-}
-
-async function showDetail(seq) {
-  const { decision: d, signed } = await getJSON(`/v1/decisions/${seq}`);
-  const panel = document.getElementById("detail");
-  // What the server proved of the stored bytes: never "signed" unless checked (SPEC 4a).
-  const words = { verified: ["signed", "approved"], altered: ["ALTERED", "rejected"],
-    unsigned: ["not yet signed", ""], unverified: ["NOT VERIFIED", "rejected"] };
-  const [word, style] = words[signed && signed.status] || ["not checked", ""];
-  const line = document.getElementById("detail-signed");
-  const mark = document.createElement("strong");
-  mark.textContent = word;
-  if (style) mark.className = style;
-  line.replaceChildren(mark, document.createTextNode(`: ${signed ? signed.detail : ""}`));
-  panel.classList.remove("hidden");
-  document.getElementById("detail-title").textContent =
-    `#${d.seq} ${d.action} — ${d.approved ? "approved" : "REJECTED"}`;
-  document.getElementById("detail-meta").textContent = `${d.datetime_utc} · ${d.id} · ${d.reason}`;
-  document.querySelector("#detail-votes tbody").replaceChildren(...Object.entries(d.votes).map(([name, v]) => {
-    const tr = document.createElement("tr");
-    const passed = v && v.passed;
-    tr.append(cell(name), cell(passed === true ? "pass" : passed === false ? "FAIL" : JSON.stringify(v),
-      passed === false ? "rejected" : "approved"), cell((v && v.reason) || ""));
-    return tr;
-  }));
-  document.querySelector("#detail-subject tbody").replaceChildren(...Object.entries(d.subject).map(([k, v]) => {
-    const tr = document.createElement("tr");
-    tr.append(cell(k), cell(typeof v === "string" ? v : JSON.stringify(v)));
-    return tr;
-  }));
-}
+// --- totals and charts ----------------------------------------------------------------------
 
 function fillSelect(id, values) {
-  const select = document.getElementById(id);
+  const select = $(id);
   const have = new Set([...select.options].map(o => o.value));
   for (const v of values) if (!have.has(v)) select.add(new Option(v, v));
 }
 
 async function refreshStats() {
-  stats = await getJSON("/v1/stats");
+  state.statsDue = 0;
+  const stats = await getJSON("/v1/stats", filters());
   fillSelect("filter-action", stats.actions.map(a => a.action));
   fillSelect("filter-voter", stats.vetoes.map(v => v.voter));
-  const layout = title => ({ title: { text: title }, barmode: "stack", margin: { t: 40, b: 60, l: 40, r: 10 }, legend: { orientation: "h" } });
-  const config = { displayModeBar: false, responsive: true };
-  const days = stats.days.map(d => d.day);
-  Plotly.react("chart-days", [
-    { type: "bar", name: "approved", x: days, y: stats.days.map(d => d.approved), marker: { color: "#1f8a4c" } },
-    { type: "bar", name: "rejected", x: days, y: stats.days.map(d => d.total - d.approved), marker: { color: "#c62828" } },
-  ], { ...layout("approved vs rejected per day"), xaxis: { type: "category" } }, config);
-  const actions = stats.actions.map(a => a.action);
-  Plotly.react("chart-actions", [
-    { type: "bar", name: "approved", x: actions, y: stats.actions.map(a => a.approved), marker: { color: "#1f8a4c" } },
-    { type: "bar", name: "rejected", x: actions, y: stats.actions.map(a => a.total - a.approved), marker: { color: "#c62828" } },
-  ], layout("approved vs rejected per action"), config);
-  Plotly.react("chart-voters", [
-    { type: "bar", name: "vetoes", x: stats.vetoes.map(v => v.voter), y: stats.vetoes.map(v => v.vetoes), marker: { color: "#c62828" } },
-  ], layout("vetoes by voter"), config);
+  const rate = stats.total ? ((100 * stats.approved) / stats.total).toFixed(1) : "–";
+  const box = $("stats");
+  const item = (label, value, cls) => {
+    const span = document.createElement("span");
+    span.className = `stat ${cls || ""}`;
+    const b = document.createElement("strong");
+    b.textContent = value;
+    span.append(b, document.createTextNode(` ${label}`));
+    return span;
+  };
+  box.replaceChildren(
+    item("decisions", String(stats.total)),
+    item("approved", String(stats.approved), "approved"),
+    item("rejected", String(stats.total - stats.approved), "rejected"),
+    item("approval rate", `${rate}%`),
+    item("vetoes", String(stats.vetoes.reduce((n, v) => n + v.vetoes, 0)), "rejected"),
+  );
+  drawCharts(stats);
+}
+
+// New decisions change the totals: refresh them, at most every 5 seconds.
+function statsSoon() {
+  if (state.statsTimer) return;
+  state.statsTimer = setTimeout(() => {
+    state.statsTimer = null;
+    refreshStats().catch(failed);
+  }, 5000);
+}
+
+// --- the verification badge -----------------------------------------------------------------
+
+const clock = seconds => `${new Date(seconds * 1000).toISOString().slice(11, 19)} UTC`;
+
+function coverage(v) {
+  const signed = v.signed_size
+    ? `signed through seq ${v.signed_size - 1} (checkpoint of ${v.signed_size})`
+    : `no record signed yet (${v.records} await the first checkpoint)`;
+  const what = v.mode === "incremental"
+    ? `the records from seq ${v.checked_from} on and the checkpoints signed since`
+    : "every record (a full pass)";
+  const full = v.full && v.full.ran_at ? `; last full pass ${clock(v.full.ran_at)}` : "";
+  return { signed, what, full };
+}
+
+function renderBadge(v) {
+  const badge = $("badge");
+  const word = $("badge-word");
+  const detail = $("badge-detail");
+  if (v.status === "ok" || v.status === "failed") {
+    const c = coverage(v);
+    const ok = v.status === "ok";
+    badge.className = `badge ${ok ? "ok" : "failed"}`;
+    word.textContent = ok ? "✓ verified" : "✗ verification FAILED";
+    detail.textContent = ok
+      ? `${v.records} records, ${c.signed} · checked ${clock(v.ran_at)}${c.full}`
+      : `${v.failures} finding${v.failures === 1 ? "" : "s"} · checked ${clock(v.ran_at)} — show`;
+    $("verification-summary").textContent =
+      `Checked at ${clock(v.ran_at)} (${v.seconds} s): ${c.what}. ${v.records} records, ${c.signed}${c.full}.`;
+  } else {
+    const c = v.checking || {};
+    badge.className = "badge checking";
+    word.textContent = "checking…";
+    detail.textContent = c.total
+      ? `the first verification is running (${Math.floor((100 * c.done) / c.total)}%)`
+      : "the first verification is running";
+    $("verification-summary").textContent = "No verification has finished yet.";
+  }
+  const rows = (v.findings || []).map(f => {
+    const tr = document.createElement("tr");
+    tr.className = f.failure ? "failure" : "note";
+    const place = [f.file && `${f.file}${f.line ? `:${f.line}` : ""}`,
+      f.seq_from != null && (f.seq_to != null && f.seq_to !== f.seq_from
+        ? `seq ${f.seq_from}–${f.seq_to}` : `seq ${f.seq_from}`)].filter(Boolean).join(", ");
+    tr.append(cell(f.kind, "kind"), cell(place || "the log", "where"), cell(f.message, "what"));
+    return tr;
+  });
+  document.querySelector("#findings tbody").replaceChildren(...rows);
+  $("findings").hidden = rows.length === 0;
+  if (v.status === "failed" && (!state.verify || state.verify.status !== "failed")) {
+    openVerification(true); // it just failed: the findings, unasked
+  }
 }
 
 async function refreshBadge() {
-  const badge = document.getElementById("badge");
-  try {
-    const v = await getJSON("/v1/verify");
-    if (v.status === "ok") {
-      badge.className = "badge ok";
-      badge.textContent = `verified: ${v.records} records, signed through seq ${v.signed_size - 1}`;
-    } else if (v.status === "failed") {
-      badge.className = "badge failed";
-      badge.textContent = `verification FAILED: ${v.failures} findings`;
-    } else {
-      badge.className = "badge pending";
-      badge.textContent = "verification pending";
-    }
-  } catch (e) { badge.className = "badge pending"; badge.textContent = "verification unknown"; }
+  const before = state.verify && state.verify.checkpoint;
+  const v = await getJSON("/v1/verify");
+  renderBadge(v);
+  state.verify = v;
+  const after = v.checkpoint;
+  const shown = state.detailShown;
+  if (shown && (before?.size !== after?.size || before?.root !== after?.root)) {
+    openDetail(shown.seq, { keepScroll: true }); // the checkpoint changed: check again
+  }
 }
 
-let statsTimer = null;
-function connect() {
-  const live = document.getElementById("live");
-  // EventSource reconnects by itself and resumes with Last-Event-ID: no gaps, no repeats.
-  const source = new EventSource(api("/v1/stream"));
-  source.onopen = () => { live.textContent = "live"; };
-  source.onerror = () => { live.textContent = "reconnecting…"; };
-  source.addEventListener("decision", event => {
-    const d = JSON.parse(event.data);
-    if (rows.some(r => r.seq === d.seq)) return;
-    rows.unshift(d);
-    rows.length = Math.min(rows.length, MAX_ROWS);
-    render();
-    clearTimeout(statsTimer);
-    statsTimer = setTimeout(refreshStats, 500);
+function openVerification(open) {
+  $("verification").hidden = !open;
+  $("badge").setAttribute("aria-expanded", String(open));
+}
+
+// --- one decision ---------------------------------------------------------------------------
+
+function proofWords(kind, text) {
+  const p = $("detail-proof");
+  const mark = document.createElement("strong");
+  mark.textContent = kind;
+  mark.className = { VERIFIED: "approved", ALTERED: "rejected", "NOT VERIFIED": "rejected" }[kind] || "";
+  p.replaceChildren(mark, document.createTextNode(` — ${text}`));
+  p.dataset.status = kind;
+}
+
+// Check the record's proof here: its line's leaf, the path, the root the badge's checkpoint
+// signs. Says VERIFIED only when this browser reached that root itself.
+async function proofStatus(d, body, cp) {
+  if (!cp) {
+    const v = state.verify;
+    if (!v || (v.status !== "ok" && v.status !== "failed")) {
+      return ["WAITING", "the server's first verification has not finished; checked when it has"];
+    }
+    return ["NOT YET SIGNED", "no checkpoint whose signature verified covers it yet"];
+  }
+  if (d.seq >= cp.size) {
+    return ["NOT YET SIGNED", `recorded after the newest verified checkpoint, which covers seq 0–${cp.size - 1}; checked again when the next one is verified`];
+  }
+  const proof = get(body, "proof");
+  const signed = get(body, "signed");
+  const serverSays = get(signed, "status");
+  const line = get(body, "line");
+  if (!(proof instanceof Map) || typeof line !== "string") {
+    return ["NOT VERIFIED", `the server gave no proof (${get(signed, "detail") || "none"})`];
+  }
+  const result = await checkInclusion({
+    line,
+    seq: d.seqText,
+    size: show(get(proof, "tree_size")),
+    path: get(proof, "proof") || [],
+    root: cp.root,
+  });
+  const where = `the checkpoint of ${cp.size} records signed ${cp.datetime_utc}`;
+  if (result.ok && show(get(proof, "tree_size")) === String(cp.size)) {
+    return ["VERIFIED", `this browser hashed its stored bytes (SHA-256) and followed its ${(get(proof, "proof") || []).length}-step inclusion proof to the root of ${where}, the checkpoint the badge verified`];
+  }
+  if (serverSays === "unverified") return ["NOT VERIFIED", get(signed, "detail") || result.why];
+  if (serverSays === "verified") {
+    return ["NOT VERIFIED", `the proof the server sent does not reach the root of ${where} in this browser (${result.why})`];
+  }
+  return ["ALTERED", `its stored bytes do not hash to the root of ${where}: the record was changed after it was signed (${result.why})`];
+}
+
+async function openDetail(key, { keepScroll = false } = {}) {
+  const mine = ++state.detail;
+  if (state.detailAbort) state.detailAbort.abort();
+  const control = new AbortController();
+  state.detailAbort = control;
+  const panel = $("detail");
+  panel.hidden = false;
+  panel.setAttribute("aria-busy", "true");
+  if (!keepScroll) {
+    $("detail-title").textContent = `#${key} …`;
+    $("detail-proof").textContent = "";
+    $("detail-proof").dataset.status = "";
+  }
+  const cp = state.verify && state.verify.checkpoint;
+  try {
+    const params = { proof: "true" };
+    if (cp && /^[0-9]+$/.test(key) && Number(key) < cp.size) params.size = cp.size;
+    let body = parse(await getText(`/v1/decisions/${encodeURIComponent(key)}`, params, { signal: control.signal }));
+    if (mine !== state.detail) return; // a later click owns the panel
+    const line = get(body, "line");
+    let map = get(body, "decision");
+    if (typeof line === "string") {
+      try { map = parse(line); } catch (e) { /* shown from the server's reading below */ }
+    }
+    const d = decision(map, line, show(get(get(body, "decision"), "seq")));
+    if (cp && !params.size && d.seq < cp.size) { // asked by id: now the seq is known
+      body = parse(await getText(`/v1/decisions/${d.seqText}`, { proof: "true", size: cp.size }, { signal: control.signal }));
+      if (mine !== state.detail) return;
+    }
+    renderDetail(d, typeof line === "string" ? line : "");
+    const [kind, text] = await proofStatus(d, body, cp);
+    if (mine !== state.detail) return;
+    proofWords(kind, text);
+    state.detailShown = { seq: d.seqText, status: kind };
+  } catch (e) {
+    if (mine !== state.detail || e.name === "AbortError") return;
+    if (e instanceof AuthError) { failed(e); return; }
+    $("detail-title").textContent = `#${key}`;
+    proofWords("NOT FOUND", e instanceof ApiError ? e.message : String(e));
+  } finally {
+    if (mine === state.detail) panel.removeAttribute("aria-busy");
+  }
+}
+
+function renderDetail(d, line) {
+  $("detail-title").textContent = `#${d.seqText} ${d.action} — ${d.approved ? "approved" : "REJECTED"}`;
+  $("detail-meta").textContent = `${d.time} · ${d.id}${d.reason ? ` · ${d.reason}` : ""}`;
+  document.querySelector("#detail-votes tbody").replaceChildren(...[...d.votes].map(([name, v]) => {
+    const tr = document.createElement("tr");
+    const passed = get(v, "passed");
+    tr.append(
+      cell(name),
+      cell(passed === true ? "pass" : passed === false ? "FAIL" : show(v), passed === false ? "rejected" : "approved"),
+      cell(typeof get(v, "reason") === "string" ? get(v, "reason") : ""),
+    );
+    return tr;
+  }));
+  document.querySelector("#detail-subject tbody").replaceChildren(...[...d.subject].map(([key, v]) => {
+    const tr = document.createElement("tr");
+    const history = document.createElement("td");
+    const value = show(v);
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "link";
+    b.textContent = "history";
+    b.title = `every decision about ${key}=${value}`;
+    b.addEventListener("click", () => setSubject(`${key}=${value}`));
+    history.append(b);
+    tr.append(cell(key), cell(value, "value"), history);
+    return tr;
+  }));
+  $("detail-line").textContent = line;
+}
+
+function closeDetail() {
+  state.detail++;
+  if (state.detailAbort) state.detailAbort.abort();
+  state.detailShown = null;
+  $("detail").hidden = true;
+}
+
+// --- filters and search ---------------------------------------------------------------------
+
+function setSubject(item) {
+  state.subject = item;
+  $("subject-filter").hidden = !item;
+  $("subject-filter-text").textContent = item;
+  reload();
+}
+
+function reload() {
+  loadPage().catch(failed);
+  refreshStats().catch(failed);
+}
+
+async function search(text) {
+  const q = text.trim();
+  const message = $("search-message");
+  message.textContent = "";
+  if (!q) return;
+  if (q.includes("=") && !/^[A-Za-z0-9._:-]+$/.test(q)) { setSubject(q); return; }
+  if (/^[A-Za-z0-9._:-]{1,128}$/.test(q)) {
+    try {
+      await getText(`/v1/decisions/${encodeURIComponent(q)}`);
+      openDetail(q);
+      return;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+    }
+  }
+  for (const key of state.subjectKeys) {
+    const page = parse(await getText("/v1/decisions", { limit: 1, subject: `${key}=${q}` }));
+    if ((get(page, "decisions") || []).length) { setSubject(`${key}=${q}`); return; }
+  }
+  message.textContent = `No decision has the id or seq ${q}, nor a subject value ${q}.`;
+}
+
+// --- start, sign-in, failures ---------------------------------------------------------------
+
+function failed(e) {
+  if (e instanceof AuthError) {
+    signIn(e.status === 401 && token()
+      ? `The token was not accepted (${e.message}). Enter a read token.`
+      : e.status === 403 ? `This token may not read here (${e.message}).`
+        : "This server needs a read token.");
+    return;
+  }
+  if (e && e.name === "AbortError") return;
+  $("search-message").textContent = `Could not reach the server: ${e.message || e}`;
+}
+
+function signIn(message) {
+  stop();
+  $("signin-message").textContent = message;
+  $("signin").hidden = false;
+  $("signout").hidden = true;
+  liveState("signed-out");
+  $("live").textContent = "sign-in needed";
+  $("signin-token").focus();
+}
+
+function stop() {
+  if (state.stream) state.stream.stop();
+  state.stream = null;
+  for (const t of state.timers) clearInterval(t);
+  state.timers = [];
+}
+
+async function start() {
+  stop();
+  $("signin").hidden = true;
+  $("signout").hidden = !token();
+  liveState("loading…");
+  try {
+    const size = await loadPage();
+    state.stream = new LiveStream({
+      after: size - 1,
+      onDecision: arrived,
+      onState: liveState,
+      onAuth: failed,
+    });
+    state.stream.start();
+  } catch (e) {
+    failed(e);
+    return;
+  }
+  refreshStats().catch(failed);
+  refreshBadge().catch(failed);
+  state.timers.push(setInterval(() => refreshBadge().catch(failed), 2000));
+}
+
+function wire() {
+  for (const id of ["filter-action", "filter-verdict", "filter-voter", "filter-since"]) {
+    $(id).addEventListener("change", reload);
+  }
+  $("subject-clear").addEventListener("click", () => setSubject(""));
+  $("search").addEventListener("submit", e => {
+    e.preventDefault();
+    search($("search-input").value).catch(failed);
+  });
+  const box = $("feed-box");
+  box.addEventListener("mouseenter", () => { state.hover = true; });
+  box.addEventListener("mouseleave", () => {
+    state.hover = false;
+    if (!reading()) showPending();
+  });
+  const back = () => { if (state.pending.length && !reading()) showPending(); };
+  box.addEventListener("scroll", back, { passive: true });
+  window.addEventListener("scroll", back, { passive: true });
+  $("new-bar").addEventListener("click", () => {
+    box.scrollTop = 0;
+    if (box.getBoundingClientRect().top < 0) box.scrollIntoView();
+    showPending();
+  });
+  $("detail-close").addEventListener("click", closeDetail);
+  $("badge").addEventListener("click", () => openVerification($("verification").hidden));
+  $("verification-close").addEventListener("click", () => openVerification(false));
+  document.addEventListener("keydown", e => {
+    if (e.key === "Escape") { closeDetail(); openVerification(false); }
+  });
+  $("signin").addEventListener("submit", e => {
+    e.preventDefault();
+    setToken($("signin-token").value.trim());
+    $("signin-token").value = "";
+    start();
+  });
+  $("signout").addEventListener("click", () => {
+    setToken("");
+    signIn("Signed out. Enter a read token.");
   });
 }
 
-for (const id of ["filter-action", "filter-verdict", "filter-voter"])
-  document.getElementById(id).addEventListener("change", load);
-load().then(connect);
-refreshStats();
-refreshBadge();
-setInterval(refreshBadge, 10000);
+wire();
+start();
