@@ -8,10 +8,11 @@ The dashboard is a handful of named files, package data of the library, with no 
 or other download (its charts are HTML and CSS): ``app.js`` (the page), ``api.js`` (calls
 with the read token in a header), ``stream.js`` (the live feed, resumed exactly),
 ``exact.js`` (records parsed without losing digits), ``proof.js`` and ``sha256.js`` (the
-in-browser proof check), ``charts.js``, ``style.css`` and ``favicon.svg``. Each is cached for an hour; the
-page itself is not cached, so a new version is seen at once. The page is served with a
-Content-Security-Policy that allows only this server's own scripts, styles and requests (no
-inline script, no other origin) and no framing, and with ``Referrer-Policy: no-referrer``.
+in-browser proof check), ``charts.js``, ``style.css`` and ``favicon.svg``. Each is cached
+for an hour; the page itself is not cached, so a new version is seen at once. The page is
+served with a Content-Security-Policy that allows only this server's own scripts, styles and
+requests (no inline script, no other origin) and no framing, and with
+``Referrer-Policy: no-referrer``.
 Starlette's ``StaticFiles`` would serve every file of a directory (the page too, under
 ``/static/``); these are the only names served.
 Tests: ``tests/test_dashboard.py``, ``tests/test_server.py``.
