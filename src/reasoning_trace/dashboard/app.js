@@ -308,12 +308,14 @@ function renderBadge(v) {
     $("verification-summary").textContent =
       `Checked at ${clock(v.ran_at)} (${v.seconds} s): ${c.what}. ${v.records} records, ${c.signed}${c.full}.`;
   } else {
-    const c = v.checking || {};
+    const c = v.checking;
     badge.className = "badge checking";
-    word.textContent = "checking…";
-    detail.textContent = c.total
-      ? `the first verification is running (${Math.floor((100 * c.done) / c.total)}%)`
-      : "the first verification is running";
+    word.textContent = c ? "checking…" : "not verified yet";
+    detail.textContent = !c
+      ? "waiting for the server's first verification"
+      : c.total
+        ? `the first verification is running (${Math.floor((100 * c.done) / c.total)}% read)`
+        : "the first verification is running";
     $("verification-summary").textContent = "No verification has finished yet.";
   }
   const rows = (v.findings || []).map(f => {
@@ -422,7 +424,9 @@ async function openDetail(key, { keepScroll = false } = {}) {
     if (typeof line === "string") {
       try { map = parse(line); } catch (e) { /* shown from the server's reading below */ }
     }
-    const d = decision(map, line, show(get(get(body, "decision"), "seq")));
+    const served = get(body, "decision");
+    const d = decision(map, line, show(get(served, "seq")));
+    if (!d.id) d.id = String(get(served, "id") || ""); // the original module's lines have none
     if (cp && !params.size && d.seq < cp.size) { // asked by id: now the seq is known
       body = parse(await getText(`/v1/decisions/${d.seqText}`, { proof: "true", size: cp.size }, { signal: control.signal }));
       if (mine !== state.detail) return;
