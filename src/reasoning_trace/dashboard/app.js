@@ -497,25 +497,36 @@ function reload() {
   refreshStats().catch(failed);
 }
 
+// Find by id or seq (opens that decision) or by subject value (shows that subject's
+// history): KEY=VALUE names the key; a bare value is tried with each subject key seen.
 async function search(text) {
   const q = text.trim();
   const message = $("search-message");
   message.textContent = "";
   if (!q) return;
-  if (q.includes("=") && !/^[A-Za-z0-9._:-]+$/.test(q)) { setSubject(q); return; }
-  if (/^[A-Za-z0-9._:-]{1,128}$/.test(q)) {
+  const idLike = /^[A-Za-z0-9._:-]{1,128}$/.test(q);
+  const byId = async () => {
     try {
       await getText(`/v1/decisions/${encodeURIComponent(q)}`);
-      openDetail(q);
-      return;
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 404)) throw e;
+      if (e instanceof ApiError && e.status === 404) return false;
+      throw e;
     }
-  }
-  for (const key of state.subjectKeys) {
-    const page = parse(await getText("/v1/decisions", { limit: 1, subject: `${key}=${q}` }));
-    if ((get(page, "decisions") || []).length) { setSubject(`${key}=${q}`); return; }
-  }
+    openDetail(q);
+    return true;
+  };
+  const bySubject = async () => {
+    if (q.includes("=")) { setSubject(q); return true; }
+    for (const key of state.subjectKeys) {
+      const page = parse(await getText("/v1/decisions", { limit: 1, subject: `${key}=${q}` }));
+      if ((get(page, "decisions") || []).length) { setSubject(`${key}=${q}`); return true; }
+    }
+    return false;
+  };
+  // A seq or a UUID is an id first; other words are more often a subject's value.
+  const looksLikeId = /^[0-9]+$/.test(q) || /^[0-9a-f]{8}-[0-9a-f]{4}-/.test(q);
+  const order = looksLikeId ? [byId, bySubject] : [bySubject, ...(idLike ? [byId] : [])];
+  for (const attempt of order) if (await attempt()) return;
   message.textContent = `No decision has the id or seq ${q}, nor a subject value ${q}.`;
 }
 
