@@ -76,7 +76,38 @@ Filters = Annotated[Filter, Depends(filters)]
 router = APIRouter(responses=PROBLEMS)
 
 
-@router.get("/v1/decisions", operation_id="list_decisions")
+_PAGE_SCHEMA = {
+    "type": "object",
+    "required": ["decisions", "next_cursor", "log_size", "seqs"],
+    "properties": {
+        "decisions": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "The stored records, newest first",
+        },
+        "next_cursor": {
+            "type": ["integer", "null"],
+            "description": "The cursor of the next page (null: none)",
+        },
+        "log_size": {
+            "type": "integer",
+            "description": "Records in the log when the page was read: a stream resumed "
+            "after log_size - 1 misses none of the later ones",
+        },
+        "seqs": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "Each decision's seq (the original module's lines carry none)",
+        },
+    },
+}
+
+
+@router.get(
+    "/v1/decisions",
+    operation_id="list_decisions",
+    responses={200: {"content": {"application/json": {"schema": _PAGE_SCHEMA}}}},
+)
 def list_decisions(
     log: ServedLog,
     flt: Filters,
