@@ -25,6 +25,7 @@ const state = {
   pageSize: 0, // log_size of the current page: the stream fills in from there
   shown: new Set(), // seqs in the feed
   pending: [], // decisions that arrived while the reader reads, newest first
+  pendingDropped: 0, // more that arrived meanwhile than the feed keeps
   queued: [], // decisions to add at the next frame, oldest first
   recent: [], // decisions the stream delivered, oldest first
   hover: false,
@@ -164,13 +165,19 @@ function prepend(list) {
 
 function newBar() {
   const bar = $("new-bar");
-  bar.hidden = state.pending.length === 0;
-  bar.textContent = `${state.pending.length} new — show`;
+  const n = state.pending.length + state.pendingDropped;
+  bar.hidden = n === 0;
+  bar.textContent = `${n} new — show`;
 }
 
 function showPending() {
   const pending = state.pending;
+  if (state.pendingDropped) { // more arrived than the feed keeps: it restarts from them
+    document.querySelector("#feed tbody").replaceChildren();
+    state.shown.clear();
+  }
   state.pending = [];
+  state.pendingDropped = 0;
   prepend(pending);
   newBar();
 }
@@ -181,6 +188,10 @@ function flushQueued() {
   const newest = queued.reverse();
   if (reading()) {
     state.pending = newest.concat(state.pending);
+    if (state.pending.length > MAX_ROWS) { // kept: the newest the feed can show
+      state.pendingDropped += state.pending.length - MAX_ROWS;
+      state.pending.length = MAX_ROWS;
+    }
     newBar();
   } else {
     prepend(newest);
@@ -207,6 +218,8 @@ function liveState(kind, detail) {
   const live = $("live");
   live.className = `live ${kind}`;
   live.textContent = {
+    loading: "loading…",
+    "signed-out": "sign-in needed",
     connecting: "connecting…",
     "catching-up": `catching up: ${detail} to go`,
     live: "live",
@@ -229,6 +242,7 @@ async function loadPage() {
   const streamed = state.recent.filter(d => d.seq >= size && matches(d, f)).reverse();
   state.shown.clear();
   state.pending = [];
+  state.pendingDropped = 0;
   state.queued = [];
   document.querySelector("#feed tbody").replaceChildren();
   prepend([...streamed, ...page]);
@@ -269,13 +283,14 @@ async function refreshStats() {
   drawCharts(stats);
 }
 
-// New decisions change the totals: refresh them, at most every 5 seconds.
+// New decisions change the totals: refresh them, at most every 15 seconds (the server counts
+// them from the records themselves, a pass over the log).
 function statsSoon() {
   if (state.statsTimer) return;
   state.statsTimer = setTimeout(() => {
     state.statsTimer = null;
     refreshStats().catch(failed);
-  }, 5000);
+  }, 15000);
 }
 
 // --- the verification badge -----------------------------------------------------------------
@@ -302,9 +317,12 @@ function renderBadge(v) {
     const ok = v.status === "ok";
     badge.className = `badge ${ok ? "ok" : "failed"}`;
     word.textContent = ok ? "✓ verified" : "✗ verification FAILED";
-    detail.textContent = ok
+    const running = v.checking && v.checking.full
+      ? ` · a full pass is running${v.checking.total ? ` (${Math.floor((100 * v.checking.done) / v.checking.total)}%)` : ""}`
+      : "";
+    detail.textContent = (ok
       ? `${v.records} records, ${c.signed} · checked ${clock(v.ran_at)}${c.full}`
-      : `${v.failures} finding${v.failures === 1 ? "" : "s"} · checked ${clock(v.ran_at)} — show`;
+      : `${v.failures} finding${v.failures === 1 ? "" : "s"} · checked ${clock(v.ran_at)} — show`) + running;
     $("verification-summary").textContent =
       `Checked at ${clock(v.ran_at)} (${v.seconds} s): ${c.what}. ${v.records} records, ${c.signed}${c.full}.`;
   } else {
@@ -336,7 +354,16 @@ function renderBadge(v) {
 
 async function refreshBadge() {
   const before = state.verify && state.verify.checkpoint;
-  const v = await getJSON("/v1/verify");
+  let v;
+  try {
+    v = await getJSON("/v1/verify");
+  } catch (e) {
+    if (e instanceof AuthError) throw e;
+    $("badge").className = "badge checking";
+    $("badge-word").textContent = "verification unknown";
+    $("badge-detail").textContent = `the server did not answer (${e.message || e})`;
+    return;
+  }
   renderBadge(v);
   state.verify = v;
   const after = v.checkpoint;
@@ -550,7 +577,6 @@ function signIn(message) {
   $("signin").hidden = false;
   $("signout").hidden = true;
   liveState("signed-out");
-  $("live").textContent = "sign-in needed";
   $("signin-token").focus();
 }
 
@@ -565,7 +591,7 @@ async function start() {
   stop();
   $("signin").hidden = true;
   $("signout").hidden = !token();
-  liveState("loading…");
+  liveState("loading");
   try {
     const size = await loadPage();
     state.stream = new LiveStream({
