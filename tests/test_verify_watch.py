@@ -19,6 +19,8 @@ from reasoning_trace import DecisionLog
 from reasoning_trace.layout import watch_dir
 from reasoning_trace.verify_watch import Watch
 
+from .browser import serving
+from .conftest import snapshot
 from .test_server import DECISION, READ, WRITE, auth, free_port
 
 
@@ -138,3 +140,33 @@ def test_two_server_workers_run_one_verification(root: Path, tmp_path: Path) -> 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_read_only_log_is_served_and_verified(root: Path) -> None:
+    """A log whose files and folders are read-only is served and verified: the verifier's
+    lock and result live in the per-user cache, and nothing under the root but derived
+    files changes."""
+    with DecisionLog(str(root), sync="never") as log:
+        for i in range(12):
+            log.record("gate", True, {}, {"i": i})
+        log.checkpoint()
+    paths = [root, *root.rglob("*")]
+    for path in paths:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    before = snapshot(root)
+    try:
+        log = DecisionLog(str(root))
+        with serving(log, verify_every=0.2) as url:
+            verified = wait_for(
+                "a verification",
+                lambda: (v := httpx.get(f"{url}/v1/verify").json()).get("status") == "ok" and v,
+            )
+            assert verified["signed_size"] == 12 and verified["checkpoint"]["size"] == 12
+            got = httpx.get(f"{url}/v1/decisions/3?proof=true&size=12").json()
+            assert got["proof"]["tree_size"] == 12 and got["line"].startswith('{"action"')
+        log.close()
+        assert snapshot(root) == before
+        assert not any("watch" in p.name for p in root.rglob("*"))
+    finally:
+        for path in paths:
+            path.chmod(0o755 if path.is_dir() else 0o644)
