@@ -7,9 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +16,9 @@ from reasoning_trace import DecisionLog
 from reasoning_trace.layout import watch_dir
 from reasoning_trace.verify_watch import Watch
 
-from .browser import serving
+from .browser import serving, wait_for
 from .conftest import snapshot
 from .test_server import DECISION, READ, WRITE, auth, free_port
-
-
-def wait_for(what: str, condition: Callable[[], Any], seconds: float = 30.0) -> Any:
-    """Poll ``condition`` until it is truthy (returned) or the deadline passes (fail)."""
-    deadline = time.monotonic() + seconds
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        pause.wait(0.05)
-    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def test_two_watches_on_one_log_verify_once(root: Path) -> None:
