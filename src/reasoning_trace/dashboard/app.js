@@ -232,8 +232,8 @@ async function loadPage() {
   const mine = ++state.page;
   const f = filters();
   const text = await getText("/v1/decisions", { limit: PAGE, ...f });
-  if (mine !== state.page) return null;
   const body = parse(text);
+  if (mine !== state.page) return Number(show(get(body, "log_size"))); // a later load shows
   const lines = get(body, "decisions") || [];
   const seqs = get(body, "seqs") || [];
   const page = lines.map((m, i) => decision(m, null, seqs[i] ? show(seqs[i]) : ""));
@@ -595,7 +595,9 @@ async function start() {
   try {
     const size = await loadPage();
     state.stream = new LiveStream({
-      after: size - 1,
+      // After the page shown (or before it, if a later load overtook this one: what the
+      // page holds already is not shown twice).
+      after: Math.min(size, state.pageSize) - 1,
       onDecision: arrived,
       onState: liveState,
       onAuth: failed,
