@@ -300,7 +300,9 @@ const clock = seconds => `${new Date(seconds * 1000).toISOString().slice(11, 19)
 function coverage(v) {
   const signed = v.signed_size
     ? `signed through seq ${v.signed_size - 1} (checkpoint of ${v.signed_size})`
-    : `no record signed yet (${v.records} await the first checkpoint)`;
+    : v.checkpoint
+      ? "no signed checkpoint matches the records"
+      : `no record signed yet (${v.records} await the first checkpoint)`;
   const what = v.mode === "incremental"
     ? `the records from seq ${v.checked_from} on and the checkpoints signed since`
     : "every record (a full pass)";
