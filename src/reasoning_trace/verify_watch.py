@@ -104,7 +104,13 @@ class Watch:
         if self.leading:
             return True
         if self.folder is not None:
-            fd = os.open(self.folder / "watch.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                fd = os.open(self.folder / "watch.lock", flags, 0o600)
+            except OSError as exc:  # then this process verifies for itself
+                logger.warning("reasoning_trace: cannot share verification (%s)", exc)
+                self.folder = None
+                return self._lead()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
