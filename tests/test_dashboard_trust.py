@@ -18,6 +18,7 @@ import pytest
 from reasoning_trace import DecisionLog
 from reasoning_trace.layout import Layout
 from reasoning_trace.server import Tokens
+from reasoning_trace.tree import Hash, MemoryHashes, inclusion_proof, tree_hash
 from reasoning_trace.verify_incremental import IncrementalVerifier
 
 from .browser import launch, needs_browser, serving, wait_for
@@ -305,3 +306,39 @@ def test_sha256_in_the_browser_with_and_without_webcrypto(
     inputs = [bytes((i * 31 + 7) % 256 for i in range(n)) for n in lengths]
     inputs.append("décision ✓ 決定".encode())
     assert got == [[hashlib.sha256(b).hexdigest()] * 2 for b in inputs]
+
+
+@needs_browser
+def test_the_browsers_proof_check_agrees_with_the_library(
+    signed: tuple[DecisionLog, str], browser: Any
+) -> None:
+    """For every leaf of every tree of 1 to 33 records, the page's proof check accepts the
+    library's inclusion proof for the record's line and refuses it for another line."""
+    _, url = signed
+    cases = []
+    for size in range(1, 34):
+        hashes = MemoryHashes()
+        lines = [f'{{"n":{i},"s":"é"}}' for i in range(size)]
+        for line in lines:
+            hashes.add_leaf(line.encode())
+        root = str(Hash(tree_hash(size, hashes)))
+        for seq in range(size):
+            path = [str(Hash(h)) for h in inclusion_proof(seq, size, hashes)]
+            case = {"seq": str(seq), "size": str(size), "path": path, "root": root}
+            cases.append({**case, "line": lines[seq], "other": lines[(seq + 1) % size]})
+    page = browser.new_page()
+    page.goto(f"{url}/")
+    verdicts = page.evaluate(
+        """async cases => {
+          const { checkInclusion } = await import('/static/proof.js');
+          const out = [];
+          for (const c of cases) {
+            const right = await checkInclusion(c);
+            const wrong = await checkInclusion({...c, line: c.other});
+            out.push([right.ok, wrong.ok]);
+          }
+          return out;
+        }""",
+        cases,
+    )
+    assert verdicts == [[True, c["size"] == "1"] for c in cases]

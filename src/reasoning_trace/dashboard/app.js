@@ -10,12 +10,13 @@
 "use strict";
 
 import { ApiError, AuthError, getJSON, getText, setToken, token } from "./api.js";
+import { openVerification, renderBadge } from "./badge.js";
 import { drawCharts } from "./charts.js";
+import { DetailPanel } from "./detail.js";
 import { get, parse, show } from "./exact.js";
-import { checkInclusion } from "./proof.js";
+import { $, cell, decision, matches, vetoes } from "./records.js";
 import { LiveStream } from "./stream.js";
 
-const $ = id => document.getElementById(id);
 const PAGE = 200; // decisions loaded with the page
 const MAX_ROWS = 500; // rows kept in the feed
 const KEEP_RECENT = 5000; // streamed decisions kept to refill the feed when filters change
@@ -34,36 +35,16 @@ const state = {
   subject: "", // KEY=VALUE of the subject filter
   subjectKeys: new Set(["agent_id", "prompt_id", "goal_type", "version"]),
   statsTimer: null,
-  statsDue: 0,
-  detail: 0, // which detail request owns the panel
-  detailAbort: null,
-  detailShown: null, // {seq, status} of the decision in the panel
   timers: [],
 };
 
-// --- records --------------------------------------------------------------------------------
+const detail = new DetailPanel({
+  verification: () => state.verify,
+  onSubject: item => setSubject(item),
+  onAuth: e => failed(e),
+});
 
-function decision(map, line, seqText) {
-  const seq = seqText || show(get(map, "seq"));
-  const votes = get(map, "votes");
-  const subject = get(map, "subject");
-  const id = get(map, "id");
-  return {
-    seq: Number(seq),
-    seqText: seq,
-    id: typeof id === "string" ? id : "",
-    time: String(get(map, "datetime_utc") || ""),
-    timestamp: Number(show(get(map, "timestamp") ?? "0")),
-    action: String(get(map, "action") ?? ""),
-    approved: get(map, "approved") === true,
-    votes: votes instanceof Map ? votes : new Map(),
-    subject: subject instanceof Map ? subject : new Map(),
-    reason: typeof get(map, "reason") === "string" ? get(map, "reason") : "",
-    line,
-  };
-}
-
-const vetoes = d => [...d.votes].filter(([, v]) => get(v, "passed") === false).map(([k]) => k);
+// --- the feed's filters ---------------------------------------------------------------------
 
 function filters() {
   return {
@@ -75,37 +56,7 @@ function filters() {
   };
 }
 
-const SPAN = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
-
-// The server's filter (query.Filter.matches), for decisions that arrive on the stream.
-function matches(d, f) {
-  if (f.action && d.action !== f.action) return false;
-  if (f.approved && String(d.approved) !== f.approved) return false;
-  if (f.voter && get(d.votes.get(f.voter), "passed") !== false) return false;
-  if (f.since) {
-    const m = /^([0-9.]+)([smhdw])$/.exec(f.since);
-    if (m && d.timestamp < Date.now() / 1000 - Number(m[1]) * SPAN[m[2]]) return false;
-  }
-  for (const item of f.subject) {
-    const at = item.indexOf("=");
-    const key = item.slice(0, at);
-    const wanted = item.slice(at + 1);
-    if (!d.subject.has(key)) return false;
-    const stored = d.subject.get(key);
-    if (stored === null || show(stored) !== wanted) return false;
-  }
-  return true;
-}
-
 // --- the feed -------------------------------------------------------------------------------
-
-function cell(text, cls, label) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  if (label) td.dataset.label = label;
-  return td;
-}
 
 function subjectChip(key, value) {
   const b = document.createElement("button");
@@ -134,8 +85,8 @@ function row(d) {
     subject,
     cell(d.reason, "reason", "reason"),
   );
-  tr.addEventListener("click", () => openDetail(d.seqText));
-  tr.addEventListener("keydown", e => { if (e.key === "Enter") openDetail(d.seqText); });
+  tr.addEventListener("click", () => detail.open(d.seqText));
+  tr.addEventListener("keydown", e => { if (e.key === "Enter") detail.open(d.seqText); });
   return tr;
 }
 
@@ -259,7 +210,6 @@ function fillSelect(id, values) {
 }
 
 async function refreshStats() {
-  state.statsDue = 0;
   const stats = await getJSON("/v1/stats", filters());
   fillSelect("filter-action", stats.actions.map(a => a.action));
   fillSelect("filter-voter", stats.vetoes.map(v => v.voter));
@@ -293,66 +243,7 @@ function statsSoon() {
   }, 15000);
 }
 
-// --- the verification badge -----------------------------------------------------------------
-
-const clock = seconds => `${new Date(seconds * 1000).toISOString().slice(11, 19)} UTC`;
-
-function coverage(v) {
-  const signed = v.signed_size
-    ? `signed through seq ${v.signed_size - 1} (checkpoint of ${v.signed_size})`
-    : v.checkpoint
-      ? "no signed checkpoint matches the records"
-      : `no record signed yet (${v.records} await the first checkpoint)`;
-  const what = v.mode === "incremental"
-    ? `the records from seq ${v.checked_from} on and the checkpoints signed since`
-    : "every record (a full pass)";
-  const full = v.full && v.full.ran_at ? `; last full pass ${clock(v.full.ran_at)}` : "";
-  return { signed, what, full };
-}
-
-function renderBadge(v) {
-  const badge = $("badge");
-  const word = $("badge-word");
-  const detail = $("badge-detail");
-  if (v.status === "ok" || v.status === "failed") {
-    const c = coverage(v);
-    const ok = v.status === "ok";
-    badge.className = `badge ${ok ? "ok" : "failed"}`;
-    word.textContent = ok ? "✓ verified" : "✗ verification FAILED";
-    const running = v.checking && v.checking.full
-      ? ` · a full pass is running${v.checking.total ? ` (${Math.floor((100 * v.checking.done) / v.checking.total)}%)` : ""}`
-      : "";
-    detail.textContent = (ok
-      ? `${v.records} records, ${c.signed} · checked ${clock(v.ran_at)}${c.full}`
-      : `${v.failures} finding${v.failures === 1 ? "" : "s"} · checked ${clock(v.ran_at)} — show`) + running;
-    $("verification-summary").textContent =
-      `Checked at ${clock(v.ran_at)} (${v.seconds} s): ${c.what}. ${v.records} records, ${c.signed}${c.full}.`;
-  } else {
-    const c = v.checking;
-    badge.className = "badge checking";
-    word.textContent = c ? "checking…" : "not verified yet";
-    detail.textContent = !c
-      ? "waiting for the server's first verification"
-      : c.total
-        ? `the first verification is running (${Math.floor((100 * c.done) / c.total)}% read)`
-        : "the first verification is running";
-    $("verification-summary").textContent = "No verification has finished yet.";
-  }
-  const rows = (v.findings || []).map(f => {
-    const tr = document.createElement("tr");
-    tr.className = f.failure ? "failure" : "note";
-    const place = [f.file && `${f.file}${f.line ? `:${f.line}` : ""}`,
-      f.seq_from != null && (f.seq_to != null && f.seq_to !== f.seq_from
-        ? `seq ${f.seq_from}–${f.seq_to}` : `seq ${f.seq_from}`)].filter(Boolean).join(", ");
-    tr.append(cell(f.kind, "kind"), cell(place || "the log", "where"), cell(f.message, "what"));
-    return tr;
-  });
-  document.querySelector("#findings tbody").replaceChildren(...rows);
-  $("findings").hidden = rows.length === 0;
-  if (v.status === "failed" && (!state.verify || state.verify.status !== "failed")) {
-    openVerification(true); // it just failed: the findings, unasked
-  }
-}
+// --- the verification badge (badge.js draws it) --------------------------------------------
 
 async function refreshBadge() {
   const before = state.verify && state.verify.checkpoint;
@@ -366,150 +257,13 @@ async function refreshBadge() {
     $("badge-detail").textContent = `the server did not answer (${e.message || e})`;
     return;
   }
-  renderBadge(v);
+  renderBadge(v, state.verify);
   state.verify = v;
   const after = v.checkpoint;
-  const shown = state.detailShown;
+  const shown = detail.shown;
   if (shown && (before?.size !== after?.size || before?.root !== after?.root)) {
-    openDetail(shown.seq, { keepScroll: true }); // the checkpoint changed: check again
+    detail.open(shown.seq, { keepScroll: true }); // the checkpoint changed: check again
   }
-}
-
-function openVerification(open) {
-  $("verification").hidden = !open;
-  $("badge").setAttribute("aria-expanded", String(open));
-}
-
-// --- one decision ---------------------------------------------------------------------------
-
-function proofWords(kind, text) {
-  const p = $("detail-proof");
-  const mark = document.createElement("strong");
-  mark.textContent = kind;
-  mark.className = { VERIFIED: "approved", ALTERED: "rejected", "NOT VERIFIED": "rejected" }[kind] || "";
-  p.replaceChildren(mark, document.createTextNode(` — ${text}`));
-  p.dataset.status = kind;
-}
-
-// Check the record's proof here: its line's leaf, the path, the root the badge's checkpoint
-// signs. Says VERIFIED only when this browser reached that root itself.
-async function proofStatus(d, body, cp) {
-  if (!cp) {
-    const v = state.verify;
-    if (!v || (v.status !== "ok" && v.status !== "failed")) {
-      return ["WAITING", "the server's first verification has not finished; checked when it has"];
-    }
-    return ["NOT YET SIGNED", "no checkpoint whose signature verified covers it yet"];
-  }
-  if (d.seq >= cp.size) {
-    return ["NOT YET SIGNED", `recorded after the newest verified checkpoint, which covers seq 0–${cp.size - 1}; checked again when the next one is verified`];
-  }
-  const proof = get(body, "proof");
-  const signed = get(body, "signed");
-  const serverSays = get(signed, "status");
-  const line = get(body, "line");
-  if (!(proof instanceof Map) || typeof line !== "string") {
-    return ["NOT VERIFIED", `the server gave no proof (${get(signed, "detail") || "none"})`];
-  }
-  const result = await checkInclusion({
-    line,
-    seq: d.seqText,
-    size: show(get(proof, "tree_size")),
-    path: get(proof, "proof") || [],
-    root: cp.root,
-  });
-  const where = `the checkpoint of ${cp.size} records signed ${cp.datetime_utc}`;
-  if (result.ok && show(get(proof, "tree_size")) === String(cp.size)) {
-    return ["VERIFIED", `this browser hashed its stored bytes (SHA-256) and followed its ${(get(proof, "proof") || []).length}-step inclusion proof to the root of ${where}, the checkpoint the badge verified`];
-  }
-  if (serverSays === "unverified") return ["NOT VERIFIED", get(signed, "detail") || result.why];
-  if (serverSays === "verified") {
-    return ["NOT VERIFIED", `the proof the server sent does not reach the root of ${where} in this browser (${result.why})`];
-  }
-  return ["ALTERED", `its stored bytes do not hash to the root of ${where}: the record was changed after it was signed (${result.why})`];
-}
-
-async function openDetail(key, { keepScroll = false } = {}) {
-  const mine = ++state.detail;
-  if (state.detailAbort) state.detailAbort.abort();
-  const control = new AbortController();
-  state.detailAbort = control;
-  const panel = $("detail");
-  panel.hidden = false;
-  panel.setAttribute("aria-busy", "true");
-  if (!keepScroll) {
-    $("detail-title").textContent = `#${key} …`;
-    $("detail-proof").textContent = "";
-    $("detail-proof").dataset.status = "";
-  }
-  const cp = state.verify && state.verify.checkpoint;
-  try {
-    const params = { proof: "true" };
-    if (cp && /^[0-9]+$/.test(key) && Number(key) < cp.size) params.size = cp.size;
-    let body = parse(await getText(`/v1/decisions/${encodeURIComponent(key)}`, params, { signal: control.signal }));
-    if (mine !== state.detail) return; // a later click owns the panel
-    const line = get(body, "line");
-    let map = get(body, "decision");
-    if (typeof line === "string") {
-      try { map = parse(line); } catch (e) { /* shown from the server's reading below */ }
-    }
-    const served = get(body, "decision");
-    const d = decision(map, line, show(get(served, "seq")));
-    if (!d.id) d.id = String(get(served, "id") || ""); // the original module's lines have none
-    if (cp && !params.size && d.seq < cp.size) { // asked by id: now the seq is known
-      body = parse(await getText(`/v1/decisions/${d.seqText}`, { proof: "true", size: cp.size }, { signal: control.signal }));
-      if (mine !== state.detail) return;
-    }
-    renderDetail(d, typeof line === "string" ? line : "");
-    const [kind, text] = await proofStatus(d, body, cp);
-    if (mine !== state.detail) return;
-    proofWords(kind, text);
-    state.detailShown = { seq: d.seqText, status: kind };
-  } catch (e) {
-    if (mine !== state.detail || e.name === "AbortError") return;
-    if (e instanceof AuthError) { failed(e); return; }
-    $("detail-title").textContent = `#${key}`;
-    proofWords("NOT FOUND", e instanceof ApiError ? e.message : String(e));
-  } finally {
-    if (mine === state.detail) panel.removeAttribute("aria-busy");
-  }
-}
-
-function renderDetail(d, line) {
-  $("detail-title").textContent = `#${d.seqText} ${d.action} — ${d.approved ? "approved" : "REJECTED"}`;
-  $("detail-meta").textContent = `${d.time} · ${d.id}${d.reason ? ` · ${d.reason}` : ""}`;
-  document.querySelector("#detail-votes tbody").replaceChildren(...[...d.votes].map(([name, v]) => {
-    const tr = document.createElement("tr");
-    const passed = get(v, "passed");
-    tr.append(
-      cell(name),
-      cell(passed === true ? "pass" : passed === false ? "FAIL" : show(v), passed === false ? "rejected" : "approved"),
-      cell(typeof get(v, "reason") === "string" ? get(v, "reason") : ""),
-    );
-    return tr;
-  }));
-  document.querySelector("#detail-subject tbody").replaceChildren(...[...d.subject].map(([key, v]) => {
-    const tr = document.createElement("tr");
-    const history = document.createElement("td");
-    const value = show(v);
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "link";
-    b.textContent = "history";
-    b.title = `every decision about ${key}=${value}`;
-    b.addEventListener("click", () => setSubject(`${key}=${value}`));
-    history.append(b);
-    tr.append(cell(key), cell(value, "value"), history);
-    return tr;
-  }));
-  $("detail-line").textContent = line;
-}
-
-function closeDetail() {
-  state.detail++;
-  if (state.detailAbort) state.detailAbort.abort();
-  state.detailShown = null;
-  $("detail").hidden = true;
 }
 
 // --- filters and search ---------------------------------------------------------------------
@@ -541,7 +295,7 @@ async function search(text) {
       if (e instanceof ApiError && e.status === 404) return false;
       throw e;
     }
-    openDetail(q);
+    detail.open(q);
     return true;
   };
   const bySubject = async () => {
@@ -637,11 +391,11 @@ function wire() {
     if (box.getBoundingClientRect().top < 0) box.scrollIntoView();
     showPending();
   });
-  $("detail-close").addEventListener("click", closeDetail);
+  $("detail-close").addEventListener("click", () => detail.close());
   $("badge").addEventListener("click", () => openVerification($("verification").hidden));
   $("verification-close").addEventListener("click", () => openVerification(false));
   document.addEventListener("keydown", e => {
-    if (e.key === "Escape") { closeDetail(); openVerification(false); }
+    if (e.key === "Escape") { detail.close(); openVerification(false); }
   });
   $("signin").addEventListener("submit", e => {
     e.preventDefault();

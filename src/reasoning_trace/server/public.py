@@ -5,13 +5,14 @@
     GET /healthz           liveness: ``{"ok": true, "records": N}``
 
 The dashboard is a handful of named files, package data of the library, with no chart library
-or other download (its charts are HTML and CSS): ``app.js`` (the page), ``api.js`` (calls
-with the read token in a header), ``stream.js`` (the live feed, resumed exactly),
-``exact.js`` (records parsed without losing digits), ``proof.js`` and ``sha256.js`` (the
-in-browser proof check), ``charts.js``, ``style.css`` and ``favicon.svg``. Each is cached
-for an hour; the page itself is not cached, so a new version is seen at once. The page is
-served with a Content-Security-Policy that allows only this server's own scripts, styles and
-requests (no inline script, no other origin) and no framing, and with
+or other download (its charts are HTML and CSS): ``app.js`` (the page: feed, filters,
+search), ``api.js`` (calls with the read token in a header), ``stream.js`` (the live feed,
+resumed exactly), ``records.js`` and ``exact.js`` (records parsed without losing digits),
+``badge.js`` (the verification), ``detail.js``, ``proof.js`` and ``sha256.js`` (one decision
+and its proof checked in the browser), ``charts.js``, ``style.css`` and ``favicon.svg``.
+Each is cached for an hour; the page itself is not cached, so a new version is seen at once.
+The page is served with a Content-Security-Policy that allows only this server's own
+scripts, styles and requests (no inline script, no other origin) and no framing, and with
 ``Referrer-Policy: no-referrer``.
 Starlette's ``StaticFiles`` would serve every file of a directory (the page too, under
 ``/static/``); these are the only names served.
@@ -32,7 +33,18 @@ from .state import ServedLog
 __all__ = ["PAGE_HEADERS", "router"]
 
 _PACKAGE = "reasoning_trace"  # the dashboard's files are package data of the library
-_SCRIPTS = ("api.js", "app.js", "charts.js", "exact.js", "proof.js", "sha256.js", "stream.js")
+_SCRIPTS = (
+    "api.js",
+    "app.js",
+    "badge.js",
+    "charts.js",
+    "detail.js",
+    "exact.js",
+    "proof.js",
+    "records.js",
+    "sha256.js",
+    "stream.js",
+)
 _STATIC = {
     **dict.fromkeys(_SCRIPTS, "text/javascript"),
     "style.css": "text/css",
