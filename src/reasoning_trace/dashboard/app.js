@@ -11,7 +11,7 @@
 
 import { ApiError, AuthError, getJSON, getText, setToken, token } from "./api.js";
 import { openVerification, renderBadge } from "./badge.js";
-import { drawCharts } from "./charts.js";
+import { drawCharts, drawTotals } from "./charts.js";
 import { DetailPanel } from "./detail.js";
 import { get, parse, show } from "./exact.js";
 import { $, cell, decision, matches, vetoes } from "./records.js";
@@ -213,23 +213,7 @@ async function refreshStats() {
   const stats = await getJSON("/v1/stats", filters());
   fillSelect("filter-action", stats.actions.map(a => a.action));
   fillSelect("filter-voter", stats.vetoes.map(v => v.voter));
-  const rate = stats.total ? ((100 * stats.approved) / stats.total).toFixed(1) : "–";
-  const box = $("stats");
-  const item = (label, value, cls) => {
-    const span = document.createElement("span");
-    span.className = `stat ${cls || ""}`;
-    const b = document.createElement("strong");
-    b.textContent = value;
-    span.append(b, document.createTextNode(` ${label}`));
-    return span;
-  };
-  box.replaceChildren(
-    item("decisions", String(stats.total)),
-    item("approved", String(stats.approved), "approved"),
-    item("rejected", String(stats.total - stats.approved), "rejected"),
-    item("approval rate", `${rate}%`),
-    item("vetoes", String(stats.vetoes.reduce((n, v) => n + v.vetoes, 0)), "rejected"),
-  );
+  drawTotals(stats);
   drawCharts(stats);
 }
 

@@ -1,4 +1,4 @@
-// Small inline charts from /v1/stats: HTML and CSS bars, no chart library (the page's first
+// The totals and small inline charts from /v1/stats: HTML and CSS bars, no chart library (the page's first
 // paint never waits for one, and nothing is downloaded but this file). Widths and heights
 // are set through the CSSOM (element.style), which the page's Content-Security-Policy allows.
 "use strict";
@@ -71,5 +71,22 @@ export function drawCharts(stats) {
     "vetoes by voter",
     stats.vetoes.map(v => ({ label: v.voter, parts: [{ n: v.vetoes, cls: "rejected", name: "vetoes" }] })),
     "no vetoes",
+  );
+}
+
+// The totals line: decisions, approved, rejected, approval rate, vetoes.
+export function drawTotals(stats) {
+  const rate = stats.total ? ((100 * stats.approved) / stats.total).toFixed(1) : "–";
+  const item = (label, value, cls) => {
+    const span = el("span", `stat ${cls || ""}`);
+    span.append(el("strong", "", value), document.createTextNode(` ${label}`));
+    return span;
+  };
+  document.getElementById("stats").replaceChildren(
+    item("decisions", String(stats.total)),
+    item("approved", String(stats.approved), "approved"),
+    item("rejected", String(stats.total - stats.approved), "rejected"),
+    item("approval rate", `${rate}%`),
+    item("vetoes", String(stats.vetoes.reduce((n, v) => n + v.vetoes, 0)), "rejected"),
   );
 }
