@@ -32,9 +32,24 @@ function bars(container, title, rows, empty) {
   container.replaceChildren(el("h3", "", title), rows.length ? list : el("p", "empty", empty));
 }
 
-// Columns per day, approved below rejected, the last `days` days that have decisions.
+// Every UTC day from the first to the last of `days` (at most the last `keep`), with zeros
+// for the days without decisions, so the columns keep time's spacing.
+function calendar(days, keep) {
+  if (!days.length) return [];
+  const known = new Map(days.map(d => [d.day, d]));
+  const last = Date.parse(`${days[days.length - 1].day}T00:00:00Z`);
+  const first = Math.max(Date.parse(`${days[0].day}T00:00:00Z`), last - (keep - 1) * 86400000);
+  const out = [];
+  for (let t = first; t <= last; t += 86400000) {
+    const day = new Date(t).toISOString().slice(0, 10);
+    out.push(known.get(day) || { day, total: 0, approved: 0 });
+  }
+  return out;
+}
+
+// Columns per day, approved below rejected, over the last 30 days that have decisions.
 function columns(container, title, days, keep = 30) {
-  const shown = days.slice(-keep);
+  const shown = calendar(days, keep);
   const most = Math.max(1, ...shown.map(d => d.total));
   const cols = el("div", "cols");
   for (const d of shown) {
