@@ -189,7 +189,7 @@ class IncrementalVerifier:
             leaves, prefix = kept[0]
             first = self.layout.days()[:1]
             at = leaves.resume_at or Resume(0, (), first[0] if first else "", 0, 0)
-            if at.size == report.signed_size:
+            if at.size == report.signed_size and (entry is None or at.root() == entry.root):
                 notes = [f for f in report.findings if f.kind not in _RESAID]
                 self._state = _State(at, entry, prefix, read, report.checkpoints, notes)
         self.last = Check(
