@@ -144,13 +144,26 @@ class Checkpoints:
         """Every checkpoint in signing order, a malformed line as its ``NoteError`` (with its
         place) and the lines after it all the same: for auditors, who must see past one."""
         for path in self.files():
-            with open(path, "rb") as fh:
-                for n, raw in enumerate(fh, start=1):
-                    if raw.endswith(b"\n"):
-                        try:
-                            yield _entry(raw, str(path), n)
-                        except NoteError as exc:
-                            yield exc
+            for _, item in self.file_entries(path):
+                yield item
+
+    def file_entries(
+        self, path: Path, start: int = 0, lines: int = 0
+    ) -> Iterator[tuple[int, Entry | NoteError]]:
+        """The checkpoints of one checkpoint file from byte ``start`` (after ``lines`` lines),
+        each with the byte offset where its line ends; a malformed line as its ``NoteError``.
+        A verifier that read the file before reads on from there (``verify_incremental``)."""
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            offset = start
+            for n, raw in enumerate(fh, start=lines + 1):
+                if not raw.endswith(b"\n"):
+                    return  # torn: not an entry (see ``torn``)
+                offset += len(raw)
+                try:
+                    yield offset, _entry(raw, str(path), n)
+                except NoteError as exc:
+                    yield offset, exc
 
     def torn(self) -> list[tuple[Path, int, int]]:
         """(file, byte offset, length) of the bytes after the last newline of each checkpoint

@@ -15,10 +15,11 @@ Under a log root::
         hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
 
-Outside the root: the signing key (``key_path``, per user and origin, so per log) and a
-reader's derived index (``reader_cache``, per user: reading never writes under the root).
-Every other module asks this one for a path; none spells one. Modelled on trillian-tessera's
-``api/layout``.
+Outside the root: the signing key (``key_path``, per user and origin, so per log), a reader's
+derived index (``reader_cache``, per user: reading never writes under the root), and the shared
+state of the verifier that server processes run for a log (``watch_dir``, per user: its lock
+and its last result). Every other module asks this one for a path; none spells one. Modelled
+on trillian-tessera's ``api/layout``.
 Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "quarantine",
     "reader_cache",
     "resolve_root",
+    "watch_dir",
 ]
 
 DERIVED_DIR = ".rtrace"
@@ -280,6 +282,21 @@ def reader_cache(root: Path) -> Path:
     except OSError:
         pass
     return Path(tempfile.mkdtemp(prefix="rtrace-reader-"))
+
+
+def watch_dir(root: Path) -> Path | None:
+    """Where the processes serving the log at ``root`` share one verifier: the per-user cache
+    directory, keyed by the log's path only, holding ``watch.lock`` (held by the process that
+    verifies) and ``watch.json`` (its last result). ``None`` when it cannot be written: then
+    each process verifies for itself (a shared temporary folder is not used, as whoever can
+    write there could hand the servers a result)."""
+    key = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:24]
+    folder = Path(platformdirs.user_cache_dir("reasoning-trace", appauthor=False)) / "watch" / key
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def open_derived(path: Path | str, flags: int) -> int:

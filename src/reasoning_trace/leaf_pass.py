@@ -11,6 +11,11 @@ Found on the way, as findings: a record's timestamp of another day than its file
 (``wrong_day``) or earlier than the record before (``clock_backwards``), bytes after a file's
 last newline (``torn_tail``), and the original module's lines written after this log's records
 (``foreign_line``; not leaves). Where the leaves do not match, ``locate`` reads again.
+
+A pass may start part-way (``resume``): from a ``Resume`` point, the tree's edge and the place
+of the next leaf, which a pass keeps at the largest size it was asked for (``resume_at``).
+``verify_incremental`` carries a verified log on from there, reading only what is new. A
+resumed pass does not compare its first record's time with the one before the resume point.
 Tests: ``tests/test_verify.py`` (one process, workers and small chunks report alike),
 ``tests/test_legacy.py``, ``tests/test_faults.py``.
 """
@@ -30,12 +35,34 @@ from pathlib import Path
 from .legacy import Prefix, is_legacy_line
 from .report import Finding, Report
 
-__all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "hash_pass"]
+__all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "Resume", "hash_pass"]
 
 #: A chunk: the lines that start in this many bytes of a day file, hashed in one call.
 CHUNK_BYTES = 16 << 20
 #: Logs this big or bigger are hashed in worker processes; smaller ones in this process.
 PARALLEL_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a pass over the leaves can carry on: after ``size`` leaves whose tree's edge is
+    ``edge`` (the complete subtrees' roots, largest first), the next leaf starting at byte
+    ``offset`` of the day file of ``day``, after ``lines`` lines of that file."""
+
+    size: int
+    edge: tuple[bytes, ...]
+    day: str
+    offset: int
+    lines: int
+
+    def root(self) -> bytes:
+        """The root of the tree of ``size`` leaves (RFC 9162 section 2.1.1)."""
+        if not self.edge:
+            return hashlib.sha256(b"").digest()
+        root = self.edge[-1]
+        for left in reversed(self.edge[:-1]):
+            root = hashlib.sha256(b"\x01" + left + root).digest()
+        return root
 
 
 @dataclass
@@ -48,6 +75,9 @@ class LeafPass:
     #: size -> (day file index, byte offset) where that leaf starts: for 0, each size asked for
     #: that the log reaches, the first leaf of each day file, and the end
     places: dict[int, tuple[int, int]]
+    #: where a pass could carry on from the largest size asked for that the log reaches
+    resume_at: Resume | None = None
+    last_dt: bytes = b""  # the last record's datetime_utc, as stored
 
 
 def hash_pass(
@@ -58,6 +88,7 @@ def hash_pass(
     *,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    resume: Resume | None = None,
 ) -> LeafPass:
     """Fold every leaf of ``days`` (the day files, in order) into the tree's edge and keep the
     root at each of ``sizes``; what it finds on the way goes to ``report``.
@@ -67,26 +98,32 @@ def hash_pass(
     called after each chunk. ``workers``: processes hashing leaves (default: up to 4 for logs
     of ``PARALLEL_BYTES`` or more, else none). Leaf hashing and the timestamp checks happen in
     ``_hash_chunk`` (in worker processes for big logs); this loop only folds.
+    ``resume``: carry on from there (``days`` then starts with its day file) rather than
+    from the first leaf; ``progress`` then counts from its offset.
     Returns the records, the bytes read, the roots at the sizes asked for, and the places.
     """
-    total = sum(p.stat().st_size for p in days)
+    start_at = resume.offset if resume is not None else 0
+    total = sum(p.stat().st_size for p in days) - start_at
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
     sha = hashlib.sha256
-    stack: list[bytes] = []
+    stack: list[bytes] = list(resume.edge) if resume is not None else []
     pop, push = stack.pop, stack.append
-    size = done = 0
-    targets = sorted({s for s in sizes if s > 0})
+    size = resume.size if resume is not None else 0
+    done = 0
+    targets = sorted({s for s in sizes if s > size})
     t_index = 0
     next_size = targets[0] if targets else -1
     roots: dict[int, bytes] = {}
-    places: dict[int, tuple[int, int]] = {0: (0, 0)}
+    places: dict[int, tuple[int, int]] = {size: (0, start_at)}
+    resume_at = resume
     last_dt = b""
     current, file_lines = -1, 0
-    for d_index, chunk in _chunks(days, workers):
+    for d_index, chunk in _chunks(days, workers, start_at):
         if d_index != current:
             places.setdefault(size, (d_index, 0))
-            current, file_lines = d_index, 0
+            current = d_index
+            file_lines = resume.lines if resume is not None and d_index == 0 else 0
         file = str(days[d_index])
         odd = chunk.odd
         if chunk.first_dt and chunk.first_dt < last_dt and not (odd and odd[0][0] == 0):
@@ -119,6 +156,9 @@ def hash_pass(
                 k = j // 32 + 1  # lines of the chunk up to this leaf's
                 upto = sum(array("I", chunk.lengths[: 4 * k])) + k
                 places[size] = (d_index, chunk.first_offset + upto)
+                resume_at = Resume(
+                    size, tuple(stack), days[d_index].stem, places[size][1], file_lines + k
+                )
         file_lines += len(leaves) // 32
         done += chunk.nbytes
         if chunk.torn:
@@ -133,7 +173,7 @@ def hash_pass(
         if progress:
             progress(done, total)
     places.setdefault(size, (len(days), 0))
-    return LeafPass(size, done, roots, places)
+    return LeafPass(size, done, roots, places, resume_at, last_dt)
 
 
 @dataclass
@@ -201,12 +241,14 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
 
 
-def _chunks(days: list[Path], workers: int) -> Iterator[tuple[int, _Chunk]]:
-    """(day index, chunk) in file order, hashed here or by ``workers`` processes."""
+def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int, _Chunk]]:
+    """(day index, chunk) in file order, hashed here or by ``workers`` processes; the first
+    file from byte ``skip`` on."""
     tasks = []
     for d_index, path in enumerate(days):
         size = path.stat().st_size
-        for start in range(0, max(size, 1), CHUNK_BYTES):
+        first = skip if d_index == 0 else 0
+        for start in range(first, max(size, first + 1), CHUNK_BYTES):
             tasks.append((d_index, str(path), start, start + CHUNK_BYTES))
     if workers <= 1:
         for d_index, path_s, start, end in tasks:

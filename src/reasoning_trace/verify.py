@@ -29,8 +29,8 @@ from pathlib import Path
 from .checkpoint import Checkpoints, open_checkpoint
 from .errors import LogRootMissing, NoteError, SignatureError, UnknownKey
 from .layout import Layout, resolve_root
-from .leaf_pass import hash_pass
-from .legacy import find_prefix
+from .leaf_pass import LeafPass, hash_pass
+from .legacy import Prefix, find_prefix
 from .locate import locate
 from .note import Verifier, as_verifiers
 from .record import parse_utc
@@ -123,6 +123,7 @@ def verify(
     workers: int | None = None,
     trusted: Iterable[str] = (),
     now: float | None = None,
+    keep: Callable[[LeafPass, Prefix], None] | None = None,
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
@@ -134,6 +135,8 @@ def verify(
     schedule by then are a failure, not a fresh tail.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
+    ``keep(leaves, prefix)`` is handed the leaf pass (with where to carry on from the newest
+    checkpoint) and the legacy prefix, for ``verify_incremental``.
     """
     base = resolve_root(root)
     if not base.is_dir():
@@ -204,6 +207,8 @@ def verify(
     leaves = hash_pass(
         days, [t.size for t in targets], prefix, report, progress=progress, workers=workers
     )
+    if keep is not None:
+        keep(leaves, prefix)
     for t in targets:  # sizes the log does not reach, and size 0, stay None
         if t.size in leaves.roots:
             t.matched = leaves.roots[t.size] == t.root

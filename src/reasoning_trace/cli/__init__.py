@@ -152,7 +152,7 @@ def serve(
     trust_proxy: str | None,
 ) -> None:
     """Serve the HTTP API and the dashboard (needs reasoning-trace[server])."""
-    require_extra("the server", "server", "uvicorn", "fastapi", "plotly", "prometheus_client")
+    require_extra("the server", "server", "uvicorn", "fastapi", "prometheus_client")
     import uvicorn
 
     from ..server import Tokens, create_app, is_loopback

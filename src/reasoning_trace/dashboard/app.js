@@ -1,154 +1,397 @@
 // The operator dashboard: everything it shows comes from the JSON API of the same server.
+//
+// The feed: the newest page of decisions first (the first useful paint), then the live
+// stream resumed exactly after that page (stream.js). New rows wait in an "N new" bar while
+// the reader scrolls or points at the feed. Filters (action, verdict, voter, time, subject)
+// apply to the feed, the totals and the charts alike. Records are parsed by exact.js, so
+// numbers are shown as stored. The badge shows the server's last verification and when it
+// ran; the detail panel checks the record's inclusion proof in this browser (proof.js)
+// against the checkpoint the badge names.
 "use strict";
-const token = new URLSearchParams(location.search).get("access_token");
-const MAX_ROWS = 500;
-let rows = [];      // decisions shown, newest first
-let stats = null;
 
-function api(path, params = {}) {
-  const url = new URL(path, location.href);
-  for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) url.searchParams.set(k, v);
-  if (token) url.searchParams.set("access_token", token);
-  return url;
-}
-async function getJSON(path, params) {
-  const response = await fetch(api(path, params));
-  if (!response.ok) throw new Error(`${path}: ${response.status}`);
-  return response.json();
-}
-const filters = () => ({
-  action: document.getElementById("filter-action").value,
-  approved: document.getElementById("filter-verdict").value,
-  voter: document.getElementById("filter-voter").value,
+import { ApiError, AuthError, getJSON, getText, setToken, token } from "./api.js";
+import { openVerification, renderBadge } from "./badge.js";
+import { drawCharts, drawTotals } from "./charts.js";
+import { DetailPanel } from "./detail.js";
+import { get, parse, show } from "./exact.js";
+import { $, cell, decision, matches, vetoes } from "./records.js";
+import { LiveStream } from "./stream.js";
+
+const PAGE = 200; // decisions loaded with the page
+const MAX_ROWS = 500; // rows kept in the feed
+const KEEP_RECENT = 5000; // streamed decisions kept to refill the feed when filters change
+
+const state = {
+  page: 0, // which page load is current
+  pageSize: 0, // log_size of the current page: the stream fills in from there
+  shown: new Set(), // seqs in the feed
+  pending: [], // decisions that arrived while the reader reads, newest first
+  pendingDropped: 0, // more that arrived meanwhile than the feed keeps
+  queued: [], // decisions to add at the next frame, oldest first
+  recent: [], // decisions the stream delivered, oldest first
+  hover: false,
+  stream: null,
+  verify: null, // the last /v1/verify answer
+  subject: "", // KEY=VALUE of the subject filter
+  subjectKeys: new Set(["agent_id", "prompt_id", "goal_type", "version"]),
+  statsTimer: null,
+  timers: [],
+};
+
+const detail = new DetailPanel({
+  verification: () => state.verify,
+  onSubject: item => setSubject(item),
+  onAuth: e => failed(e),
 });
-function matches(d, f) {
-  if (f.action && d.action !== f.action) return false;
-  if (f.approved && String(d.approved) !== f.approved) return false;
-  if (f.voter && !(d.votes[f.voter] && d.votes[f.voter].passed === false)) return false;
-  return true;
-}
-const vetoes = d => Object.entries(d.votes).filter(([, v]) => v && v.passed === false).map(([k]) => k);
-function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
 
-function render() {
+// --- the feed's filters ---------------------------------------------------------------------
+
+function filters() {
+  return {
+    action: $("filter-action").value,
+    approved: $("filter-verdict").value,
+    voter: $("filter-voter").value,
+    since: $("filter-since").value,
+    subject: state.subject ? [state.subject] : [],
+  };
+}
+
+// --- the feed -------------------------------------------------------------------------------
+
+function subjectChip(key, value) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "chip subject";
+  b.textContent = `${key}=${value}`;
+  b.title = `every decision about ${key}=${value}`;
+  b.addEventListener("click", e => { e.stopPropagation(); setSubject(`${key}=${value}`); });
+  return b;
+}
+
+function row(d) {
+  const tr = document.createElement("tr");
+  tr.dataset.seq = d.seqText;
+  tr.tabIndex = 0;
+  const subject = cell("", "subject", "subject");
+  for (const key of ["agent_id", "version"]) {
+    if (d.subject.has(key)) subject.append(subjectChip(key, show(d.subject.get(key))));
+  }
+  tr.append(
+    cell(d.seqText, "c-seq", "seq"),
+    cell(d.time.slice(0, 19).replace("T", " "), "c-time", "time"),
+    cell(d.action, "action", "action"),
+    cell(d.approved ? "approved" : "REJECTED", `c-verdict ${d.approved ? "approved" : "rejected"}`, "verdict"),
+    cell(vetoes(d).join(", "), "veto", "vetoed by"),
+    subject,
+    cell(d.reason, "reason", "reason"),
+  );
+  tr.addEventListener("click", () => detail.open(d.seqText));
+  tr.addEventListener("keydown", e => { if (e.key === "Enter") detail.open(d.seqText); });
+  return tr;
+}
+
+// Whether the reader is reading: pointing at the feed, or scrolled down in it or past its top.
+const reading = () => {
+  const box = $("feed-box");
+  return state.hover || box.scrollTop > 2 || box.getBoundingClientRect().top < -2;
+};
+
+function emptyNote() {
+  $("feed-empty").hidden = state.shown.size > 0;
+}
+
+// Put decisions (newest first) at the top of the feed, each seq once; trim the oldest.
+function prepend(list) {
+  const fresh = list.filter(d => !state.shown.has(d.seq));
+  if (!fresh.length) return;
   const body = document.querySelector("#feed tbody");
+  body.prepend(...fresh.map(row));
+  for (const d of fresh) state.shown.add(d.seq);
+  while (body.rows.length > MAX_ROWS) {
+    state.shown.delete(Number(body.lastElementChild.dataset.seq));
+    body.lastElementChild.remove();
+  }
+  emptyNote();
+}
+
+function newBar() {
+  const bar = $("new-bar");
+  const n = state.pending.length + state.pendingDropped;
+  bar.hidden = n === 0;
+  bar.textContent = `${n} new — show`;
+}
+
+function showPending() {
+  const pending = state.pending;
+  if (state.pendingDropped) { // more arrived than the feed keeps: it restarts from them
+    document.querySelector("#feed tbody").replaceChildren();
+    state.shown.clear();
+  }
+  state.pending = [];
+  state.pendingDropped = 0;
+  prepend(pending);
+  newBar();
+}
+
+function flushQueued() {
+  const queued = state.queued;
+  state.queued = [];
+  const newest = queued.reverse();
+  if (reading()) {
+    state.pending = newest.concat(state.pending);
+    if (state.pending.length > MAX_ROWS) { // kept: the newest the feed can show
+      state.pendingDropped += state.pending.length - MAX_ROWS;
+      state.pending.length = MAX_ROWS;
+    }
+    newBar();
+  } else {
+    prepend(newest);
+  }
+}
+
+function arrived(seq, line) {
+  let d;
+  try {
+    d = decision(parse(line), line, String(seq));
+  } catch (e) {
+    d = decision(new Map([["action", "(not a record)"], ["reason", line]]), line, String(seq));
+  }
+  state.recent.push(d);
+  if (state.recent.length > KEEP_RECENT) state.recent.splice(0, state.recent.length - KEEP_RECENT);
+  for (const key of d.subject.keys()) state.subjectKeys.add(key);
+  if (d.seq < state.pageSize || !matches(d, filters())) return;
+  if (!state.queued.length) requestAnimationFrame(flushQueued);
+  state.queued.push(d);
+  statsSoon();
+}
+
+function liveState(kind, detail) {
+  const live = $("live");
+  live.className = `live ${kind}`;
+  live.textContent = {
+    loading: "loading…",
+    "signed-out": "sign-in needed",
+    connecting: "connecting…",
+    "catching-up": `catching up: ${detail} to go`,
+    live: "live",
+    reconnecting: `connection lost: reconnecting in ${Math.ceil((detail || 0) / 1000)} s…`,
+  }[kind] || kind;
+}
+
+// Load the newest page for the filters; the feed is that page plus what streamed since.
+async function loadPage() {
+  const mine = ++state.page;
   const f = filters();
-  body.replaceChildren(...rows.filter(d => matches(d, f)).map(d => {
-    const tr = document.createElement("tr");
-    tr.dataset.seq = d.seq;
-    tr.append(cell(d.seq), cell(d.datetime_utc.slice(0, 19).replace("T", " ")), cell(d.action),
-      cell(d.approved ? "approved" : "REJECTED", d.approved ? "approved" : "rejected"),
-      cell(vetoes(d).join(", "), "veto"),
-      cell(["agent_id", "version"].filter(k => k in d.subject).map(k => `${k}=${d.subject[k]}`).join(" ")),
-      cell(d.reason));
-    tr.addEventListener("click", () => showDetail(d.seq));
-    return tr;
-  }));
+  const text = await getText("/v1/decisions", { limit: PAGE, ...f });
+  const body = parse(text);
+  if (mine !== state.page) return Number(show(get(body, "log_size"))); // a later load shows
+  const lines = get(body, "decisions") || [];
+  const seqs = get(body, "seqs") || [];
+  const page = lines.map((m, i) => decision(m, null, seqs[i] ? show(seqs[i]) : ""));
+  const size = Number(show(get(body, "log_size")));
+  state.pageSize = size;
+  const streamed = state.recent.filter(d => d.seq >= size && matches(d, f)).reverse();
+  state.shown.clear();
+  state.pending = [];
+  state.pendingDropped = 0;
+  state.queued = [];
+  document.querySelector("#feed tbody").replaceChildren();
+  prepend([...streamed, ...page]);
+  newBar();
+  return size;
 }
 
-async function load() {
-  const page = await getJSON("/v1/decisions", { limit: 200, ...filters() });
-  const seen = new Set(page.decisions.map(d => d.seq));
-  rows = page.decisions.concat(rows.filter(d => !seen.has(d.seq) && matches(d, filters())))
-    .sort((a, b) => b.seq - a.seq).slice(0, MAX_ROWS);
-  render();
-}
-
-async function showDetail(seq) {
-  const { decision: d, signed } = await getJSON(`/v1/decisions/${seq}`);
-  const panel = document.getElementById("detail");
-  // What the server proved of the stored bytes: never "signed" unless checked (SPEC 4a).
-  const words = { verified: ["signed", "approved"], altered: ["ALTERED", "rejected"],
-    unsigned: ["not yet signed", ""], unverified: ["NOT VERIFIED", "rejected"] };
-  const [word, style] = words[signed && signed.status] || ["not checked", ""];
-  const line = document.getElementById("detail-signed");
-  const mark = document.createElement("strong");
-  mark.textContent = word;
-  if (style) mark.className = style;
-  line.replaceChildren(mark, document.createTextNode(`: ${signed ? signed.detail : ""}`));
-  panel.classList.remove("hidden");
-  document.getElementById("detail-title").textContent =
-    `#${d.seq} ${d.action} — ${d.approved ? "approved" : "REJECTED"}`;
-  document.getElementById("detail-meta").textContent = `${d.datetime_utc} · ${d.id} · ${d.reason}`;
-  document.querySelector("#detail-votes tbody").replaceChildren(...Object.entries(d.votes).map(([name, v]) => {
-    const tr = document.createElement("tr");
-    const passed = v && v.passed;
-    tr.append(cell(name), cell(passed === true ? "pass" : passed === false ? "FAIL" : JSON.stringify(v),
-      passed === false ? "rejected" : "approved"), cell((v && v.reason) || ""));
-    return tr;
-  }));
-  document.querySelector("#detail-subject tbody").replaceChildren(...Object.entries(d.subject).map(([k, v]) => {
-    const tr = document.createElement("tr");
-    tr.append(cell(k), cell(typeof v === "string" ? v : JSON.stringify(v)));
-    return tr;
-  }));
-}
+// --- totals and charts ----------------------------------------------------------------------
 
 function fillSelect(id, values) {
-  const select = document.getElementById(id);
+  const select = $(id);
   const have = new Set([...select.options].map(o => o.value));
   for (const v of values) if (!have.has(v)) select.add(new Option(v, v));
 }
 
 async function refreshStats() {
-  stats = await getJSON("/v1/stats");
+  const stats = await getJSON("/v1/stats", filters());
   fillSelect("filter-action", stats.actions.map(a => a.action));
   fillSelect("filter-voter", stats.vetoes.map(v => v.voter));
-  const layout = title => ({ title: { text: title }, barmode: "stack", margin: { t: 40, b: 60, l: 40, r: 10 }, legend: { orientation: "h" } });
-  const config = { displayModeBar: false, responsive: true };
-  const days = stats.days.map(d => d.day);
-  Plotly.react("chart-days", [
-    { type: "bar", name: "approved", x: days, y: stats.days.map(d => d.approved), marker: { color: "#1f8a4c" } },
-    { type: "bar", name: "rejected", x: days, y: stats.days.map(d => d.total - d.approved), marker: { color: "#c62828" } },
-  ], { ...layout("approved vs rejected per day"), xaxis: { type: "category" } }, config);
-  const actions = stats.actions.map(a => a.action);
-  Plotly.react("chart-actions", [
-    { type: "bar", name: "approved", x: actions, y: stats.actions.map(a => a.approved), marker: { color: "#1f8a4c" } },
-    { type: "bar", name: "rejected", x: actions, y: stats.actions.map(a => a.total - a.approved), marker: { color: "#c62828" } },
-  ], layout("approved vs rejected per action"), config);
-  Plotly.react("chart-voters", [
-    { type: "bar", name: "vetoes", x: stats.vetoes.map(v => v.voter), y: stats.vetoes.map(v => v.vetoes), marker: { color: "#c62828" } },
-  ], layout("vetoes by voter"), config);
+  drawTotals(stats);
+  drawCharts(stats);
 }
+
+// New decisions change the totals: refresh them, at most every 15 seconds (the server counts
+// them from the records themselves, a pass over the log).
+function statsSoon() {
+  if (state.statsTimer) return;
+  state.statsTimer = setTimeout(() => {
+    state.statsTimer = null;
+    refreshStats().catch(failed);
+  }, 15000);
+}
+
+// --- the verification badge (badge.js draws it) --------------------------------------------
 
 async function refreshBadge() {
-  const badge = document.getElementById("badge");
+  const before = state.verify && state.verify.checkpoint;
+  let v;
   try {
-    const v = await getJSON("/v1/verify");
-    if (v.status === "ok") {
-      badge.className = "badge ok";
-      badge.textContent = `verified: ${v.records} records, signed through seq ${v.signed_size - 1}`;
-    } else if (v.status === "failed") {
-      badge.className = "badge failed";
-      badge.textContent = `verification FAILED: ${v.failures} findings`;
-    } else {
-      badge.className = "badge pending";
-      badge.textContent = "verification pending";
-    }
-  } catch (e) { badge.className = "badge pending"; badge.textContent = "verification unknown"; }
+    v = await getJSON("/v1/verify");
+  } catch (e) {
+    if (e instanceof AuthError) throw e;
+    $("badge").className = "badge checking";
+    $("badge-word").textContent = "verification unknown";
+    $("badge-detail").textContent = `the server did not answer (${e.message || e})`;
+    return;
+  }
+  renderBadge(v, state.verify);
+  state.verify = v;
+  const after = v.checkpoint;
+  const shown = detail.shown;
+  if (shown && (before?.size !== after?.size || before?.root !== after?.root)) {
+    detail.open(shown.seq, { keepScroll: true }); // the checkpoint changed: check again
+  }
 }
 
-let statsTimer = null;
-function connect() {
-  const live = document.getElementById("live");
-  // EventSource reconnects by itself and resumes with Last-Event-ID: no gaps, no repeats.
-  const source = new EventSource(api("/v1/stream"));
-  source.onopen = () => { live.textContent = "live"; };
-  source.onerror = () => { live.textContent = "reconnecting…"; };
-  source.addEventListener("decision", event => {
-    const d = JSON.parse(event.data);
-    if (rows.some(r => r.seq === d.seq)) return;
-    rows.unshift(d);
-    rows.length = Math.min(rows.length, MAX_ROWS);
-    render();
-    clearTimeout(statsTimer);
-    statsTimer = setTimeout(refreshStats, 500);
+// --- filters and search ---------------------------------------------------------------------
+
+function setSubject(item) {
+  state.subject = item;
+  $("subject-filter").hidden = !item;
+  $("subject-filter-text").textContent = item;
+  reload();
+}
+
+function reload() {
+  loadPage().catch(failed);
+  refreshStats().catch(failed);
+}
+
+// Find by id or seq (opens that decision) or by subject value (shows that subject's
+// history): KEY=VALUE names the key; a bare value is tried with each subject key seen.
+async function search(text) {
+  const q = text.trim();
+  const message = $("search-message");
+  message.textContent = "";
+  if (!q) return;
+  const idLike = /^[A-Za-z0-9._:-]{1,128}$/.test(q);
+  const byId = async () => {
+    try {
+      await getText(`/v1/decisions/${encodeURIComponent(q)}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return false;
+      throw e;
+    }
+    detail.open(q);
+    return true;
+  };
+  const bySubject = async () => {
+    if (q.includes("=")) { setSubject(q); return true; }
+    for (const key of state.subjectKeys) {
+      const page = parse(await getText("/v1/decisions", { limit: 1, subject: `${key}=${q}` }));
+      if ((get(page, "decisions") || []).length) { setSubject(`${key}=${q}`); return true; }
+    }
+    return false;
+  };
+  // A seq or a UUID is an id first; other words are more often a subject's value.
+  const looksLikeId = /^[0-9]+$/.test(q) || /^[0-9a-f]{8}-[0-9a-f]{4}-/.test(q);
+  const order = looksLikeId ? [byId, bySubject] : [bySubject, ...(idLike ? [byId] : [])];
+  for (const attempt of order) if (await attempt()) return;
+  message.textContent = `No decision has the id or seq ${q}, nor a subject value ${q}.`;
+}
+
+// --- start, sign-in, failures ---------------------------------------------------------------
+
+function failed(e) {
+  if (e instanceof AuthError) {
+    signIn(e.status === 401 && token()
+      ? `The token was not accepted (${e.message}). Enter a read token.`
+      : e.status === 403 ? `This token may not read here (${e.message}).`
+        : "This server needs a read token.");
+    return;
+  }
+  if (e && e.name === "AbortError") return;
+  $("search-message").textContent = `Could not reach the server: ${e.message || e}`;
+}
+
+function signIn(message) {
+  stop();
+  $("signin-message").textContent = message;
+  $("signin").hidden = false;
+  $("signout").hidden = true;
+  liveState("signed-out");
+  $("signin-token").focus();
+}
+
+function stop() {
+  if (state.stream) state.stream.stop();
+  state.stream = null;
+  for (const t of state.timers) clearInterval(t);
+  state.timers = [];
+}
+
+async function start() {
+  stop();
+  $("signin").hidden = true;
+  $("signout").hidden = !token();
+  liveState("loading");
+  try {
+    const size = await loadPage();
+    state.stream = new LiveStream({
+      // After the page shown (or before it, if a later load overtook this one: what the
+      // page holds already is not shown twice).
+      after: Math.min(size, state.pageSize) - 1,
+      onDecision: arrived,
+      onState: liveState,
+      onAuth: failed,
+    });
+    state.stream.start();
+  } catch (e) {
+    failed(e);
+    return;
+  }
+  refreshStats().catch(failed);
+  refreshBadge().catch(failed);
+  state.timers.push(setInterval(() => refreshBadge().catch(failed), 2000));
+}
+
+function wire() {
+  for (const id of ["filter-action", "filter-verdict", "filter-voter", "filter-since"]) {
+    $(id).addEventListener("change", reload);
+  }
+  $("subject-clear").addEventListener("click", () => setSubject(""));
+  $("search").addEventListener("submit", e => {
+    e.preventDefault();
+    search($("search-input").value).catch(failed);
+  });
+  const box = $("feed-box");
+  box.addEventListener("mouseenter", () => { state.hover = true; });
+  box.addEventListener("mouseleave", () => {
+    state.hover = false;
+    if (!reading()) showPending();
+  });
+  const back = () => { if (state.pending.length && !reading()) showPending(); };
+  box.addEventListener("scroll", back, { passive: true });
+  window.addEventListener("scroll", back, { passive: true });
+  $("new-bar").addEventListener("click", () => {
+    box.scrollTop = 0;
+    if (box.getBoundingClientRect().top < 0) box.scrollIntoView();
+    showPending();
+  });
+  $("detail-close").addEventListener("click", () => detail.close());
+  $("badge").addEventListener("click", () => openVerification($("verification").hidden));
+  $("verification-close").addEventListener("click", () => openVerification(false));
+  document.addEventListener("keydown", e => {
+    if (e.key === "Escape") { detail.close(); openVerification(false); }
+  });
+  $("signin").addEventListener("submit", e => {
+    e.preventDefault();
+    setToken($("signin-token").value.trim());
+    $("signin-token").value = "";
+    start();
+  });
+  $("signout").addEventListener("click", () => {
+    setToken("");
+    signIn("Signed out. Enter a read token.");
   });
 }
 
-for (const id of ["filter-action", "filter-verdict", "filter-voter"])
-  document.getElementById(id).addEventListener("change", load);
-load().then(connect);
-refreshStats();
-refreshBadge();
-setInterval(refreshBadge, 10000);
+wire();
+start();

@@ -7,9 +7,11 @@ Routes (all JSON unless said)::
     GET  /v1/decisions/{id or seq}     one record; ?proof=true adds its inclusion proof
     GET  /v1/checkpoint                the newest signed checkpoint (text/plain)
     GET  /v1/proofs/consistency        ?old=&new=
-    GET  /v1/stream                    Server-Sent Events, id = seq, resumable (Last-Event-ID)
+    GET  /v1/stream                    Server-Sent Events, id = seq, resumable (Last-Event-ID,
+                                       or ?after=); X-Log-Newest says how far the log reaches
     GET  /v1/stats                     the stats of ``rtrace stats``, same filters
-    GET  /v1/verify                    the last verification's result and when it ran
+    GET  /v1/verify                    the last verification: what it covered, when it ran,
+                                       when the last full pass ran, its findings
     GET  /metrics                      Prometheus text: decisions by action and verdict,
                                        append latency, newest checkpoint size and age, verify
     GET  /healthz
@@ -40,7 +42,8 @@ This package's front holds ``create_app`` and ``app_from_environment``; each con
 module: ``auth`` (tokens, host and cross-site checks), ``problems`` (refusals), ``body``
 (reading a request body), ``routes_write`` and ``routes_read``, ``public`` (the dashboard,
 ``/healthz``), ``stream`` and ``broadcast`` (Server-Sent Events), ``metrics`` and ``audit``
-(the background verification).
+(``GET /v1/verify`` over the library's ``verify_watch.Watch``: incremental checks, full passes,
+one verifying process however many serve the log).
 Tests: ``tests/test_server.py`` and ``tests/test_hostile_http.py`` (a real uvicorn on a free
 loopback port), ``tests/test_dashboard.py``.
 """
@@ -56,6 +59,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from ..log import DecisionLog
+from ..verify_watch import Watch
 from . import audit, auth, metrics, problems, public, routes_read, routes_write, state, stream
 from .auth import Tokens, is_loopback
 
@@ -66,7 +70,8 @@ def create_app(
     log: DecisionLog,
     tokens: Tokens | None = None,
     *,
-    verify_every: float = 600.0,
+    verify_every: float = 5.0,
+    full_verify_every: float = 600.0,
     streams_per_client: int = 8,
     allowed_hosts: Iterable[str] = (),
     stream_budget: int = 256 * 1024,
@@ -75,14 +80,16 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app serving ``log``. With ``tokens``, every route but /healthz needs one.
 
-    A background thread verifies the log every ``verify_every`` seconds (0: never); each
-    client address may hold ``streams_per_client`` event streams at once. The app answers
+    A background thread checks the log every ``verify_every`` seconds (0: never): what is new
+    since the last verified checkpoint, and all of it every ``full_verify_every`` seconds, in
+    one process of all those serving the log (``verify_watch.Watch``); each client address may
+    hold ``streams_per_client`` event streams at once. The app answers
     the loopback names and ``allowed_hosts`` (``*``: any host). An event stream reads at most
     ``stream_budget`` bytes of records at a time and cuts a client that takes nothing for
     ``stall_seconds``. ``/metrics`` labels at most ``metric_actions`` actions.
     """
     tokens = tokens or Tokens()
-    checker = audit.BackgroundAudit(log, verify_every)
+    checker = Watch(log.root, every=verify_every, full_every=full_verify_every)
     streams = stream.Streams(
         log, per_client=streams_per_client, budget=stream_budget, stall=stall_seconds
     )
@@ -128,11 +135,15 @@ def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (``rtrace serve --workers N``).
 
     Each worker opens the log itself (``$REASONING_TRACE_DIR``); the log's file lock makes
-    several writing processes safe, and each keeps its own group commit.
+    several writing processes safe, and each keeps its own group commit. One of them verifies
+    (``verify_watch``), every ``$REASONING_TRACE_VERIFY_SECONDS`` (default 5) and in full every
+    ``$REASONING_TRACE_FULL_VERIFY_SECONDS`` (default 600).
     """
     return create_app(
         DecisionLog(os.environ.get("REASONING_TRACE_DIR")),
         Tokens.from_environment(os.environ.get("REASONING_TRACE_TOKEN_FILE") or None),
+        verify_every=float(os.environ.get("REASONING_TRACE_VERIFY_SECONDS", "5")),
+        full_verify_every=float(os.environ.get("REASONING_TRACE_FULL_VERIFY_SECONDS", "600")),
         streams_per_client=int(os.environ.get("REASONING_TRACE_STREAMS_PER_CLIENT", "8")),
         allowed_hosts=os.environ.get("REASONING_TRACE_ALLOWED_HOSTS", "").split(","),
     )

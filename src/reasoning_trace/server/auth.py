@@ -4,8 +4,11 @@ a web page from using a browser as its client.
 Tokens are given as ``role:token`` pairs (``REASONING_TRACE_TOKENS`` or a file, one a line);
 only their SHA-256 is kept, and they are compared in constant time. ``Access`` is the
 dependency that asks for them: a bearer token (``Authorization``, FastAPI's ``HTTPBearer``),
-or for reads only the ``access_token`` query parameter (a browser's ``EventSource`` cannot set
-a header). Both are declared as OpenAPI security schemes. Without tokens every route is open,
+or for reads only the ``access_token`` query parameter, kept for clients that cannot set a
+header (a browser's ``EventSource``). A token in a URL ends up in histories, logs and Referer
+headers: the dashboard never puts it there (it asks for a read token, keeps it in the tab's
+sessionStorage, and reads the event stream with ``fetch()`` and the header). Both are declared
+as OpenAPI security schemes. Without tokens every route is open,
 and ``rtrace serve`` refuses to listen beyond loopback (``is_loopback``).
 
 ``SiteGuard`` runs before any route. It answers only the host names served (loopback names

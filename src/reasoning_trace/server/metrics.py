@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..log import DecisionLog
 from ..metrics import counters
-from .audit import BackgroundAudit
+from ..verify_watch import Watch
 from .problems import PROBLEMS
 from .state import served
 
@@ -51,7 +51,7 @@ def _epoch(when: str) -> float:
 class ServerMetrics:
     """One app's registry: the append latency it observes and what it reads at each scrape."""
 
-    def __init__(self, log: DecisionLog, audit: BackgroundAudit, metric_actions: int) -> None:
+    def __init__(self, log: DecisionLog, audit: Watch, metric_actions: int) -> None:
         self.log, self.audit, self.metric_actions = log, audit, metric_actions
         self.registry = CollectorRegistry()
         self.append_latency = Histogram(
@@ -92,7 +92,8 @@ class ServerMetrics:
             "rtrace_verify_ok",
             "1 if the last verify passed, 0 if it failed, -1 if it has not run",
         )
-        status.add_metric([], -1 if self.audit.ok is None else int(self.audit.ok))
+        ok = self.audit.ok
+        status.add_metric([], -1 if ok is None else int(ok))
         yield status
         # What this process saw go wrong without failing loudly (reasoning_trace.metrics):
         # clock steps, checkpoints that could not be written, decisions not stored.

@@ -2,8 +2,12 @@
 
 Each decision is one ``decision`` event whose id is its seq; a client resumes after the last
 id it saw with ``Last-Event-ID`` (a browser's ``EventSource`` sends it by itself when it
-reconnects; ``retry`` tells it to wait a second). With no ``Last-Event-ID`` the stream starts
-with the next decision. A quiet stream sends a keep-alive comment every few seconds.
+reconnects; ``retry`` tells it to wait a second). Without it, ``?after=SEQ`` says where to
+start (``-1``: from the first record; a client that read a page of decisions resumes after
+that page's ``log_size - 1``, so nothing recorded in between is missed); with neither the
+stream starts with the next decision. The ``X-Log-Newest`` header says the newest seq when
+the stream began, so a client can tell it is catching up. A quiet stream sends a keep-alive
+comment every few seconds.
 
 Limits. Each client address holds at most ``streams_per_client`` streams (429 beyond); a slot
 is taken only once the request is accepted and freed however the response ends, even when the
@@ -40,7 +44,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.types import Receive, Scope, Send
 
@@ -140,8 +144,15 @@ class EventStream(EventSourceResponse):
     every event's id being its seq). The events' iterator is closed however the response ends.
     """
 
-    def __init__(self, content: AsyncIterator[bytes], *, stall: float) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    def __init__(self, content: AsyncIterator[bytes], *, stall: float, newest: int) -> None:
+        super().__init__(
+            content,
+            headers={
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+                "X-Log-Newest": str(newest),
+            },
+        )
         self.stall = stall
 
     async def stream_response(self, send: Send) -> None:
@@ -176,10 +187,20 @@ async def resume_after(
             json_schema_extra={"pattern": "^[0-9]{1,19}$"},
         ),
     ] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=-1,
+            le=MAX_SEQ,
+            description="Start after this seq (-1: from the first record) when no "
+            "Last-Event-ID is sent; default: with the next decision",
+        ),
+    ] = None,
 ) -> int:
-    """The seq to stream after: ``Last-Event-ID``, else the newest (400 for a bad id)."""
+    """The seq to stream after: ``Last-Event-ID``, else ``after``, else the newest (400 for
+    a bad id)."""
     if last_event_id is None:
-        return len(served(request, Streams).log) - 1
+        return len(served(request, Streams).log) - 1 if after is None else after
     if not _SEQ_TEXT.fullmatch(last_event_id) or int(last_event_id) > MAX_SEQ:
         raise Problem(
             400, f"Last-Event-ID must be a seq (ASCII digits), not {last_event_id[:24]!r}"
@@ -205,7 +226,15 @@ router = APIRouter()
     "/v1/stream",
     operation_id="stream",
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "headers": {
+                "X-Log-Newest": {
+                    "description": "The newest seq when the stream began (-1: none)",
+                    "schema": {"type": "string", "pattern": "^-?[0-9]{1,19}$"},
+                }
+            },
+        },
         **PROBLEMS,
     },
 )
@@ -214,4 +243,5 @@ async def stream(
     streams: Annotated[Streams, Depends(stream_slot)],
 ) -> EventStream:
     """Server-Sent Events, one ``decision`` event per new decision, id = seq, resumable."""
-    return EventStream(streams.events(after), stall=streams.stall)
+    newest = max(streams.broadcaster.newest, len(streams.log) - 1)
+    return EventStream(streams.events(after), stall=streams.stall, newest=newest)
