@@ -104,9 +104,9 @@ class DecisionRequest(BaseModel):
             WithJsonSchema(
                 {
                     "type": "string",
-                    "pattern": f"^[{ID_CHARS}]{{1,{MAX_NAME}}}$",
+                    "pattern": f"^(?![0-9]+$)[{ID_CHARS}]{{1,{MAX_NAME}}}$",
                     "description": "A caller id, unique in the log: a retry with the same "
-                    "content returns the stored record",
+                    "content returns the stored record. Not digits only (that reads as a seq)",
                 }
             ),
         ]
