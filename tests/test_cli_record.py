@@ -347,8 +347,8 @@ def test_demo_without_dir_never_writes_to_the_environment_log(tmp_path: Path) ->
         r"demo log in (\S+) \(look at it: rtrace --dir (\S+) tail\)", done.stderr.decode()
     )
     assert found is not None and found.group(1) == found.group(2)
-    demo_dir = Path(found.group(1))
-    assert demo_dir.parent == temp and demo_dir.name.startswith("rtrace-demo-")
+    demo_dir = Path(found.group(1))  # <temp>/rtrace-demo-*/log, its key beside it
+    assert demo_dir.parent.parent == temp and demo_dir.parent.name.startswith("rtrace-demo-")
     records = [json.loads(x) for x in stored_lines(demo_dir)]
     assert len(records) == 5 and all(r["subject"]["demo"] is True for r in records)
 
@@ -362,9 +362,11 @@ def test_demo_with_dir_writes_there_marked_as_demo(root: Path) -> None:
 
 
 @contextmanager
-def serve_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
-    """``rtrace serve --demo`` on a free port, once it answers /healthz: the process, the
-    directory it announced, and its URL."""
+def serve_demo(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    """``rtrace serve --demo`` on a free port (``env`` added to the test's environment), once
+    it answers /healthz: the process, the directory it announced, and its URL."""
     import httpx
 
     temp = tmp_path / "tmp"
@@ -374,7 +376,7 @@ def serve_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, 
         [sys.executable, "-m", "reasoning_trace", "serve", "--demo", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=environment({"TMPDIR": str(temp)}),
+        env=environment({"TMPDIR": str(temp), **(env or {})}),
     ) as proc:
         assert proc.stderr is not None
         try:
@@ -413,7 +415,7 @@ def test_serve_demo_removes_its_log_when_stopped(tmp_path: Path, sig: signal.Sig
     import httpx
 
     with serve_demo(tmp_path) as (proc, demo_dir, url):
-        assert demo_dir.is_dir() and demo_dir.parent == tmp_path / "tmp"
+        assert demo_dir.is_dir() and demo_dir.parent.parent == tmp_path / "tmp"
         deadline = time.monotonic() + 60
         while not (page := httpx.get(f"{url}v1/decisions", timeout=5).json()["decisions"]):
             assert time.monotonic() < deadline, "the demo gate recorded nothing"
@@ -423,7 +425,7 @@ def test_serve_demo_removes_its_log_when_stopped(tmp_path: Path, sig: signal.Sig
         code = proc.wait(timeout=60)
         assert proc.stderr is not None
         err = proc.stderr.read().decode()
-    assert not demo_dir.exists()
+    assert not demo_dir.parent.exists()
     assert "Traceback" not in err
     if sig == signal.SIGTERM:
         assert code == -signal.SIGTERM

@@ -24,6 +24,7 @@ import orjson
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoints
 from .errors import NoteError, SigningKeyError, UsageError
 from .head import HEAD_BYTES, Head
+from .key_owners import listed_owners
 from .keys import key_path, load_signer
 from .layout import Layout, resolve_root
 from .legacy import find_prefix
@@ -228,6 +229,15 @@ def _key_check(files: Checkpoints) -> Check:
             f"{origin!r}, usable; a host-wide origin: its key {path} may sign other logs of "
             "this host too, and rotating it changes theirs",
             f"give this log its own: `rtrace keys rotate --origin {root_origin(files.root)}`",
+        )
+    others = listed_owners(path).others(files.root, origin)
+    if others:
+        return Check(
+            "key",
+            "warn",
+            f"{origin!r}, usable; its key {path} signs other logs too ({', '.join(others)}): "
+            "rotating it changes theirs",
+            "give this log its own: `rtrace keys rotate --origin NEW`",
         )
     return Check("key", "ok", f"{origin!r}, usable")
 

@@ -10,7 +10,8 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     ├── NotFound (LookupError)        no decision with that id or seq
     ├── UsageError (ValueError)       an argument that cannot be used as given (names it)
     │   ├── QueryError                a filter or time expression that cannot be understood
-    │   └── OriginConflict            a configured origin is not the one the log already signs as
+    │   ├── OriginConflict            a configured origin is not the one the log already signs as
+    │   └── SharedKeyError            a signing key that another log uses too, not shared on purpose
     ├── CorruptLine                   a day-file line that is not a record (file, line, offset)
     ├── StorageError (OSError)        the store could not read or durably write; nothing was written
     │   ├── LogRootMissing            the log's root directory vanished under a running log
@@ -55,6 +56,7 @@ __all__ = [
     "RecordTooLarge",
     "RedactionError",
     "ReplicationError",
+    "SharedKeyError",
     "SignatureError",
     "SigningKeyError",
     "StorageError",
@@ -155,6 +157,22 @@ class OriginConflict(UsageError):
             f"to {configured!r} with a new key deliberately, run "
             f"`rtrace --dir {shlex.quote(root)} keys rotate --origin {shlex.quote(configured)}`"
         )
+
+
+class SharedKeyError(UsageError):
+    """A signing key that another log uses too, where sharing was not asked for (each log
+    has a key of its own, SPEC section 4): a new log taking an existing key file, or
+    ``rtrace keys rotate`` of a key that other logs sign with. Nothing was changed.
+
+    ``origin`` is the key's name, ``key`` its file, ``others`` the other logs known to use it
+    (from ``<key>.logs``; empty when none is known but the key file exists).
+    """
+
+    def __init__(self, message: str, *, origin: str, key: str, others: list[str]) -> None:
+        self.origin = origin
+        self.key = key
+        self.others = others
+        super().__init__(message)
 
 
 class CorruptLine(ReasoningTraceError):

@@ -99,7 +99,10 @@ class DecisionLog:
     ``reasoning-trace/<hostname>/<folder>-<8 hex>`` for a new log. An argument that is not the
     log's own origin raises ``OriginConflict`` here; ``$REASONING_TRACE_ORIGIN`` is checked
     before the first write (reading needs no origin). ``key``: the signing key file (else
-    ``$REASONING_TRACE_KEY``, else the per-user key file of the origin).
+    ``$REASONING_TRACE_KEY``, else the per-user key file of the origin). Each log has a key of
+    its own: a new log whose configured origin's key file already exists (another log's) is
+    refused with ``SharedKeyError`` on its first write, unless ``shared_ok=True`` says the
+    key is shared on purpose (``keys.log_signer``).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class DecisionLog:
         key: str | os.PathLike[str] | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        shared_ok: bool = False,
     ) -> None:
         self.root = resolve_root(root)
         if origin is not None:
@@ -136,6 +140,7 @@ class DecisionLog:
                     key=Path(key) if key is not None else None,
                     every=checkpoint_every,
                     seconds=checkpoint_seconds,
+                    shared_ok=shared_ok,
                 )
 
         self._store: Store = store or FileStore(

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_ORIGIN",
     "ORIGIN_ENV",
     "check_origin",
+    "configured_origin",
     "host_origin",
     "is_host_origin",
     "log_origin",
@@ -120,6 +121,19 @@ def _key_name(path: Path) -> str | None:
     return parts[2]
 
 
+def configured_origin(
+    origin: str | None = None, *, env: bool = True, source: str = "origin="
+) -> tuple[str, str] | None:
+    """The configured origin and where it was given: ``origin`` (given as ``source`` says),
+    else ``$REASONING_TRACE_ORIGIN`` unless ``env`` is false; ``None`` when neither names
+    one. ``UsageError`` when it cannot name a log."""
+    if origin is None and env:
+        origin, source = os.environ.get(ORIGIN_ENV) or None, f"${ORIGIN_ENV}"
+    if origin is None:
+        return None
+    return check_origin(origin, source), source
+
+
 def log_origin(
     root: Path,
     origin: str | None = None,
@@ -136,11 +150,10 @@ def log_origin(
     a log, ``OriginConflict`` when it differs from the log's own, and ``NoteError`` when the
     newest checkpoint entry is malformed. Reads only.
     """
-    if origin is None and env:
-        origin, source = os.environ.get(ORIGIN_ENV) or None, f"${ORIGIN_ENV}"
+    given = configured_origin(origin, env=env, source=source)
     own = Checkpoints(root).origin()
-    if origin is not None:
-        check_origin(origin, source)
+    if given is not None:
+        origin, source = given
         if own is not None and own != origin:
             raise OriginConflict(str(root), origin, source, own)
         return origin

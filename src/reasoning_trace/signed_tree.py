@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoint, Checkpoints, Entry
 from .errors import ForkError, NotFound, ProofError, StorageError, UsageError
-from .keys import load_signer, published_keys
+from .keys import log_signer
 from .layout import Layout
 from .metrics import incr
 from .note import Signer, sign_note
@@ -48,7 +48,7 @@ class SignedTree:
     ``ProveRecord``/``ProveTree``/``TreeHash`` over a ``HashReader``: the stored hash file).
     A reader's copy (``hashes`` in a private place) answers proofs and never signs.
     ``origin``: as ``origin.log_origin`` decides; a configured one is checked at once
-    (``OriginConflict``), else the origin is decided when first signing.
+    (``OriginConflict``), else when first signing. ``shared_ok``: see ``keys.log_signer``.
     """
 
     def __init__(
@@ -61,12 +61,14 @@ class SignedTree:
         seconds: float = CHECKPOINT_SECONDS,
         hashes: Path | None = None,
         signs: bool = True,
+        shared_ok: bool = False,
     ) -> None:
         self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
         self.root = root
         self.key = key
         self._origin = log_origin(root, origin, key=key) if origin is not None else None
+        self._configured, self.shared = origin, shared_ok
         self.every = every
         self.seconds = seconds
         self.hashes = HashFile(str(hashes or Layout(root).hashes))
@@ -91,14 +93,14 @@ class SignedTree:
     def signer(self) -> Signer:
         """The signing key, loaded (or created, for a log that published none) on first use.
 
-        Raises ``SigningKeyError`` naming the key file when it cannot be used, and
-        ``OriginConflict`` when ``$REASONING_TRACE_ORIGIN`` is not the log's origin: the writer
-        calls this before its first append, so a log never records while unable to sign.
+        Raises ``SigningKeyError`` naming the key file when it cannot be used,
+        ``OriginConflict`` when ``$REASONING_TRACE_ORIGIN`` is not the log's origin, and
+        ``SharedKeyError`` when a new log would take another log's key: the writer calls this
+        before its first append, so a log never records while unable to sign.
         """
         if self._signer is None:
-            published = published_keys(self.checkpoints)
-            signer = load_signer(self.origin, self.key, published=published)
-            self.checkpoints.publish(signer.verifier)
+            signer = log_signer(self.root, self._configured, key=self.key, shared_ok=self.shared)
+            self._origin = signer.name
             self.checkpoints.repair()
             self._signer = signer
         return self._signer

@@ -66,16 +66,16 @@ def cli(ctx: click.Context) -> None:
 def demo(ctx: click.Context, count: int, seed: int | None, as_json: bool) -> None:
     """Record a stream of four-voter gate decisions, then show the newest.
 
-    Into the --dir given, else a new temporary directory (never $REASONING_TRACE_DIR's log);
-    each record's subject says "demo": true.
+    Into the --dir given, else a new temporary directory (never $REASONING_TRACE_DIR's log)
+    that also holds the demo log's signing key; each record's subject says "demo": true.
     """
     from ..demo import run_gate
-    from .demo_log import announce, demo_root
+    from .demo_log import announce, demo_area
 
-    temporary = demo_root(ctx)
-    if temporary is not None:
-        announce(temporary)
-    with open_log(ctx, create=True) as log:
+    area = demo_area(ctx)
+    if area is not None:
+        announce(area)
+    with open_log(ctx, create=True, **(area.options() if area else {})) as log:
         run_gate(log, count, seed=seed)
         say(f"recorded {count} decisions in {log.root} ({len(log)} in the log)")
         print_decisions(log.recent(10), as_json=wants_json(as_json))
@@ -193,13 +193,13 @@ def serve(
             **proxy,
         )
         return
-    from .demo_log import DemoGate, demo_root, removed_on_exit, sigterm_unwinds
+    from .demo_log import DemoGate, removed_on_exit, sigterm_unwinds
 
     # SIGTERM unwinds (then still ends the process): the log is closed, a demo log removed.
     with (
         sigterm_unwinds(),
-        removed_on_exit(demo_root(ctx, always=True) if demo else None),
-        open_log(ctx, create=True) as log,
+        removed_on_exit(ctx, demo) as area,
+        open_log(ctx, create=True, **(area.options() if area else {})) as log,
     ):
         gate = DemoGate(log).start() if demo else None
         try:

@@ -6,10 +6,12 @@ Tests: ``tests/test_cli.py``, ``tests/test_fleet.py`` (``--source``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..layout import resolve_root
 from ..log import DecisionLog
 
 if TYPE_CHECKING:
@@ -20,6 +22,7 @@ __all__ = [
     "READS_SOURCE",
     "GlobalOptionsGroup",
     "MissingExtra",
+    "log_root",
     "open_fleet",
     "open_log",
     "open_reader",
@@ -121,12 +124,17 @@ def _add_globals(cmd: click.Command) -> None:
     cmd.params += [p for p in global_options() if p.opts[0] not in names]
 
 
+def log_root(ctx: click.Context) -> Path:
+    """The root of the local log the global options name (not opened, not created)."""
+    if ctx.obj.get("source") is not None:
+        refuse_source(ctx.info_name)
+    return resolve_root(ctx.obj["root"])
+
+
 def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:
     """Open the local log the global options name. Only commands that write create a missing
     root: a mistyped --dir must be an error, not an empty log that "verifies"."""
-    if ctx.obj.get("source") is not None:
-        refuse_source(ctx.info_name)
-    return DecisionLog(ctx.obj["root"], create=create, **kwargs)
+    return DecisionLog(str(log_root(ctx)), create=create, **kwargs)
 
 
 def open_reader(ctx: click.Context) -> DecisionLog | Fleet:

@@ -4,7 +4,10 @@ Demo records never land in a real log. ``rtrace demo`` writes to the directory t
 with ``--dir``, and otherwise to a fresh temporary directory, whatever ``$REASONING_TRACE_DIR``
 says: that variable may point at the production log. ``rtrace serve --demo`` always serves a
 fresh temporary directory. Every demo record says so in its subject (``"demo": true``, from
-``demo.gate_decision``).
+``demo.gate_decision``). A temporary demo (``DemoArea``) holds the log in ``log/`` and its
+signing key in ``signing.key`` beside it, whatever ``$REASONING_TRACE_KEY`` and
+``$REASONING_TRACE_ORIGIN`` say: nothing of it lands in the user's config folder, and it goes
+with the folder.
 
 ``serve --demo`` removes its temporary log when it stops: on return, on Ctrl-C (SIGINT), and on
 SIGTERM, which is turned into an exception so that ``finally`` blocks run, and then delivered
@@ -16,6 +19,7 @@ Tests: ``tests/test_cli_record.py``.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
@@ -24,38 +28,67 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ..errors import StorageError
 from ..log import DecisionLog
+from ..origin import root_origin
 
 __all__ = [
+    "DemoArea",
     "DemoGate",
     "Terminated",
     "announce",
-    "demo_root",
+    "demo_area",
     "removed_on_exit",
     "sigterm_unwinds",
 ]
 
 
-def demo_root(ctx: click.Context, *, always: bool = False) -> str | None:
-    """Point the command's log at a new temporary directory unless ``--dir`` named one (or
-    ``always``: whatever it named); return the temporary directory (``None``: the user's own
+@dataclass(frozen=True)
+class DemoArea:
+    """A demo's temporary folder ``dir``: the log in ``log/``, its signing key in
+    ``signing.key`` beside it; removed together."""
+
+    dir: str
+
+    @property
+    def root(self) -> str:
+        """The demo log's root."""
+        return os.path.join(self.dir, "log")
+
+    @property
+    def key(self) -> str:
+        """The demo log's signing key file."""
+        return os.path.join(self.dir, "signing.key")
+
+    def options(self) -> dict[str, Any]:
+        """``DecisionLog``'s arguments for the demo log: its own key file and origin."""
+        return {"key": self.key, "origin": root_origin(Path(self.root))}
+
+
+def demo_area(ctx: click.Context, *, always: bool = False) -> DemoArea | None:
+    """Point the command's log at a new temporary folder unless ``--dir`` named one (or
+    ``always``: whatever it named); return that folder (``None``: the user's own
     ``--dir``)."""
     if ctx.obj.get("root") is not None and not always:
         return None
-    root = tempfile.mkdtemp(prefix="rtrace-demo-")
-    ctx.obj["root"] = root
-    return root
+    area = DemoArea(tempfile.mkdtemp(prefix="rtrace-demo-"))
+    ctx.obj["root"] = area.root
+    return area
 
 
-def announce(root: str) -> None:
+def announce(area: DemoArea) -> None:
     """Say on stderr where the demo log is and how to look at it."""
+    root = area.root
     click.echo(
-        f"rtrace: demo log in {root} (look at it: rtrace --dir {shlex.quote(root)} tail)",
+        f"rtrace: demo log in {root} (look at it: rtrace --dir {shlex.quote(root)} tail); "
+        f"its signing key is {area.key}, removed with it",
         err=True,
     )
 
@@ -88,16 +121,18 @@ def sigterm_unwinds() -> Iterator[None]:
 
 
 @contextmanager
-def removed_on_exit(root: str | None) -> Iterator[None]:
-    """Remove the temporary log ``root`` (if any) when the block is left, however it is."""
+def removed_on_exit(ctx: click.Context, demo: bool) -> Iterator[DemoArea | None]:
+    """With ``demo``: a new temporary demo folder for the command's log (``demo_area``),
+    removed with its log and key when the block is left, however it is."""
+    area = demo_area(ctx, always=True) if demo else None
     try:
-        yield
+        yield area
     finally:
-        if root is not None:
+        if area is not None:
             try:
-                shutil.rmtree(root)
+                shutil.rmtree(area.dir)
             except OSError as exc:
-                click.echo(f"rtrace: could not remove the demo log {root}: {exc}", err=True)
+                click.echo(f"rtrace: could not remove the demo log {area.dir}: {exc}", err=True)
 
 
 class DemoGate:

@@ -11,7 +11,7 @@ import click
 from ..keys import init_key, rotate_log_key
 from ..note import Verifier
 from ..origin import check_origin
-from .context import open_log
+from .context import log_root, open_log
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 
 __all__ = ["register"]
@@ -53,14 +53,25 @@ def keys() -> None:
     "log already signs as another. Default: $REASONING_TRACE_ORIGIN, else the log's own, "
     "else reasoning-trace/<hostname>/<folder>-<8 hex>.",
 )
+@click.option(
+    "--shared-ok",
+    is_flag=True,
+    help="Let a new log sign with the existing key file of its origin although that key "
+    "belongs to another log (shared on purpose, or made for this log). Without it that is "
+    "refused: each log has a key of its own.",
+)
 @json_option("The verifier key as a JSON object (the default when piped).")
 @click.pass_context
-def keys_init(ctx: click.Context, origin: str | None, as_json: bool) -> None:
-    """Create the signing key if there is none; publish and print its verifier key."""
+def keys_init(ctx: click.Context, origin: str | None, shared_ok: bool, as_json: bool) -> None:
+    """Create the signing key if there is none; publish and print its verifier key.
+
+    Creates the log's folder if missing. A new log whose origin (--origin or
+    $REASONING_TRACE_ORIGIN) already has a key file is refused, since that key is another
+    log's, unless --shared-ok.
+    """
     if origin is not None:
         check_origin(origin, "--origin")
-    with open_log(ctx, create=True, origin=origin) as log:
-        signer = init_key(log.root, origin, source="--origin")
+    signer = init_key(log_root(ctx), origin, source="--origin", shared_ok=shared_ok)
     _print_keys([signer.verifier], as_json)
 
 
@@ -87,8 +98,9 @@ def keys_show(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--shared-ok",
     is_flag=True,
-    help="Rotate a host-wide key (origin reasoning-trace/<hostname>) although other logs "
-    "of this host may sign with it: they switch to the new key too.",
+    help="Rotate a key that other logs may sign with too (a host-wide origin "
+    "reasoning-trace/<hostname>, or other logs listed in the key's .logs file): they "
+    "switch to the new key too.",
 )
 @json_option("The new verifier key as a JSON object (the default when piped).")
 @click.pass_context
@@ -96,18 +108,18 @@ def keys_rotate(ctx: click.Context, origin: str | None, shared_ok: bool, as_json
     """Make a new signing key; the old verifier keys stay published (old checkpoints
     keep verifying) and the old key file is kept beside the new one.
 
-    Only this log's key changes, except for a log that signs as the host-wide origin
-    reasoning-trace/<hostname> (every log's before logs had their own): its key file
-    may sign other logs of the host too, so rotate refuses it unless --shared-ok (all of
-    them change key), or --origin moves this log to an origin and key of its own (the
-    message names the suggested one). With --origin the log's records so far are
-    signed at once under the new origin. A key file named by $REASONING_TRACE_KEY is
-    rotated in place, for every log that uses it. Restart running writers afterwards.
+    Needs an existing log with a key (keys init starts one) that this process can write.
+    Only this log's key changes: a key that other logs may sign with too (the host-wide
+    origin reasoning-trace/<hostname>, every log's before logs had their own; or a key
+    whose .logs file lists other logs) is refused unless --shared-ok (all of them change
+    key), or --origin moves this log to an origin and key of its own (the message names
+    one). With --origin the log's records so far are signed at once under the new
+    origin. A key file named by $REASONING_TRACE_KEY is rotated in place. Refused or
+    failed, nothing changes. Restart running writers afterwards.
     """
     if origin is not None:
         check_origin(origin, "--origin")
-    with open_log(ctx, create=True) as log:
-        done = rotate_log_key(log.root, origin, shared_ok=shared_ok)
+    done = rotate_log_key(log_root(ctx), origin, shared_ok=shared_ok)
     note = None
     if done.moved:
         with open_log(ctx) as log:
