@@ -1,7 +1,7 @@
 """What an auditor sees at the edges of the integrity commands, run as real ``rtrace``
 processes on real files: a folder that is no log, an emptied log, a checkpoint note that does
-not check out, proofs of altered records or of sizes nobody signed, doctored bundles, and
-kept notes that are no notes."""
+not check out, proofs of altered records or of sizes nobody signed, doctored bundles, kept
+notes that are no notes, and a day file with a corrupt line."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 
 import reasoning_trace
 from reasoning_trace.proof_check import verify_inclusion_proof
+
+from .terminal import run_with_pty_stdout
 
 #: The source tree of the package under test: subprocesses import it, not an installed copy.
 SRC = str(Path(reasoning_trace.__file__).resolve().parents[1])
@@ -356,3 +358,46 @@ def test_a_kept_note_with_a_bad_signature_is_a_failed_check(log5: Path, tmp_path
     kept.write_text("\n".join(lines))
     done = rtrace(log5, "verify", "--json", "--trusted", str(kept))
     assert done.returncode == 1 and "bad_checkpoint" in findings(done)[0]
+
+
+# --- a corrupt line in a day file ------------------------------------------------------------
+
+
+def test_a_corrupt_line_is_a_failed_check_with_its_place(log5: Path) -> None:
+    """Line 3 of the day file replaced by garbage: reading past it (tail, query, stats, show
+    of seq 2) fails the check (exit 1) naming file:line; records elsewhere are still shown
+    from their own place, and still proven by the hashes their writer stored."""
+    intact = lines_of(log5)
+    replace_line(log5, 2, b"garbage")
+    place = f"{day_file(log5)}:3"
+    for args in (("tail",), ("query",), ("stats",), ("show", "2")):
+        done = rtrace(log5, *args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert place in done.stderr and "Traceback" not in done.stderr
+    for seq in (0, 4):
+        shown = rtrace(log5, "show", str(seq))
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.encode() == intact[seq] + b"\n"
+    first_id = json.loads(intact[0])["id"]
+    assert rtrace(log5, "show", first_id).stdout.encode() == intact[0] + b"\n"
+    proof = rtrace(log5, "prove", "4")
+    assert proof.returncode == 0, proof.stderr
+    vkey = (log5 / "checkpoints" / "vkey").read_text()
+    verify_inclusion_proof(json.loads(proof.stdout), intact[4], vkey=vkey)
+
+
+def test_a_record_next_to_a_corrupt_line_is_not_called_signed_without_proof(log5: Path) -> None:
+    """With the writer's stored hashes gone (.rtrace/ deleted) nothing can prove record 4
+    past the corrupt line: a person at a terminal sees it, exit 0, marked NOT VERIFIED with
+    the corrupt line's place, never "signed"; ``prove 4`` refuses (exit 1)."""
+    replace_line(log5, 2, b"garbage")
+    shutil.rmtree(log5 / ".rtrace")
+    cmd = [sys.executable, "-m", "reasoning_trace", "--dir", str(log5), "show", "4"]
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "400", "NO_COLOR": "1"}
+    out, err, code = run_with_pty_stdout(cmd, env, None, 120)
+    text = out.decode().replace("\r\n", "\n")
+    assert code == 0, err.decode()
+    assert "NOT VERIFIED" in text and f"{day_file(log5)}:3" in text
+    assert "signed:" not in text
+    proof = rtrace(log5, "prove", "4")
+    assert proof.returncode == 1 and proof.stdout == ""

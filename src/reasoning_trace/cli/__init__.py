@@ -16,6 +16,7 @@ import click
 
 from .. import __version__
 from ..errors import (
+    CorruptLine,
     IntegrityError,
     LogRootMissing,
     NotFound,
@@ -246,10 +247,10 @@ def main() -> None:
 
 def exit_status(exc: ReasoningTraceError | OSError) -> int:
     """The exit code of an error a command could not get past: 1 when the one thing asked for
-    was not found, a check failed, or the system refused (a full disk, a lost connection); 2
-    when the input or set-up given was wrong (a bad record or query, a missing log root, a
-    signing key that cannot be read or made)."""
-    if isinstance(exc, NotFound | IntegrityError):
+    was not found, a check failed (a corrupt line in a day file is one the log failed), or the
+    system refused (a full disk, a lost connection); 2 when the input or set-up given was wrong
+    (a bad record or query, a missing log root, a signing key that cannot be read or made)."""
+    if isinstance(exc, NotFound | IntegrityError | CorruptLine):
         return EXIT_FAILED
     if isinstance(exc, LogRootMissing | SigningKeyError | RecordError | UsageError):
         return EXIT_USAGE
@@ -259,9 +260,28 @@ def exit_status(exc: ReasoningTraceError | OSError) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CorruptLine):
+        return f"{_place(exc)}: {exc.problem} (the log failed a check: see `rtrace verify`)"
     if isinstance(exc, OSError) and not isinstance(exc, ReasoningTraceError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
+
+
+def _place(exc: CorruptLine) -> str:
+    """``file:line`` of a corrupt line; the line number counted here when the reader that
+    found it knew only its byte offset (reading backwards, or from the index)."""
+    line = exc.line
+    if line is None and os.path.isfile(exc.file):
+        line = 1
+        try:
+            with open(exc.file, "rb") as fh:
+                left = exc.offset
+                while left > 0 and (block := fh.read(min(left, 1 << 20))):
+                    line += block.count(b"\n")
+                    left -= len(block)
+        except OSError:
+            line = None
+    return f"{exc.file}:{line}" if line is not None else f"{exc.file} at byte {exc.offset}"
 
 
 def _quiet_stdout() -> None:
