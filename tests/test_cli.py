@@ -210,11 +210,14 @@ def test_verify_bundle_refuses_hostile_notes(demo_log: Path, tmp_path: Path) -> 
 
 
 def test_a_damaged_checkpoint_copy_is_no_traceback(demo_log: Path) -> None:
-    """Invalid UTF-8 in <root>/checkpoint: commands use checkpoints/ instead and say so."""
+    """Invalid UTF-8 in <root>/checkpoint: ``checkpoint`` prints nothing that was not checked
+    (exit 1, the file named); the other commands read checkpoints/ and keep working."""
     assert rtrace(demo_log, "checkpoint", "--now").returncode == 0
     good = rtrace(demo_log, "checkpoint").stdout
     (demo_log / "checkpoint").write_bytes(good.encode().replace(b"\n", b"\xb2\r\n", 1))
-    assert rtrace(demo_log, "checkpoint").stdout == good
+    damaged = rtrace(demo_log, "checkpoint")
+    assert damaged.returncode == 1 and damaged.stdout == ""
+    assert str(demo_log / "checkpoint") in damaged.stderr and "Traceback" not in damaged.stderr
     for args in (("tail", "-n", "1"), ("verify",), ("record", "--action", "a", "--approved")):
         done = rtrace(demo_log, *args)
         assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)

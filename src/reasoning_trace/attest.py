@@ -7,7 +7,8 @@ the auditor's). Anything else is said plainly: ``altered`` (its bytes are not wh
 signed), ``unsigned`` (no checkpoint covers it yet), or ``unverified`` (no key, a
 checkpoint whose signature does not verify, or records under the checkpoint that no longer
 hash to its root when which one changed cannot be told). Reading only: no lock, no signing.
-Tests: ``tests/test_auditor.py``.
+``checked_proof`` hands out an inclusion proof only once it verified the same way.
+Tests: ``tests/test_auditor.py``, ``tests/test_integrity_edges.py`` (``checked_proof``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .errors import IntegrityError, NotFound, ProofError, StorageError
+from .errors import CorruptLine, IntegrityError, NotFound, ProofError, StorageError
 from .layout import Layout
 from .note import Verifier
 from .proof import InclusionProof
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .log import DecisionLog
     from .record import Decision
 
-__all__ = ["Attestation", "attest"]
+__all__ = ["Attestation", "attest", "checked_proof"]
 
 Status = Literal["verified", "altered", "unsigned", "unverified"]
 
@@ -63,30 +64,114 @@ def _stored_leaf(root: Path, seq: int) -> bytes | None:
         hashes.close()
 
 
-def _proves_with_stored_hashes(
+def _stored_hashes_proof(
     root: Path, decision: Decision, proof: InclusionProof, keys: Sequence[str | Verifier]
-) -> bool:
-    """Whether the writer's stored hashes give an inclusion path for the decision's current
-    bytes that verifies against the signed checkpoint."""
+) -> InclusionProof | None:
+    """An inclusion path for the decision's current bytes from the writer's stored hashes
+    that verifies against the signed checkpoint of ``proof``, or ``None``."""
     from .proof_check import verify_inclusion_proof
 
     path = Layout(root).hashes
     if not path.is_file():
-        return False
+        return None
     hashes = HashFile(str(path), readonly=True)
     try:
         if hashes.leaves() < proof.tree_size:
-            return False
+            return None
         steps = inclusion_proof(decision.seq, proof.tree_size, hashes)
         other = InclusionProof(
             decision.seq, proof.tree_size, leaf_hash(decision.line), steps, proof.checkpoint
         )
         verify_inclusion_proof(other, decision.line, vkey=keys)
-        return True
+        return other
     except (OSError, IndexError, IntegrityError):
-        return False
+        return None
     finally:
         hashes.close()
+
+
+def _past_a_corrupt_line(
+    log: DecisionLog, decision: Decision, size: int | None, keys: Sequence[str | Verifier]
+) -> InclusionProof | None:
+    """A proof of ``decision`` in the signed checkpoint of ``size`` records (default: the
+    newest) from the writer's stored hashes, for a log whose day files hold a corrupt line
+    elsewhere (no tree can be rebuilt from them then); ``None`` when they do not prove it."""
+    files = log.checkpoints
+    if size is None:
+        latest = files.latest()
+        signed, note = (latest.size, latest.note) if latest is not None else (0, None)
+    else:
+        signed, note = size, next((e.note for e in files.entries() if e.size == size), None)
+    if note is None or decision.seq >= signed:
+        return None
+    bare = InclusionProof(decision.seq, signed, leaf_hash(decision.line), [], note)
+    return _stored_hashes_proof(log.root, decision, bare, keys)
+
+
+def checked_proof(
+    log: DecisionLog,
+    decision: Decision,
+    size: int | None = None,
+    vkey: Iterable[str | Verifier] | None = None,
+) -> InclusionProof:
+    """An inclusion proof of ``decision`` (as read from ``log``) in the signed checkpoint of
+    ``size`` records (default: the newest), checked before anyone is shown it: the leaf hash
+    of the stored bytes goes through the path to the root of a checkpoint whose signature
+    verifies with ``vkey`` (default: the keys the log published).
+
+    Raises ``NotFound`` when no checkpoint covers the decision yet or none was signed at
+    ``size``, ``UsageError`` for a size no proof can exist in, ``ProofError`` when the bytes
+    do not hash into the checkpoint (the message says whether this record was altered or
+    another one under the checkpoint), and ``IntegrityError`` when the checkpoint's note does
+    not check out.
+    """
+    from .proof_check import verify_inclusion_proof
+
+    files = log.checkpoints
+    keys = list(vkey) if vkey is not None else files.verifiers()
+    try:
+        proof = log.prove(decision.seq, size)
+    except CorruptLine:
+        found = _past_a_corrupt_line(log, decision, size, keys)
+        if found is None:
+            raise
+        return found
+    if proof.checkpoint is None:
+        newest = files.latest()
+        also = f"; the newest covers {newest.size}" if newest is not None else ""
+        raise NotFound(
+            f"no signed checkpoint of size {proof.tree_size}: a proof in it could not be "
+            f"checked against a signature{also}"
+        )
+    try:
+        verify_inclusion_proof(proof, decision.line, vkey=keys)
+    except ProofError:
+        # The path from the day files as they are fails when any record under the checkpoint
+        # changed; the writer's stored hashes may still prove this leaf (see ``attest``).
+        other = _stored_hashes_proof(log.root, decision, proof, keys)
+        if other is not None:
+            return other
+        stored = _stored_leaf(log.root, decision.seq)
+        if stored is not None and stored == leaf_hash(decision.line):
+            raise ProofError(
+                f"record {decision.seq} is what its writer stored, but the records under the "
+                f"signed checkpoint of {proof.tree_size} no longer hash to its root: another "
+                "record was changed, and no proof of this one can be made (run `rtrace verify`)"
+            ) from None
+        what = (
+            "it or another record under it was altered (no stored hashes tell which)"
+            if stored is None
+            else "altered (its bytes are not the leaf its writer stored)"
+        )
+        raise ProofError(
+            f"record {decision.seq} does not match the signed checkpoint of {proof.tree_size} "
+            f"records: {what}; run `rtrace verify`"
+        ) from None
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"the checkpoint of {proof.tree_size} records does not check out: {exc}"
+        ) from exc
+    return proof
 
 
 def attest(
@@ -104,6 +189,18 @@ def attest(
         return Attestation("unverified", "no verifier key to check a signature with")
     try:
         proof = log.prove(decision.seq)
+    except CorruptLine as exc:  # a line elsewhere: this one may still be proven
+        found = _past_a_corrupt_line(log, decision, None, keys)
+        if found is None:
+            return Attestation("unverified", f"no proof can be made: {exc} (run `rtrace verify`)")
+        newest = files.latest()
+        return Attestation(
+            "verified",
+            f"its leaf is proven in the checkpoint of {found.tree_size} records by the hashes "
+            f"its writer stored; elsewhere, {exc} (run `rtrace verify`)",
+            found.tree_size,
+            newest.datetime_utc if newest is not None else None,
+        )
     except NotFound:
         return Attestation("unsigned", "no checkpoint covers it yet")
     except StorageError as exc:
@@ -119,7 +216,7 @@ def attest(
         # A proof from the day files as they are fails when any record under the checkpoint
         # changed. The hashes the writer stored give another path; any path that verifies
         # against the signed root proves this leaf, whatever its source.
-        if _proves_with_stored_hashes(log.root, decision, proof, keys):
+        if _stored_hashes_proof(log.root, decision, proof, keys) is not None:
             return Attestation(
                 "verified",
                 f"its leaf is proven in the checkpoint of {proof.tree_size} records (other "

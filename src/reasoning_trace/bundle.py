@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import BundleError, NoteError, NotFound, ProofError
@@ -29,7 +30,16 @@ from .query import Filter
 from .signed_tree import SignedTree
 from .tree import leaf_hash
 
-__all__ = ["export_bundle", "verify_bundle"]
+__all__ = ["Exported", "export_bundle", "verify_bundle"]
+
+
+class Exported(NamedTuple):
+    """What ``export_bundle`` wrote: how many decisions, the checkpoint their proofs are in,
+    and how many more matched but no checkpoint covers yet (left out)."""
+
+    decisions: int
+    checkpoint: Checkpoint
+    unsigned: int
 
 
 def export_bundle(
@@ -38,14 +48,14 @@ def export_bundle(
     folder: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, Checkpoint]:
+) -> Exported:
     """Write the records ``flt`` matches, with their proofs in the newest signed checkpoint,
-    into ``folder``; return (records written, that checkpoint).
+    into ``folder``; return what was written (``Exported``).
 
-    Reading only: nothing is signed. Records no checkpoint covers yet are left out (the
-    error says how many when none is covered). Every proof is checked before anything is
-    written: a record altered on disk fails the export (``ProofError``), so no bundle that
-    would not verify is ever made.
+    Reading only: nothing is signed. Records no checkpoint covers yet are left out and
+    counted (``Exported.unsigned``; the error says how many when none is covered). Every
+    proof is checked before anything is written: a record altered on disk fails the export
+    (``ProofError``), so no bundle that would not verify is ever made.
     """
     records = log.query(flt)
     if not records:
@@ -92,7 +102,17 @@ def export_bundle(
     (out / "proofs.jsonl").write_text("".join(bodies))
     (out / "checkpoint").write_text(latest.note)
     (out / "vkey").write_text("".join(f"{k}\n" for k in keys))
-    return len(signed), checkpoint
+    return Exported(len(signed), checkpoint, len(records) - len(signed))
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """A bundle file's lines: exactly the bytes between newlines, as a day file's (a CR, VT,
+    FS or U+2028 is part of its line, where ``bytes.splitlines`` would split: the leaf is the
+    line's bytes); the final newline ends the last line."""
+    parts = data.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    return parts
 
 
 def _read(base: Path, name: str) -> bytes:
@@ -117,8 +137,10 @@ def verify_bundle(
     trust. ``trusted``: checkpoint notes the auditor kept; the bundle's checkpoint must not be
     smaller than one of them, nor have another root at its size (a proof of consistency is not
     in the bundle, so a kept checkpoint of another size is only compared by size).
-    Raises ``BundleError`` for a bundle that is empty or malformed (naming the file and
-    line), ``ProofError`` naming the record that fails, or a signature error.
+    Each line of ``records.jsonl`` is the record's bytes exactly (split at ``\\n`` only), and
+    each record is listed once. Raises ``BundleError`` for a bundle that is empty or malformed
+    or repeats a seq (naming the file and line), ``ProofError`` naming the record that fails
+    (``altered`` when its bytes are not the proven leaf), or a signature error.
     """
     base = Path(folder)
     if vkey is None:
@@ -136,8 +158,8 @@ def verify_bundle(
     else:
         keys = [k if isinstance(k, Verifier) else Verifier.parse(k) for k in vkey if str(k).strip()]
     note = _read(base, "checkpoint")  # open_checkpoint decodes it strictly
-    lines = _read(base, "records.jsonl").splitlines()
-    proofs = _read(base, "proofs.jsonl").splitlines()
+    lines = _lines(_read(base, "records.jsonl"))
+    proofs = _lines(_read(base, "proofs.jsonl"))
     if not lines:
         raise BundleError("the bundle holds no record: nothing is proven")
     if len(lines) != len(proofs):
@@ -155,15 +177,30 @@ def verify_bundle(
                 f"the bundle's checkpoint of {old.size} records has another root than the one "
                 f"you kept (#{n}): a fork"
             )
+    seen: dict[int, int] = {}  # seq -> its line
     for n, (line, raw) in enumerate(zip(lines, proofs, strict=True), start=1):
         try:
-            proof = json.loads(raw)
+            proof = InclusionProof.from_json(json.loads(raw))
         except ValueError as exc:
             raise BundleError(f"proofs.jsonl line {n}: not JSON ({exc})") from exc
-        if not isinstance(proof, dict):
-            raise BundleError(f"proofs.jsonl line {n}: not a proof object")
+        except ProofError as exc:
+            raise BundleError(f"proofs.jsonl line {n}: not a proof object ({exc})") from exc
+        if proof.seq in seen:
+            raise BundleError(
+                f"records.jsonl line {n} repeats seq {proof.seq} of line {seen[proof.seq]}: a "
+                "bundle lists each record once (a repeated record proves nothing more)"
+            )
+        seen[proof.seq] = n
+        where = f"records.jsonl line {n} (seq {proof.seq}, proofs.jsonl line {n})"
+        if leaf_hash(line) != proof.leaf_hash:
+            raise ProofError(
+                f"{where}: altered: its bytes do not hash to the leaf its proof is for (every "
+                "byte between two newlines is part of the record, a trailing \\r too)"
+            )
         try:
             verify_inclusion_proof(proof, line, checkpoint=checkpoint)
         except (ProofError, ValueError) as exc:
-            raise ProofError(f"records.jsonl line {n} (proofs.jsonl line {n}): {exc}") from exc
+            raise ProofError(
+                f"{where} does not verify against the signed checkpoint: {exc}"
+            ) from exc
     return len(lines), checkpoint

@@ -10,7 +10,7 @@ name is the origin. Files under the log root::
 
 ``Checkpoints`` reads and appends these files; ``signed_tree.SignedTree`` decides when to sign
 and signs; ``keys`` holds the signing key.
-Tests: ``tests/test_checkpoint.py``.
+Tests: ``tests/test_checkpoint.py``, ``tests/test_integrity_edges.py`` (``newest_checked``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from .errors import NoteError
+from .errors import IntegrityError, NoteError
 from .layout import Layout, fsync_dir, quarantine
 from .metrics import incr
 from .note import Verifier, note_text, open_note
@@ -204,6 +204,43 @@ class Checkpoints:
         latest = self.latest()
         return latest.note if latest is not None else None
 
+    def newest_checked(self, verifiers: Iterable[Verifier]) -> tuple[str, Checkpoint] | None:
+        """The newest checkpoint as a note to keep, and its body, checked: the last entry of
+        ``checkpoints/``, its note opened with ``verifiers`` (signature checked, body parsed),
+        its ``size`` and ``root`` those of the note, and ``<root>/checkpoint`` holding that
+        very note. ``None`` before the first checkpoint; anything that does not check out
+        raises an ``IntegrityError`` that says what and where."""
+        latest = self.latest()  # a damaged last line raises NoteError naming its file:line
+        try:
+            plain: bytes | None = self.newest.read_bytes()
+        except FileNotFoundError:
+            plain = None
+        if latest is None:
+            if plain is None:
+                return None
+            raise IntegrityError(
+                f"{self.newest} holds a note, but {self.dir} holds no checkpoint entry to "
+                "check it against (were checkpoints deleted? run `rtrace verify`)"
+            )
+        where = f"the newest checkpoint ({latest.file}:{latest.line})"
+        try:
+            body = open_checkpoint(latest.note, verifiers)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{where} does not check out: {exc}") from exc
+        if (body.size, body.root) != (latest.size, latest.root):
+            raise IntegrityError(
+                f"{where}: its size/root fields differ from its signed note (note: size "
+                f"{body.size})"
+            )
+        if plain != latest.note.encode():
+            state = "is missing" if plain is None else "holds another note (damaged or edited)"
+            raise IntegrityError(
+                f"{self.newest} {state}: it should be a copy of {where}, signed for "
+                f"{body.size} records (run `rtrace verify`; the log's writer replaces it when "
+                "it signs its next checkpoint)"
+            )
+        return latest.note, body
+
     def origin(self) -> str | None:
         """The origin this log signs as, from its own files, or ``None`` before it has one.
 
@@ -367,4 +404,7 @@ def _entry(raw: bytes, file: str, line: int) -> Entry:
             line,
         )
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise NoteError(f"{file}:{line}: not a checkpoint entry ({exc})") from exc
+        raise NoteError(
+            f"{file}:{line}: not a checkpoint entry ({exc}): the checkpoints file is damaged "
+            "(run `rtrace verify`)"
+        ) from exc

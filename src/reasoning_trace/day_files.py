@@ -4,7 +4,8 @@ Readers take no lock and never write. They read only complete lines: bytes after
 newline (a line being written, or a torn tail a crash left) are not a record yet. Lines the
 original module wrote are read through the legacy prefix (``legacy``): before this product's
 first record they are records whose seq is their position; after it they are passed over
-(``verify`` notes them). A line that is neither raises ``CorruptLine`` with its place.
+(``verify`` notes them). A line that is neither raises ``CorruptLine`` with its place; one
+record is still found at its place past it (``find_at_place``).
 Tests: ``tests/test_files.py``, ``tests/test_legacy.py``, ``tests/test_query.py``.
 """
 
@@ -126,7 +127,7 @@ class DayFiles:
         if start == 0:
             with open(path, "rb") as fh:
                 lineno = fh.read(offset).count(b"\n") + 1
-        return CorruptLine(path, offset, str(exc), lineno)
+        return CorruptLine(path, offset, f"not a record ({exc})", lineno)
 
     def recent(
         self, limit: int, on_corrupt: Callable[[CorruptLine], None] | None = None
@@ -226,6 +227,24 @@ class DayFiles:
             for offset, lineno, line in self.lines(day):
                 if prefix.covers(day, offset) or not is_legacy_line(line):
                     yield day, lineno, line
+
+    def find_at_place(self, key: int | str) -> Decision | None:
+        """The decision with seq ``key``, read at its place, or with id ``key``, without the
+        index: for a log whose index cannot be built because some line is corrupt. Every line
+        is a leaf at its place (a corrupt one too), so record ``seq`` is leaf ``seq``; a record
+        is returned only when the seq it holds is its place. ``None``: not found there."""
+        for place, (_day, _lineno, line) in enumerate(self.leaf_lines()):
+            if isinstance(key, int) and place < key:
+                continue
+            try:
+                found: Decision | None = read_line(line, place)
+            except ValueError:
+                found = None
+            if isinstance(key, int):
+                return found if found is not None and found.seq == key else None
+            if found is not None and found.id == key:
+                return found if found.seq == place else None
+        return None
 
 
 def _size_ino(path: str) -> tuple[int, int]:

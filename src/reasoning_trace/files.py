@@ -408,11 +408,19 @@ class FileStore:
         return self.files.scan(since_us, until_us)
 
     def get(self, key: int | str) -> Decision:
-        """One decision by seq (int) or id (str), via the derived index."""
-        index = self.index()
-        found = index.find_seq(key) if isinstance(key, int) else index.find_id(key)
+        """One decision by seq (int) or id (str), via the derived index; where a corrupt line
+        stops the index, read at its place (``DayFiles.find_at_place``) or the corrupt line
+        raised."""
+        what = f"seq {key}" if isinstance(key, int) else f"id {key!r}"
+        try:
+            index = self.index()
+            found = index.find_seq(key) if isinstance(key, int) else index.find_id(key)
+        except CorruptLine as exc:
+            found = self.files.find_at_place(key)
+            if found is None:
+                problem = f"{exc.problem}; no intact decision with {what} found past it"
+                raise CorruptLine(exc.file, exc.offset, problem, exc.line) from exc
         if found is None:
-            what = f"seq {key}" if isinstance(key, int) else f"id {key!r}"
             raise NotFound(f"no decision with {what} in {self.root}")
         return found
 

@@ -104,7 +104,9 @@ def _follow(
                 decision = decision_from_dict(orjson.loads(line), line)
             except ValueError as exc:
                 if not is_legacy_line(line):
-                    raise CorruptLine(str(store.layout.day_file(day)), off, str(exc)) from exc
+                    raise CorruptLine(
+                        str(store.layout.day_file(day)), off, f"not a record ({exc})"
+                    ) from exc
                 found = _legacy(store, day, off, line)
                 if found is None:
                     continue  # after this product's records: no seq; the writer takes it in

@@ -550,4 +550,4 @@ def parse_record(
         obj = orjson.loads(line)
         return decision_from_dict(obj, line)
     except (orjson.JSONDecodeError, ValueError) as exc:
-        raise CorruptLine(file, offset, str(exc), lineno) from exc
+        raise CorruptLine(file, offset, f"not a record ({exc})", lineno) from exc

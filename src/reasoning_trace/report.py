@@ -33,7 +33,9 @@ FAILURES = (
     "bad_checkpoint",  # a malformed checkpoint entry, or one that disagrees with its note
     "fork",  # two signed checkpoints of one size with different roots
     "no_key",  # checkpoints exist but there is no verifier key to check them
-    "no_checkpoint",  # a pinned verifier key, records, and not one checkpoint it verifies
+    "no_checkpoint",  # a pinned verifier key and not one checkpoint it verifies (0 records too)
+    "not_a_log",  # the folder holds nothing a log writes (no day file, checkpoint, key, .rtrace/)
+    "acknowledged_missing",  # fewer records than the head its writers cached (.rtrace/lock)
     "unsigned_stale",  # records a running writer would have signed, that no checkpoint covers
     "rollback",  # the log is shorter than a checkpoint the auditor kept (--trusted)
     "trusted_mismatch",  # the log's tree at a kept checkpoint's size has another root

@@ -7,15 +7,18 @@ the auditor's verifier keys when given (``vkey``: whoever can edit the log can a
 root that differs from the signed one, a log shorter than a checkpoint (``truncated``,
 ``rollback``), or another root at a kept size (``trusted_mismatch``) is a finding; from the
 first record that no matching checkpoint covers, ``locate`` reads again to say what happened
-and where. It fails closed: with a pinned key, records and no checkpoint it verifies fail
-(``no_checkpoint``), and so do records that a running writer would have signed by ``now`` but
-no checkpoint covers (``unsigned_stale``).
+and where. It fails closed: a folder that is no log fails (``not_a_log``, ``presence``), so
+does a log holding fewer records than its writers stored (``acknowledged_missing``); with a
+pinned key, a log (0 records too) and no checkpoint it verifies fails (``no_checkpoint``), and
+so do records that a running writer would have signed by ``now`` but no checkpoint covers
+(``unsigned_stale``).
 
 Memory does not grow with the records: the tree's edge is O(log n) hashes, and only the
 checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept. The findings make
 a ``report.Report``; checking a single proof needs no log at all (``proof_check``).
 Tests: ``tests/test_verify.py`` (the tamper suite), ``tests/test_auditor.py`` (pinned keys,
-kept checkpoints, the signing schedule), ``tests/test_checkpoint.py``.
+kept checkpoints, the signing schedule), ``tests/test_checkpoint.py``,
+``tests/test_integrity_edges.py`` (no log, an emptied log).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .leaf_pass import LeafPass, hash_pass
 from .legacy import Prefix, find_prefix
 from .locate import locate
 from .note import Verifier, as_verifiers
+from .presence import check_head, is_a_log, not_a_log, read_head
 from .record import parse_utc
 from .report import Finding, Report
 from .tree import EMPTY_ROOT
@@ -128,7 +132,7 @@ def verify(
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
     ``vkey``: the auditor's verifier key(s); default, the keys the log published. A pinned
-    key fails closed: records and no checkpoint it verifies is a failure. ``trusted``:
+    key fails closed: no checkpoint it verifies is a failure, even with 0 records. ``trusted``:
     checkpoint notes the auditor kept from before (signed by ``vkey``); the log fails if it
     is shorter than one (a rollback) or its tree at that size has another root (a fork).
     ``now`` (Unix seconds, default the clock): unsigned records older than a writer's signing
@@ -142,6 +146,11 @@ def verify(
     if not base.is_dir():
         raise LogRootMissing(f"no log at {base}: nothing to verify")
     report = Report(str(base))
+    layout = Layout(base)
+    if not is_a_log(layout):
+        report.add(not_a_log(layout))
+        return report
+    acknowledged = read_head(layout)  # before the day files are read (``presence``)
     log_checkpoints = Checkpoints(base)
     verifiers = as_verifiers(vkey)
     if verifiers is None:
@@ -164,7 +173,6 @@ def verify(
                 "the log has checkpoints but no verifier key to check them (give one with vkey=)",
             )
         )
-    layout = Layout(base)
     for odd in [p for p in layout.named_like_days() if p.is_symlink() or not p.is_file()]:
         report.add(
             Finding(
@@ -278,17 +286,19 @@ def verify(
             )
             spans.append((good, s.size))
     report.signed_size = good
+    check_head(layout, acknowledged, size, report)
     newest = max((s.size for s in signed), default=0)
-    if vkey is not None and size and not report.checkpoints:
+    if vkey is not None and not report.checkpoints:
         report.add(
             Finding(
                 "no_checkpoint",
                 f"{size} records and not one checkpoint that the verifier key you gave "
-                "verifies: nothing here is proven (were checkpoints deleted?)",
+                f"verifies: nothing here is proven (were {'' if size else 'records and '}"
+                "checkpoints deleted?)",
                 None,
                 None,
-                0,
-                size - 1,
+                0 if size else None,
+                size - 1 if size else None,
             )
         )
     stale = _stale_unsigned(days, places, newest, size)

@@ -17,6 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import (
+    CorruptLine,
     IntegrityError,
     LogRootMissing,
     NotFound,
@@ -264,10 +265,10 @@ def _say_and_return(show: Callable[[], None], status: int) -> int:
 
 def exit_status(exc: ReasoningTraceError | OSError) -> int:
     """The exit code of an error a command could not get past: 1 when the one thing asked for
-    was not found, a check failed, or the system refused (a full disk, a lost connection); 2
-    when the input or set-up given was wrong (a bad record or query, a missing log root, a
-    signing key that cannot be read or made)."""
-    if isinstance(exc, NotFound | IntegrityError):
+    was not found, a check failed (a corrupt line in a day file is one the log failed), or the
+    system refused (a full disk, a lost connection); 2 when the input or set-up given was wrong
+    (a bad record or query, a missing log root, a signing key that cannot be read or made)."""
+    if isinstance(exc, NotFound | IntegrityError | CorruptLine):
         return EXIT_FAILED
     if isinstance(exc, LogRootMissing | SigningKeyError | RecordError | UsageError):
         return EXIT_USAGE
@@ -277,6 +278,8 @@ def exit_status(exc: ReasoningTraceError | OSError) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CorruptLine):
+        return f"{_place(exc)}: {exc.problem} (the log failed a check: see `rtrace verify`)"
     if isinstance(exc, OSError) and not isinstance(exc, ReasoningTraceError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
@@ -295,6 +298,23 @@ def _give_closed_streams_a_place() -> None:
                 os.dup2(devnull, fd)
                 os.close(devnull)
             setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
+def _place(exc: CorruptLine) -> str:
+    """``file:line`` of a corrupt line; the line number counted here when the reader that
+    found it knew only its byte offset (reading backwards, or from the index)."""
+    line = exc.line
+    if line is None and os.path.isfile(exc.file):
+        line = 1
+        try:
+            with open(exc.file, "rb") as fh:
+                left = exc.offset
+                while left > 0 and (block := fh.read(min(left, 1 << 20))):
+                    line += block.count(b"\n")
+                    left -= len(block)
+        except OSError:
+            line = None
+    return f"{exc.file}:{line}" if line is not None else f"{exc.file} at byte {exc.offset}"
 
 
 def _quiet_stdout() -> None:

@@ -13,7 +13,7 @@ from ..query import Filter
 from .context import open_log
 from .decisions import filter_options
 from .integrity import read_note, trusted_option, vkeys
-from .output import emit, json_option, wants_json
+from .output import emit, json_option, say, wants_json
 from .render import with_progress
 
 __all__ = ["register"]
@@ -39,15 +39,39 @@ def register(cli: click.Group) -> None:
         folder: str,
         as_json: bool,
     ) -> None:
-        """Write matching decisions, a checkpoint, their proofs and the vkey to a folder."""
+        """Write matching decisions, a checkpoint, their proofs and the vkey to a folder.
+
+        Matching decisions no signed checkpoint covers yet cannot be proven: they are left
+        out, and counted on stderr (and as "unsigned" in the JSON object).
+        """
         from ..bundle import export_bundle
 
+        if not folder.strip():
+            raise click.BadParameter(
+                "an empty or blank path: name the folder to write the bundle into",
+                param_hint="--bundle",
+            )
         with open_log(ctx) as log:
-            count, cp = with_progress(
+            done = with_progress(
                 "proving", lambda progress: export_bundle(log, flt, folder, progress=progress)
             )
+        count, cp, unsigned = done
+        if unsigned:
+            say(
+                f"rtrace: {unsigned} matching decisions are newer than the newest checkpoint "
+                f"({cp.size} records) and were left out: sign one where the log is written "
+                "(`rtrace checkpoint --now`), then export again"
+            )
         if wants_json(as_json):
-            emit({"bundle": folder, "decisions": count, "tree_size": cp.size, "origin": cp.origin})
+            emit(
+                {
+                    "bundle": folder,
+                    "decisions": count,
+                    "tree_size": cp.size,
+                    "origin": cp.origin,
+                    "unsigned": unsigned,
+                }
+            )
             return
         click.echo(
             f"exported {count} decisions with proofs in the checkpoint of {cp.size} "

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.table import Table
 
-from ..checkpoint import open_checkpoint
-from ..errors import NoteError
-from ..note import Verifier
+from ..checkpoint import Checkpoint
+from ..errors import NoteError, UsageError
+from ..note import Verifier, split_note
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
@@ -92,13 +92,34 @@ def trusted_option(fails_when: str) -> Callable[[F], F]:
 
 
 def read_note(path: str) -> str:
-    """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it)."""
+    """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it), checked for
+    form here: a file that is no checkpoint note (``checkpoint --json`` output, a truncated
+    note, an empty file) is bad input (exit 2) with the reason. Its signature is checked by
+    the command: one that does not verify is a failed check (exit 1)."""
     try:
-        return Path(path).read_bytes().decode()
+        text = Path(path).read_bytes().decode()
     except OSError as exc:
         raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--trusted") from exc
     except UnicodeDecodeError as exc:
         raise click.BadParameter(f"{path}: not UTF-8 text", param_hint="--trusted") from exc
+    if not text.strip():
+        raise click.BadParameter(
+            f"{path}: empty: not a signed checkpoint note", param_hint="--trusted"
+        )
+    try:
+        body, _signatures = split_note(text)
+        Checkpoint.parse(body)
+    except NoteError as exc:
+        hint = (
+            " (it looks like `rtrace checkpoint --json` output: keep what `rtrace checkpoint` "
+            'prints, or the JSON object\'s "note")'
+            if text.lstrip().startswith("{")
+            else ""
+        )
+        raise click.BadParameter(
+            f"{path}: not a signed checkpoint note ({exc}){hint}", param_hint="--trusted"
+        ) from exc
+    return text
 
 
 def _print_report(report: Report, as_json: bool) -> None:
@@ -292,21 +313,24 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--now", is_flag=True, help="Sign a checkpoint of the whole log first.")
     @json_option(
-        "One JSON object: origin, tree_size, root_hash (base64) and the note, read from a note "
-        "whose signature was checked with the published keys. Without it the "
+        "One JSON object: origin, tree_size, root_hash (base64) and the note. Without it the "
         "note text is printed, terminal or not, ready to keep."
     )
     @click.pass_context
     def checkpoint(ctx: click.Context, now: bool, as_json: bool) -> None:
-        """Print the newest signed checkpoint (a C2SP signed note); exit 1 if there is none."""
+        """Print the newest signed checkpoint (a C2SP signed note), once checked: its
+        signature with the keys the log published, its body, and <root>/checkpoint against
+        checkpoints/. Exit 1, printing nothing, if there is none or it does not check out."""
         with open_log(ctx) as log:
-            note = log.checkpoint() if now else log.checkpoints.newest_note()
-            published = log.checkpoints.verifiers()
-        if note is None:
+            if now:
+                log.checkpoint()
+            files = log.checkpoints
+            found = files.newest_checked(files.verifiers())
+        if found is None:
             say("rtrace: no checkpoint yet (use --now to sign one)")
             ctx.exit(EXIT_FAILED)
-        if as_json:  # its fields are read only from a note whose signature checks out
-            body = open_checkpoint(note, published)
+        note, body = found
+        if as_json:
             emit(
                 {
                     "origin": body.origin,
@@ -338,8 +362,19 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Print an inclusion proof of decision ID|SEQ (or a consistency proof) as JSON
-        (RFC 9162 section 2.1.3-2.1.4). Exit 1 when the decision is not found or no signed
-        checkpoint covers it yet; exit 2 for sizes no proof can exist between."""
+        (RFC 9162 section 2.1.3-2.1.4), checked first against the signed checkpoint it is for.
+
+        Exit 1, printing nothing, when the decision is not found, no signed checkpoint covers
+        it (or none was signed at --size), or its bytes do not hash into the signed root;
+        exit 2 for sizes no proof can exist between, or a decision given with --consistency.
+        """
+        from ..attest import checked_proof
+
+        if consistency and (key is not None or size is not None):
+            raise click.UsageError(
+                "--consistency OLD NEW proves two tree sizes consistent: give it without a "
+                "decision id or seq and without --size"
+            )
         with open_log(ctx) as log:
             if consistency:
                 proof = log.consistency(*consistency).to_json()
@@ -347,8 +382,8 @@ def register(cli: click.Group) -> None:
                 raise click.UsageError("give a decision id or seq, or --consistency OLD NEW")
             else:
                 try:
-                    proof = log.prove(key, size).to_json()
-                except ValueError as exc:
+                    proof = checked_proof(log, log.get(key), size).to_json()
+                except UsageError as exc:
                     raise click.BadParameter(str(exc), param_hint="--size") from exc
         if wants_json(as_json):
             emit(proof)
