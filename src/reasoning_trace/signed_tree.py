@@ -48,8 +48,7 @@ class SignedTree:
     ``ProveRecord``/``ProveTree``/``TreeHash`` over a ``HashReader``: the stored hash file).
     A reader's copy (``hashes`` in a private place) answers proofs and never signs.
     ``origin``: as ``origin.log_origin`` decides; a configured one is checked at once
-    (``OriginConflict``), else the origin is decided when first signing.
-    """
+    (``OriginConflict``), else the origin is decided when first signing."""
 
     def __init__(
         self,
@@ -61,9 +60,11 @@ class SignedTree:
         seconds: float = CHECKPOINT_SECONDS,
         hashes: Path | None = None,
         signs: bool = True,
+        on_signed: Callable[[], None] | None = None,
     ) -> None:
         self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
+        self.on_signed = on_signed  # told of each checkpoint signed (the witness client wakes)
         self.root = root
         self.key = key
         self._origin = log_origin(root, origin, key=key) if origin is not None else None
@@ -275,6 +276,8 @@ class SignedTree:
             raise
         self.owed = False
         self._last_signed = time.monotonic()
+        if self.on_signed is not None:
+            self.on_signed()
         return note
 
     def _check_extends(self, latest: Entry, size: int, root: bytes) -> None:
@@ -371,8 +374,7 @@ class SignedTree:
         return ConsistencyProof(old, n, consistency_proof(old, n, self.hashes))
 
     def root_at(self, size: int) -> bytes | None:
-        """The root hash of the tree of the first ``size`` leaves (``None``: the tree holds
-        fewer)."""
+        """The root of the tree of the first ``size`` leaves (``None``: the tree holds fewer)."""
         return tree_hash(size, self.hashes) if 0 <= size <= self.size else None
 
     def checkpoint_now(self, micros: int) -> str:
