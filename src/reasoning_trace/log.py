@@ -574,14 +574,20 @@ class DecisionLog:
                 self._witnesses = []
                 return None
             first, most = self._witness_backoff
-            self._witness_client = WitnessClient(
-                self.root,
-                witnesses,
-                lambda old, new: self.consistency(old, new).proof,
-                first=first,
-                most=most,
-            ).start()
-            return self._witness_client
+            try:
+                client = WitnessClient(
+                    self.root,
+                    witnesses,
+                    lambda old, new: self.consistency(old, new).proof,
+                    first=first,
+                    most=most,
+                )
+            except UsageError as exc:
+                logger.error("reasoning_trace: the log's witnesses are not used: %s", exc)
+                self._witnesses = []
+                return None
+            self._witness_client = client.start()
+            return client
 
     def _sign_for_witnesses(self) -> None:
         """On close, the final checkpoint is signed before the witness client stops, so that

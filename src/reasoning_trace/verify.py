@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import Checkpoints, open_checkpoint
+from .cosignature import CosignerKey
 from .errors import LogRootMissing, NoteError, SignatureError, UnknownKey
 from .layout import Layout, resolve_root
 from .leaf_pass import hash_pass
@@ -36,6 +37,8 @@ from .note import Verifier, as_verifiers
 from .record import parse_utc
 from .report import Finding, Report
 from .tree import EMPTY_ROOT
+from .verify_witnessed import witness_findings
+from .witness_policy import WitnessConfig, check_policy
 
 __all__ = ["STALE_SECONDS", "verify"]
 
@@ -123,6 +126,8 @@ def verify(
     workers: int | None = None,
     trusted: Iterable[str] = (),
     now: float | None = None,
+    witnesses: Iterable[CosignerKey | WitnessConfig] | None = None,
+    quorum: int = 0,
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
@@ -132,9 +137,14 @@ def verify(
     is shorter than one (a rollback) or its tree at that size has another root (a fork).
     ``now`` (Unix seconds, default the clock): unsigned records older than a writer's signing
     schedule by then are a failure, not a fresh tail.
+    ``witnesses`` and ``quorum``: a witness policy (``verify_witnessed``): records and no
+    checkpoint that ``quorum`` of them cosigned fail; a witness's refusal always fails.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     """
+    keys = [w.key if isinstance(w, WitnessConfig) else w for w in witnesses or ()]
+    if witnesses is not None:
+        check_policy(keys, quorum)
     base = resolve_root(root)
     if not base.is_dir():
         raise LogRootMissing(f"no log at {base}: nothing to verify")
@@ -316,6 +326,8 @@ def verify(
             )
         )
     spans.append((good, size))
+    matched = [s.size for s in signed if s.matched]
+    witness_findings(base, verifiers, matched, report, keys, quorum)
 
     # Pass 2: parse and classify from the first suspect record to the end. Every root covers
     # all records before it, so after the first mismatch nothing later can match.

@@ -44,6 +44,7 @@ from .errors import (
     NoteError,
     ReasoningTraceError,
     SignatureError,
+    UsageError,
     WitnessRefused,
     WitnessUnavailable,
 )
@@ -94,6 +95,13 @@ class WitnessClient:
         most: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        try:
+            import httpx  # noqa: F401 -- checked here, not in the background thread
+        except ImportError:
+            raise UsageError(
+                "sending checkpoints to witnesses needs httpx: pip install "
+                "'reasoning-trace[witness]'"
+            ) from None
         self.root = root
         self.witnesses = [w for w in witnesses if w.url is not None]
         self.prove = prove
@@ -126,7 +134,8 @@ class WitnessClient:
         self._wake.set()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:  # a last round after ``close`` asked to stop: the final checkpoint
+            stopping = self._stop.is_set()
             self._wake.clear()
             try:
                 self.sync()
@@ -134,6 +143,8 @@ class WitnessClient:
                 logger.error("reasoning_trace: witnesses: %s", exc)
             except OSError as exc:
                 logger.error("reasoning_trace: witnesses: cannot read the checkpoints: %s", exc)
+            if stopping:
+                return
             now = self.clock()
             waits = [due - now for due in self._due.values()]
             self._wake.wait(max(0.0, min(waits)) if waits else None)
@@ -142,6 +153,7 @@ class WitnessClient:
         """Stop the background thread, after at most ``drain`` seconds for a round in flight
         (a witness that hangs never holds up the log's close for longer)."""
         thread = self._thread
+        self._due.clear()
         self._stop.set()
         self._wake.set()
         if thread is not None:
@@ -166,8 +178,6 @@ class WitnessClient:
             cursor = self._read_cursor()
             outcomes = []
             for witness in self.witnesses:
-                if self._stop.is_set() and not force and self._thread is not None:
-                    break
                 outcomes.append(self._one(witness, latest, cursor, force=force))
             self._write_cursor(cursor)
             return outcomes

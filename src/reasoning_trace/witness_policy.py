@@ -33,8 +33,10 @@ from .note import Verifier
 
 __all__ = [
     "WitnessConfig",
+    "check_policy",
     "check_quorum",
     "check_url",
+    "fetch_cosigned",
     "parse_witnesses",
     "read_witnesses",
 ]
@@ -145,3 +147,34 @@ def check_quorum(
             f"cosignature(s) of the {quorum} required (cosigned by: {have}; not by: {missing})"
         )
     return checkpoint, found
+
+
+def fetch_cosigned(url: str, origin: str, *, timeout: float = 10.0) -> str:
+    """The newest checkpoint a witness cosigned for the log ``origin``, read from its
+    monitoring endpoint: ``url`` itself when it ends in ``/checkpoint``, else
+    ``<url>/<sha256(origin) hex>/checkpoint`` (as our witness and aics-witness serve it).
+    ``UsageError`` when it cannot be read (the message says why), so a kept checkpoint that
+    was asked for never silently goes missing."""
+    try:
+        import httpx
+    except ImportError:
+        raise UsageError(
+            "reading a witness's checkpoint needs httpx: pip install 'reasoning-trace[witness]'"
+        ) from None
+
+    from .tlog_witness import origin_hash
+
+    base = check_url(url)
+    full = base if base.endswith("/checkpoint") else f"{base}/{origin_hash(origin)}/checkpoint"
+    try:
+        answer = httpx.get(full, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise UsageError(f"cannot read the witness's checkpoint at {full}: {exc}") from exc
+    if answer.status_code == 404:
+        raise UsageError(f"the witness at {base} has cosigned nothing of {origin!r} ({full})")
+    if answer.status_code != 200:
+        raise UsageError(f"the witness at {full} answered {answer.status_code}")
+    try:
+        return answer.content.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"the witness at {full} answered with no text") from None

@@ -20,6 +20,7 @@ from ..note import Verifier
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
+from .witness import policy_options, read_policy
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -81,18 +82,38 @@ def _key_of_line(line: str) -> str:
 
 
 def trusted_option(fails_when: str) -> Callable[[F], F]:
-    """``--trusted NOTE`` (repeatable): checkpoints the auditor kept from before."""
+    """``--trusted NOTE|URL`` (repeatable): checkpoints the auditor kept from before, or the
+    monitoring URL of a witness (its newest cosigned checkpoint of the log)."""
     return click.option(
         "--trusted",
         "trusted_files",
         multiple=True,
         type=click.Path(dir_okay=False),
-        help=f"A checkpoint note you kept from before (repeatable): fail if {fails_when}.",
+        metavar="NOTE|URL",
+        help="A checkpoint note you kept from before, or a witness's URL (the newest "
+        f"checkpoint it cosigned of this log) (repeatable): fail if {fails_when}.",
     )
 
 
-def read_note(path: str) -> str:
-    """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it)."""
+def read_note(path: str, origin: Callable[[], str | None] | None = None) -> str:
+    """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it), or, for an
+    ``http(s)://`` URL, the newest checkpoint the witness there cosigned of the log whose
+    origin ``origin()`` gives (``witness_policy.fetch_cosigned``)."""
+    if path.startswith(("http://", "https://")):
+        from ..errors import UsageError
+        from ..witness_policy import fetch_cosigned
+
+        name = origin() if origin is not None else None
+        if name is None and not path.rstrip("/").endswith("/checkpoint"):
+            raise click.BadParameter(
+                f"{path}: the log's origin is unknown (no checkpoint yet); give the full "
+                "monitoring URL, .../<sha256 of the origin>/checkpoint",
+                param_hint="--trusted",
+            )
+        try:
+            return fetch_cosigned(path, name or "")
+        except UsageError as exc:
+            raise click.BadParameter(str(exc), param_hint="--trusted") from exc
     try:
         return Path(path).read_bytes().decode()
     except OSError as exc:
@@ -128,10 +149,19 @@ def _print_report(report: Report, as_json: bool) -> None:
     console.print(
         f"{verdict}: {report.records} records ({report.bytes:,} bytes); "
         f"{report.checkpoints} signed checkpoints match; signed through seq "
-        f"{report.signed_size - 1 if report.signed_size else '-'}",
+        f"{report.signed_size - 1 if report.signed_size else '-'}"
+        + (f"; witnessed through seq {report.witnessed_size - 1}" if report.witnessed_size else ""),
         soft_wrap=True,
         highlight=False,
     )
+
+
+def _origin(root: str | None) -> str | None:
+    """The origin the log at ``root`` signs as, from its own files (nothing written)."""
+    from ..checkpoint import Checkpoints
+    from ..layout import resolve_root
+
+    return Checkpoints(resolve_root(root)).origin()
 
 
 def _fleet_nodes(ctx: click.Context) -> list[str]:
@@ -167,10 +197,13 @@ def register(cli: click.Group) -> None:
         "--witness",
         metavar="nats://HOST:PORT",
         hidden=True,
-        help="The old name of --replica (deprecated).",
+        help="The old name of --replica (deprecated; refused unless a nats:// URL).",
     )
     @trusted_option(
         "the log is shorter than it or not consistent with it (a rollback or a rewrite)"
+    )
+    @policy_options(
+        "require --quorum of them to have cosigned a checkpoint that matches the records"
     )
     @click.option(
         "--trust-stream-keys",
@@ -193,6 +226,8 @@ def register(cli: click.Group) -> None:
         replica: str | None,
         witness: str | None,
         trusted_files: tuple[str, ...],
+        witnesses_file: str | None,
+        quorum: int | None,
         trust_stream_keys: bool,
         allow_open_server: bool,
         as_json: bool,
@@ -209,8 +244,17 @@ def register(cli: click.Group) -> None:
         as_json = wants_json(as_json)
         root = ctx.obj["root"]
         keys = vkeys(vkey)
-        trusted = [read_note(path) for path in trusted_files]
+        witnesses, k = read_policy(witnesses_file, quorum)
         source, stream = ctx.obj.get("source"), ctx.obj["stream"]
+        if witness is not None and not witness.startswith("nats://"):
+            raise click.UsageError(
+                "--witness is the old name of --replica (a nats:// URL: compare this log with "
+                "its replica); a witness is now a cosigner: give --witnesses FILE --quorum K, "
+                "and --trusted URL for the newest checkpoint a witness cosigned"
+            )
+        if witnesses is not None and (source is not None or replica or witness):
+            raise click.UsageError("--witnesses checks a local log; not with --source or --replica")
+        trusted = [read_note(path, lambda: _origin(root)) for path in trusted_files]
         if witness is not None:
             click.echo(
                 "rtrace: --witness is deprecated; say --replica (it compares this log with its "
@@ -282,7 +326,14 @@ def register(cli: click.Group) -> None:
             ctx.exit(0 if report.ok else 1)
         report = with_progress(
             "verifying",
-            lambda progress: verify(root, keys, progress=progress, trusted=trusted),
+            lambda progress: verify(
+                root,
+                keys,
+                progress=progress,
+                trusted=trusted,
+                witnesses=witnesses,
+                quorum=k,
+            ),
             in_bytes=True,
             show=not as_json,
         )
