@@ -59,8 +59,7 @@ class Running:
 
     def stop(self) -> None:
         """Stop serving and let go of its folder."""
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.witness.close()
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .checkpoint import Checkpoints, open_checkpoint
-from .cosignature import CosignerKey, cosignatures
+from .cosignature import CosignerKey, cosignatures, parse_signature_lines, with_cosignatures
 from .cosigned import Cosigned
 from .errors import NoteError, SignatureError
 from .note import Verifier
@@ -57,7 +57,21 @@ def witness_findings(
     for entry in Checkpoints(base).entries_and_errors():
         if isinstance(entry, NoteError) or entry.size not in sizes or entry.size <= witnessed:
             continue
-        note = cosigned.cosigned_note(entry.note, entry.size, entry.root)
+        lines = []
+        for line in cosigned.lines_for(entry.size, entry.root):
+            try:
+                parse_signature_lines(line)
+            except NoteError as exc:
+                report.add(
+                    Finding(
+                        "bad_cosignature",
+                        f"a kept cosignature of the checkpoint of {entry.size} records: {exc}",
+                        str(cosigned.path),
+                    )
+                )
+                continue
+            lines.append(line)
+        note = with_cosignatures(entry.note, lines)
         try:
             open_checkpoint(entry.note, verifiers)
             good = cosignatures(note, witnesses)

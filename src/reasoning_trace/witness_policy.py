@@ -91,7 +91,10 @@ def parse_witnesses(text: str, where: str = "witnesses") -> list[WitnessConfig]:
             key = CosignerKey.parse(fields[0])
         except NoteError as exc:
             raise UsageError(f"{where} line {n}: {exc}") from None
-        url = check_url(fields[1]) if len(fields) == 2 else None
+        try:
+            url = check_url(fields[1]) if len(fields) == 2 else None
+        except UsageError as exc:
+            raise UsageError(f"{where} line {n}: {exc}") from None
         if any(w.key.name == key.name or w.key.public == key.public for w in found):
             raise UsageError(f"{where} line {n}: witness {key.name} is named twice")
         found.append(WitnessConfig(key, url))

@@ -19,8 +19,10 @@ interop.py`` (driven by aics-tlog's checks and aics-witness's expectations).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -39,6 +41,16 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "rtrace-witness"
     sys_version = ""
     server: WitnessServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("witness http: " + format, *args)
@@ -104,6 +116,8 @@ class WitnessServer(ThreadingHTTPServer):
 
     def __init__(self, witness: Witness, host: str, port: int, *, timeout: float = 10.0) -> None:
         self.witness = witness
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()  # open keep-alive connections
         _Handler.timeout = timeout
         super().__init__((host, port), _Handler)
 
@@ -119,6 +133,17 @@ class WitnessServer(ThreadingHTTPServer):
         """Serve in a background thread (for embedding and tests); ``shutdown`` stops it."""
         threading.Thread(target=self.serve_forever, name="rtrace-witness", daemon=True).start()
         return self
+
+
+    def stop(self) -> None:
+        """Stop serving: no new connection, and the open keep-alive ones are cut (a witness
+        that stops answers nobody)."""
+        self.shutdown()
+        self.server_close()
+        with self.lock:
+            for connection in self.connections:
+                with contextlib.suppress(OSError):  # already closed by its client
+                    connection.shutdown(socket.SHUT_RDWR)
 
 
 def serve_witness(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> WitnessServer:
