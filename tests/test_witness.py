@@ -88,7 +88,9 @@ def test_cosignature_is_the_standard_message_and_key_id() -> None:
 # --- our witness, by the standard ---------------------------------------------------------
 
 
-def test_witness_answers_as_the_standard_says(root: Path, tmp_path: Path, signing_key: Path) -> None:
+def test_witness_answers_as_the_standard_says(
+    root: Path, tmp_path: Path, signing_key: Path
+) -> None:
     """404 unknown log, 400 malformed or old > size, 403 a bad signature, 409 with the size
     it holds, 422 a bad proof, 409 another root at its size; evidence kept; 200 cosigns."""
     vkey = new_log(root)
@@ -215,7 +217,10 @@ def test_record_never_waits_for_a_hung_witness(root: Path, tmp_path: Path) -> No
     url = f"http://127.0.0.1:{hole.getsockname()[1]}"
     try:
         log = DecisionLog(
-            str(root), sync="never", checkpoint_every=10, witnesses=[f"{key} {url}"],
+            str(root),
+            sync="never",
+            checkpoint_every=10,
+            witnesses=[f"{key} {url}"],
             witness_drain=0.5,
         )
         slowest = 0.0
@@ -248,8 +253,12 @@ def test_a_witness_offline_for_an_hour_catches_up(root: Path, tmp_path: Path) ->
     with our_witness(state, "witness.test/w", port) as w:
         w.witness.add_log(vkey)
         log = DecisionLog(
-            str(root), sync="never", checkpoint_every=50, clock=clock,
-            witnesses=[w.line()], witness_backoff=(3600.0, 3600.0),
+            str(root),
+            sync="never",
+            checkpoint_every=50,
+            clock=clock,
+            witnesses=[w.line()],
+            witness_backoff=(3600.0, 3600.0),
         )
         fill(log, 50)
         wait_for(lambda: cosigned_newest(root, w.key.name), "the first cosignature")
@@ -283,7 +292,10 @@ def test_a_witness_killed_mid_request_keeps_its_word(root: Path, tmp_path: Path)
     try:
         wait_for(lambda: _healthy(url), "the witness to listen")
         log = DecisionLog(
-            str(root), sync="never", checkpoint_every=10, witnesses=[f"{key} {url}"],
+            str(root),
+            sync="never",
+            checkpoint_every=10,
+            witnesses=[f"{key} {url}"],
             witness_backoff=(0.05, 0.2),
         )
         fill(log, 10)
@@ -313,6 +325,7 @@ def test_a_witness_killed_mid_request_keeps_its_word(root: Path, tmp_path: Path)
 
 
 def _healthy(url: str) -> bool:
+    """Whether the witness at ``url`` answers /healthz."""
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -354,7 +367,10 @@ def test_a_fork_is_refused_and_a_rollback_fails_against_the_witness(
         assert verify(copy).ok  # a rolled-back log is consistent with itself
         done = subprocess.run(
             [*rtrace_command(), "--dir", str(copy), "verify", "--trusted", w.url],
-            capture_output=True, text=True, env=env(), timeout=120,
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=120,
         )
     assert done.returncode == 1, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
@@ -390,7 +406,10 @@ def test_witness_commands_and_verify_options(root: Path, tmp_path: Path) -> None
         pushed = rtrace("--dir", str(root), "witness", "push")
         assert pushed.returncode == 0, pushed.stderr
         assert json.loads(pushed.stdout) == {
-            "witness": "witness.test/cli", "state": "cosigned", "size": 7, "message": ""
+            "witness": "witness.test/cli",
+            "state": "cosigned",
+            "size": 7,
+            "message": "",
         }
     policy = tmp_path / "policy"
     policy.write_text(f"{key}\n")

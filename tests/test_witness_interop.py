@@ -55,14 +55,24 @@ def aics() -> Path:
     if interpreter is None:
         pytest.skip("aics-witness and aics-tlog need Python >= 3.12, and none is installed")
     bin_dir = VENV / "bin"
-    ready = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import aics_tlog, aics_witness"], capture_output=True
-    ) if (bin_dir / "python").exists() else None
+    ready = (
+        subprocess.run(
+            [str(bin_dir / "python"), "-c", "import aics_tlog, aics_witness"], capture_output=True
+        )
+        if (bin_dir / "python").exists()
+        else None
+    )
     if ready is None or ready.returncode != 0:
         subprocess.run([interpreter, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run(
-            [str(bin_dir / "pip"), "install", "-q", "--disable-pip-version-check",
-             "aics-witness", "aics-tlog"],
+            [
+                str(bin_dir / "pip"),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "aics-witness",
+                "aics-tlog",
+            ],
             check=True,
             timeout=900,
         )
@@ -94,6 +104,7 @@ class AicsWitness:
         self.process: subprocess.Popen[bytes] | None = None
 
     def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``aics-witness COMMAND --config FILE ARGS``, which must succeed."""
         done = subprocess.run(
             [str(self.aics / "aics-witness"), args[0], "--config", str(self.config), *args[1:]],
             capture_output=True,
@@ -243,7 +254,10 @@ def test_aics_witness_refuses_a_fork_and_a_rollback(
 
     checked = subprocess.run(
         [*_rtrace(), "--dir", str(rolled), "verify", "--trusted", aics_witness.url],
-        capture_output=True, text=True, env=env(), timeout=120,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
     )
     assert checked.returncode == 1, checked.stderr
     kinds = {json.loads(line).get("kind") for line in checked.stdout.splitlines()}
@@ -256,6 +270,7 @@ def test_aics_witness_refuses_a_fork_and_a_rollback(
 
 
 def _rtrace() -> list[str]:
+    """The ``rtrace`` command."""
     from .terminal import rtrace_command
 
     return rtrace_command()
@@ -306,7 +321,12 @@ def test_aics_clients_drive_our_witness(root: Path, tmp_path: Path, aics: Path) 
     tampered = body.replace("\n15\n", "\n16\n") + "\n\n" + sigs
     refused = aics_run(
         aics,
-        {"op": "verify", "note": tampered, "log_vkey": vkey, "witness_vkeys": [str(w.key)],
-         "quorum": 1},
+        {
+            "op": "verify",
+            "note": tampered,
+            "log_vkey": vkey,
+            "witness_vkeys": [str(w.key)],
+            "quorum": 1,
+        },
     )
     assert refused["ok"] is False

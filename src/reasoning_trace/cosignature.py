@@ -18,7 +18,7 @@ key)>``; its signer key (our witness's key file) ``PRIVATE+KEY+<name>+<8 hex id>
 A cosigned note is the log's signed note with the cosignature lines added after its own
 signature: a verifier that knows only the log's key ignores them (signed-note: unknown keys
 are ignored), so Go's ``note.Open`` keeps accepting the note.
-Tests: ``tests/test_cosignature.py`` (and ``tests/test_witness_interop.py``: aics-tlog and
+Tests: ``tests/test_witness.py`` (and ``tests/test_witness_interop.py``: aics-tlog and
 aics-witness agree).
 """
 

@@ -13,8 +13,8 @@ Routes, with the submission and monitoring prefix both the server's root::
 A body needs a ``Content-Length`` of at most 256 KiB (411 and 413 otherwise); a request
 must arrive within ``timeout`` seconds; keep-alive is supported (HTTP/1.1), as the standard
 recommends. No client address is logged.
-Tests: ``tests/test_witness.py`` (a real server on a loopback port), ``tests/test_witness_
-interop.py`` (driven by aics-tlog's checks and aics-witness's expectations).
+Tests: ``tests/test_witness.py`` (a real server on a loopback port) and
+``tests/test_witness_interop.py`` (driven by aics-witness's own client, checked by aics-tlog).
 """
 
 from __future__ import annotations
@@ -133,7 +133,6 @@ class WitnessServer(ThreadingHTTPServer):
         """Serve in a background thread (for embedding and tests); ``shutdown`` stops it."""
         threading.Thread(target=self.serve_forever, name="rtrace-witness", daemon=True).start()
         return self
-
 
     def stop(self) -> None:
         """Stop serving: no new connection, and the open keep-alive ones are cut (a witness

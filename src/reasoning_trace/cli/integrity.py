@@ -20,7 +20,7 @@ from ..note import Verifier
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
-from .witness import policy_options, read_policy
+from .witness import fetch_trusted, policy_options, read_policy
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -100,20 +100,7 @@ def read_note(path: str, origin: Callable[[], str | None] | None = None) -> str:
     ``http(s)://`` URL, the newest checkpoint the witness there cosigned of the log whose
     origin ``origin()`` gives (``witness_policy.fetch_cosigned``)."""
     if path.startswith(("http://", "https://")):
-        from ..errors import UsageError
-        from ..witness_policy import fetch_cosigned
-
-        name = origin() if origin is not None else None
-        if name is None and not path.rstrip("/").endswith("/checkpoint"):
-            raise click.BadParameter(
-                f"{path}: the log's origin is unknown (no checkpoint yet); give the full "
-                "monitoring URL, .../<sha256 of the origin>/checkpoint",
-                param_hint="--trusted",
-            )
-        try:
-            return fetch_cosigned(path, name or "")
-        except UsageError as exc:
-            raise click.BadParameter(str(exc), param_hint="--trusted") from exc
+        return fetch_trusted(path, origin)
     try:
         return Path(path).read_bytes().decode()
     except OSError as exc:

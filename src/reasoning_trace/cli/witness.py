@@ -16,7 +16,7 @@ import click
 from ..errors import UsageError
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 
-__all__ = ["policy_options", "read_policy", "register"]
+__all__ = ["fetch_trusted", "policy_options", "read_policy", "register"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +62,25 @@ def read_policy(witnesses_file: str | None, quorum: int | None) -> tuple[list[An
     return witnesses, k
 
 
+def fetch_trusted(url: str, origin: Callable[[], str | None] | None) -> str:
+    """``--trusted URL``: the newest checkpoint the witness at ``url`` cosigned of the log
+    whose origin ``origin()`` gives (``witness_policy.fetch_cosigned``); bad input (exit 2)
+    when it cannot be read."""
+    from ..witness_policy import fetch_cosigned
+
+    name = origin() if origin is not None else None
+    if name is None and not url.rstrip("/").endswith("/checkpoint"):
+        raise click.BadParameter(
+            f"{url}: the log's origin is unknown (no checkpoint yet); give the full "
+            "monitoring URL, .../<sha256 of the origin>/checkpoint",
+            param_hint="--trusted",
+        )
+    try:
+        return fetch_cosigned(url, name or "")
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted") from exc
+
+
 def register(cli: click.Group) -> None:
     """Add the ``witness`` group to ``rtrace``."""
 
@@ -101,21 +120,32 @@ def register(cli: click.Group) -> None:
     @witness.command("add-log")
     @state_option
     @click.argument("vkey")
-    @json_option("The log trusted, as JSON (the default when piped).")
+    @json_option("Each log trusted, as JSON (the default when piped).")
     def add_log_cmd(state: str, vkey: str, as_json: bool) -> None:
-        """Trust a log: its verifier key VKEY (rtrace keys show); its origin is the key's
-        name. A running witness takes it at once."""
+        """Trust a log: its verifier key VKEY (rtrace keys show), or a file of them (its
+        checkpoints/vkey); a log's origin is its key's name. A running witness takes it at
+        once."""
+        from pathlib import Path
+
         from ..errors import NoteError
         from ..witness import Witness
 
-        try:
-            key = Witness(state).add_log(vkey)
-        except NoteError as exc:
-            raise click.BadParameter(str(exc), param_hint="VKEY") from exc
-        if wants_json(as_json):
-            emit({"origin": key.name, "vkey": str(key)})
-        else:
-            click.echo(f"trusting the log {key.name} ({key})")
+        texts = [vkey]
+        if "+" not in vkey or Path(vkey).is_file():
+            try:
+                texts = [t for t in Path(vkey).read_text().splitlines() if t.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise click.BadParameter(f"{vkey}: {exc}", param_hint="VKEY") from exc
+        witness = Witness(state)
+        for text in texts:
+            try:
+                key = witness.add_log(text)
+            except NoteError as exc:
+                raise click.BadParameter(str(exc), param_hint="VKEY") from exc
+            if wants_json(as_json):
+                emit({"origin": key.name, "vkey": str(key)})
+            else:
+                click.echo(f"trusting the log {key.name} ({key})")
 
     @witness.command("serve")
     @state_option
