@@ -452,3 +452,25 @@ def test_witnesses_file_lines_are_checked() -> None:
         with pytest.raises(UsageError, match="line"):
             parse_witnesses(text)
     assert cosignatures("o\n1\n" + "A" * 43 + "=\n\n\u2014 o AAAAAAAA\n", [key]) == []
+
+
+def test_the_api_serves_the_witnessed_checkpoint(root: Path, tmp_path: Path) -> None:
+    """``GET /v1/checkpoint/witnessed`` serves the newest checkpoint the log's witnesses
+    cosigned, which a client checks with its own policy; a quorum they cannot meet is 400."""
+    pytest.importorskip("uvicorn")
+    from .test_server import READ, auth, serving
+
+    vkey = new_log(root)
+    with our_witness(tmp_path / "w", "witness.test/w") as w:
+        w.witness.add_log(vkey)
+        (root / "witnesses").write_text(w.line() + "\n")
+        with DecisionLog(str(root), sync="never", checkpoint_every=0) as log:
+            fill(log, 12)
+        wait_for(lambda: cosigned_newest(root, w.key.name), "the cosignature")
+    with serving(root) as (url, _):
+        got = httpx.get(f"{url}/v1/checkpoint/witnessed", headers=auth(READ), timeout=10)
+        assert got.status_code == 200, got.text
+        checkpoint, _found = check_quorum(got.text, [Verifier.parse(vkey)], [w.key], 1)
+        assert checkpoint.size == 12
+        two = httpx.get(f"{url}/v1/checkpoint/witnessed?quorum=2", headers=auth(READ), timeout=10)
+        assert two.status_code == 400 and "quorum" in two.text

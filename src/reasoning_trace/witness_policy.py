@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .cosignature import Cosignature, CosignerKey, cosignatures
-from .errors import NoteError, QuorumError, UsageError
+from .errors import NoteError, QuorumError, SignatureError, UsageError
 from .note import Verifier
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "check_quorum",
     "check_url",
     "fetch_cosigned",
+    "newest_witnessed",
     "parse_witnesses",
     "read_witnesses",
 ]
@@ -181,3 +182,24 @@ def fetch_cosigned(url: str, origin: str, *, timeout: float = 10.0) -> str:
         return answer.content.decode()
     except UnicodeDecodeError:
         raise UsageError(f"the witness at {full} answered with no text") from None
+
+
+def newest_witnessed(
+    root: Path, log_keys: Sequence[Verifier], witnesses: Sequence[CosignerKey], quorum: int
+) -> str | None:
+    """The newest checkpoint of the log at ``root`` that ``quorum`` of ``witnesses`` cosigned,
+    as its note with every cosignature kept for it (``cosigned``), or ``None``; checked
+    with ``check_quorum`` (the log's keys ``log_keys``)."""
+    from .checkpoint import Checkpoints
+    from .cosigned import Cosigned
+
+    check_policy(witnesses, quorum)
+    kept = Cosigned(root)
+    for entry in reversed(list(Checkpoints(root).entries())):
+        note = kept.cosigned_note(entry.note, entry.size, entry.root)
+        try:
+            check_quorum(note, log_keys, witnesses, quorum)
+        except (QuorumError, SignatureError, NoteError):
+            continue
+        return note
+    return None
