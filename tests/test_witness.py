@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 import reasoning_trace
-from reasoning_trace import DecisionLog, verify
+from reasoning_trace import DecisionLog
 from reasoning_trace.checkpoint import Checkpoint, Checkpoints
 from reasoning_trace.cosignature import Cosigner, CosignerKey, cosignatures
 from reasoning_trace.cosigned import Cosigned
@@ -30,6 +30,7 @@ from reasoning_trace.errors import QuorumError, SignatureError, UsageError
 from reasoning_trace.keys import init_key
 from reasoning_trace.note import Signer, Verifier, sign_note
 from reasoning_trace.tlog_witness import SIZE_TYPE, format_add_checkpoint, origin_hash
+from reasoning_trace.verify import verify
 from reasoning_trace.witness import Witness
 from reasoning_trace.witness_policy import check_quorum, fetch_cosigned, parse_witnesses
 

@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reasoning_trace import DecisionLog, verify
+from reasoning_trace import DecisionLog
 from reasoning_trace.checkpoint import Checkpoints
 from reasoning_trace.cosignature import CosignerKey
 from reasoning_trace.cosigned import Cosigned
+from reasoning_trace.verify import verify
 
 from .test_interop import go_check, go_verifier, needs_go
 from .test_witness import env, fill, new_log

@@ -26,6 +26,7 @@ Tests: ``tests/test_witness.py``, ``tests/test_witness_interop.py``.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import threading
@@ -95,13 +96,11 @@ class WitnessClient:
         most: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        try:
-            import httpx  # noqa: F401 -- checked here, not in the background thread
-        except ImportError:
+        if importlib.util.find_spec("httpx") is None:  # imported by the thread, not here
             raise UsageError(
                 "sending checkpoints to witnesses needs httpx: pip install "
                 "'reasoning-trace[witness]'"
-            ) from None
+            )
         self.root = root
         self.witnesses = [w for w in witnesses if w.url is not None]
         self.prove = prove
