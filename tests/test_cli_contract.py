@@ -15,6 +15,7 @@ import pytest
 
 from reasoning_trace import DecisionLog
 from reasoning_trace.cli import cli
+from reasoning_trace.witness import Witness
 
 from .terminal import on_a_terminal, rtrace_command
 
@@ -37,10 +38,14 @@ WALK: dict[str, tuple[tuple[str, ...], str]] = {
     "adopt": ((), "jsonl"),
     "doctor": ((), "jsonl"),
     "demo": (("-n", "3", "--seed", "1"), "jsonl"),
+    "witness init": (("--state", "{tmp}/witness-{n}", "--name", "witness.test/walk"), "jsonl"),
+    "witness add-log": (("--state", "{tmp}/witness", "{tmp}/log/checkpoints/vkey"), "jsonl"),
 }
 # Long-running commands, walked by their own tests: ``serve`` (tests/test_server.py) and
 # ``replicate`` (``test_replicate_prints_its_summary_as_json`` below, with a NATS server).
-LONG_RUNNING = {"serve", "replicate"}
+LONG_RUNNING = {"serve", "replicate", "witness serve"}
+# ``witness push`` needs a running witness: walked piped by tests/test_witness.py.
+NEEDS_A_WITNESS = {"witness push"}
 
 
 def leaf_commands(group: click.Group, prefix: str = "") -> list[str]:
@@ -58,7 +63,9 @@ def leaf_commands(group: click.Group, prefix: str = "") -> list[str]:
 
 @pytest.fixture
 def walked(root: Path, tmp_path: Path) -> Path:
-    """A signed log of six decisions and an audit bundle of it at ``tmp_path/bundle``."""
+    """A signed log of six decisions, an audit bundle of it at ``tmp_path/bundle`` and a
+    witness at ``tmp_path/witness``."""
+    Witness.init(tmp_path / "witness", "witness.test/walk")
     with DecisionLog(str(root)) as log:
         for i in range(6):
             log.record("gate", i % 3 != 0, {"safety": {"passed": i % 3 != 0}}, {"i": i})
@@ -87,7 +94,7 @@ def arguments(command: str, tmp_path: Path, n: int) -> list[str]:
 
 def test_every_command_is_walked() -> None:
     """Every command (and sub-command) of ``rtrace`` has a row in the walk."""
-    assert set(leaf_commands(cli)) == set(WALK) | LONG_RUNNING
+    assert set(leaf_commands(cli)) == set(WALK) | LONG_RUNNING | NEEDS_A_WITNESS
 
 
 @pytest.mark.parametrize("command", sorted(WALK))
@@ -134,7 +141,7 @@ def test_json_on_a_terminal(command: str, walked: Path, tmp_path: Path) -> None:
     assert rows and all(isinstance(row, dict) for row in rows)
 
 
-@pytest.mark.parametrize("command", sorted(set(WALK) | LONG_RUNNING))
+@pytest.mark.parametrize("command", sorted(set(WALK) | LONG_RUNNING | NEEDS_A_WITNESS))
 def test_bad_usage_exits_2_without_a_traceback(command: str, walked: Path) -> None:
     """An unknown option is bad usage: exit 2, the reason on stderr, nothing on stdout."""
     done = piped(walked, *command.split(), "--no-such-option")
@@ -143,7 +150,7 @@ def test_bad_usage_exits_2_without_a_traceback(command: str, walked: Path) -> No
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize("command", sorted(set(WALK) | LONG_RUNNING))
+@pytest.mark.parametrize("command", sorted(set(WALK) | LONG_RUNNING | NEEDS_A_WITNESS))
 def test_global_options_after_the_command_name(command: str, walked: Path) -> None:
     """``--dir`` is accepted after the command name as before it, and two different
     ``--dir`` values are refused rather than one silently winning."""

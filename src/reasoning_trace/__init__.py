@@ -23,6 +23,7 @@ from .errors import (
     OriginConflict,
     ProofError,
     QueryError,
+    QuorumError,
     ReasoningTraceError,
     RecordError,
     RecordTooLarge,
@@ -37,6 +38,8 @@ from .errors import (
     UnknownKey,
     UnreconciledLog,
     UsageError,
+    WitnessRefused,
+    WitnessUnavailable,
 )
 from .events import bus, decision_summary, set_consent_gate
 from .files import FileStore
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
     from .report import Finding, Report
     from .verify import verify
     from .verify_replica import compare_with_replica, verify_node
+    from .witness import Witness
+    from .witness_policy import WitnessConfig, check_quorum
 
 # Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
 # processes that record decisions never need them.
@@ -76,6 +81,9 @@ _LAZY = {
     "JetStreamStore": "jetstream_store",
     "Replicator": "replicate",
     "replicate": "replicate",
+    "Witness": "witness",
+    "WitnessConfig": "witness_policy",
+    "check_quorum": "witness_policy",
 }
 
 
@@ -112,6 +120,7 @@ __all__ = [
     "OriginConflict",
     "ProofError",
     "QueryError",
+    "QuorumError",
     "ReasoningTraceError",
     "RecordError",
     "RecordTooLarge",
@@ -129,8 +138,13 @@ __all__ = [
     "UnknownKey",
     "UnreconciledLog",
     "UsageError",
+    "Witness",
+    "WitnessConfig",
+    "WitnessRefused",
+    "WitnessUnavailable",
     "__version__",
     "bus",
+    "check_quorum",
     "compare_with_replica",
     "counters",
     "decision_summary",

@@ -4,7 +4,8 @@ A bundle is a folder::
 
     records.jsonl    the records' lines, exactly as stored
     proofs.jsonl     one inclusion proof per record, same order (SPEC 4 JSON form)
-    checkpoint       the signed checkpoint every proof is for
+    checkpoint       the signed checkpoint every proof is for, with the witness cosignatures
+                     the log received for it (C2SP tlog-cosignature)
     vkey             the verifier keys the log published
 
 ``verify_bundle`` checks it with nothing but those files (and, better, the auditor's own copy
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .checkpoint import Checkpoint, open_checkpoint
+from .cosignature import CosignerKey
+from .cosigned import Cosigned
 from .errors import BundleError, NoteError, NotFound, ProofError
 from .log import DecisionLog
 from .note import Verifier
@@ -29,6 +32,7 @@ from .proof_check import verify_inclusion_proof
 from .query import Filter
 from .signed_tree import SignedTree
 from .tree import leaf_hash
+from .witness_policy import WitnessConfig, check_quorum
 
 __all__ = ["Exported", "export_bundle", "verify_bundle"]
 
@@ -100,7 +104,8 @@ def export_bundle(
         body.pop("checkpoint")  # the one checkpoint is in its own file
         bodies.append(json.dumps(body, sort_keys=True) + "\n")
     (out / "proofs.jsonl").write_text("".join(bodies))
-    (out / "checkpoint").write_text(latest.note)
+    note = Cosigned(log.root).cosigned_note(latest.note, latest.size, latest.root)
+    (out / "checkpoint").write_text(note)
     (out / "vkey").write_text("".join(f"{k}\n" for k in keys))
     return Exported(len(signed), checkpoint, len(records) - len(signed))
 
@@ -130,6 +135,8 @@ def verify_bundle(
     vkey: Iterable[str | Verifier] | None = None,
     *,
     trusted: Iterable[str] = (),
+    witnesses: Iterable[CosignerKey | WitnessConfig] | None = None,
+    quorum: int = 0,
 ) -> tuple[int, Checkpoint]:
     """Check every record of a bundle against its checkpoint; return (count, checkpoint).
 
@@ -137,6 +144,8 @@ def verify_bundle(
     trust. ``trusted``: checkpoint notes the auditor kept; the bundle's checkpoint must not be
     smaller than one of them, nor have another root at its size (a proof of consistency is not
     in the bundle, so a kept checkpoint of another size is only compared by size).
+    ``witnesses`` and ``quorum``: a witness policy; the checkpoint must carry ``quorum``
+    valid cosignatures by them (``witness_policy.check_quorum``: ``QuorumError``).
     Each line of ``records.jsonl`` is the record's bytes exactly (split at ``\\n`` only), and
     each record is listed once. Raises ``BundleError`` for a bundle that is empty or malformed
     or repeats a seq (naming the file and line), ``ProofError`` naming the record that fails
@@ -165,6 +174,8 @@ def verify_bundle(
     if len(lines) != len(proofs):
         raise BundleError(f"records.jsonl has {len(lines)} lines but proofs.jsonl {len(proofs)}")
     checkpoint = open_checkpoint(note, keys)
+    if witnesses is not None:
+        check_quorum(note.decode(), keys, witnesses, quorum)
     for n, kept in enumerate(trusted, 1):
         old = open_checkpoint(kept, keys)
         if old.size > checkpoint.size:

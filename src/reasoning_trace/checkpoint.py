@@ -36,6 +36,7 @@ __all__ = [
     "Checkpoint",
     "Checkpoints",
     "Entry",
+    "append_whole",
     "open_checkpoint",
 ]
 
@@ -290,7 +291,7 @@ class Checkpoints:
         if any(str(v) == str(verifier) for v in self.verifiers()):
             return
         self.dir.mkdir(exist_ok=True)
-        _append_whole(self.vkey, f"{verifier}\n".encode())
+        append_whole(self.vkey, f"{verifier}\n".encode())
 
     def repair(self) -> None:
         """Mend each checkpoint file a crash left without its final newline (writer only)."""
@@ -316,7 +317,7 @@ class Checkpoints:
                     qpath,
                 )
             else:
-                _append_whole(path, b"\n")
+                append_whole(path, b"\n")
                 incr("newlines_restored")
                 logger.warning(
                     "reasoning_trace: restored the newline of the last checkpoint in %s", path
@@ -342,7 +343,7 @@ class Checkpoints:
         path = self.layout.checkpoint_file(when[:10])
         if path.exists() and path.stat().st_size and not _ends_with_newline(path):
             self.repair()  # another writer crashed mid-line: never weld onto its bytes
-        _append_whole(path, line + b"\n")
+        append_whole(path, line + b"\n")
         self.write_newest(note)
 
     def write_newest(self, note: str) -> None:
@@ -368,7 +369,7 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-def _append_whole(path: Path, data: bytes) -> None:
+def append_whole(path: Path, data: bytes) -> None:
     """Append ``data`` to ``path`` and fsync; on failure cut the file back to its old size."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(path, flags, 0o644)

@@ -17,16 +17,19 @@ Every error the library raises on purpose is a ``ReasoningTraceError``::
     │   ├── LogRootMissing            the log's root directory vanished under a running log
     │   ├── UnreconciledLog           the day files do not reach what was acknowledged or signed
     │   ├── SigningKeyError           the signing key is missing, unreadable or malformed
-    │   └── ReplicationError          the JetStream server cannot be reached or refuses a request
-    │       ├── StreamConfigError     the stream's settings would let replicated history go
-    │       └── StreamLost            the stream no longer holds what was shipped to it
+    │   ├── ReplicationError          the JetStream server cannot be reached or refuses a request
+    │   │   ├── StreamConfigError     the stream's settings would let replicated history go
+    │   │   └── StreamLost            the stream no longer holds what was shipped to it
+    │   └── WitnessUnavailable        a witness cannot be reached, or answered out of protocol
     └── IntegrityError                evidence that something is not what was signed
         ├── ProofError                an inclusion or consistency proof does not verify
         ├── SignatureError            a signed note's signature does not verify
         │   └── UnknownKey            ... because no known key has that name and id
         ├── NoteError (ValueError)    a signed note or checkpoint that is malformed
         ├── BundleError               an audit bundle that is empty, incomplete or malformed
-        └── ForkError                 a new checkpoint would not extend the last signed one
+        ├── ForkError                 a new checkpoint would not extend the last signed one
+        ├── WitnessRefused            a witness refused to cosign: the log forked or rolled back
+        └── QuorumError               fewer valid witness cosignatures than the policy asks
 
 A refused or failed ``record`` never leaves a partial line and never consumes a ``seq``.
 Backend errors (``OSError``, ``sqlite3.Error``) are translated at the boundary with
@@ -51,6 +54,7 @@ __all__ = [
     "OriginConflict",
     "ProofError",
     "QueryError",
+    "QuorumError",
     "ReasoningTraceError",
     "RecordError",
     "RecordTooLarge",
@@ -66,6 +70,8 @@ __all__ = [
     "UnknownKey",
     "UnreconciledLog",
     "UsageError",
+    "WitnessRefused",
+    "WitnessUnavailable",
 ]
 
 
@@ -244,6 +250,11 @@ class StreamLost(ReplicationError):
     emptied): an incident to report, never repaired silently."""
 
 
+class WitnessUnavailable(StorageError):
+    """A witness (C2SP tlog-witness) cannot be reached, or answered outside the protocol: the
+    checkpoint stays queued and is sent again later, with back-off."""
+
+
 class IntegrityError(ReasoningTraceError):
     """Evidence that data is not what was signed; carries what was expected and found."""
 
@@ -282,3 +293,23 @@ class ForkError(IntegrityError):
 
     Signing stops: this is what a rewrite of signed history looks like.
     """
+
+
+class WitnessRefused(IntegrityError):
+    """A witness refused to cosign a checkpoint of this log (C2SP tlog-witness 409 naming a
+    larger tree, or 422): the witness cosigned a tree this log no longer extends, so the log
+    was rolled back or forked after the witness saw it. ``witness``, ``status`` and ``size``
+    (the tree size the witness knows, where it said) are the evidence."""
+
+    def __init__(
+        self, message: str, witness: str = "", status: int = 0, size: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.witness = witness
+        self.status = status
+        self.size = size
+
+
+class QuorumError(IntegrityError):
+    """A checkpoint carries fewer valid cosignatures by the witnesses a policy names than its
+    quorum (C2SP tlog-cosignature); the message names who cosigned and who did not."""

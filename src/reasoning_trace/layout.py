@@ -6,7 +6,10 @@ Under a log root::
     <root>/quarantine/                  torn tails cut off after a crash, kept for forensics
     <root>/checkpoints/<YYYY-MM-DD>.jsonl  the checkpoints signed that day (SPEC section 4)
     <root>/checkpoints/vkey             every verifier key the log signed with, one a line
+    <root>/checkpoints/cosignatures.jsonl  witness cosignatures received, one a line
+    <root>/checkpoints/witness-refusals.jsonl  witnesses that refused a checkpoint (evidence)
     <root>/checkpoint                   the newest signed note, as plain text
+    <root>/witnesses                    the witnesses this log sends its checkpoints to
     <root>/.checkpoint.tmp              the next newest note while it is written (then renamed)
     <root>/.rtrace/                     derived: deleting it loses nothing
         lock                            the head the writers cache (next seq, last day file);
@@ -14,6 +17,7 @@ Under a log root::
         index.sqlite                    the id/seq/filter index
         hashes                          the tree's stored hashes, one file in tlog's order
         replicated-<stream>-<node>.json how far the log was replicated
+        witnesses.json                  how far each witness cosigned (the client's cursor)
 
 Outside the root: the signing key (``key_path``, per user and origin, so per log), a reader's
 derived index (``reader_cache``, per user: reading never writes under the root), and the shared
@@ -139,6 +143,10 @@ class Layout:
         self.newest_note = root / "checkpoint"
         self.newest_note_tmp = root / ".checkpoint.tmp"
         self.quarantine = root / QUARANTINE
+        self.cosignatures = self.checkpoints / "cosignatures.jsonl"
+        self.witness_refusals = self.checkpoints / "witness-refusals.jsonl"
+        self.witnesses = root / "witnesses"
+        self.witness_cursor = self.derived / "witnesses.json"
 
     def day_file(self, day: str) -> Path:
         """The file holding the records of UTC day ``day`` (``YYYY-MM-DD``)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import _thread
 import itertools
+import logging
 import os
 import re
 import threading
@@ -28,10 +29,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from .checkpoint import CHECKPOINT_EVERY, CHECKPOINT_SECONDS, Checkpoints
-from .errors import CorruptLine, NotFound, ReasoningTraceError, RecordError, StorageError
+from .errors import (
+    CorruptLine,
+    NotFound,
+    ReasoningTraceError,
+    RecordError,
+    StorageError,
+    UsageError,
+)
 from .events import Subscription
 from .files import FileStore, resolve_sync
 from .index_sql import MAX_SEQ
@@ -45,7 +53,13 @@ from .signed_tree import SignedTree
 from .store import AppendResult, IndexedStore, Store, TreeStore
 from .tree import leaf_hash
 
+if TYPE_CHECKING:
+    from .witness_client import Outcome, WitnessClient
+    from .witness_policy import WitnessConfig
+
 __all__ = ["DecisionLog"]
+
+logger = logging.getLogger("reasoning_trace")
 
 T = TypeVar("T")
 
@@ -103,6 +117,13 @@ class DecisionLog:
     its own: a new log whose configured origin's key file already exists (another log's) is
     refused with ``SharedKeyError`` on its first write, unless ``shared_ok=True`` says the
     key is shared on purpose (``keys.log_signer``).
+
+    ``witnesses``: the C2SP tlog-witness witnesses each signed checkpoint is sent to (a
+    witnesses file's path, or its lines, or ``WitnessConfig``s; default: ``<root>/witnesses``
+    when there is one; see ``witness_policy``). A background thread sends them (``record``
+    never waits for a witness) and keeps their cosignatures beside the checkpoints; ``close``
+    gives it at most ``witness_drain`` seconds. ``witness_backoff``: the first and the longest
+    wait between tries of a witness that is down, in seconds.
     """
 
     def __init__(
@@ -122,6 +143,9 @@ class DecisionLog:
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         shared_ok: bool = False,
+        witnesses: str | os.PathLike[str] | Sequence[str | WitnessConfig] | None = None,
+        witness_drain: float = 2.0,
+        witness_backoff: tuple[float, float] = (1.0, 300.0),
     ) -> None:
         self.root = resolve_root(root)
         if origin is not None:
@@ -141,6 +165,7 @@ class DecisionLog:
                     every=checkpoint_every,
                     seconds=checkpoint_seconds,
                     shared_ok=shared_ok,
+                    on_signed=self._checkpoint_signed,
                 )
 
         self._store: Store = store or FileStore(
@@ -153,6 +178,11 @@ class DecisionLog:
         self._closed = False
         self._direct_lock = threading.Lock()  # sync="never": one appender at a time
         self._inflight = 0
+        self._clock = clock or time.time_ns
+        self._witnesses = None if witnesses is None else _witness_list(witnesses)
+        self._witness_drain = witness_drain
+        self._witness_backoff = witness_backoff
+        self._witness_client: WitnessClient | None = None
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -524,6 +554,76 @@ class DecisionLog:
         with self._tree() as tree:
             return tree.consistency(old, new)
 
+    # --- witnesses (C2SP tlog-witness) ------------------------------------------------------
+
+    def _checkpoint_signed(self) -> None:
+        """This process signed a checkpoint (so it writes the log): wake the witness client,
+        started on the first, when the log has witnesses. Only sets an event: the writer
+        lock is held here."""
+        client = self._witness_client
+        if client is None:
+            client = self._start_witnesses()
+        if client is not None:
+            client.wake()
+
+    def _start_witnesses(self) -> WitnessClient | None:
+        from .witness_client import WitnessClient
+
+        with self._mutex:
+            if self._witness_client is not None:
+                return self._witness_client
+            witnesses = self._witnesses
+            if witnesses is None:
+                witnesses = _configured_witnesses(self.root)
+            if not witnesses:
+                self._witnesses = []
+                return None
+            first, most = self._witness_backoff
+            try:
+                client = WitnessClient(
+                    self.root,
+                    witnesses,
+                    lambda old, new: self.consistency(old, new).proof,
+                    first=first,
+                    most=most,
+                )
+            except UsageError as exc:
+                logger.error("reasoning_trace: the log's witnesses are not used: %s", exc)
+                self._witnesses = []
+                return None
+            self._witness_client = client.start()
+            return client
+
+    def _sign_for_witnesses(self) -> None:
+        """On close, the final checkpoint is signed before the witness client stops, so that
+        it is sent (the store would sign the same on close)."""
+        try:
+            with self._tree(write=True) as tree:
+                tree.sign_current(self._clock() // 1000, automatic=True)
+        except (OSError, ReasoningTraceError) as exc:
+            logger.error("reasoning_trace: no checkpoint on close for the witnesses: %s", exc)
+
+    def sync_witnesses(self, *, force: bool = True) -> list[Outcome]:
+        """Send the newest checkpoint to every witness that has not cosigned it, now, in this
+        thread; what each did (``witness_client.Outcome``). For a log written by short-lived
+        processes (``rtrace witness push``). ``UsageError`` when the log has no witnesses."""
+        from .witness_client import WitnessClient
+
+        witnesses = self._witnesses
+        if witnesses is None:
+            witnesses = _configured_witnesses(self.root, strict=True)
+        if not witnesses:
+            raise UsageError(
+                f"the log at {self.root} has no witnesses (list them in {self.root}/witnesses)"
+            )
+        client = WitnessClient(
+            self.root, witnesses, lambda old, new: self.consistency(old, new).proof
+        )
+        try:
+            return client.sync(force=force)
+        finally:
+            client.close(0)
+
     # --- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -536,6 +636,10 @@ class DecisionLog:
                 self._idle.wait()
         with self._direct_lock:
             pass  # a direct append in flight has finished
+        client = self._witness_client
+        if client is not None:
+            self._sign_for_witnesses()
+            client.close(self._witness_drain)
         self._store.close()
 
     def __enter__(self) -> DecisionLog:
@@ -551,3 +655,32 @@ class DecisionLog:
 
     def __repr__(self) -> str:
         return f"DecisionLog({str(self.root)!r}, sync={self.sync!r})"
+
+
+def _witness_list(
+    given: str | os.PathLike[str] | Sequence[str | WitnessConfig],
+) -> list[WitnessConfig]:
+    """The witnesses given to ``DecisionLog``: a file's path, or its lines, or configs."""
+    from .witness_policy import WitnessConfig, read_witnesses
+
+    if isinstance(given, str | os.PathLike):
+        return read_witnesses(given)
+    return [WitnessConfig.of(item) for item in given]
+
+
+def _configured_witnesses(root: Path, *, strict: bool = False) -> list[WitnessConfig]:
+    """The witnesses ``<root>/witnesses`` names (none without the file). A file that cannot
+    be used is logged at ERROR (``strict``: raised): recording goes on, unwitnessed."""
+    from .layout import Layout
+    from .witness_policy import read_witnesses
+
+    path = Layout(root).witnesses
+    if not path.exists():
+        return []
+    try:
+        return [w for w in read_witnesses(path) if w.url is not None]
+    except UsageError as exc:
+        if strict:
+            raise
+        logger.error("reasoning_trace: the log's witnesses are not used: %s", exc)
+        return []

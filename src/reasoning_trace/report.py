@@ -43,6 +43,9 @@ FAILURES = (
     "foreign_message",  # a message on a node's subject of the stream that is not its own
     "key_changed",  # the keys a node published changed, and the stream's keys were trusted
     "open_server",  # the stream's server takes no credentials: anyone can delete it
+    "witness_refused",  # a witness refused a checkpoint: it cosigned a tree the log left
+    "no_quorum",  # records and no checkpoint cosigned by the quorum of named witnesses
+    "bad_cosignature",  # a named witness's cosignature line that does not verify
 )
 NOTES = (
     "unsigned",  # records after the newest checkpoint: not yet covered by a signature
@@ -56,6 +59,7 @@ NOTES = (
     "foreign_line",  # the original module's line after this log's records: not in the tree
     "key_change_seen",  # the keys a node published changed (checked with the caller's keys)
     "open_server_accepted",  # the server takes no credentials, and the caller accepted that
+    "unwitnessed",  # records after the newest checkpoint the quorum of witnesses cosigned
 )
 MAX_PER_KIND = 1000
 
@@ -92,6 +96,7 @@ class Report:
     bytes: int = 0
     checkpoints: int = 0  # signed checkpoints whose root matched the records
     signed_size: int = 0  # records covered by the largest matching checkpoint
+    witnessed_size: int = 0  # ... by the largest one the witness quorum cosigned (a policy)
     findings: list[Finding] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # findings over MAX_PER_KIND
 
@@ -125,6 +130,7 @@ class Report:
             "bytes": self.bytes,
             "checkpoints": self.checkpoints,
             "signed_size": self.signed_size,
+            "witnessed_size": self.witnessed_size,
             "findings": [f.to_json() for f in self.findings],
             "dropped": self.dropped,
         }

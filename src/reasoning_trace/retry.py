@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["Backoff", "async_retrying", "retrying"]
+__all__ = ["Backoff", "async_retrying", "backoff_wait", "retrying"]
 
 
 def _any(exc: BaseException) -> bool:
@@ -107,3 +107,14 @@ def async_retrying(**rule: Unpack[Backoff]) -> tenacity.AsyncRetrying:
     import tenacity
 
     return tenacity.AsyncRetrying(**_options(rule))
+
+
+def backoff_wait(failures: int, *, first: float, most: float) -> float:
+    """The wait after ``failures`` failed tries in a row under the same rule (tenacity's
+    exponential wait: ``first``, doubling, at most ``most``), for a loop that keeps its own
+    schedule of several retries at once (``witness_client``: one per witness)."""
+    import tenacity
+
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = max(1, failures)
+    return float(tenacity.wait_exponential(multiplier=first, max=most)(state))

@@ -49,6 +49,7 @@ class SignedTree:
     A reader's copy (``hashes`` in a private place) answers proofs and never signs.
     ``origin``: as ``origin.log_origin`` decides; a configured one is checked at once
     (``OriginConflict``), else when first signing. ``shared_ok``: see ``keys.log_signer``.
+    ``on_signed``: called after each checkpoint is signed (it wakes the witness client).
     """
 
     def __init__(
@@ -62,9 +63,11 @@ class SignedTree:
         hashes: Path | None = None,
         signs: bool = True,
         shared_ok: bool = False,
+        on_signed: Callable[[], None] | None = None,
     ) -> None:
         self.checkpoints = Checkpoints(root)
         self.signs = signs  # False: a reader's copy, which answers proofs and never signs
+        self.on_signed = on_signed  # told of each checkpoint signed (the witness client wakes)
         self.root = root
         self.key = key
         self._origin = log_origin(root, origin, key=key) if origin is not None else None
@@ -277,6 +280,8 @@ class SignedTree:
             raise
         self.owed = False
         self._last_signed = time.monotonic()
+        if self.on_signed is not None:
+            self.on_signed()
         return note
 
     def _check_extends(self, latest: Entry, size: int, root: bytes) -> None:
@@ -373,8 +378,7 @@ class SignedTree:
         return ConsistencyProof(old, n, consistency_proof(old, n, self.hashes))
 
     def root_at(self, size: int) -> bytes | None:
-        """The root hash of the tree of the first ``size`` leaves (``None``: the tree holds
-        fewer)."""
+        """The root of the tree of the first ``size`` leaves (``None``: the tree holds fewer)."""
         return tree_hash(size, self.hashes) if 0 <= size <= self.size else None
 
     def checkpoint_now(self, micros: int) -> str:

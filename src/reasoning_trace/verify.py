@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import Checkpoints, open_checkpoint
+from .cosignature import CosignerKey
 from .errors import LogRootMissing, NoteError, SignatureError, UnknownKey
 from .layout import Layout, resolve_root
 from .leaf_pass import LeafPass, hash_pass
@@ -40,6 +41,8 @@ from .presence import check_head, is_a_log, not_a_log, read_head
 from .record import parse_utc
 from .report import Finding, Report
 from .tree import EMPTY_ROOT
+from .verify_witnessed import witness_findings
+from .witness_policy import WitnessConfig, check_policy
 
 __all__ = ["STALE_SECONDS", "verify"]
 
@@ -128,6 +131,8 @@ def verify(
     trusted: Iterable[str] = (),
     now: float | None = None,
     keep: Callable[[LeafPass, Prefix], None] | None = None,
+    witnesses: Iterable[CosignerKey | WitnessConfig] | None = None,
+    quorum: int = 0,
 ) -> Report:
     """Verify the log at ``root`` against its signed checkpoints; see the module docstring.
 
@@ -137,11 +142,16 @@ def verify(
     is shorter than one (a rollback) or its tree at that size has another root (a fork).
     ``now`` (Unix seconds, default the clock): unsigned records older than a writer's signing
     schedule by then are a failure, not a fresh tail.
+    ``witnesses`` and ``quorum``: a witness policy (``verify_witnessed``): records and no
+    checkpoint that ``quorum`` of them cosigned fail; a witness's refusal always fails.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
     ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
     ``keep(leaves, prefix)`` is handed the leaf pass (with where to carry on from the newest
     checkpoint) and the legacy prefix, for ``verify_incremental``.
     """
+    keys = [w.key if isinstance(w, WitnessConfig) else w for w in witnesses or ()]
+    if witnesses is not None:
+        check_policy(keys, quorum)
     base = resolve_root(root)
     if not base.is_dir():
         raise LogRootMissing(f"no log at {base}: nothing to verify")
@@ -331,6 +341,8 @@ def verify(
             )
         )
     spans.append((good, size))
+    matched = [s.size for s in signed if s.matched]
+    witness_findings(base, verifiers, matched, report, keys, quorum)
 
     # Pass 2: parse and classify from the first suspect record to the end. Every root covers
     # all records before it, so after the first mismatch nothing later can match.

@@ -89,6 +89,7 @@ from .integrity import register as _register_integrity  # noqa: E402
 from .keys import register as _register_keys  # noqa: E402
 from .record import register as _register_record  # noqa: E402
 from .upgrade import register as _register_upgrade  # noqa: E402
+from .witness import register as _register_witness  # noqa: E402
 
 _register_record(cli)
 _register_decisions(cli)
@@ -97,6 +98,7 @@ _register_integrity(cli)
 _register_keys(cli)
 _register_fleet(cli)
 _register_upgrade(cli)
+_register_witness(cli)
 
 
 @cli.command()

@@ -6,6 +6,8 @@ Tests: ``tests/test_cli_integrity.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import IntegrityError
@@ -15,6 +17,7 @@ from .decisions import filter_options
 from .integrity import read_note, trusted_option, vkeys
 from .output import emit, json_option, say, wants_json
 from .render import with_progress
+from .witness import policy_options, read_policy
 
 __all__ = ["register"]
 
@@ -85,18 +88,25 @@ def register(cli: click.Group) -> None:
         help="The verifier key you trust, or a file of them (default: the bundle's vkey).",
     )
     @trusted_option("the bundle's checkpoint is older than it or forks from it")
+    @policy_options("require --quorum of them to have cosigned the bundle's checkpoint")
     @json_option("The result as one JSON object (the default when piped).")
     def verify_bundle_cmd(
-        folder: str, vkey: str | None, trusted_files: tuple[str, ...], as_json: bool
+        folder: str,
+        vkey: str | None,
+        trusted_files: tuple[str, ...],
+        witnesses_file: str | None,
+        quorum: int | None,
+        as_json: bool,
     ) -> None:
         """Check an exported bundle offline; exit 1 if any record or the bundle fails a check
         (the reason on stderr; with JSON output also as {"ok": false, "error": ...})."""
         from ..bundle import verify_bundle
 
-        trusted = [read_note(path) for path in trusted_files]
+        trusted = [read_note(path, lambda: _bundle_origin(folder)) for path in trusted_files]
         keys = vkeys(vkey)
+        witnesses, k = read_policy(witnesses_file, quorum)
         try:
-            count, cp = verify_bundle(folder, keys, trusted=trusted)
+            count, cp = verify_bundle(folder, keys, trusted=trusted, witnesses=witnesses, quorum=k)
         except IntegrityError as exc:
             if wants_json(as_json):
                 emit({"ok": False, "error": str(exc)})
@@ -108,3 +118,12 @@ def register(cli: click.Group) -> None:
             f"OK: {count} decisions proven in the signed checkpoint of {cp.size} "
             f"records ({cp.origin})"
         )
+
+
+def _bundle_origin(folder: str) -> str | None:
+    """The origin line of a bundle's checkpoint (to find a witness's checkpoint of it)."""
+    try:
+        first = (Path(folder) / "checkpoint").read_text(errors="replace").split("\n", 1)[0]
+    except OSError:
+        return None
+    return first or None

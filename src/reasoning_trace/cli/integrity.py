@@ -20,6 +20,7 @@ from ..note import Verifier, split_note
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
 from .render import console as render_console
 from .render import shown, with_progress
+from .witness import fetch_trusted, policy_options, read_policy
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -81,21 +82,28 @@ def _key_of_line(line: str) -> str:
 
 
 def trusted_option(fails_when: str) -> Callable[[F], F]:
-    """``--trusted NOTE`` (repeatable): checkpoints the auditor kept from before."""
+    """``--trusted NOTE|URL`` (repeatable): checkpoints the auditor kept from before, or the
+    monitoring URL of a witness (its newest cosigned checkpoint of the log)."""
     return click.option(
         "--trusted",
         "trusted_files",
         multiple=True,
         type=click.Path(dir_okay=False),
-        help=f"A checkpoint note you kept from before (repeatable): fail if {fails_when}.",
+        metavar="NOTE|URL",
+        help="A checkpoint note you kept from before, or a witness's URL (the newest "
+        f"checkpoint it cosigned of this log) (repeatable): fail if {fails_when}.",
     )
 
 
-def read_note(path: str) -> str:
+def read_note(path: str, origin: Callable[[], str | None] | None = None) -> str:
     """A kept checkpoint note from a file (as ``rtrace checkpoint`` prints it), checked for
     form here: a file that is no checkpoint note (``checkpoint --json`` output, a truncated
     note, an empty file) is bad input (exit 2) with the reason. Its signature is checked by
-    the command: one that does not verify is a failed check (exit 1)."""
+    the command: one that does not verify is a failed check (exit 1). For an ``http(s)://``
+    URL: the newest checkpoint the witness there cosigned of the log whose origin ``origin()``
+    gives (``witness_policy.fetch_cosigned``)."""
+    if path.startswith(("http://", "https://")):
+        return fetch_trusted(path, origin)
     try:
         text = Path(path).read_bytes().decode()
     except OSError as exc:
@@ -149,10 +157,19 @@ def _print_report(report: Report, as_json: bool) -> None:
     console.print(
         f"{verdict}: {report.records} records ({report.bytes:,} bytes); "
         f"{report.checkpoints} signed checkpoints match; signed through seq "
-        f"{report.signed_size - 1 if report.signed_size else '-'}",
+        f"{report.signed_size - 1 if report.signed_size else '-'}"
+        + (f"; witnessed through seq {report.witnessed_size - 1}" if report.witnessed_size else ""),
         soft_wrap=True,
         highlight=False,
     )
+
+
+def _origin(root: str | None) -> str | None:
+    """The origin the log at ``root`` signs as, from its own files (nothing written)."""
+    from ..checkpoint import Checkpoints
+    from ..layout import resolve_root
+
+    return Checkpoints(resolve_root(root)).origin()
 
 
 def _fleet_nodes(ctx: click.Context) -> list[str]:
@@ -188,10 +205,13 @@ def register(cli: click.Group) -> None:
         "--witness",
         metavar="nats://HOST:PORT",
         hidden=True,
-        help="The old name of --replica (deprecated).",
+        help="The old name of --replica (deprecated; refused unless a nats:// URL).",
     )
     @trusted_option(
         "the log is shorter than it or not consistent with it (a rollback or a rewrite)"
+    )
+    @policy_options(
+        "require --quorum of them to have cosigned a checkpoint that matches the records"
     )
     @click.option(
         "--trust-stream-keys",
@@ -214,6 +234,8 @@ def register(cli: click.Group) -> None:
         replica: str | None,
         witness: str | None,
         trusted_files: tuple[str, ...],
+        witnesses_file: str | None,
+        quorum: int | None,
         trust_stream_keys: bool,
         allow_open_server: bool,
         as_json: bool,
@@ -230,8 +252,17 @@ def register(cli: click.Group) -> None:
         as_json = wants_json(as_json)
         root = ctx.obj["root"]
         keys = vkeys(vkey)
-        trusted = [read_note(path) for path in trusted_files]
+        witnesses, k = read_policy(witnesses_file, quorum)
         source, stream = ctx.obj.get("source"), ctx.obj["stream"]
+        if witness is not None and not witness.startswith("nats://"):
+            raise click.UsageError(
+                "--witness is the old name of --replica (a nats:// URL: compare this log with "
+                "its replica); a witness is now a cosigner: give --witnesses FILE --quorum K, "
+                "and --trusted URL for the newest checkpoint a witness cosigned"
+            )
+        if witnesses is not None and (source is not None or replica or witness):
+            raise click.UsageError("--witnesses checks a local log; not with --source or --replica")
+        trusted = [read_note(path, lambda: _origin(root)) for path in trusted_files]
         if witness is not None:
             click.echo(
                 "rtrace: --witness is deprecated; say --replica (it compares this log with its "
@@ -303,7 +334,14 @@ def register(cli: click.Group) -> None:
             ctx.exit(0 if report.ok else 1)
         report = with_progress(
             "verifying",
-            lambda progress: verify(root, keys, progress=progress, trusted=trusted),
+            lambda progress: verify(
+                root,
+                keys,
+                progress=progress,
+                trusted=trusted,
+                witnesses=witnesses,
+                quorum=k,
+            ),
             in_bytes=True,
             show=not as_json,
         )

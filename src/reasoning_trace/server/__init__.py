@@ -6,6 +6,7 @@ Routes (all JSON unless said)::
     GET  /v1/decisions                 query filters, newest first, ?limit= and ?cursor=
     GET  /v1/decisions/{id or seq}     one record; ?proof=true adds its inclusion proof
     GET  /v1/checkpoint                the newest signed checkpoint (text/plain)
+    GET  /v1/checkpoint/witnessed      ?quorum=K: the newest one K of its witnesses cosigned
     GET  /v1/proofs/consistency        ?old=&new=
     GET  /v1/stream                    Server-Sent Events, id = seq, resumable (Last-Event-ID,
                                        or ?after=); X-Log-Newest says how far the log reaches
@@ -62,6 +63,7 @@ from ..log import DecisionLog
 from ..verify_watch import Watch
 from . import audit, auth, metrics, problems, public, routes_read, routes_write, state, stream
 from .auth import Tokens, is_loopback
+from .witnessed import router as witnessed_router
 
 __all__ = ["Tokens", "app_from_environment", "create_app", "is_loopback"]
 
@@ -113,6 +115,7 @@ def create_app(
     app.include_router(routes_write.router, dependencies=[Depends(access.write)] if tokens else [])
     for router in (routes_read.router, audit.router, metrics.router, stream.router):
         app.include_router(router, dependencies=reader)
+    app.include_router(witnessed_router, dependencies=reader)  # the witnesses' checkpoint
 
     plain_openapi = app.openapi
 

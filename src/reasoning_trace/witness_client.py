@@ -1,0 +1,332 @@
+"""The log's side of C2SP tlog-witness ("add-checkpoint"): each checkpoint the log signs is
+sent to each of its witnesses, and the cosignatures they return are checked and kept.
+
+``record`` never waits for a witness. The queue is durable by construction: it is the log's
+checkpoint files (fsynced before ``record`` returns) read against a cursor,
+``.rtrace/witnesses.json``, which says per witness the size it last cosigned and the size it
+is known to hold. When the writer signs a checkpoint it only wakes this client's background
+thread; the thread sends the newest checkpoint (which covers every older one) to each witness
+that has not cosigned it, with the consistency proof from the size that witness holds. A lost
+cursor costs one round trip: the witness answers 409 with its size, and the proof from there
+is sent. So a witness that was down for an hour gets one request when it is back, not one per
+checkpoint it missed.
+
+Answers (``_send``): 200, the cosignature lines, each checked with the witness's cosigner key
+over the checkpoint (``cosignature``) and kept in ``checkpoints/cosignatures.jsonl``
+(``cosigned``); 409 with a smaller size, sent again with the proof from that size; 409 with a
+larger size than the log's newest checkpoint, 409 naming the size sent (an equal size with
+another root) and 422: a refusal (``WitnessRefused``): the witness cosigned a tree this log no
+longer extends. It is logged at ERROR, kept in ``checkpoints/witness-refusals.jsonl`` (and
+``verify`` fails on it), and never retried for that size. 403/404 (the witness does not
+know this log or key) are logged at ERROR and retried with back-off, like a witness that is
+down (a transport error, 5xx, an answer out of protocol): waits from ``first`` seconds,
+doubling to ``most`` (``retry.backoff_wait``), cut short when a new checkpoint is signed.
+Tests: ``tests/test_witness.py``, ``tests/test_witness_interop.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .checkpoint import Checkpoint, Checkpoints, Entry
+from .cosignature import parse_signature_lines, signature_line
+from .cosigned import Cosigned
+from .errors import (
+    NoteError,
+    ReasoningTraceError,
+    SignatureError,
+    UsageError,
+    WitnessRefused,
+    WitnessUnavailable,
+)
+from .layout import Layout
+from .metrics import incr
+from .note import split_note
+from .retry import backoff_wait
+from .tlog_witness import SIZE_TYPE, format_add_checkpoint, parse_size
+from .tree import Hash
+from .witness_policy import WitnessConfig
+
+__all__ = ["Outcome", "WitnessClient"]
+
+logger = logging.getLogger("reasoning_trace")
+
+#: A function that proves the tree of ``new`` records extends the one of ``old``.
+Prove = Callable[[int, int], Sequence[bytes]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one witness did with the newest checkpoint: ``cosigned`` (size), ``refused``,
+    ``unavailable`` or ``pending`` (not yet tried: waiting out a back-off), with a message."""
+
+    witness: str
+    state: str
+    size: int
+    message: str = ""
+
+
+class WitnessClient:
+    """Sends the newest checkpoint of the log at ``root`` to each of ``witnesses``.
+
+    ``prove(old, new)``: the consistency proof between two sizes of the log. ``start`` runs
+    the background thread; ``wake`` tells it a checkpoint was signed; ``sync`` does one round
+    in the caller's thread (``rtrace witness push``) and says what each witness did;
+    ``close`` stops the thread, giving it at most ``drain`` seconds to finish a round.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        witnesses: Sequence[WitnessConfig],
+        prove: Prove,
+        *,
+        timeout: float = 10.0,
+        first: float = 1.0,
+        most: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if importlib.util.find_spec("httpx") is None:  # imported by the thread, not here
+            raise UsageError(
+                "sending checkpoints to witnesses needs httpx: pip install "
+                "'reasoning-trace[witness]'"
+            )
+        self.root = root
+        self.witnesses = [w for w in witnesses if w.url is not None]
+        self.prove = prove
+        self.timeout = timeout
+        self.first, self.most = first, most
+        self.clock = clock
+        self.checkpoints = Checkpoints(root)
+        self.cosigned = Cosigned(root)
+        self.cursor_path = Layout(root).witness_cursor
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._due: dict[str, float] = {}  # witness -> monotonic time before which not to try
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()  # one round at a time
+        self._http: Any = None
+
+    # --- the background thread -------------------------------------------------------------
+
+    def start(self) -> WitnessClient:
+        """Run the background thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rtrace-witness", daemon=True)
+            self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """A checkpoint was signed (or a back-off should be cut short): send it now."""
+        self._due.clear()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:  # a last round after ``close`` asked to stop: the final checkpoint
+            stopping = self._stop.is_set()
+            self._wake.clear()
+            try:
+                self.sync()
+            except ReasoningTraceError as exc:  # the log's own files: said, then tried again
+                logger.error("reasoning_trace: witnesses: %s", exc)
+            except OSError as exc:
+                logger.error("reasoning_trace: witnesses: cannot read the checkpoints: %s", exc)
+            if stopping:
+                return
+            now = self.clock()
+            waits = [due - now for due in self._due.values()]
+            self._wake.wait(max(0.0, min(waits)) if waits else None)
+
+    def close(self, drain: float = 2.0) -> None:
+        """Stop the background thread, after at most ``drain`` seconds for a round in flight
+        (a witness that hangs never holds up the log's close for longer)."""
+        thread = self._thread
+        self._due.clear()
+        self._stop.set()
+        self._wake.set()
+        if thread is not None:
+            thread.join(drain)
+        if thread is None or not thread.is_alive():
+            self._close_http()
+
+    def _close_http(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    # --- one round -------------------------------------------------------------------------
+
+    def sync(self, *, force: bool = False) -> list[Outcome]:
+        """Send the newest checkpoint to every witness that has not cosigned it and is not
+        waiting out a back-off (``force``: not waiting either); what each did."""
+        with self._lock:
+            latest = self.checkpoints.latest()
+            if latest is None:
+                return []
+            cursor = self._read_cursor()
+            outcomes = []
+            for witness in self.witnesses:
+                outcomes.append(self._one(witness, latest, cursor, force=force))
+            self._write_cursor(cursor)
+            return outcomes
+
+    def _one(
+        self, witness: WitnessConfig, latest: Entry, cursor: dict[str, Any], *, force: bool
+    ) -> Outcome:
+        name = witness.name
+        mine = cursor.setdefault(name, {})
+        root = str(Hash(latest.root))
+        if mine.get("cosigned") == latest.size and mine.get("root") == root:
+            return Outcome(name, "cosigned", latest.size)
+        if mine.get("refused") == latest.size:
+            return Outcome(name, "refused", latest.size, str(mine.get("error", "")))
+        if not force and self._due.get(name, 0.0) > self.clock():
+            return Outcome(name, "pending", latest.size, str(mine.get("error", "")))
+        try:
+            done = self._send(witness, latest, mine)
+        except WitnessRefused as exc:
+            mine["refused"], mine["error"] = latest.size, str(exc)
+            incr("witness_refusals")
+            logger.error("reasoning_trace: WITNESS REFUSED: %s", exc)
+            self.cosigned.refuse(name, latest.size, exc.status, str(exc), time.time_ns() // 1000)
+            return Outcome(name, "refused", latest.size, str(exc))
+        except WitnessUnavailable as exc:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = failures
+            wait = backoff_wait(failures, first=self.first, most=self.most)
+            self._due[name] = self.clock() + wait
+            mine["error"] = str(exc)
+            incr("witness_failures")
+            level = logging.ERROR if "refuses this log" in str(exc) else logging.WARNING
+            logger.log(level, "reasoning_trace: witness %s: %s (again in %.0fs)", name, exc, wait)
+            return Outcome(name, "unavailable", latest.size, str(exc))
+        self._failures.pop(name, None)
+        self._due.pop(name, None)
+        mine.pop("error", None)
+        mine["cosigned"] = mine["size"] = done.size
+        mine["root"] = str(Hash(done.root))
+        return Outcome(name, "cosigned", done.size)
+
+    def _send(self, witness: WitnessConfig, latest: Entry, mine: dict[str, Any]) -> Entry:
+        """Have ``witness`` cosign ``latest`` (or a newer checkpoint, if one is signed
+        meanwhile); return the checkpoint cosigned. Raises ``WitnessRefused`` or
+        ``WitnessUnavailable``."""
+        entry = latest
+        old = int(mine.get("size", 0))
+        if old > entry.size:
+            old = 0  # a cursor from a larger log (a restored copy): ask the witness
+        for _ in range(4):
+            text, _sigs = split_note(entry.note)
+            checkpoint = Checkpoint.parse(text)
+            proof: Sequence[bytes] = [] if old in (0, entry.size) else self.prove(old, entry.size)
+            status, ctype, body = self._post(witness, format_add_checkpoint(old, proof, entry.note))
+            if status == 200:
+                self._keep(witness, text, checkpoint, body)
+                return entry
+            if status == 409:
+                if ctype.split(";")[0].strip() != SIZE_TYPE:
+                    raise WitnessUnavailable(f"a 409 answer of type {ctype!r}, not {SIZE_TYPE}")
+                try:
+                    known = parse_size(body)
+                except NoteError as exc:
+                    raise WitnessUnavailable(f"a 409 answer that is no size ({exc})") from exc
+                mine["size"] = known
+                if known == old:
+                    raise WitnessRefused(
+                        f"witness {witness.name} holds another root for size {known} of this "
+                        "log: the log's signed history forked after the witness cosigned it",
+                        witness.name,
+                        409,
+                        known,
+                    )
+                if known > entry.size:
+                    newest = self.checkpoints.latest()
+                    if newest is not None and newest.size >= known:
+                        entry = newest  # another writer signed a newer one meanwhile
+                        continue
+                    raise WitnessRefused(
+                        f"witness {witness.name} cosigned {known} records of this log, more than "
+                        f"its newest checkpoint ({entry.size}): the log was rolled back",
+                        witness.name,
+                        409,
+                        known,
+                    )
+                old = known
+                continue
+            reason = body.decode(errors="replace").strip()[:300]
+            if status == 422:
+                raise WitnessRefused(
+                    f"witness {witness.name} refused the checkpoint of {entry.size} records as "
+                    f"inconsistent with the tree it cosigned ({old} records): {reason}",
+                    witness.name,
+                    422,
+                    old,
+                )
+            if status in (403, 404):
+                raise WitnessUnavailable(
+                    f"refuses this log ({status}: {reason}): configure the witness with the "
+                    "log's verifier key (rtrace keys show)"
+                )
+            raise WitnessUnavailable(f"answered {status}: {reason}")
+        raise WitnessUnavailable("the witness keeps naming other sizes (409); trying later")
+
+    def _keep(self, witness: WitnessConfig, text: str, checkpoint: Checkpoint, body: bytes) -> None:
+        """Check the 200 answer's cosignature lines by ``witness`` and keep them."""
+        try:
+            signatures = parse_signature_lines(body.decode())
+        except (NoteError, UnicodeDecodeError) as exc:
+            raise WitnessUnavailable(f"a 200 answer that is not signature lines ({exc})") from exc
+        kept = 0
+        for sig in signatures:
+            if (sig.name, sig.id) != (witness.key.name, witness.key.id):
+                continue  # tlog-witness: cosignatures by unknown keys are ignored
+            try:
+                timestamp = witness.key.verify(text, sig.signature)
+            except SignatureError as exc:
+                raise WitnessUnavailable(f"its cosignature does not verify ({exc})") from exc
+            line = signature_line(sig.name, sig.id, sig.signature)
+            self.cosigned.add(checkpoint.size, checkpoint.root, witness.name, line, timestamp)
+            kept += 1
+        if not kept:
+            raise WitnessUnavailable(f"a 200 answer without a cosignature by {witness.key.name}")
+
+    def _post(self, witness: WitnessConfig, body: bytes) -> tuple[int, str, bytes]:
+        """POST an add-checkpoint body; ``WitnessUnavailable`` for a transport failure."""
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.timeout, follow_redirects=False)
+        try:
+            answer = self._http.post(f"{witness.url}/add-checkpoint", content=body)
+            return answer.status_code, answer.headers.get("content-type", ""), answer.content
+        except httpx.HTTPError as exc:
+            raise WitnessUnavailable(f"cannot reach {witness.url}: {exc}") from exc
+
+    # --- the cursor (derived: losing it costs a 409 round trip) -----------------------------
+
+    def _read_cursor(self) -> dict[str, Any]:
+        try:
+            data = orjson.loads(self.cursor_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_cursor(self, cursor: dict[str, Any]) -> None:
+        tmp = self.cursor_path.with_name(f".witnesses.{os.getpid()}.tmp")
+        try:
+            self.cursor_path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(orjson.dumps(cursor, option=orjson.OPT_SORT_KEYS))
+            os.replace(tmp, self.cursor_path)
+        except OSError as exc:
+            logger.warning("reasoning_trace: cannot keep the witnesses' cursor: %s", exc)
