@@ -31,12 +31,12 @@ from .metrics import incr
 from .note import Verifier, note_text, open_note
 from .record import format_utc
 from .tree import Hash
+from .whole_lines import append_whole, ends_with_newline
 
 __all__ = [
     "Checkpoint",
     "Checkpoints",
     "Entry",
-    "append_whole",
     "open_checkpoint",
 ]
 
@@ -341,7 +341,7 @@ class Checkpoints:
             option=orjson.OPT_SORT_KEYS,
         )
         path = self.layout.checkpoint_file(when[:10])
-        if path.exists() and path.stat().st_size and not _ends_with_newline(path):
+        if path.exists() and path.stat().st_size and not ends_with_newline(path):
             self.repair()  # another writer crashed mid-line: never weld onto its bytes
         append_whole(path, line + b"\n")
         self.write_newest(note)
@@ -361,36 +361,6 @@ class Checkpoints:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.root)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
-
-
-def append_whole(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` and fsync; on failure cut the file back to its old size."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError:
-            try:
-                os.ftruncate(fd, size)
-                os.fsync(fd)
-            except OSError as exc:
-                logger.error(
-                    "reasoning_trace: could not cut %s back to %d bytes: %s", path, size, exc
-                )
-            raise
-    finally:
-        os.close(fd)
 
 
 def _entry(raw: bytes, file: str, line: int) -> Entry:

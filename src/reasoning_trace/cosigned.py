@@ -1,7 +1,7 @@
 """The witness cosignatures a log received, and the refusals, kept beside its checkpoints.
 
 Files (``layout.Layout``), append-only, one JSON object a line, each line written whole and
-fsynced (``checkpoint.append_whole``)::
+fsynced (``whole_lines.append_whole``)::
 
     checkpoints/cosignatures.jsonl      {"size", "root", "witness", "line", "timestamp"}
     checkpoints/witness-refusals.jsonl  {"witness", "size", "status", "message", "datetime_utc"}
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import orjson
 
-from .checkpoint import append_whole
 from .cosignature import with_cosignatures
 from .layout import Layout
 from .record import format_utc
 from .tree import Hash
+from .whole_lines import append_whole
 
 __all__ = ["Cosigned", "Refusal"]
 

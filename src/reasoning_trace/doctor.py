@@ -30,6 +30,7 @@ from .layout import Layout, resolve_root
 from .legacy import find_prefix
 from .origin import ORIGIN_ENV, is_host_origin, log_origin, root_origin
 from .record import parse_utc
+from .whole_lines import ends_with_newline
 
 __all__ = ["Check", "diagnose"]
 
@@ -142,7 +143,7 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> list[Check]:
     elif prefix.leaves:
         out.append(Check("legacy", "ok", f"{prefix.leaves} lines of the original module adopted"))
     out.append(_checkpoint_age(latest, size))
-    torn = [p.name for p in days if p.stat().st_size and not _ends_with_newline(p)]
+    torn = [p.name for p in days if p.stat().st_size and not ends_with_newline(p)]
     torn += [p.name for p, _, _ in files.torn()]
     if torn:
         out.append(
@@ -171,12 +172,6 @@ def diagnose(root: str | os.PathLike[str] | None = None) -> list[Check]:
         )
     )
     return out
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
 
 
 def _lock_check(base: Path) -> Check:

@@ -41,16 +41,12 @@ logger = logging.getLogger("reasoning_trace")
 
 
 class SignedTree:
-    """The log's Merkle tree as its writer keeps it: stored hashes, signing schedule, proofs.
-
-    Extended under the writer lock (``extend``), it signs the checkpoints that fall due and
-    answers inclusion and consistency proofs and roots for any size up to ``size`` (as tlog's
-    ``ProveRecord``/``ProveTree``/``TreeHash`` over a ``HashReader``: the stored hash file).
-    A reader's copy (``hashes`` in a private place) answers proofs and never signs.
-    ``origin``: as ``origin.log_origin`` decides; a configured one is checked at once
-    (``OriginConflict``), else when first signing. ``shared_ok``: see ``keys.log_signer``.
-    ``on_signed``: called after each checkpoint is signed (it wakes the witness client).
-    """
+    """Extended under the writer lock (``extend``), it signs the checkpoints that fall due and
+    answers proofs and roots for any size up to ``size`` (tlog's ``ProveRecord``/``ProveTree``/
+    ``TreeHash`` over the stored hash file). A reader's copy (``hashes`` in a private place)
+    never signs. ``origin``: as ``origin.log_origin`` decides, a configured one checked at
+    once (``OriginConflict``). ``shared_ok``: see ``keys.log_signer``. ``on_signed``: called
+    after each checkpoint is signed (it wakes the witness client)."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """The local verifier, ``verify(root, vkey=..., trusted=..., now=...)`` (SPEC section 4, "Verify").
 
-Its flow and its decisions. The log's checkpoints are read and each signature is checked, with
+The log's checkpoints are read and each signature is checked, with
 the auditor's verifier keys when given (``vkey``: whoever can edit the log can also replace
 ``checkpoints/vkey``); so are the checkpoints the auditor kept (``trusted``). The leaf pass
 (``leaf_pass``) streams the day files once and gives the tree's root at each of those sizes. A
@@ -13,12 +13,10 @@ pinned key, a log (0 records too) and no checkpoint it verifies fails (``no_chec
 so do records that a running writer would have signed by ``now`` but no checkpoint covers
 (``unsigned_stale``).
 
-Memory does not grow with the records: the tree's edge is O(log n) hashes, and only the
-checkpoints (one per ``CHECKPOINT_EVERY`` records) and the findings are kept. The findings make
-a ``report.Report``; checking a single proof needs no log at all (``proof_check``).
-Tests: ``tests/test_verify.py`` (the tamper suite), ``tests/test_auditor.py`` (pinned keys,
-kept checkpoints, the signing schedule), ``tests/test_checkpoint.py``,
-``tests/test_integrity_edges.py`` (no log, an emptied log).
+Memory does not grow with the records: the tree's edge is O(log n) hashes; only checkpoints
+and findings are kept (a ``report.Report``). A single proof needs no log (``proof_check``).
+Tests: ``tests/test_verify.py`` (tampering), ``tests/test_auditor.py`` (pinned keys, kept
+checkpoints, the schedule), ``tests/test_checkpoint.py``, ``tests/test_integrity_edges.py``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import orjson
 
-from .checkpoint import Checkpoint, append_whole
+from .checkpoint import Checkpoint
 from .cosignature import Cosigner, CosignerKey, signature_line
 from .errors import NoteError, ProofError, SignatureError, StorageError, UsageError
 from .layout import fsync_dir
@@ -47,6 +47,7 @@ from .proof import verify_consistency
 from .record import format_utc
 from .tlog_witness import SIZE_TYPE, format_size, origin_hash, parse_add_checkpoint
 from .tree import EMPTY_ROOT, Hash
+from .whole_lines import append_whole
 
 __all__ = ["Answer", "LogState", "Witness"]
 

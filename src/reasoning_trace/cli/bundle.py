@@ -14,9 +14,9 @@ from ..errors import IntegrityError
 from ..query import Filter
 from .context import open_log
 from .decisions import filter_options
-from .integrity import read_note, trusted_option, vkeys
 from .output import emit, json_option, say, wants_json
 from .render import with_progress
+from .trust import read_note, trusted_option, vkeys
 from .witness import policy_options, read_policy
 
 __all__ = ["register"]

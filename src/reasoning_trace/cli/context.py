@@ -112,11 +112,17 @@ class GlobalOptionsGroup(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Register ``cmd`` with the global options appended to its own."""
+        _add_globals(cmd)
+        super().add_command(cmd, name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its sub-commands given the global options too (a sub-group's
+        commands may be registered after the sub-group itself was added)."""
+        cmd = super().get_command(ctx, cmd_name)
         if isinstance(cmd, click.Group) and not isinstance(cmd, GlobalOptionsGroup):
             for sub in cmd.commands.values():
                 _add_globals(sub)
-        _add_globals(cmd)
-        super().add_command(cmd, name)
+        return cmd
 
 
 def _add_globals(cmd: click.Command) -> None:
