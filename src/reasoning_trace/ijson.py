@@ -10,6 +10,7 @@ some). Tests: ``tests/test_hostile_http.py``, ``tests/test_cli_record.py``.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import RecordError
@@ -53,6 +54,13 @@ def _int(text: str) -> int | str:
     return int(text) if len(text) <= 20 else _LongInt(text)
 
 
+def _float(text: str) -> float | str:
+    """A JSON decimal, or its text when it is too large for a float (``1e400``), so the
+    refusal names the number as written rather than ``inf``."""
+    value = float(text)
+    return value if math.isfinite(value) else _LongInt(text)
+
+
 def read_ijson(body: bytes) -> Any:
     """Decode a request body as I-JSON (RFC 7493), refusing what readers disagree on.
 
@@ -66,7 +74,7 @@ def read_ijson(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_int=_int)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_int=_int, parse_float=_float)
     except RecursionError:
         raise ValueError("nested too deeply to read") from None
     stack: list[tuple[str, Any]] = [("", value)]
