@@ -4,7 +4,8 @@ Each server process starts a ``Watch`` on the log's root. Its thread tries, ever
 seconds, to take an exclusive ``flock`` on ``watch.lock`` in the log's ``layout.watch_dir``
 (the per-user cache, never under the log root: a read-only log is watched alike). The one
 process that holds it runs the ``verify_incremental.IncrementalVerifier`` (a full pass first,
-then incremental checks, full passes every ``full_every`` seconds) and writes each result, and
+then incremental checks, full passes every ``full_every`` seconds and, after a failure, at
+each check, so a repair or a new edit shows at once) and writes each result, and
 that it is checking, to ``watch.json`` (a temporary file renamed over it, so a reader never
 sees half). Every process answers ``status()`` from that file. When the verifying process
 ends, the kernel drops its lock and another process takes over at its next try (starting
@@ -43,14 +44,19 @@ class Watch:
     """Keeps the log at ``root`` verified from one process of many; see the module docstring.
 
     ``every``: seconds between checks (0: never check); ``full_every``: seconds between full
-    passes.
+    passes; ``retry_every``: after a failure, seconds between full passes (0: every check).
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None, *, every: float = 5.0, full_every: float = 600.0
+        self,
+        root: str | os.PathLike[str] | None,
+        *,
+        every: float = 5.0,
+        full_every: float = 600.0,
+        retry_every: float = 0.0,
     ) -> None:
         self.root = resolve_root(root)
-        self.every, self.full_every = every, full_every
+        self.every, self.full_every, self.retry_every = every, full_every, retry_every
         self.checks_here = 0
         self.folder = watch_dir(self.root) if every > 0 else None
         self._fd: int | None = None
@@ -117,7 +123,9 @@ class Watch:
                 os.close(fd)
                 return False
             self._fd = fd
-        self._verifier = IncrementalVerifier(self.root, full_every=self.full_every)
+        self._verifier = IncrementalVerifier(
+            self.root, full_every=self.full_every, retry_every=self.retry_every
+        )
         self._state = {**NOT_YET, "verifier": self._who()}
         return True
 
@@ -137,7 +145,8 @@ class Watch:
         verifier = self._verifier
         assert verifier is not None
         started = time.time()
-        full = verifier.last is None or started - verifier.last.full_at >= self.full_every
+        last = verifier.last
+        full = last is None or started - last.full_at >= self.full_every or not last.ok
         self._publish(checking={"since": started, "full": full})
 
         def progress(done: int, total: int) -> None:
