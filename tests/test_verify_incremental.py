@@ -109,13 +109,13 @@ def test_after_a_full_pass_only_new_records_are_read(root: Path) -> None:
 def test_an_edit_of_a_verified_record_is_found_by_the_next_full_pass(root: Path) -> None:
     """An edit of an already verified record that no tripwire sees (same size, mtime put
     back) is not read by incremental checks; the next scheduled full pass finds it, names
-    the file and line, and the failure stays until a full pass passes."""
+    the file and line, and the failure stays until the next full pass (``retry_every``)."""
     clock = Clock()
     log = open_log(root, clock)
     record(log, 20)
     log.checkpoint()
     seconds = Seconds(clock.now_us / 1e6)
-    verifier = IncrementalVerifier(root, full_every=600, clock=seconds)
+    verifier = IncrementalVerifier(root, full_every=600, retry_every=60, clock=seconds)
     assert verifier.check().ok
     day = Layout(root).day_files()[0]
     edit_in_place(day, b'"reason":"r7"', b'"reason":"R7"')
@@ -130,6 +130,10 @@ def test_an_edit_of_a_verified_record_is_found_by_the_next_full_pass(root: Path)
     seconds.at += 10
     assert verifier.check() is full  # failed: stays failed, nothing read until a full pass
     assert verifier.full_passes == 2
+    seconds.at += 60
+    again = verifier.check()
+    assert again.mode == "full" and again.reason == "the last check failed" and not again.ok
+    assert verifier.full_passes == 3
     log.close()
 
 

@@ -1,8 +1,7 @@
 """Verification that keeps up with a growing log: ``IncrementalVerifier`` (SPEC section 4).
 
-A full pass (``verify.verify``) reads every record: every few seconds on a big log it would
-never end, every ten minutes it leaves a badge stale. This verifier carries on from what a
-full pass proved:
+A full pass (``verify.verify``) reads every record: too slow to run every few seconds on a
+big log. This verifier carries on from what a full pass proved:
 
 - **Baseline.** After a full pass that found nothing wrong: the newest matching checkpoint
   (size ``S``), the tree's right edge at ``S`` as the pass computed it from the records
@@ -17,13 +16,13 @@ full pass proved:
 - **Full pass.** Records before ``S`` are not read again, so an edit of a verified record is
   found by the next full pass: the first check, then every ``full_every`` seconds, and at
   once when a tripwire (``tripwire.Snapshot``) says the files did not only grow.
-- **Failures stick** until a full pass passes.
+- **After a failure** each check is a full pass again (at most one every ``retry_every``
+  seconds): a repair passes, a new edit is reported, ``records`` counts the log as it is.
 
 Each ``Check`` says which kind it was, from which seq it read, and when the last full pass
-ran. Reading only: files are read and stat-ed, nothing is written, so a read-only log
-verifies. The source of the right-edge fold is transparency-dev/merkle's ``compact`` package
-(``compact.Range``), which ``leaf_pass`` follows; ``verify_watch`` shares one of these
-verifiers between the processes of a server.
+ran. Reading only: nothing is written, so a read-only log verifies. The right-edge fold
+follows transparency-dev/merkle's ``compact.Range``, as ``leaf_pass`` does; ``verify_watch``
+shares one of these verifiers between the processes of a server.
 Tests: ``tests/test_verify_incremental.py``.
 """
 
@@ -125,7 +124,8 @@ class IncrementalVerifier:
     """Keeps the log at ``root`` verified as it grows; see the module docstring.
 
     ``vkey``: the auditor's verifier keys (default: the keys the log published, read again
-    when they change). ``full_every``: seconds between full passes. ``clock``: Unix seconds.
+    when they change). ``full_every``: seconds between full passes. ``retry_every``: after a
+    failure, seconds between full passes (0: at every check). ``clock``: Unix seconds.
     """
 
     def __init__(
@@ -134,12 +134,13 @@ class IncrementalVerifier:
         vkey: str | Verifier | Iterable[str | Verifier] | None = None,
         *,
         full_every: float = 600.0,
+        retry_every: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = resolve_root(root)
         self.layout = Layout(self.root)
         self.vkey = as_verifiers(vkey)
-        self.full_every = full_every
+        self.full_every, self.retry_every = full_every, retry_every
         self.clock = clock
         self.last: Check | None = None
         self.full_passes = 0
@@ -149,7 +150,7 @@ class IncrementalVerifier:
 
     def check(self, progress: Callable[[int, int], None] | None = None) -> Check:
         """A full pass when one is due (the first check, ``full_every`` elapsed, a tripwire),
-        else an incremental check; after a failure, the failing check until a full pass."""
+        else an incremental check; after a failure, a full pass once ``retry_every`` passed."""
         now = self.clock()
         if self.last is None:
             return self.full("the first check", progress)
@@ -159,7 +160,9 @@ class IncrementalVerifier:
         tripped = snapshot.changed_since(self._snapshot) if self._snapshot else "no snapshot"
         if tripped:
             return self.full(tripped, progress, snapshot)
-        if self._state is None:  # failed: nothing changed that a full pass would see
+        if self._state is None:  # failed: no baseline; the log may have been repaired
+            if now - self.last.started >= self.retry_every:
+                return self.full("the last check failed", progress, snapshot)
             return self.last
         return self._incremental(now, snapshot, progress)
 

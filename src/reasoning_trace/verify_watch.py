@@ -4,7 +4,8 @@ Each server process starts a ``Watch`` on the log's root. Its thread tries, ever
 seconds, to take an exclusive ``flock`` on ``watch.lock`` in the log's ``layout.watch_dir``
 (the per-user cache, never under the log root: a read-only log is watched alike). The one
 process that holds it runs the ``verify_incremental.IncrementalVerifier`` (a full pass first,
-then incremental checks, full passes every ``full_every`` seconds) and writes each result, and
+then incremental checks, full passes every ``full_every`` seconds and, after a failure, at
+each check, so a repair or a new edit shows at once) and writes each result, and
 that it is checking, to ``watch.json`` (a temporary file renamed over it, so a reader never
 sees half). Every process answers ``status()`` from that file. When the verifying process
 ends, the kernel drops its lock and another process takes over at its next try (starting
@@ -13,6 +14,11 @@ process verifies (``verifier.pid``), how many checks it ran, which process answe
 (``served_by``) and how many checks that one ran (``checks_here``), which is how
 ``tests/test_verify_watch.py`` proves it with a real ``rtrace serve --workers 2``.
 When the cache cannot be written, each process verifies for itself, in memory.
+
+A log its server writes to (``writing``) that holds nothing a log writes yet (its folder is
+there, no record, key or ``.rtrace/`` in it: ``serve --demo`` before its first record) is
+``status`` ``empty`` (0 records, ``ok`` not set), never ``not_a_log``; once this process saw
+it hold a log (or read another's result on it), such a folder fails as ``verify`` says.
 
 A check that cannot run (the log's folder is gone, a file cannot be read) is a failure
 (``cannot_verify``), logged, and the watch goes on: a badge never reads "verified" for a log
@@ -30,7 +36,8 @@ import threading
 import time
 from typing import Any
 
-from .layout import resolve_root, watch_dir
+from .layout import Layout, resolve_root, watch_dir
+from .presence import is_a_log
 from .verify_incremental import IncrementalVerifier
 
 __all__ = ["Watch"]
@@ -43,15 +50,23 @@ class Watch:
     """Keeps the log at ``root`` verified from one process of many; see the module docstring.
 
     ``every``: seconds between checks (0: never check); ``full_every``: seconds between full
-    passes.
+    passes; ``retry_every``: after a failure, seconds between full passes (0: every check);
+    ``writing``: the server writes to this log (an empty folder is a log with no record yet).
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None, *, every: float = 5.0, full_every: float = 600.0
+        self,
+        root: str | os.PathLike[str] | None,
+        *,
+        every: float = 5.0,
+        full_every: float = 600.0,
+        retry_every: float = 0.0,
+        writing: bool = False,
     ) -> None:
         self.root = resolve_root(root)
-        self.every, self.full_every = every, full_every
+        self.every, self.full_every, self.retry_every = every, full_every, retry_every
         self.checks_here = 0
+        self.writing, self._was_a_log = writing, not writing
         self.folder = watch_dir(self.root) if every > 0 else None
         self._fd: int | None = None
         self._verifier: IncrementalVerifier | None = None
@@ -117,7 +132,10 @@ class Watch:
                 os.close(fd)
                 return False
             self._fd = fd
-        self._verifier = IncrementalVerifier(self.root, full_every=self.full_every)
+            self._was_a_log |= self._read().get("status") in ("ok", "failed")
+        self._verifier = IncrementalVerifier(
+            self.root, full_every=self.full_every, retry_every=self.retry_every
+        )
         self._state = {**NOT_YET, "verifier": self._who()}
         return True
 
@@ -137,7 +155,13 @@ class Watch:
         verifier = self._verifier
         assert verifier is not None
         started = time.time()
-        full = verifier.last is None or started - verifier.last.full_at >= self.full_every
+        if self._no_record_yet():
+            self.checks_here += 1
+            self._state = {"status": "empty", "ran_at": started, "records": 0, "findings": []}
+            self._publish(checking=None)
+            return
+        last = verifier.last
+        full = last is None or started - last.full_at >= self.full_every or not last.ok
         self._publish(checking={"since": started, "full": full})
 
         def progress(done: int, total: int) -> None:
@@ -167,6 +191,13 @@ class Watch:
         self.checks_here += 1
         self._state = result
         self._publish(checking=None)
+
+    def _no_record_yet(self) -> bool:
+        """Whether the log this server writes to is a folder holding nothing a log writes,
+        and this process never saw it hold more."""
+        if not self._was_a_log:
+            self._was_a_log = not self.root.is_dir() or is_a_log(Layout(self.root))
+        return not self._was_a_log
 
     def _publish(self, *, checking: dict[str, Any] | None) -> None:
         """Write the state (the last result, what is being checked, who checks) for all."""

@@ -1,6 +1,7 @@
 // The verification badge: what the server's verifier checked last (verify_watch), when,
 // and what it covered (the records since the last verified checkpoint, or every record in a
-// full pass), when the last full pass ran; "checking…" while the first check runs; and the
+// full pass), when the last full pass ran; "checking…" while the first check runs, "no
+// records yet" for a log its server has not written to yet; and the
 // findings (kind, file:line, seq range) when it fails, opened unasked when it just failed.
 "use strict";
 
@@ -39,6 +40,11 @@ export function renderBadge(v, previous) {
       : `${v.failures} finding${v.failures === 1 ? "" : "s"} · checked ${clock(v.ran_at)} — show`) + running;
     $("verification-summary").textContent =
       `Checked at ${clock(v.ran_at)} (${v.seconds} s): ${c.what}. ${v.records} records, ${c.signed}${c.full}.`;
+  } else if (v.status === "empty") {
+    badge.className = "badge checking";
+    word.textContent = "no records yet";
+    detail.textContent = `the log holds no record yet · checked ${clock(v.ran_at)}`;
+    $("verification-summary").textContent = `Checked at ${clock(v.ran_at)}: the log holds no record yet.`;
   } else {
     const c = v.checking;
     badge.className = "badge checking";

@@ -91,7 +91,7 @@ def create_app(
     ``stall_seconds``. ``/metrics`` labels at most ``metric_actions`` actions.
     """
     tokens = tokens or Tokens()
-    checker = Watch(log.root, every=verify_every, full_every=full_verify_every)
+    checker = Watch(log.root, every=verify_every, full_every=full_verify_every, writing=True)
     streams = stream.Streams(
         log, per_client=streams_per_client, budget=stream_budget, stall=stall_seconds
     )

@@ -3,12 +3,13 @@
 ``verify_watch.Watch`` does the work (library first): an incremental check every ``every``
 seconds and a full pass every ``full_every`` seconds, run by one process of all those serving
 the log (``rtrace serve --workers N``), its result shared with the others. The route adds
-nothing but the answer: the last check's result (``status`` ``ok``/``failed``, or ``not yet
-run`` while the first runs), what it covered (``mode``, ``checked_from``, ``signed_size``,
-``checkpoint``: the newest checkpoint whose signature verified, for the dashboard's own proof
-check), when it ran (``ran_at``) and when the last full pass ran (``full``), what is being
-checked now (``checking``), its findings (kind, file, line, seq range), and which process
-verifies (``verifier``) and answered (``served_by``, ``checks_here``).
+nothing but the answer: the last check's result (``status`` ``ok``/``failed``, ``not yet
+run`` while the first runs, ``empty`` while the log it serves holds nothing yet), what it
+covered (``mode``, ``checked_from``, ``signed_size``, ``checkpoint``: the newest checkpoint
+whose signature verified, for the dashboard's own proof check), when it ran (``ran_at``) and
+when the last full pass ran (``full``), what is being checked now (``checking``), its
+findings (kind, file, line, seq range), and which process verifies (``verifier``) and
+answered (``served_by``, ``checks_here``).
 
 ``/metrics`` reads ``Watch.ok`` for its ``rtrace_verify_ok`` gauge.
 Tests: ``tests/test_server.py``, ``tests/test_verify_watch.py``, ``tests/test_dashboard_trust.py``.
