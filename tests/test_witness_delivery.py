@@ -7,17 +7,20 @@ Real servers on loopback ports; waits are on conditions with deadlines.
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from reasoning_trace import DecisionLog
+from reasoning_trace.cosignature import Cosigner
 from reasoning_trace.tlog_witness import format_add_checkpoint
 
-from .test_witness import fill, new_log
-from .witnesses import our_witness
+from .test_witness import fill, new_log, rtrace
+from .witnesses import cosigned_newest, our_witness, slow_witness, wait_for
 
 
 def _post_raw(url: str, head: bytes, body: bytes = b"") -> bytes:
@@ -83,3 +86,37 @@ def test_a_rollback_signed_by_the_log_is_kept_as_evidence(root: Path, tmp_path: 
         tampered = note5.replace("\n5\n", "\n4\n", 1)  # no valid log signature: not kept
         assert post(0, [], tampered).status_code == 403
         assert len(w.witness.evidence(origin)) == 1
+
+
+def test_a_slow_witness_holds_up_neither_another_nor_push(root: Path, tmp_path: Path) -> None:
+    """A witness that accepts and trickles its answer a byte every 4 s, listed first, does not
+    keep the second (healthy) witness from cosigning each checkpoint as it is signed; ``rtrace
+    witness push`` ends by its ``--timeout`` and prints the slow one ``unavailable`` and the
+    healthy one ``cosigned``."""
+    vkey = new_log(root)
+    slow_key = Cosigner.generate("witness.test/slow").key
+    with slow_witness() as slow_url, our_witness(tmp_path / "w", "witness.test/ok") as w:
+        w.witness.add_log(vkey)
+        lines = [f"{slow_key} {slow_url}", w.line()]
+        (root / "witnesses").write_text("\n".join(lines) + "\n")
+        log = DecisionLog(str(root), sync="never", checkpoint_every=10, witness_drain=0.5)
+        try:
+            for size in (10, 20, 30):
+                fill(log, 10)
+                done = wait_for(lambda: cosigned_newest(root, w.key.name), f"{size} cosigned", 8)
+                assert done.size == size
+        finally:
+            log.close()
+        fill_more = DecisionLog(str(root), sync="never", checkpoint_every=0)
+        with fill_more:
+            fill(fill_more, 5)
+            fill_more.checkpoint()
+        started = time.monotonic()
+        pushed = rtrace("--dir", str(root), "witness", "push", "--timeout", "3")
+        took = time.monotonic() - started
+    assert took < 20, f"push took {took:.1f}s"
+    assert pushed.returncode == 1, pushed.stderr
+    states = {row["witness"]: row for row in map(json.loads, pushed.stdout.splitlines())}
+    assert states["witness.test/slow"]["state"] == "unavailable"
+    assert states["witness.test/ok"]["state"] == "cosigned"
+    assert states["witness.test/ok"]["size"] == 35

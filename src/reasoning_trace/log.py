@@ -603,10 +603,11 @@ class DecisionLog:
         except (OSError, ReasoningTraceError) as exc:
             logger.error("reasoning_trace: no checkpoint on close for the witnesses: %s", exc)
 
-    def sync_witnesses(self, *, force: bool = True) -> list[Outcome]:
-        """Send the newest checkpoint to every witness that has not cosigned it, now, in this
-        thread; what each did (``witness_client.Outcome``). For a log written by short-lived
-        processes (``rtrace witness push``). ``UsageError`` when the log has no witnesses."""
+    def sync_witnesses(self, *, force: bool = True, deadline: float = 30.0) -> list[Outcome]:
+        """Send the newest checkpoint to every witness that has not cosigned it, now, all at
+        once; what each did (``witness_client.Outcome``), a witness not done within
+        ``deadline`` seconds ``unavailable`` (``rtrace witness push``). ``UsageError`` when
+        the log has no witnesses."""
         from .witness_client import WitnessClient
 
         witnesses = self._witnesses
@@ -620,7 +621,7 @@ class DecisionLog:
             self.root, witnesses, lambda old, new: self.consistency(old, new).proof
         )
         try:
-            return client.sync(force=force)
+            return client.sync(force=force, deadline=deadline)
         finally:
             client.close(0)
 
