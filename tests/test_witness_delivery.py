@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from reasoning_trace import DecisionLog
+from reasoning_trace.checkpoint import Checkpoints
 from reasoning_trace.cosignature import Cosigner
 from reasoning_trace.tlog_witness import format_add_checkpoint
 
 from .test_witness import fill, new_log, rtrace
-from .witnesses import cosigned_newest, our_witness, slow_witness, wait_for
+from .witnesses import Running, cosigned_newest, free_port, our_witness, slow_witness, wait_for
 
 
 def _post_raw(url: str, head: bytes, body: bytes = b"") -> bytes:
@@ -120,3 +121,42 @@ def test_a_slow_witness_holds_up_neither_another_nor_push(root: Path, tmp_path: 
     assert states["witness.test/slow"]["state"] == "unavailable"
     assert states["witness.test/ok"]["state"] == "cosigned"
     assert states["witness.test/ok"]["size"] == 35
+
+
+def _witnessed(w: Running, origin: str) -> int:
+    """The size ``w`` holds cosigned for ``origin`` (0: none)."""
+    state = w.witness.state(origin)
+    return 0 if state is None else state.size
+
+
+def test_short_lived_writers_checkpoints_reach_the_witnesses(root: Path, tmp_path: Path) -> None:
+    """Three ``rtrace record`` processes, each signing a checkpoint only on close: both live
+    witnesses hold the newest (size 3). A checkpoint a writer could not deliver (its witness
+    down) stays queued and is sent by the next process that records, before any new
+    checkpoint is signed."""
+    vkey = new_log(root)
+    record = ("--dir", str(root), "record", "--action", "deploy", "--approved")
+    port = free_port()
+    with our_witness(tmp_path / "w1", "witness.test/w1") as w1:
+        with our_witness(tmp_path / "w2", "witness.test/w2", port) as w2:
+            for w in (w1, w2):
+                w.witness.add_log(vkey)
+            (root / "witnesses").write_text(f"{w1.line()}\n{w2.line()}\n")
+            for _ in range(3):
+                done = rtrace(*record)
+                assert done.returncode == 0, done.stderr
+            origin = Checkpoints(root).origin()
+            assert origin is not None
+            for w in (w1, w2):
+                wait_for(lambda w=w: _witnessed(w, origin) == 3, f"{w.key.name} at 3")
+        assert rtrace(*record).returncode == 0  # w2 is down: size 4 is not delivered to it
+        wait_for(lambda: _witnessed(w1, origin) == 4, "w1 at 4")
+    assert Checkpoints(root).latest().size == 4  # type: ignore[union-attr]
+    with our_witness(tmp_path / "w2", "witness.test/w2", port) as w2:
+        log = DecisionLog(str(root), sync="never", checkpoint_every=1000)
+        try:
+            fill(log, 1)  # no checkpoint signed yet: the queued one is sent
+            wait_for(lambda: _witnessed(w2, origin) == 4, "w2 caught up to 4")
+        finally:
+            log.close()
+        wait_for(lambda: _witnessed(w2, origin) == 5, "w2 at 5 after close")

@@ -12,25 +12,29 @@ of every cosignature received for its (size, root): the note "gains the witness 
 ``checkpoints/<day>.jsonl`` keeps the note as the log signed it. A refusal is evidence that a
 witness saw a tree this log no longer extends: ``verify`` reports it as a failure.
 Both files are evidence, not derived state: kept with the checkpoints, never rewritten.
+``witnesses_behind`` reads the sender's cursor (``.rtrace/witnesses.json``, derived state):
+whether a witness has yet to be sent the newest checkpoint.
 Tests: ``tests/test_witness.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from .checkpoint import Checkpoints
 from .cosignature import with_cosignatures
+from .errors import ReasoningTraceError
 from .layout import Layout
 from .record import format_utc
 from .tree import Hash
 from .whole_lines import append_whole
 
-__all__ = ["Cosigned", "Refusal"]
+__all__ = ["Cosigned", "Refusal", "witnesses_behind"]
 
 logger = logging.getLogger("reasoning_trace")
 
@@ -147,3 +151,26 @@ class Cosigned:
                 where = str(self.refusals_path)
                 out.append(Refusal("?", 0, 0, f"unreadable refusal ({exc})", "", where, n))
         return out
+
+
+def witnesses_behind(root: Path, witnesses: Iterable[str]) -> bool:
+    """Whether one of ``witnesses`` (names) has neither cosigned nor refused the log's newest
+    checkpoint, by the cursor: checkpoints a writer signed and closed before delivering."""
+    try:
+        latest = Checkpoints(root).latest()
+        if latest is None:
+            return False
+        cursor = orjson.loads(Layout(root).witness_cursor.read_bytes())
+    except FileNotFoundError:  # no cursor yet: nothing was sent
+        return True
+    except (OSError, ValueError, ReasoningTraceError) as exc:
+        logger.warning("reasoning_trace: witnesses: cannot tell what they were sent: %s", exc)
+        return True
+    for name in witnesses:
+        mine = cursor.get(name) if isinstance(cursor, dict) else None
+        if not isinstance(mine, dict) or latest.size not in (
+            mine.get("cosigned"),
+            mine.get("refused"),
+        ):
+            return True
+    return False
