@@ -12,17 +12,20 @@ of every cosignature received for its (size, root): the note "gains the witness 
 ``checkpoints/<day>.jsonl`` keeps the note as the log signed it. A refusal is evidence that a
 witness saw a tree this log no longer extends: ``verify`` reports it as a failure.
 Both files are evidence, not derived state: kept with the checkpoints, never rewritten.
-``witnesses_behind`` reads the sender's cursor (``.rtrace/witnesses.json``, derived state):
-whether a witness has yet to be sent the newest checkpoint.
+The sender's cursor (``.rtrace/witnesses.json``, derived: losing it costs a 409 round trip)
+is read and written here (``read_cursor``, ``write_cursor``); ``witnesses_behind`` says from
+it whether a witness has yet to be sent the newest checkpoint.
 Tests: ``tests/test_witness.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -34,7 +37,7 @@ from .record import format_utc
 from .tree import Hash
 from .whole_lines import append_whole
 
-__all__ = ["Cosigned", "Refusal", "witnesses_behind"]
+__all__ = ["Cosigned", "Refusal", "read_cursor", "witnesses_behind", "write_cursor"]
 
 logger = logging.getLogger("reasoning_trace")
 
@@ -160,17 +163,35 @@ def witnesses_behind(root: Path, witnesses: Iterable[str]) -> bool:
         latest = Checkpoints(root).latest()
         if latest is None:
             return False
-        cursor = orjson.loads(Layout(root).witness_cursor.read_bytes())
-    except FileNotFoundError:  # no cursor yet: nothing was sent
-        return True
-    except (OSError, ValueError, ReasoningTraceError) as exc:
+    except (OSError, ReasoningTraceError) as exc:
         logger.warning("reasoning_trace: witnesses: cannot tell what they were sent: %s", exc)
         return True
+    cursor = read_cursor(Layout(root).witness_cursor)  # none yet: nothing was sent
     for name in witnesses:
-        mine = cursor.get(name) if isinstance(cursor, dict) else None
+        mine = cursor.get(name)
         if not isinstance(mine, dict) or latest.size not in (
             mine.get("cosigned"),
             mine.get("refused"),
         ):
             return True
     return False
+
+
+def read_cursor(path: Path) -> dict[str, Any]:
+    """The witnesses' cursor at ``path`` (empty when missing or unreadable)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cursor(path: Path, cursor: dict[str, Any]) -> None:
+    """Replace the witnesses' cursor at ``path`` (a warning when it cannot be kept)."""
+    tmp = path.with_name(f".witnesses.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(orjson.dumps(cursor, option=orjson.OPT_SORT_KEYS))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("reasoning_trace: cannot keep the witnesses' cursor: %s", exc)

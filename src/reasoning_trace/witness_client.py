@@ -1,17 +1,14 @@
 """The log's side of C2SP tlog-witness ("add-checkpoint"): each checkpoint the log signs is
 sent to each of its witnesses, and the cosignatures they return are checked and kept.
 
-``record`` never waits for a witness. The queue is durable by construction: it is the log's
+``record`` never waits for a witness. The queue is durable by construction: the log's
 checkpoint files (fsynced before ``record`` returns) read against a cursor,
-``.rtrace/witnesses.json``, which says per witness the size it last cosigned and the size it
-is known to hold. When the writer signs a checkpoint it only wakes this client's background
-threads, one per witness (a slow witness never holds up another); each sends the newest
-checkpoint (it covers every older one) to its witness unless cosigned, with the consistency
-proof from the size that witness holds. A request runs in a thread of its own, given
-``timeout`` seconds in all (not per read: a reply trickled a byte at a time is given up on). A lost
-cursor costs one round trip: the witness answers 409 with its size, and the proof from there
-is sent. So a witness that was down for an hour gets one request when it is back, not one per
-checkpoint it missed.
+``.rtrace/witnesses.json`` (per witness the size it last cosigned and the size it holds). A
+signed checkpoint only wakes the background threads, one per witness (a slow one never holds
+up another): each sends the newest checkpoint (it covers every older one), with the proof
+from the size its witness holds, in a request thread given ``timeout`` seconds in all (not
+per read: an answer trickled a byte at a time is given up on). A lost cursor costs a 409
+round trip; a witness down for an hour gets one request when it is back.
 
 Answers (``_send``): 200, the cosignature lines, each checked with the witness's cosigner key
 over the checkpoint (``cosignature``) and kept in ``checkpoints/cosignatures.jsonl``
@@ -23,14 +20,14 @@ longer extends. It is logged at ERROR, kept in ``checkpoints/witness-refusals.js
 know this log or key) are logged at ERROR and retried with back-off, like a witness that is
 down (a transport error, 5xx, an answer out of protocol): waits from ``first`` seconds,
 doubling to ``most`` (``retry.backoff_wait``), cut short when a new checkpoint is signed.
-Tests: ``tests/test_witness.py``, ``tests/test_witness_interop.py``.
+Tests: ``tests/test_witness.py``, ``tests/test_witness_delivery.py``,
+``tests/test_witness_interop.py``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,11 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .checkpoint import Checkpoint, Checkpoints, Entry
 from .cosignature import parse_signature_lines, signature_line
-from .cosigned import Cosigned
+from .cosigned import Cosigned, read_cursor, write_cursor
 from .errors import (
     NoteError,
     ReasoningTraceError,
@@ -116,7 +111,8 @@ class WitnessClient:
         names = [w.name for w in self.witnesses]
         self._wake = {name: threading.Event() for name in names}
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}  # the background ones
+        self._rounds: dict[str, threading.Thread] = {}  # ``sync``'s
         self._due: dict[str, float] = {}  # witness -> monotonic time before which not to try
         self._failures: dict[str, int] = {}
         self._busy = {name: threading.Lock() for name in names}  # one round at a time
@@ -130,10 +126,8 @@ class WitnessClient:
         """Run the background threads, one per witness (once)."""
         if not self._threads:
             for witness in self.witnesses:
-                thread = threading.Thread(
-                    target=self._run, args=(witness,), name="rtrace-witness", daemon=True
-                )
-                self._threads.append(thread)
+                thread = threading.Thread(target=self._run, args=(witness,), daemon=True)
+                self._threads[witness.name] = thread
                 thread.start()
         return self
 
@@ -155,7 +149,7 @@ class WitnessClient:
             except OSError as exc:
                 logger.error("reasoning_trace: witnesses: cannot read the checkpoints: %s", exc)
             if stopping:
-                return
+                return self._release(witness.name)
             due = self._due.get(witness.name)
             wake.wait(None if due is None else max(0.0, due - self.clock()))
 
@@ -167,13 +161,21 @@ class WitnessClient:
         for event in self._wake.values():
             event.set()
         deadline = time.monotonic() + drain
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        for name, http in list(self._http.items()):
-            request = self._requests.get(name)
-            if request is None or not request.is_alive():  # else still in use: left open
+        for name in list(self._http):
+            self._release(name)
+
+    def _release(self, name: str) -> None:
+        """Close the HTTP client of witness ``name`` unless a thread may still use it (its
+        request closes it when done, ``_request``)."""
+        users = (self._threads.get(name), self._rounds.get(name), self._requests.get(name))
+        if not any(
+            t is not None and t.is_alive() and t is not threading.current_thread() for t in users
+        ):
+            http = self._http.pop(name, None)
+            if http is not None:
                 http.close()
-                del self._http[name]
 
     # --- one round -------------------------------------------------------------------------
 
@@ -194,8 +196,10 @@ class WitnessClient:
             except (ReasoningTraceError, OSError) as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=one, args=(w,), daemon=True) for w in self.witnesses]
+        self._rounds = {w.name: threading.Thread(target=one, args=(w,)) for w in self.witnesses}
+        threads = list(self._rounds.values())
         for thread in threads:
+            thread.daemon = True
             thread.start()
         end = None if deadline is None else time.monotonic() + deadline
         for thread in threads:
@@ -218,13 +222,13 @@ class WitnessClient:
             if latest is None:
                 return None
             with self._cursor_lock:
-                kept = self._read_cursor().get(witness.name)
+                kept = read_cursor(self.cursor_path).get(witness.name)
             mine = dict(kept) if isinstance(kept, dict) else {}
             outcome = self._one(witness, latest, mine, force=force)
             with self._cursor_lock:  # the other witnesses' entries as they are now
-                cursor = self._read_cursor()
+                cursor = read_cursor(self.cursor_path)
                 cursor[witness.name] = mine
-                self._write_cursor(cursor)
+                write_cursor(self.cursor_path, cursor)
             return outcome
 
     def _one(
@@ -377,21 +381,7 @@ class WitnessClient:
             return answer.status_code, answer.headers.get("content-type", ""), answer.content
         except httpx.HTTPError as exc:
             return WitnessUnavailable(f"cannot reach {witness.url}: {exc}")
-
-    # --- the cursor (derived: losing it costs a 409 round trip) -----------------------------
-
-    def _read_cursor(self) -> dict[str, Any]:
-        try:
-            data = orjson.loads(self.cursor_path.read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write_cursor(self, cursor: dict[str, Any]) -> None:
-        tmp = self.cursor_path.with_name(f".witnesses.{os.getpid()}.tmp")
-        try:
-            self.cursor_path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(orjson.dumps(cursor, option=orjson.OPT_SORT_KEYS))
-            os.replace(tmp, self.cursor_path)
-        except OSError as exc:
-            logger.warning("reasoning_trace: cannot keep the witnesses' cursor: %s", exc)
+        finally:
+            if self._stop.is_set():  # answered after ``close`` gave up on it: closed here
+                self._http.pop(witness.name, None)
+                http.close()
