@@ -90,3 +90,46 @@ def newest_note(root: Path) -> str:
     latest = Checkpoints(root).latest()
     assert latest is not None
     return Cosigned(root).cosigned_note(latest.note, latest.size, latest.root)
+
+
+@contextmanager
+def slow_witness(every: float = 4.0) -> Iterator[str]:
+    """A fake witness at the URL yielded: it reads each request, then trickles a 200 answer
+    one byte every ``every`` seconds (never done in a test's time); stopped when the block
+    ends."""
+    import threading
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+            for i in range(len(answer)):
+                if stop.wait(every if i else 0):
+                    return
+                try:
+                    conn.sendall(answer[i : i + 1])
+                except OSError:  # the client gave up and closed
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        acceptor.join(5)
+        listener.close()

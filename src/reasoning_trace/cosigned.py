@@ -12,25 +12,32 @@ of every cosignature received for its (size, root): the note "gains the witness 
 ``checkpoints/<day>.jsonl`` keeps the note as the log signed it. A refusal is evidence that a
 witness saw a tree this log no longer extends: ``verify`` reports it as a failure.
 Both files are evidence, not derived state: kept with the checkpoints, never rewritten.
+The sender's cursor (``.rtrace/witnesses.json``, derived: losing it costs a 409 round trip)
+is read and written here (``read_cursor``, ``write_cursor``); ``witnesses_behind`` says from
+it whether a witness has yet to be sent the newest checkpoint.
 Tests: ``tests/test_witness.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from .checkpoint import Checkpoints
 from .cosignature import with_cosignatures
+from .errors import ReasoningTraceError
 from .layout import Layout
 from .record import format_utc
 from .tree import Hash
 from .whole_lines import append_whole
 
-__all__ = ["Cosigned", "Refusal"]
+__all__ = ["Cosigned", "Refusal", "read_cursor", "witnesses_behind", "write_cursor"]
 
 logger = logging.getLogger("reasoning_trace")
 
@@ -147,3 +154,44 @@ class Cosigned:
                 where = str(self.refusals_path)
                 out.append(Refusal("?", 0, 0, f"unreadable refusal ({exc})", "", where, n))
         return out
+
+
+def witnesses_behind(root: Path, witnesses: Iterable[str]) -> bool:
+    """Whether one of ``witnesses`` (names) has neither cosigned nor refused the log's newest
+    checkpoint, by the cursor: checkpoints a writer signed and closed before delivering."""
+    try:
+        latest = Checkpoints(root).latest()
+        if latest is None:
+            return False
+    except (OSError, ReasoningTraceError) as exc:
+        logger.warning("reasoning_trace: witnesses: cannot tell what they were sent: %s", exc)
+        return True
+    cursor = read_cursor(Layout(root).witness_cursor)  # none yet: nothing was sent
+    for name in witnesses:
+        mine = cursor.get(name)
+        if not isinstance(mine, dict) or latest.size not in (
+            mine.get("cosigned"),
+            mine.get("refused"),
+        ):
+            return True
+    return False
+
+
+def read_cursor(path: Path) -> dict[str, Any]:
+    """The witnesses' cursor at ``path`` (empty when missing or unreadable)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cursor(path: Path, cursor: dict[str, Any]) -> None:
+    """Replace the witnesses' cursor at ``path`` (a warning when it cannot be kept)."""
+    tmp = path.with_name(f".witnesses.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(orjson.dumps(cursor, option=orjson.OPT_SORT_KEYS))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("reasoning_trace: cannot keep the witnesses' cursor: %s", exc)

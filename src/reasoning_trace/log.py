@@ -120,10 +120,12 @@ class DecisionLog:
 
     ``witnesses``: the C2SP tlog-witness witnesses each signed checkpoint is sent to (a
     witnesses file's path, or its lines, or ``WitnessConfig``s; default: ``<root>/witnesses``
-    when there is one; see ``witness_policy``). A background thread sends them (``record``
+    when there is one; see ``witness_policy``). A thread per witness sends them (``record``
     never waits for a witness) and keeps their cosignatures beside the checkpoints; ``close``
-    gives it at most ``witness_drain`` seconds. ``witness_backoff``: the first and the longest
-    wait between tries of a witness that is down, in seconds.
+    signs a last checkpoint and gives them at most ``witness_drain`` seconds (what is left
+    is sent by the next process that records, or ``rtrace witness push``).
+    ``witness_backoff``: the first and the longest wait between tries of a witness that is
+    down, in seconds.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class DecisionLog:
         self._witness_drain = witness_drain
         self._witness_backoff = witness_backoff
         self._witness_client: WitnessClient | None = None
+        self._wrote = False  # this process recorded (a writer: its checkpoints go to witnesses)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -290,6 +293,8 @@ class DecisionLog:
         (each switch costs tens of microseconds under the GIL); the writer lock is kept while
         other threads of this process are waiting to record, and given back when none are.
         """
+        if not self._wrote:
+            self._first_write()
         with self._mutex:
             if self._closed:
                 raise StorageError(f"the decision log at {self.root} is closed")
@@ -314,6 +319,8 @@ class DecisionLog:
         are queued together, so they land in one batch (the leader takes the whole queue) and
         the first of them is the one that may be handed the lead.
         """
+        if not self._wrote:
+            self._first_write()
         mine = [_Waiter(pending) for pending in pendings]
         me = mine[0]
         with self._mutex:
@@ -566,6 +573,19 @@ class DecisionLog:
         if client is not None:
             client.wake()
 
+    def _first_write(self) -> None:
+        """This process writes the log: checkpoints an earlier writer signed and could not
+        deliver (the witnesses' cursor is behind the newest) are sent now, in the background."""
+        from .cosigned import witnesses_behind
+
+        self._wrote = True
+        witnesses = self._witnesses
+        if witnesses is None:
+            witnesses = self._witnesses = _configured_witnesses(self.root)
+        names = [w.name for w in witnesses]
+        if names and self._witness_client is None and witnesses_behind(self.root, names):
+            self._start_witnesses()
+
     def _start_witnesses(self) -> WitnessClient | None:
         from .witness_client import WitnessClient
 
@@ -603,10 +623,11 @@ class DecisionLog:
         except (OSError, ReasoningTraceError) as exc:
             logger.error("reasoning_trace: no checkpoint on close for the witnesses: %s", exc)
 
-    def sync_witnesses(self, *, force: bool = True) -> list[Outcome]:
-        """Send the newest checkpoint to every witness that has not cosigned it, now, in this
-        thread; what each did (``witness_client.Outcome``). For a log written by short-lived
-        processes (``rtrace witness push``). ``UsageError`` when the log has no witnesses."""
+    def sync_witnesses(self, *, force: bool = True, deadline: float = 30.0) -> list[Outcome]:
+        """Send the newest checkpoint to every witness that has not cosigned it, now, all at
+        once; what each did (``witness_client.Outcome``), a witness not done within
+        ``deadline`` seconds ``unavailable`` (``rtrace witness push``). ``UsageError`` when
+        the log has no witnesses."""
         from .witness_client import WitnessClient
 
         witnesses = self._witnesses
@@ -620,7 +641,7 @@ class DecisionLog:
             self.root, witnesses, lambda old, new: self.consistency(old, new).proof
         )
         try:
-            return client.sync(force=force)
+            return client.sync(force=force, deadline=deadline)
         finally:
             client.close(0)
 
@@ -637,9 +658,11 @@ class DecisionLog:
         with self._direct_lock:
             pass  # a direct append in flight has finished
         client = self._witness_client
+        if client is not None or (self._wrote and self._witnesses):
+            self._sign_for_witnesses()  # wakes the client, started by the first checkpoint
+            client = self._witness_client or self._start_witnesses()  # or a cursor behind
         if client is not None:
-            self._sign_for_witnesses()
-            client.close(self._witness_drain)
+            client.close(self._witness_drain)  # what is not sent by then: the next writer's
         self._store.close()
 
     def __enter__(self) -> DecisionLog:

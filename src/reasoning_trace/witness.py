@@ -10,7 +10,9 @@ that checkpoint does. Its folder::
     logs                             the log verifier keys it trusts, one a line
     lock                             flock'd while a witness serves from this folder
     state/<sha256(origin)>.json      per log: origin, size, root, the cosigned note, its time
-    evidence/<sha256(origin)>.jsonl  every refused request whose log signature verified
+    evidence/<sha256(origin)>.jsonl  every refused request whose log signature verified (422,
+                                     409 another root at the cosigned size, 409 a smaller
+                                     checkpoint than cosigned: a rollback)
 
 Its promises: the new (size, root) is on disk (a temporary file fsynced, renamed, the folder
 fsynced) before the cosignature leaves; the check of the old size and the write are one step
@@ -281,6 +283,9 @@ class Witness:
         if old != known:
             if state is not None and checkpoint.size == known and checkpoint.root != state.root:
                 reason = f"a checkpoint of the cosigned size {known} with another root"
+                self._keep_evidence(checkpoint.origin, 409, reason, body)
+            elif checkpoint.size < known:  # signed by the log: it was rolled back
+                reason = f"a checkpoint of {checkpoint.size} records, fewer than cosigned ({known})"
                 self._keep_evidence(checkpoint.origin, 409, reason, body)
             return Answer(409, format_size(known), SIZE_TYPE)
         if checkpoint.size == 0 and checkpoint.root != EMPTY_ROOT:

@@ -1,15 +1,14 @@
 """The log's side of C2SP tlog-witness ("add-checkpoint"): each checkpoint the log signs is
 sent to each of its witnesses, and the cosignatures they return are checked and kept.
 
-``record`` never waits for a witness. The queue is durable by construction: it is the log's
+``record`` never waits for a witness. The queue is durable by construction: the log's
 checkpoint files (fsynced before ``record`` returns) read against a cursor,
-``.rtrace/witnesses.json``, which says per witness the size it last cosigned and the size it
-is known to hold. When the writer signs a checkpoint it only wakes this client's background
-thread; the thread sends the newest checkpoint (which covers every older one) to each witness
-that has not cosigned it, with the consistency proof from the size that witness holds. A lost
-cursor costs one round trip: the witness answers 409 with its size, and the proof from there
-is sent. So a witness that was down for an hour gets one request when it is back, not one per
-checkpoint it missed.
+``.rtrace/witnesses.json`` (per witness the size it last cosigned and the size it holds). A
+signed checkpoint only wakes the background threads, one per witness (a slow one never holds
+up another): each sends the newest checkpoint (it covers every older one), with the proof
+from the size its witness holds, in a request thread given ``timeout`` seconds in all (not
+per read: an answer trickled a byte at a time is given up on). A lost cursor costs a 409
+round trip; a witness down for an hour gets one request when it is back.
 
 Answers (``_send``): 200, the cosignature lines, each checked with the witness's cosigner key
 over the checkpoint (``cosignature``) and kept in ``checkpoints/cosignatures.jsonl``
@@ -21,14 +20,14 @@ longer extends. It is logged at ERROR, kept in ``checkpoints/witness-refusals.js
 know this log or key) are logged at ERROR and retried with back-off, like a witness that is
 down (a transport error, 5xx, an answer out of protocol): waits from ``first`` seconds,
 doubling to ``most`` (``retry.backoff_wait``), cut short when a new checkpoint is signed.
-Tests: ``tests/test_witness.py``, ``tests/test_witness_interop.py``.
+Tests: ``tests/test_witness.py``, ``tests/test_witness_delivery.py``,
+``tests/test_witness_interop.py``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,11 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .checkpoint import Checkpoint, Checkpoints, Entry
 from .cosignature import parse_signature_lines, signature_line
-from .cosigned import Cosigned
+from .cosigned import Cosigned, read_cursor, write_cursor
 from .errors import (
     NoteError,
     ReasoningTraceError,
@@ -80,9 +77,10 @@ class WitnessClient:
     """Sends the newest checkpoint of the log at ``root`` to each of ``witnesses``.
 
     ``prove(old, new)``: the consistency proof between two sizes of the log. ``start`` runs
-    the background thread; ``wake`` tells it a checkpoint was signed; ``sync`` does one round
-    in the caller's thread (``rtrace witness push``) and says what each witness did;
-    ``close`` stops the thread, giving it at most ``drain`` seconds to finish a round.
+    the background threads (one per witness); ``wake`` tells them a checkpoint was signed;
+    ``sync`` does one round now, the witnesses at once (``rtrace witness push``), and says what
+    each did; ``close`` stops the threads, giving them at most ``drain`` seconds to finish.
+    ``timeout``: the deadline of one request, in all.
     """
 
     def __init__(
@@ -110,82 +108,133 @@ class WitnessClient:
         self.checkpoints = Checkpoints(root)
         self.cosigned = Cosigned(root)
         self.cursor_path = Layout(root).witness_cursor
-        self._wake = threading.Event()
+        names = [w.name for w in self.witnesses]
+        self._wake = {name: threading.Event() for name in names}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: dict[str, threading.Thread] = {}  # the background ones
+        self._rounds: dict[str, threading.Thread] = {}  # ``sync``'s
         self._due: dict[str, float] = {}  # witness -> monotonic time before which not to try
         self._failures: dict[str, int] = {}
-        self._lock = threading.Lock()  # one round at a time
-        self._http: Any = None
+        self._busy = {name: threading.Lock() for name in names}  # one round at a time
+        self._cursor_lock = threading.Lock()
+        self._requests: dict[str, threading.Thread] = {}  # the newest request per witness
+        self._http: dict[str, Any] = {}
 
     # --- the background thread -------------------------------------------------------------
 
     def start(self) -> WitnessClient:
-        """Run the background thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="rtrace-witness", daemon=True)
-            self._thread.start()
+        """Run the background threads, one per witness (once)."""
+        if not self._threads:
+            for witness in self.witnesses:
+                thread = threading.Thread(target=self._run, args=(witness,), daemon=True)
+                self._threads[witness.name] = thread
+                thread.start()
         return self
 
     def wake(self) -> None:
         """A checkpoint was signed (or a back-off should be cut short): send it now."""
         self._due.clear()
-        self._wake.set()
+        for event in self._wake.values():
+            event.set()
 
-    def _run(self) -> None:
+    def _run(self, witness: WitnessConfig) -> None:
+        wake = self._wake[witness.name]
         while True:  # a last round after ``close`` asked to stop: the final checkpoint
             stopping = self._stop.is_set()
-            self._wake.clear()
+            wake.clear()
             try:
-                self.sync()
+                self._round(witness)
             except ReasoningTraceError as exc:  # the log's own files: said, then tried again
                 logger.error("reasoning_trace: witnesses: %s", exc)
             except OSError as exc:
                 logger.error("reasoning_trace: witnesses: cannot read the checkpoints: %s", exc)
             if stopping:
-                return
-            now = self.clock()
-            waits = [due - now for due in self._due.values()]
-            self._wake.wait(max(0.0, min(waits)) if waits else None)
+                return self._release(witness.name)
+            due = self._due.get(witness.name)
+            wake.wait(None if due is None else max(0.0, due - self.clock()))
 
     def close(self, drain: float = 2.0) -> None:
-        """Stop the background thread, after at most ``drain`` seconds for a round in flight
-        (a witness that hangs never holds up the log's close for longer)."""
-        thread = self._thread
+        """Stop the background threads, after at most ``drain`` seconds in all for the rounds
+        in flight (a witness that hangs never holds up the log's close for longer)."""
         self._due.clear()
         self._stop.set()
-        self._wake.set()
-        if thread is not None:
-            thread.join(drain)
-        if thread is None or not thread.is_alive():
-            self._close_http()
+        for event in self._wake.values():
+            event.set()
+        deadline = time.monotonic() + drain
+        for thread in self._threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for name in list(self._http):
+            self._release(name)
 
-    def _close_http(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+    def _release(self, name: str) -> None:
+        """Close the HTTP client of witness ``name`` unless a thread may still use it (its
+        request closes it when done, ``_request``)."""
+        users = (self._threads.get(name), self._rounds.get(name), self._requests.get(name))
+        if not any(
+            t is not None and t.is_alive() and t is not threading.current_thread() for t in users
+        ):
+            http = self._http.pop(name, None)
+            if http is not None:
+                http.close()
 
     # --- one round -------------------------------------------------------------------------
 
-    def sync(self, *, force: bool = False) -> list[Outcome]:
+    def sync(self, *, force: bool = False, deadline: float | None = None) -> list[Outcome]:
         """Send the newest checkpoint to every witness that has not cosigned it and is not
-        waiting out a back-off (``force``: not waiting either); what each did."""
-        with self._lock:
+        waiting out a back-off (``force``: not waiting either), all at once; what each did.
+        A witness not done within ``deadline`` seconds (``None``: no limit) is
+        ``unavailable``."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return []
+        done: dict[str, Outcome | None] = {}
+        errors: list[BaseException] = []
+
+        def one(witness: WitnessConfig) -> None:
+            try:
+                done[witness.name] = self._round(witness, force=force)
+            except (ReasoningTraceError, OSError) as exc:
+                errors.append(exc)
+
+        self._rounds = {w.name: threading.Thread(target=one, args=(w,)) for w in self.witnesses}
+        threads = list(self._rounds.values())
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        end = None if deadline is None else time.monotonic() + deadline
+        for thread in threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        if errors:
+            raise errors[0]
+        late = f"no answer within {deadline:g}s" if deadline is not None else ""
+        outcomes = []
+        for witness in self.witnesses:
+            outcome = done.get(witness.name)
+            if outcome is None:
+                outcome = Outcome(witness.name, "unavailable", latest.size, late)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _round(self, witness: WitnessConfig, *, force: bool = False) -> Outcome | None:
+        """Send the newest checkpoint to ``witness`` unless it cosigned it; keep its cursor."""
+        with self._busy[witness.name]:
             latest = self.checkpoints.latest()
             if latest is None:
-                return []
-            cursor = self._read_cursor()
-            outcomes = []
-            for witness in self.witnesses:
-                outcomes.append(self._one(witness, latest, cursor, force=force))
-            self._write_cursor(cursor)
-            return outcomes
+                return None
+            with self._cursor_lock:
+                kept = read_cursor(self.cursor_path).get(witness.name)
+            mine = dict(kept) if isinstance(kept, dict) else {}
+            outcome = self._one(witness, latest, mine, force=force)
+            with self._cursor_lock:  # the other witnesses' entries as they are now
+                cursor = read_cursor(self.cursor_path)
+                cursor[witness.name] = mine
+                write_cursor(self.cursor_path, cursor)
+            return outcome
 
     def _one(
-        self, witness: WitnessConfig, latest: Entry, cursor: dict[str, Any], *, force: bool
+        self, witness: WitnessConfig, latest: Entry, mine: dict[str, Any], *, force: bool
     ) -> Outcome:
         name = witness.name
-        mine = cursor.setdefault(name, {})
         root = str(Hash(latest.root))
         if mine.get("cosigned") == latest.size and mine.get("root") == root:
             return Outcome(name, "cosigned", latest.size)
@@ -302,31 +351,37 @@ class WitnessClient:
             raise WitnessUnavailable(f"a 200 answer without a cosignature by {witness.key.name}")
 
     def _post(self, witness: WitnessConfig, body: bytes) -> tuple[int, str, bytes]:
-        """POST an add-checkpoint body; ``WitnessUnavailable`` for a transport failure."""
+        """POST an add-checkpoint body, in a thread of its own given ``timeout`` seconds in
+        all; ``WitnessUnavailable`` for a transport failure or no answer by then."""
+        earlier = self._requests.get(witness.name)
+        if earlier is not None and earlier.is_alive():
+            raise WitnessUnavailable(f"{witness.url} has not answered an earlier request yet")
+        got: list[tuple[int, str, bytes] | WitnessUnavailable] = []
+        request = threading.Thread(target=lambda: got.append(self._request(witness, body)))
+        request.daemon = True
+        self._requests[witness.name] = request
+        request.start()
+        request.join(self.timeout)
+        if not got:
+            raise WitnessUnavailable(f"no answer from {witness.url} within {self.timeout:g}s")
+        if isinstance(got[0], WitnessUnavailable):
+            raise got[0]
+        return got[0]
+
+    def _request(
+        self, witness: WitnessConfig, body: bytes
+    ) -> tuple[int, str, bytes] | WitnessUnavailable:
         import httpx
 
-        if self._http is None:
-            self._http = httpx.Client(timeout=self.timeout, follow_redirects=False)
+        http = self._http.get(witness.name)
+        if http is None:  # one per witness: never two requests on it at once
+            http = self._http[witness.name] = httpx.Client(timeout=self.timeout)
         try:
-            answer = self._http.post(f"{witness.url}/add-checkpoint", content=body)
+            answer = http.post(f"{witness.url}/add-checkpoint", content=body)
             return answer.status_code, answer.headers.get("content-type", ""), answer.content
         except httpx.HTTPError as exc:
-            raise WitnessUnavailable(f"cannot reach {witness.url}: {exc}") from exc
-
-    # --- the cursor (derived: losing it costs a 409 round trip) -----------------------------
-
-    def _read_cursor(self) -> dict[str, Any]:
-        try:
-            data = orjson.loads(self.cursor_path.read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write_cursor(self, cursor: dict[str, Any]) -> None:
-        tmp = self.cursor_path.with_name(f".witnesses.{os.getpid()}.tmp")
-        try:
-            self.cursor_path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(orjson.dumps(cursor, option=orjson.OPT_SORT_KEYS))
-            os.replace(tmp, self.cursor_path)
-        except OSError as exc:
-            logger.warning("reasoning_trace: cannot keep the witnesses' cursor: %s", exc)
+            return WitnessUnavailable(f"cannot reach {witness.url}: {exc}")
+        finally:
+            if self._stop.is_set():  # answered after ``close`` gave up on it: closed here
+                self._http.pop(witness.name, None)
+                http.close()

@@ -10,7 +10,8 @@ Routes, with the submission and monitoring prefix both the server's root::
                                    before the first
     GET  /healthz                  ``ok``
 
-A body needs a ``Content-Length`` of at most 256 KiB (411 and 413 otherwise); a request
+A body needs a ``Content-Length`` (411 without one, 400 when it is not ASCII digits) of at
+most 256 KiB (413 otherwise); a request
 must arrive within ``timeout`` seconds; keep-alive is supported (HTTP/1.1), as the standard
 recommends. No client address is logged.
 Tests: ``tests/test_witness.py`` (a real server on a loopback port) and
@@ -34,6 +35,7 @@ __all__ = ["WitnessServer", "serve_witness"]
 logger = logging.getLogger("reasoning_trace")
 MAX_BODY = 256 * 1024
 _MONITOR = re.compile(r"/([0-9a-f]{64})/checkpoint")
+_LENGTH = re.compile(r"[0-9]{1,12}")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,9 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Answer(404, b"not found\n"))
             return
         length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
+        if length is None:
             self.close_connection = True
             self._send(Answer(411, b"a Content-Length is required\n"))
+            return
+        if _LENGTH.fullmatch(length.strip()) is None:  # "abc", "-1", "\xb2" (isdigit's "2")
+            self.close_connection = True
+            self._send(Answer(400, b"the Content-Length is not a decimal number of bytes\n"))
             return
         if int(length) > MAX_BODY:
             self.close_connection = True

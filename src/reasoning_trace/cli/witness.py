@@ -172,15 +172,24 @@ def register(cli: click.Group) -> None:
             witness.close()
 
     @witness.command("push")
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=30.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Give up on the witnesses that have not answered by then (unavailable).",
+    )
     @json_option("One JSON object per witness (the default when piped).")
     @click.pass_context
-    def push_cmd(ctx: click.Context, as_json: bool) -> None:
-        """Send the log's newest checkpoint to each of its witnesses now and print what each
-        did; exit 1 unless every witness cosigned it."""
+    def push_cmd(ctx: click.Context, timeout: float, as_json: bool) -> None:
+        """Send the log's newest checkpoint to each of its witnesses now, all at once, and
+        print what each did (cosigned, refused, unavailable); exit 1 unless every witness
+        cosigned it."""
         from .context import open_log
 
         with open_log(ctx) as log:
-            outcomes = log.sync_witnesses()
+            outcomes = log.sync_witnesses(deadline=timeout)
         for outcome in outcomes:
             if wants_json(as_json):
                 emit(outcome.__dict__)
