@@ -41,32 +41,44 @@ from .errors import (
     WitnessRefused,
     WitnessUnavailable,
 )
-from .events import bus, decision_summary, set_consent_gate
-from .files import FileStore
-from .log import DecisionLog
-from .metrics import counters
-from .query import Filter
-from .record import Decision, uuid7
-from .store import Store
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
+    from .events import bus, decision_summary, set_consent_gate
+    from .files import FileStore
     from .fleet import Fleet
     from .jetstream_store import JetStreamStore
+    from .log import DecisionLog
+    from .metrics import counters
     from .proof import ConsistencyProof, InclusionProof
     from .proof_check import verify_consistency_proof, verify_inclusion_proof
+    from .query import Filter
+    from .record import Decision, uuid7
     from .replicate import Replicator, replicate
     from .report import Finding, Report
+    from .store import Store
     from .verify import verify
     from .verify_replica import compare_with_replica, verify_node
     from .witness import Witness
     from .witness_policy import WitnessConfig, check_quorum
 
-# Fleet mode (the ``[nats]`` extra) and the auditor's side are imported on first use: most
-# processes that record decisions never need them.
+# Everything but the error classes and the original module's functions is imported on first
+# use (PEP 562): ``import reasoning_trace`` stays cheap for a program that only records
+# decisions (the engine loads at the first ``record_decision``), and fleet mode (the ``[nats]``
+# extra) and the auditor's side load only where used. Guarded by ``tests/test_startup.py``.
 _LAZY = {
+    "Decision": "record",
+    "DecisionLog": "log",
+    "FileStore": "files",
+    "Filter": "query",
+    "Store": "store",
+    "bus": "events",
+    "counters": "metrics",
+    "decision_summary": "events",
+    "set_consent_gate": "events",
+    "uuid7": "record",
     "Checkpoint": "checkpoint",
     "ConsistencyProof": "proof",
     "Finding": "report",
@@ -96,6 +108,10 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -6,19 +6,20 @@ Code that must not act on an unrecorded decision should call ``DecisionLog.recor
 which raises. The functions resolve the root through ``reasoning_trace._resolve_trace_dir`` at
 every call, so tests that monkeypatch it keep working. One ``DecisionLog`` per resolved root is
 kept open so that concurrent callers share the group commit.
-Tests: ``tests/test_compat.py``.
+
+Importing this module (which ``import reasoning_trace`` does) loads none of the engine: the
+log, the event bus and ``logging`` are imported at the first call, so a program that imports the
+package pays for what it uses. Tests: ``tests/test_compat.py``, ``tests/test_startup.py``.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
-import logging
 import sys
 import threading
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConflictError,
@@ -29,21 +30,29 @@ from .errors import (
     SigningKeyError,
     UnreconciledLog,
 )
-from .events import bus
-from .layout import Layout, resolve_root
-from .log import DecisionLog
-from .metrics import incr
-from .record import uuid7
+
+if TYPE_CHECKING:
+    import logging
+
+    from .log import DecisionLog
 
 __all__ = ["_file_for", "_resolve_trace_dir", "read_recent", "record_decision"]
 
-logger = logging.getLogger("reasoning_trace")
 _logs: dict[str, DecisionLog] = {}
 _logs_lock = threading.Lock()
 
 
+def _logger() -> logging.Logger:
+    """The package's logger, ``reasoning_trace`` (``logging`` is imported when first needed)."""
+    import logging
+
+    return logging.getLogger("reasoning_trace")
+
+
 def _resolve_trace_dir() -> str:
     """The log root: ``$REASONING_TRACE_DIR``, else the per-user data directory."""
+    from .layout import resolve_root
+
     return str(resolve_root(None))
 
 
@@ -53,6 +62,8 @@ _ORIGINAL = _resolve_trace_dir
 def _package_resolver() -> str:
     """The root from ``reasoning_trace._resolve_trace_dir`` if that was monkeypatched, else
     from this module's (which a test may have patched instead)."""
+    from .layout import resolve_root
+
     patched = getattr(sys.modules.get("reasoning_trace"), "_resolve_trace_dir", _ORIGINAL)
     resolver = patched if patched is not _ORIGINAL else globals()["_resolve_trace_dir"]
     return str(resolve_root(resolver()))
@@ -60,12 +71,19 @@ def _package_resolver() -> str:
 
 def _file_for(day: str | None = None) -> str:
     """The day file for ``day`` (``YYYY-MM-DD``, default today in UTC)."""
+    from pathlib import Path
+
+    from .layout import Layout
+
     if day is None:
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        day = time.strftime("%Y-%m-%d", time.gmtime())
     return Layout(Path(_package_resolver())).day_file_s(day)
 
 
 def _log_for(root: str) -> DecisionLog:
+    from .events import bus
+    from .log import DecisionLog
+
     with _logs_lock:
         log = _logs.get(root)
         if log is None:
@@ -76,6 +94,10 @@ def _log_for(root: str) -> DecisionLog:
 
 @atexit.register
 def _close_all() -> None:
+    if not _logs:
+        return  # nothing was opened: the engine need not be imported at exit
+    from .events import bus
+
     with _logs_lock:
         for log in _logs.values():
             bus.detach(log)
@@ -96,6 +118,9 @@ def record_decision(
     With ``event_bus_emit`` the product's subscribers receive it (through the consent gate)
     from the log, after it is durable; without, it is withheld from them.
     """
+    from .events import bus
+    from .record import uuid7
+
     quiet = None
     try:
         log = _log_for(_package_resolver())
@@ -117,6 +142,9 @@ def _not_recorded(exc: Exception) -> None:
     """Log and count a decision that was not recorded: a refusal of the caller's input is a
     warning; a log that cannot store is an ERROR with its cause and the fix (SPEC 5), counted
     as ``decisions_not_stored`` for ``/metrics`` and ``rtrace doctor``."""
+    from .metrics import incr
+
+    logger = _logger()
     if isinstance(exc, RecordError | ConflictError):
         incr("decisions_refused")
         logger.warning("reasoning_trace: decision not recorded (refused): %s", exc)
@@ -151,7 +179,7 @@ def read_recent(limit: int = 200) -> list[dict[str, Any]]:
     """
 
     def report(exc: CorruptLine) -> None:
-        logger.warning("reasoning_trace: skipped a corrupt line: %s", exc)
+        _logger().warning("reasoning_trace: skipped a corrupt line: %s", exc)
 
     log = _log_for(_package_resolver())
     return [d.to_dict() for d in log.recent(limit, on_corrupt=report)]

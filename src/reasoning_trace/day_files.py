@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from .errors import CorruptLine
-from .head import day_of
 from .layout import CHUNK, Layout, lines, lines_backward
 from .legacy import Prefix, find_prefix, is_legacy_line, read_line
 from .record import Decision, decision_from_dict, parse_record
@@ -190,6 +189,8 @@ class DayFiles:
 
     def scan(self, since_us: int | None, until_us: int | None) -> Iterator[Decision]:
         """All decisions of the day files that overlap ``[since_us, until_us)``."""
+        from .head import day_of  # the writer's module: ``recent`` readers do without it
+
         lo = day_of(since_us) if since_us is not None else None
         hi = day_of(until_us - 1) if until_us is not None else None
         days = [

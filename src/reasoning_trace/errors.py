@@ -39,7 +39,6 @@ Tests: ``tests/test_errors.py`` (the drawing above is the classes' tree).
 
 from __future__ import annotations
 
-import shlex
 from typing import Any, Protocol
 
 __all__ = [
@@ -156,6 +155,8 @@ class OriginConflict(UsageError):
         self.configured = configured
         self.source = source
         self.origin = origin
+        import shlex  # only for this message: importing the errors stays cheap
+
         super().__init__(
             f"{source} says origin {configured!r}, but the log at {root} already signs as "
             f"{origin!r} (its checkpoints/vkey and checkpoints say so); a log keeps its origin, "

@@ -23,7 +23,8 @@ Outside the root: the signing key (``key_path``, per user and origin, so per log
 derived index (``reader_cache``, per user: reading never writes under the root), and the shared
 state of the verifier that server processes run for a log (``watch_dir``, per user: its lock
 and its last result). Every other module asks this one for a path; none spells one. Modelled
-on trillian-tessera's ``api/layout``.
+on trillian-tessera's ``api/layout``. ``platformdirs``, ``hashlib`` and ``tempfile`` are imported
+by the functions that need them: reading a named root imports none (``tests/test_startup.py``).
 Tests: ``tests/test_files.py``, ``tests/test_faults.py`` (torn tails, quarantine).
 """
 
@@ -31,15 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import platformdirs
 
 from .errors import LogRootMissing
 
@@ -97,10 +94,15 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     Never relative to the working directory unless the caller passed a relative path.
     """
     if root is None or root == "":
-        root = os.environ.get("REASONING_TRACE_DIR") or os.path.join(
-            platformdirs.user_data_dir("reasoning-trace", appauthor=False), "log"
-        )
+        root = os.environ.get("REASONING_TRACE_DIR") or _user_log_dir()
     return Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+
+
+def _user_log_dir() -> str:
+    """The per-user data directory's ``log`` folder (the root when none is named)."""
+    import platformdirs
+
+    return os.path.join(platformdirs.user_data_dir("reasoning-trace", appauthor=False), "log")
 
 
 def explicit_key_path() -> Path | None:
@@ -114,6 +116,10 @@ def key_path(origin: str) -> Path:
     ``<per-user config dir>/keys/<origin>.key`` (characters other than letters, digits and
     ``-_.`` replaced by ``_``; a name too long for a file name is cut and ends in a hash of
     the origin). Each log has its own origin (``origin.log_origin``), so its own key file."""
+    import hashlib
+
+    import platformdirs
+
     explicit = explicit_key_path()
     if explicit is not None:
         return explicit
@@ -221,8 +227,12 @@ def lines(path: Path | str, start: int = 0) -> Iterator[tuple[int, int | None, b
         fh.seek(start)
         offset, carry = start, b""
         lineno: int | None = 0 if start == 0 else None
+        # The first read is small: a caller that wants only the first line (the legacy
+        # prefix's check, which every reader makes) does not read a whole MiB.
+        size = 1 << 16
         while True:
-            block = fh.read(CHUNK)
+            block = fh.read(size)
+            size = CHUNK
             if not block:
                 return
             parts = (carry + block).split(b"\n")
@@ -275,6 +285,11 @@ def reader_cache(root: Path) -> Path:
     private temporary directory when the cache directory cannot be written. (A reader's tree
     hashes are not kept here: they are hashed afresh in each process, see
     ``FileStore.signed_tree``.)"""
+    import hashlib
+    import tempfile
+
+    import platformdirs
+
     first = b""
     with contextlib.suppress(OSError, ValueError):
         days = Layout(root).days()
@@ -298,6 +313,10 @@ def watch_dir(root: Path) -> Path | None:
     verifies) and ``watch.json`` (its last result). ``None`` when it cannot be written: then
     each process verifies for itself (a shared temporary folder is not used, as whoever can
     write there could hand the servers a result)."""
+    import hashlib
+
+    import platformdirs
+
     key = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:24]
     folder = Path(platformdirs.user_cache_dir("reasoning-trace", appauthor=False)) / "watch" / key
     try:

@@ -31,7 +31,7 @@ from .options import PORT, Count, proxy_addresses
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, say, wants_json
 from .render import print_decisions
 
-__all__ = ["cli", "exit_status", "main"]
+__all__ = ["LATER", "cli", "exit_status", "main"]
 
 
 @click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,23 +82,28 @@ def demo(ctx: click.Context, count: int, seed: int | None, as_json: bool) -> Non
         print_decisions(log.recent(10), as_json=wants_json(as_json))
 
 
-from .bundle import register as _register_bundle  # noqa: E402
-from .decisions import register as _register_decisions  # noqa: E402
-from .fleet import register as _register_fleet  # noqa: E402
-from .integrity import register as _register_integrity  # noqa: E402
-from .keys import register as _register_keys  # noqa: E402
-from .record import register as _register_record  # noqa: E402
-from .upgrade import register as _register_upgrade  # noqa: E402
-from .witness import register as _register_witness  # noqa: E402
-
-_register_record(cli)
-_register_decisions(cli)
-_register_bundle(cli)
-_register_integrity(cli)
-_register_keys(cli)
-_register_fleet(cli)
-_register_upgrade(cli)
-_register_witness(cli)
+#: The commands each module of this package defines (its ``register(cli)`` adds them): a
+#: module is imported when one of its commands runs, so ``rtrace tail`` does not import the
+#: others (``tests/test_startup.py`` checks that this list matches the modules).
+LATER = {
+    "record": "reasoning_trace.cli.record",
+    "tail": "reasoning_trace.cli.decisions",
+    "show": "reasoning_trace.cli.decisions",
+    "query": "reasoning_trace.cli.decisions",
+    "stats": "reasoning_trace.cli.decisions",
+    "export": "reasoning_trace.cli.bundle",
+    "verify-bundle": "reasoning_trace.cli.bundle",
+    "verify": "reasoning_trace.cli.integrity",
+    "checkpoint": "reasoning_trace.cli.integrity",
+    "prove": "reasoning_trace.cli.integrity",
+    "keys": "reasoning_trace.cli.keys",
+    "replicate": "reasoning_trace.cli.fleet",
+    "adopt": "reasoning_trace.cli.upgrade",
+    "doctor": "reasoning_trace.cli.upgrade",
+    "witness": "reasoning_trace.cli.witness",
+}
+for _name, _module in LATER.items():
+    cli.register_later(_module, _name)
 
 
 @cli.command()

@@ -7,17 +7,20 @@ Tests: ``tests/test_cli_integrity.py``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import IntegrityError
-from ..query import Filter
 from .context import open_log
 from .decisions import filter_options
 from .output import emit, json_option, say, wants_json
 from .render import with_progress
 from .trust import read_note, trusted_option, vkeys
 from .witness import policy_options, read_policy
+
+if TYPE_CHECKING:
+    from ..query import Filter
 
 __all__ = ["register"]
 

@@ -6,16 +6,18 @@ Tests: ``tests/test_cli.py``, ``tests/test_fleet.py`` (``--source``).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..layout import resolve_root
-from ..log import DecisionLog
 
 if TYPE_CHECKING:
     from ..fleet import Fleet
+    from ..log import DecisionLog
 
 __all__ = [
     "GLOBAL_OPTIONS",
@@ -87,8 +89,15 @@ def _set_global(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 
 def global_options() -> list[click.Option]:
-    """The global options as parameters, for the group and for each of its commands."""
-    return [
+    """The global options as parameters, for the group and for each of its commands: the same
+    three objects for all of them, made once (they hold no state of a run; made again for each
+    command they cost every fresh ``rtrace`` process a few milliseconds)."""
+    return list(_shared_global_options())
+
+
+@functools.cache
+def _shared_global_options() -> tuple[click.Option, ...]:
+    return tuple(
         click.Option(
             [option, key],
             multiple=True,
@@ -99,26 +108,67 @@ def global_options() -> list[click.Option]:
             type=click.Path(file_okay=False) if key == "root" else None,
         )
         for key, option, help_text in GLOBAL_OPTIONS
-    ]
+    )
 
 
 class GlobalOptionsGroup(click.Group):
-    """A group whose commands (and their sub-commands) also take the global options."""
+    """A group whose commands (and their sub-commands) also take the global options.
+
+    Commands may be registered later (``register_later``): the module that defines them is
+    imported when one of them is asked for (``get_command``) or when every command is
+    (``commands``, ``--help``), so a fresh ``rtrace tail`` does not import the modules of the
+    other commands.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._later: dict[str, str] = {}  # command name -> the module whose register() adds it
         super().__init__(*args, **kwargs)
         if not any(p.name == "root" for p in self.params):
             self.params[:0] = global_options()
 
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        """Every command by name (those registered later are imported first)."""
+        for module in sorted(set(self._later.values())):
+            self._load(module)
+        return self._known
+
+    @commands.setter
+    def commands(self, value: Mapping[str, click.Command]) -> None:
+        self._known = dict(value)
+
+    def register_later(self, module: str, *names: str) -> None:
+        """Name the commands that ``module``'s ``register(group)`` adds, without importing it."""
+        for name in names:
+            self._later[name] = module
+
+    def _load(self, module: str) -> None:
+        import importlib
+
+        for name in [n for n, m in self._later.items() if m == module]:
+            del self._later[name]
+        importlib.import_module(module).register(self)
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Register ``cmd`` with the global options appended to its own."""
         _add_globals(cmd)
-        super().add_command(cmd, name)
+        name = name or cmd.name
+        if name is None:
+            raise TypeError("Command has no name.")
+        self._known[name] = cmd
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The names of every command, sorted (none is imported for this)."""
+        return sorted({*self._known, *self._later})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """The command, its sub-commands given the global options too (a sub-group's
-        commands may be registered after the sub-group itself was added)."""
-        cmd = super().get_command(ctx, cmd_name)
+        """The command (its module imported if it was registered later), its sub-commands
+        given the global options too (a sub-group's commands may be registered after the
+        sub-group itself was added)."""
+        module = self._later.get(cmd_name)
+        if module is not None:
+            self._load(module)
+        cmd = self._known.get(cmd_name)
         if isinstance(cmd, click.Group) and not isinstance(cmd, GlobalOptionsGroup):
             for sub in cmd.commands.values():
                 _add_globals(sub)
@@ -140,6 +190,8 @@ def log_root(ctx: click.Context) -> Path:
 def open_log(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> DecisionLog:
     """Open the local log the global options name. Only commands that write create a missing
     root: a mistyped --dir must be an error, not an empty log that "verifies"."""
+    from ..log import DecisionLog  # the engine, imported by the commands that open it
+
     return DecisionLog(str(log_root(ctx)), create=create, **kwargs)
 
 

@@ -6,35 +6,46 @@ Tests: ``tests/test_cli.py``.
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from ..errors import QueryError
-from ..log import DecisionLog
-from ..query import Filter, Stats, TextCriteria
-from ..record import Decision
 from .options import COUNT, verdict, verdict_flags
 from .output import EXIT_FAILED, emit, emit_lines, json_option, say, wants_json
 from .render import console, print_decisions, shown, verdict_text
 
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from ..query import Filter, Stats
+    from ..record import Decision
+
 __all__ = ["register"]
 
 
-def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The filters shared by query, stats and export, handed to the command as ``flt``."""
+#: The filters' parameters besides ``subject`` (``query.TextCriteria``'s keys).
+_CRITERIA = ("since", "until", "action", "approved", "voter", "node")
+
+
+def filter_options(
+    command: Callable[..., Any], *, none_when_empty: bool = False
+) -> Callable[..., Any]:
+    """The filters shared by tail, query, stats and export, handed to the command as ``flt``;
+    with ``none_when_empty``, ``flt=None`` when no filter was given (the query engine is then
+    not even imported)."""
 
     @functools.wraps(command)
     def with_filter(*args: Any, subject: tuple[str, ...], **kwargs: Any) -> Any:
-        criteria = {name: kwargs.pop(name) for name in TextCriteria.__annotations__}
+        criteria = {name: kwargs.pop(name) for name in _CRITERIA}
         criteria["approved"] = verdict(criteria["approved"], kwargs.pop("rejected"))
+        if none_when_empty and not subject and all(v is None for v in criteria.values()):
+            return command(*args, flt=None, **kwargs)
+        from ..query import Filter
+
         try:
             flt = Filter.from_text(subject=subject, **criteria)
         except QueryError as exc:  # a bad time or KEY=VALUE pair: exit 2, saying which
@@ -84,7 +95,7 @@ def _follow_line(d: Decision) -> Text:
 
 def register(cli: click.Group) -> None:
     """Add the decision commands to the ``rtrace`` group."""
-    from .context import open_log, open_reader
+    from .context import log_root, open_log, open_reader
 
     @cli.command()
     @click.option(
@@ -103,12 +114,25 @@ def register(cli: click.Group) -> None:
         help="Keep printing new decisions (that match the filters), from any process, across "
         "midnight, until Ctrl-C.",
     )
-    @filter_options
+    @functools.partial(filter_options, none_when_empty=True)
     @json_option()
     @click.pass_context
-    def tail(ctx: click.Context, limit: int, follow: bool, flt: Filter, as_json: bool) -> None:
+    def tail(
+        ctx: click.Context, limit: int, follow: bool, flt: Filter | None, as_json: bool
+    ) -> None:
         """Show the newest decisions, oldest first; -f follows live. The query filters apply."""
         as_json = wants_json(as_json)
+        if flt is None and not follow and ctx.obj.get("source") is None:
+            # The newest lines of the day files, read from their ends: a fresh process need
+            # not import the engine (the writer, the index, the tree) to print them.
+            from ..recent import recent_decisions
+
+            print_decisions(recent_decisions(log_root(ctx), limit), as_json=as_json)
+            return
+        from ..log import DecisionLog
+        from ..query import Filter
+
+        flt = Filter() if flt is None else flt
         with open_reader(ctx) as log:
             fleet = None if isinstance(log, DecisionLog) else log
             try:
@@ -161,6 +185,9 @@ def register(cli: click.Group) -> None:
                 say(f"rtrace: seq {d.seq}: {signed.status}: {signed.detail}")
                 ctx.exit(EXIT_FAILED)
             return
+        from rich.table import Table
+        from rich.text import Text
+
         out = console()
         head = shown(f"#{d.seq}  {d.action}  ")
         head.append_text(verdict_text(d.approved))
@@ -248,6 +275,9 @@ def register(cli: click.Group) -> None:
         if limit is not None:
             found.reverse()
         if fmt == "csv":
+            import csv
+            import json
+
             writer = csv.writer(sys.stdout)
             writer.writerow(
                 [
@@ -293,6 +323,9 @@ def register(cli: click.Group) -> None:
         if wants_json(as_json):
             emit(result.to_json())
             return
+        from rich.table import Table
+        from rich.text import Text
+
         out = console()
         actions = Table(
             title=f"{result.total} decisions, {result.approved} approved", show_edge=False

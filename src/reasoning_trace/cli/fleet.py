@@ -5,14 +5,14 @@ Tests: ``tests/test_replicate.py``, ``tests/test_replicate_hostile.py``, ``tests
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from .output import emit, json_option, wants_json
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["register"]
 
@@ -72,6 +72,10 @@ def register(cli: click.Group) -> None:
         from .context import require_extra
 
         require_extra("fleet mode", "nats", "nats")
+        import logging
+        import signal
+        import threading
+
         from ..errors import IntegrityError, ReplicationError
         from ..replicate import Replicator, StreamLost
 

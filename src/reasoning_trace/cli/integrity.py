@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.table import Table
 
 from ..errors import UsageError
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
@@ -38,6 +37,8 @@ def _print_report(report: Report, as_json: bool) -> None:
         return
     console = render_console()
     if report.findings:
+        from rich.table import Table
+
         table = Table(show_edge=False)
         for column in ("kind", "where", "seq", "what"):
             table.add_column(column, overflow="fold")

@@ -6,13 +6,15 @@ Tests: ``tests/test_cli_integrity.py``, ``tests/test_origin.py``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..keys import init_key, rotate_log_key
-from ..note import Verifier
-from ..origin import check_origin
 from .context import log_root, open_log
 from .output import EXIT_FAILED, emit, json_option, say, wants_json
+
+if TYPE_CHECKING:
+    from ..note import Verifier
 
 __all__ = ["register"]
 
@@ -69,6 +71,9 @@ def keys_init(ctx: click.Context, origin: str | None, shared_ok: bool, as_json: 
     $REASONING_TRACE_ORIGIN) already has a key file is refused, since that key is another
     log's, unless --shared-ok.
     """
+    from ..keys import init_key
+    from ..origin import check_origin
+
     if origin is not None:
         check_origin(origin, "--origin")
     signer = init_key(log_root(ctx), origin, source="--origin", shared_ok=shared_ok)
@@ -117,6 +122,9 @@ def keys_rotate(ctx: click.Context, origin: str | None, shared_ok: bool, as_json
     origin. A key file named by $REASONING_TRACE_KEY is rotated in place. Refused or
     failed, nothing changes. Restart running writers afterwards.
     """
+    from ..keys import rotate_log_key
+    from ..origin import check_origin
+
     if origin is not None:
         check_origin(origin, "--origin")
     done = rotate_log_key(log_root(ctx), origin, shared_ok=shared_ok)

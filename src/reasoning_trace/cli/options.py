@@ -10,7 +10,6 @@ use them. Tests: ``tests/test_cli_record.py``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +79,8 @@ def proxy_addresses(value: str | None) -> str | None:
     ``*``; anything else is bad input (exit 2) rather than a proxy never trusted."""
     if value is None:
         return None
+    import ipaddress  # only when --trust-proxy is given
+
     for item in value.split(","):
         item = item.strip()
         if item == "*":

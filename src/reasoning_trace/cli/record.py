@@ -16,17 +16,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 from click.core import ParameterSource
 
 from ..errors import RecordError, StorageError
 from ..ijson import NotIJson, read_ijson
-from ..log import DecisionLog
 from ..record import MAX_LINE_BYTES, Decision
 from .options import verdict, verdict_flags
 from .render import shown
+
+if TYPE_CHECKING:
+    from ..log import DecisionLog
 
 __all__ = ["CHUNK", "register"]
 

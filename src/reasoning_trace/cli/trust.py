@@ -8,16 +8,13 @@ Tests: ``tests/test_cli_filters.py``, ``tests/test_cli_integrity.py``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ..checkpoint import Checkpoint
 from ..errors import NoteError
-from ..note import Verifier, split_note
 from .witness import fetch_trusted
 
 __all__ = ["read_note", "trusted_option", "vkeys"]
@@ -32,6 +29,8 @@ def vkeys(value: str | None) -> list[str] | None:
     verification."""
     if value is None:
         return None
+    from ..note import Verifier
+
     path = Path(value)
     if "+" not in value or path.exists():
         try:
@@ -67,6 +66,8 @@ def _key_of_line(line: str) -> str:
     makes a key file either way)."""
     line = line.strip()
     if line.startswith("{"):
+        import json
+
         try:
             obj = json.loads(line)
         except ValueError:
@@ -109,6 +110,9 @@ def read_note(path: str, origin: Callable[[], str | None] | None = None) -> str:
         raise click.BadParameter(
             f"{path}: empty: not a signed checkpoint note", param_hint="--trusted"
         )
+    from ..checkpoint import Checkpoint
+    from ..note import split_note
+
     try:
         body, _signatures = split_note(text)
         Checkpoint.parse(body)

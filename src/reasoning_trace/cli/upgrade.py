@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..checkpoint import Checkpoints
-from ..doctor import diagnose
 from ..layout import Layout, day_file_name, resolve_root
-from ..legacy import find_prefix
 from .output import emit, json_option, wants_json
 
 __all__ = ["register"]
@@ -25,6 +22,8 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def adopt(ctx: click.Context, yes: bool, as_json: bool) -> None:
         """Show (dry run) or do (--yes) the adoption of the original module's records."""
+        from ..checkpoint import Checkpoints
+        from ..legacy import find_prefix
         from .context import open_log
 
         as_json = wants_json(as_json)
@@ -80,6 +79,8 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def doctor(ctx: click.Context, as_json: bool) -> None:
         """Check a log and its set-up end to end and say what to do (exit 1 on a failure)."""
+        from ..doctor import diagnose
+
         checks = diagnose(ctx.obj["root"])
         for check in checks:
             if wants_json(as_json):

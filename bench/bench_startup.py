@@ -1,0 +1,184 @@
+"""Start-up: ``import reasoning_trace`` and ``rtrace tail -n 20`` in a fresh process.
+
+Builds a log of ``--records`` decisions (default 100,000) spread over ``--days`` day files
+(default 100) with the library (``DecisionLog.record_many``: checkpoints, tree hashes and the
+head are the real writer's), then runs rounds of, each in a new interpreter:
+
+- ``python -c pass``: the bare interpreter, the baseline (``site`` included);
+- ``python -c "import click, orjson"``: the command line's own floor (its framework and its
+  JSON library), for reference;
+- ``python -c "import reasoning_trace"``;
+- ``python -m reasoning_trace --dir LOG tail -n 20``, stdout a pipe (JSON Lines);
+- ``python -m reasoning_trace --help``.
+
+The commands of a round run one after the other, so each round's differences (import cost =
+import minus bare) are taken under the same load; min/median/max over the rounds. Wall time of
+the whole process, from ``fork`` to exit. Also ``-X importtime``'s cumulative figure for
+``reasoning_trace`` (our own modules and what they pull in; ``site``'s imports are not in it).
+
+The package's modules are byte-compiled once into a private cache (``PYTHONPYCACHEPREFIX``),
+as an installed package is: ``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module
+from source in every process. ``--from-source`` measures that case instead.
+
+    python bench/bench_startup.py [--records N] [--days D] [--rounds R] [--from-source]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "..", "src")
+sys.path.insert(0, SRC)
+
+from reasoning_trace import DecisionLog  # noqa: E402
+from reasoning_trace.demo import gate_decision  # noqa: E402
+
+DAY_NS = 86_400 * 10**9
+START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+
+
+def build(root: str, records: int, days: int) -> None:
+    """``records`` gate decisions over ``days`` day files, recorded by the library."""
+    import random
+
+    rng = random.Random(19)
+    per_day = -(-records // days)
+    now = [START_NS]
+    with DecisionLog(root, sync="never", clock=lambda: now[0]) as log:
+        done = 0
+        for day in range(days):
+            now[0] = START_NS + day * DAY_NS
+            batch = min(per_day, records - done)
+            for start in range(0, batch, 1000):
+                log.record_many(
+                    gate_decision(rng, done + n) for n in range(start, min(batch, start + 1000))
+                )
+            done += batch
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, bytes]:
+    """Wall seconds of ``cmd`` (stdout a pipe, read to the end), and what it printed."""
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True)
+    took = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return took, done.stdout
+
+
+def importtime(env: dict[str, str]) -> float:
+    """``-X importtime``'s cumulative milliseconds for ``reasoning_trace``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import reasoning_trace"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip() == "reasoning_trace":
+            return int(parts[1]) / 1000
+    raise SystemExit("reasoning_trace not in the -X importtime output")
+
+
+def stats(values: list[float]) -> str:
+    """``min / median / max`` in milliseconds."""
+    ms = [v * 1000 for v in values]
+    return f"{min(ms):.1f} / {statistics.median(ms):.1f} / {max(ms):.1f}"
+
+
+def main() -> None:
+    """Build the log, run the rounds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--from-source", action="store_true", help="no byte-code cache")
+    parser.add_argument("--keep", help="build the log here and keep it (reused if present)")
+    args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3")
+
+    base = tempfile.mkdtemp(prefix="bench-startup-")
+    root = args.keep or os.path.join(base, "log")
+    try:
+        if not (args.keep and os.path.isdir(root)):
+            t = time.perf_counter()
+            build(root, args.records, args.days)
+            print(
+                f"built {args.records:,} records in {args.days} day files "
+                f"in {time.perf_counter() - t:.1f} s",
+                file=sys.stderr,
+            )
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(SRC))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if args.from_source:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env["PYTHONPYCACHEPREFIX"] = os.path.join(base, "pycache")
+        py = sys.executable
+        cmds = {
+            "bare `python -c pass`": [py, "-c", "pass"],
+            "`import click, orjson` (the CLI's floor)": [py, "-c", "import click, orjson"],
+            "`import reasoning_trace`": [py, "-c", "import reasoning_trace"],
+            "`rtrace tail -n 20` > pipe": [
+                py,
+                "-m",
+                "reasoning_trace",
+                "--dir",
+                root,
+                "tail",
+                "-n",
+                "20",
+            ],
+            "`rtrace --help`": [py, "-m", "reasoning_trace", "--help"],
+        }
+        for cmd in cmds.values():  # warm-up: byte-code written, files in the page cache
+            run(cmd, env)
+        _, out = run(cmds["`rtrace tail -n 20` > pipe"], env)
+        seqs = [json.loads(line)["seq"] for line in out.splitlines()]
+        if seqs != list(range(args.records - 20, args.records)):
+            raise SystemExit(f"tail printed the wrong records: {seqs}")
+
+        times: dict[str, list[float]] = {name: [] for name in cmds}
+        for _ in range(args.rounds):
+            for name, cmd in cmds.items():
+                times[name].append(run(cmd, env)[0])
+        bare = times["bare `python -c pass`"]
+        own = [importtime(env) / 1000 for _ in range(args.rounds)]
+
+        mode = "from source" if args.from_source else "byte-compiled"
+        print(
+            f"\n{args.records:,} records in {args.days} day files; {args.rounds} rounds; "
+            f"{mode}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
+            f"load average {os.getloadavg()[0]:.2f}\n"
+        )
+        print("| command | wall ms (min / median / max) | minus bare, same round (ms) |")
+        print("|---|---|---|")
+        for name, values in times.items():
+            extra = [v - b for v, b in zip(values, bare, strict=True)]
+            print(f"| {name} | {stats(values)} | {stats(extra) if values is not bare else '-'} |")
+        print(f"| `-X importtime`, `reasoning_trace` cumulative | {stats(own)} | - |")
+        tail = times["`rtrace tail -n 20` > pipe"]
+        imp = [v - b for v, b in zip(times["`import reasoning_trace`"], bare, strict=True)]
+        print(
+            f"\ntargets: import cost (median) {statistics.median(imp) * 1000:.1f} ms "
+            f"(<= 30 ms); tail (median) {statistics.median(tail) * 1000:.1f} ms (<= 80 ms), "
+            f"{statistics.median(tail) / statistics.median(bare):.2f}x the bare interpreter"
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
