@@ -20,7 +20,11 @@ The package's modules are byte-compiled once into a private cache (``PYTHONPYCAC
 as an installed package is: ``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module
 from source in every process. ``--from-source`` measures that case instead.
 
+``--compare SRC`` also times ``import reasoning_trace`` and ``tail`` from another checkout's
+``src`` (an older commit, say) in the same rounds, for a before/after under the same load.
+
     python bench/bench_startup.py [--records N] [--days D] [--rounds R] [--from-source]
+                                  [--compare OTHER/src]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,14 +70,18 @@ def build(root: str, records: int, days: int) -> None:
             done += batch
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, bytes]:
-    """Wall seconds of ``cmd`` (stdout a pipe, read to the end), and what it printed."""
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
+    """Wall seconds of ``cmd`` (stdout a pipe, read to the end), its CPU seconds (user +
+    system: less disturbed by other processes than wall time), and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True)
     took = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{cmd} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return took, done.stdout
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return took, cpu, done.stdout
 
 
 def importtime(env: dict[str, str]) -> float:
@@ -105,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--from-source", action="store_true", help="no byte-code cache")
     parser.add_argument("--keep", help="build the log here and keep it (reused if present)")
+    parser.add_argument("--compare", metavar="SRC", help="another checkout's src to time too")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be at least 3")
@@ -143,19 +153,31 @@ def main() -> None:
             ],
             "`rtrace --help`": [py, "-m", "reasoning_trace", "--help"],
         }
-        for cmd in cmds.values():  # warm-up: byte-code written, files in the page cache
-            run(cmd, env)
-        _, out = run(cmds["`rtrace tail -n 20` > pipe"], env)
+        envs = {name: env for name in cmds}
+        if args.compare:
+            other = dict(env, PYTHONPATH=os.path.abspath(args.compare))
+            if not args.from_source:
+                other["PYTHONPYCACHEPREFIX"] = os.path.join(base, "pycache-compare")
+            for name in ("`import reasoning_trace`", "`rtrace tail -n 20` > pipe"):
+                cmds[f"{name}, {args.compare}"] = cmds[name]
+                envs[f"{name}, {args.compare}"] = other
+        for name, cmd in cmds.items():  # warm-up: byte-code written, files in the page cache
+            run(cmd, envs[name])
+        _, _, out = run(cmds["`rtrace tail -n 20` > pipe"], env)
         seqs = [json.loads(line)["seq"] for line in out.splitlines()]
         if seqs != list(range(args.records - 20, args.records)):
             raise SystemExit(f"tail printed the wrong records: {seqs}")
 
         times: dict[str, list[float]] = {name: [] for name in cmds}
+        cpu: dict[str, list[float]] = {name: [] for name in cmds}
         for _ in range(args.rounds):
             for name, cmd in cmds.items():
-                times[name].append(run(cmd, env)[0])
+                took, used, _ = run(cmd, envs[name])
+                times[name].append(took)
+                cpu[name].append(used)
         bare = times["bare `python -c pass`"]
         own = [importtime(env) / 1000 for _ in range(args.rounds)]
+        own_other = [importtime(other) / 1000 for _ in range(args.rounds)] if args.compare else []
 
         mode = "from source" if args.from_source else "byte-compiled"
         print(
@@ -163,12 +185,20 @@ def main() -> None:
             f"{mode}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
             f"load average {os.getloadavg()[0]:.2f}\n"
         )
-        print("| command | wall ms (min / median / max) | minus bare, same round (ms) |")
-        print("|---|---|---|")
+        print(
+            "| command | wall ms (min / median / max) | wall minus bare, same round "
+            "| CPU ms (user + sys) |"
+        )
+        print("|---|---|---|---|")
         for name, values in times.items():
             extra = [v - b for v, b in zip(values, bare, strict=True)]
-            print(f"| {name} | {stats(values)} | {stats(extra) if values is not bare else '-'} |")
-        print(f"| `-X importtime`, `reasoning_trace` cumulative | {stats(own)} | - |")
+            print(
+                f"| {name} | {stats(values)} | {stats(extra) if values is not bare else '-'} "
+                f"| {stats(cpu[name])} |"
+            )
+        print(f"| `-X importtime`, `reasoning_trace` cumulative | {stats(own)} | - | - |")
+        if own_other:
+            print(f"| `-X importtime`, {args.compare} | {stats(own_other)} | - | - |")
         tail = times["`rtrace tail -n 20` > pipe"]
         imp = [v - b for v, b in zip(times["`import reasoning_trace`"], bare, strict=True)]
         print(
