@@ -23,8 +23,12 @@ from source in every process. ``--from-source`` measures that case instead.
 ``--compare SRC`` also times ``import reasoning_trace`` and ``tail`` from another checkout's
 ``src`` (an older commit, say) in the same rounds, for a before/after under the same load.
 
+``--callgrind`` also counts the instructions each command executes, once, under
+``valgrind --tool=callgrind`` (slow, but the same however loaded the machine is): a ratio to
+the bare interpreter that a busy machine does not blur.
+
     python bench/bench_startup.py [--records N] [--days D] [--rounds R] [--from-source]
-                                  [--compare OTHER/src]
+                                  [--compare OTHER/src] [--callgrind]
 """
 
 from __future__ import annotations
@@ -100,6 +104,22 @@ def importtime(env: dict[str, str]) -> float:
     raise SystemExit("reasoning_trace not in the -X importtime output")
 
 
+def instructions(cmd: list[str], env: dict[str, str], scratch: str) -> int:
+    """Instructions ``cmd`` executes (callgrind's total)."""
+    out = os.path.join(scratch, "callgrind.out")
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    with open(out) as fh:
+        for line in fh:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise SystemExit("no total in the callgrind output")
+
+
 def stats(values: list[float]) -> str:
     """``min / median / max`` in milliseconds."""
     ms = [v * 1000 for v in values]
@@ -115,6 +135,7 @@ def main() -> None:
     parser.add_argument("--from-source", action="store_true", help="no byte-code cache")
     parser.add_argument("--keep", help="build the log here and keep it (reused if present)")
     parser.add_argument("--compare", metavar="SRC", help="another checkout's src to time too")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions too")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be at least 3")
@@ -199,6 +220,14 @@ def main() -> None:
         print(f"| `-X importtime`, `reasoning_trace` cumulative | {stats(own)} | - | - |")
         if own_other:
             print(f"| `-X importtime`, {args.compare} | {stats(own_other)} | - | - |")
+        if args.callgrind:
+            if shutil.which("valgrind") is None:
+                raise SystemExit("--callgrind needs valgrind")
+            print("\n| command | instructions (millions) | ratio to bare |\n|---|---|---|")
+            counts = {name: instructions(cmd, envs[name], base) for name, cmd in cmds.items()}
+            for name, count in counts.items():
+                ratio = count / counts["bare `python -c pass`"]
+                print(f"| {name} | {count / 1e6:.1f} | {ratio:.2f}x |")
         tail = times["`rtrace tail -n 20` > pipe"]
         imp = [v - b for v, b in zip(times["`import reasoning_trace`"], bare, strict=True)]
         print(
