@@ -9,7 +9,10 @@ durable) for each N of ``--workers`` (default 1 and 2), then runs ``--rounds`` r
 - ``GET /v1/decisions?limit=50&action=upgrade_proposal&voter=performance`` from 4 connections
   (``-t 2``; the index is caught up first).
 
-It prints min/median/max of each rate over the rounds, and the POST/healthz ratio of each round.
+It prints min/median/max of each rate over the rounds, the POST/healthz ratio of each round,
+and the CPU a request took in the server (all its processes, ``/proc``) and in ``wrk``
+(``getrusage``): on a shared machine the rates follow the neighbours' load, the CPU much less,
+and ``cores ÷ CPU a request`` is the rate the two could reach with every core to themselves.
 ``--stack plain`` hides uvloop and httptools from the server (a shadow package that fails to
 import, first on its ``PYTHONPATH``): uvicorn then runs asyncio and h11, as an install of plain
 ``uvicorn`` did before ``[server]`` asked for ``uvicorn[standard]``. The server runs the code
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -112,10 +116,15 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 
 def measured(work: str, args: list[str]) -> dict[str, float]:
-    """``wrk -t 2 ARGS``, plus ``cpu_ms``: the server's CPU milliseconds per request."""
-    before = server_cpu(work)
+    """``wrk -t 2 ARGS``, plus the CPU milliseconds a request took in the server (``cpu_ms``,
+    all its processes) and in ``wrk`` (``wrk_ms``)."""
+    before, client = server_cpu(work), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk(["-t", "2", *args])
-    result["cpu_ms"] = (server_cpu(work) - before) * 1000 / max(1.0, result["requests"])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = max(1.0, result["requests"])
+    result["cpu_ms"] = (server_cpu(work) - before) * 1000 / requests
+    used = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
+    result["wrk_ms"] = used * 1000 / requests
     return result
 
 
@@ -150,11 +159,14 @@ def run(workers: int, args: argparse.Namespace, env: dict[str, str]) -> list[str
     ):
         results = rounds[key]
         ratio = f"{spread(ratios, 2)}x" if key == "post" else ""
+        ceiling = [args.cores * 1000 / (r["cpu_ms"] + r["wrk_ms"]) for r in results]
         rows.append(
             f"| {label} | {workers} | {spread([r['rps'] for r in results])} | {ratio} | "
             f"{statistics.median(r.get('p50', float('nan')) for r in results):.1f} | "
             f"{statistics.median(r.get('p99', float('nan')) for r in results):.1f} | "
             f"{statistics.median(r['cpu_ms'] for r in results):.2f} | "
+            f"{statistics.median(r['wrk_ms'] for r in results):.2f} | "
+            f"{statistics.median(ceiling):,.0f} | "
             f"{sum(r['errors'] for r in results):.0f} |"
         )
     print(f"workers {workers}: {records:,} decisions stored", file=sys.stderr)
@@ -167,6 +179,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per worker count (>= 3)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="cores for the CPU ceiling column (requests/s if server and wrk had them all)",
+    )
     parser.add_argument(
         "--stack",
         choices=["standard", "plain"],
@@ -184,9 +202,11 @@ def main() -> None:
     print(
         f"| load (wrk, {args.seconds} s × {args.rounds} rounds, loopback, {args.stack} stack) "
         "| workers | requests/s min / median / max | POST ÷ healthz, same round "
-        "| p50 ms (median) | p99 ms (median) | server CPU ms a request (median) | non-2xx |"
+        "| p50 ms (median) | p99 ms (median) | server CPU ms a request (median) "
+        f"| wrk CPU ms a request (median) | {args.cores} cores ÷ CPU a request (median) "
+        "| non-2xx |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
