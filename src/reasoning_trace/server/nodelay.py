@@ -19,6 +19,12 @@ So the HTTP protocol that uvicorn builds for each connection turns it on itself:
 (httptools when installed, else h11), in one process or many. ``rtrace serve`` hands it to
 ``uvicorn.run`` as ``http=``.
 
+Not the listening socket: Linux does copy ``TCP_NODELAY`` from a listener to the sockets it
+accepts, but ``uvicorn.run`` binds the ``--workers`` socket itself. Binding our own would mean
+driving uvicorn's supervisor (``uvicorn.supervisors.Multiprocess``, whose signature has
+changed between releases), and ``uvicorn.run(fd=...)`` labels the socket ``AF_UNIX``, which
+asyncio and uvloop then treat as a Unix socket.
+
 Tests: ``tests/test_serve_nodelay.py`` (a real ``rtrace serve`` with 1 and 2 processes, with
 and without uvloop and httptools; the server's own socket read with ``getsockopt``).
 Benchmark: ``bench/bench_server.py``.
