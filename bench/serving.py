@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 
@@ -22,11 +22,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(*options: str) -> Iterator[tuple[str, str]]:
-    """``rtrace serve OPTIONS`` on a temporary log; yields (base URL, work directory)."""
+def served(*options: str, env: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """``rtrace serve OPTIONS`` on a temporary log (``env`` added to the environment); yields
+    (base URL, work directory)."""
     work = tempfile.mkdtemp(prefix="rtrace-serve-")
     port = free_port()
-    env = dict(os.environ, REASONING_TRACE_KEY=os.path.join(work, "key"))
+    environment = {**os.environ, "REASONING_TRACE_KEY": os.path.join(work, "key"), **(env or {})}
     server = subprocess.Popen(
         [
             shutil.which("rtrace") or "rtrace",
@@ -37,7 +38,7 @@ def served(*options: str) -> Iterator[tuple[str, str]]:
             str(port),
             *options,
         ],
-        env=env,
+        env=environment,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -164,6 +164,7 @@ def serve(
     import uvicorn
 
     from ..server import Tokens, create_app, is_loopback
+    from ..server.nodelay import NoDelayHTTPProtocol
 
     try:
         tokens = Tokens.from_environment(token_file)
@@ -177,9 +178,10 @@ def serve(
     hosts = [*allowed_hosts, *([] if host in ("0.0.0.0", "::", "") else [host])]
     # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: a local page could then pose
     # as any client. It is read only from the proxies --trust-proxy names.
-    proxy: dict[str, Any] = {
+    options: dict[str, Any] = {
         "proxy_headers": trust_proxy is not None,
         "forwarded_allow_ips": trust_proxy,
+        "http": NoDelayHTTPProtocol,  # TCP_NODELAY on every connection, in every mode
     }
     if demo and workers > 1:
         raise click.UsageError("--demo runs in one process (drop --workers)")
@@ -198,7 +200,7 @@ def serve(
             port=port,
             workers=workers,
             log_level="warning",
-            **proxy,
+            **options,
         )
         return
     from .demo_log import DemoGate, removed_on_exit, sigterm_unwinds
@@ -216,7 +218,7 @@ def serve(
             app = create_app(
                 log, tokens, streams_per_client=streams_per_client, allowed_hosts=hosts
             )
-            uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
+            uvicorn.run(app, host=host, port=port, log_level="warning", **options)
         finally:
             if gate is not None:
                 gate.stop()
