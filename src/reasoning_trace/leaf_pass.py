@@ -4,8 +4,11 @@ Every line of the day files, in order, is hashed as a leaf, ``SHA-256(0x00 || li
 folded into the tree's right edge, ``SHA-256(0x01 || left || right)``; at each size the caller
 asks for, the root is kept. The day files are cut into line-aligned chunks of ``CHUNK_BYTES``;
 the leaves and the timestamp checks of a chunk are computed in one call, in worker processes
-for logs of ``PARALLEL_BYTES`` or more, while this process only folds. Memory is the tree's edge,
-O(log n) hashes, and a bounded window of chunks.
+for logs of ``PARALLEL_BYTES`` or more. This process folds each chunk's leaves as it arrives,
+while later chunks are hashed: a level at a time (``tree.extend_range``: one node per pair of the
+level below, then only the O(log n) subtrees at the chunk's edges merged into the tree's edge),
+and when the next chunk is not back yet it hashes, itself, the last chunk no worker has started.
+Memory is the tree's edge, O(log n) hashes, and a bounded window of chunks.
 
 Found on the way, as findings: a record's timestamp of another day than its file's
 (``wrong_day``) or earlier than the record before (``clock_backwards``), bytes after a file's
@@ -17,7 +20,8 @@ of the next leaf, which a pass keeps at the largest size it was asked for (``res
 ``verify_incremental`` carries a verified log on from there, reading only what is new. A
 resumed pass does not compare its first record's time with the one before the resume point.
 Tests: ``tests/test_verify.py`` (one process, workers and small chunks report alike),
-``tests/test_legacy.py``, ``tests/test_faults.py``.
+``tests/test_verify_overlap.py`` (every root of odd-sized files and chunks, a tampered line
+found at its line), ``tests/test_legacy.py``, ``tests/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -98,9 +102,10 @@ def hash_pass(
 
     ``prefix``: the original module's lines at the log's start (its blank lines are not
     leaves, nor its lines after this log's records). ``progress(done_bytes, total_bytes)`` is
-    called after each chunk. ``workers``: processes hashing leaves (default: up to 4 for logs
-    of ``PARALLEL_BYTES`` or more, else none). Leaf hashing and the timestamp checks happen in
-    ``_hash_chunk`` (in worker processes for big logs); this loop only folds.
+    called after each chunk. ``workers``: processes hashing leaves, this one included (default:
+    up to 4 for logs of ``PARALLEL_BYTES`` or more, else 1). Leaf hashing and the timestamp
+    checks happen in ``_hash_chunk`` (also in worker processes for big logs); this loop folds
+    each chunk's leaves.
     ``resume``: carry on from there (``days`` then starts with its day file) rather than
     from the first leaf; ``progress`` then counts from its offset.
     Returns the records, the bytes read, the roots at the sizes asked for, and the places.
@@ -226,8 +231,8 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
             legacy.append(k)
         i = line.find(b'"datetime_utc":"')
         dt = line[i + 16 : i + 43] if i >= 0 else b""
-        if dt < prev or dt[:10] != day:
-            odd.append((k, dt, prev))
+        if i < 0 or dt < prev or not line.startswith(day, i + 16):  # no time, or not in order
+            odd.append((k, dt, prev))  # or not of the file's day
         prev = dt
     if parts:
         i = parts[0].find(b'"datetime_utc":"')
@@ -237,8 +242,9 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
 
 
 def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int, _Chunk]]:
-    """(day index, chunk) in file order, hashed here or by ``workers`` processes; the first
-    file from byte ``skip`` on."""
+    """(day index, chunk) in file order, hashed by ``workers`` processes (this one and
+    ``workers - 1`` started for it; this one hashes a chunk whenever it would otherwise wait
+    for the next); the first file from byte ``skip`` on."""
     tasks = []
     for d_index, path in enumerate(days):
         size = path.stat().st_size
@@ -250,12 +256,12 @@ def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int
             yield d_index, _hash_chunk(path_s, start, end)
         return
     context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
         window: deque[tuple[int, tuple[str, int, int], Future[_Chunk] | _Chunk]] = deque()
         queue = iter(tasks)
         while True:
-            while len(window) <= 2 * workers and (task := next(queue, None)):
-                args = task[1:]  # bounded: memory does not grow with the log
+            while len(window) <= 2 * workers and (task := next(queue, None)):  # bounded: memory
+                args = task[1:]  # does not grow with the log
                 window.append((task[0], args, pool.submit(_hash_chunk, *args)))
             if not window:
                 return
