@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,47 @@ def test_a_tampered_line_in_a_middle_file_is_found_at_its_line(
     seq = sum(SIZES[:9]) + 16
     altered = [(f.file, f.line, f.seq_from) for f in parallel.findings if f.kind == "altered"]
     assert altered == [(str(middle), 17, seq)]
+
+
+def redate(path: Path, index: int, days: int) -> None:
+    """Move the date of line ``index`` (0-based) of a day file by ``days`` days."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    when = (date.fromisoformat(path.stem) + timedelta(days=days)).isoformat()
+    stamp = f'"datetime_utc":"{path.stem}T'.encode()
+    lines[index] = lines[index].replace(stamp, f'"datetime_utc":"{when}T'.encode())
+    path.write_bytes(b"".join(lines))
+
+
+def test_time_notes_are_the_same_with_workers_and_small_chunks(
+    odd_log: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records dated another day than their file's (in the middle, first or last of a file),
+    two records swapped and a record whose time field is renamed give the same notes, at the
+    same lines, with workers and small chunks as in one process: where a reader puts them."""
+    root = tmp_path / "log"
+    shutil.copytree(odd_log[0], root)
+    days = day_files(root)
+    redate(days[4], 9, -1)  # 33 records: line 10 of the day before, so also before line 9
+    lines = days[4].read_bytes().splitlines(keepends=True)
+    lines[19], lines[20] = lines[20], lines[19]
+    lines[29] = lines[29].replace(b'"datetime_utc"', b'"datetime_utx"')
+    days[4].write_bytes(b"".join(lines))
+    redate(days[6], 0, -1)  # 2 records: the first of the day before, after the file before's
+    redate(days[9], 32, 1)  # 33 records: the last of the next day, after the next file's
+    alone = verify(root, odd_log[1], workers=1)
+    monkeypatch.setattr(leaf_pass, "CHUNK_BYTES", 997)
+    parallel = verify(root, odd_log[1], workers=2)
+    assert parallel.findings == alone.findings
+    notes = {
+        (f.kind, days.index(Path(f.file or "")), f.line)
+        for f in parallel.findings
+        if f.kind in ("wrong_day", "clock_backwards")
+    }
+    assert notes == {
+        ("wrong_day", 4, 10),
+        ("clock_backwards", 4, 10),
+        ("clock_backwards", 4, 21),
+        ("wrong_day", 6, 1),
+        ("wrong_day", 9, 33),
+        ("clock_backwards", 10, 1),
+    }

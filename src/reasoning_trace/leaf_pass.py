@@ -35,7 +35,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import le
 from pathlib import Path
 
 from .legacy import Prefix, is_legacy_line
@@ -48,6 +49,7 @@ __all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "Resume", "hash_pass"]
 CHUNK_BYTES = 16 << 20
 #: Logs this big or bigger are hashed in worker processes; smaller ones in this process.
 PARALLEL_BYTES = 64 << 20
+_DT = b'"datetime_utc":"'
 
 
 @dataclass(frozen=True)
@@ -219,24 +221,29 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     torn = len(parts.pop())
     leaves: list[bytes] = []
     add = leaves.append
-    odd: list[tuple[int, bytes, bytes]] = []
-    prev = first_dt = b""
-    legacy: list[int] = []
     leaf = hashlib.sha256(b"\x00").copy  # a copy of a started hash: no new context per line
-    for k, line in enumerate(parts):
+    for line in parts:
         h = leaf()
         h.update(line)
         add(h.digest())
-        if line.rfind(b'"v":') < 0 and is_legacy_line(line):  # this product's "v" is late
-            legacy.append(k)
-        i = line.find(b'"datetime_utc":"')
-        dt = line[i + 16 : i + 43] if i >= 0 else b""
-        if i < 0 or dt < prev or not line.startswith(day, i + 16):  # no time, or not in order
-            odd.append((k, dt, prev))  # or not of the file's day
-        prev = dt
-    if parts:
-        i = parts[0].find(b'"datetime_utc":"')
-        first_dt = parts[0][i + 16 : i + 43] if i >= 0 else b""
+    legacy: list[int] = []
+    if min(map(bytes.rfind, parts, repeat(b'"v":')), default=0) < 0:  # a line without "v"
+        legacy = [k for k, line in enumerate(parts) if b'"v":' not in line and is_legacy_line(line)]
+    dts = [line[i + 16 : i + 43] if (i := line.find(_DT)) >= 0 else b"" for line in parts]
+    odd: list[tuple[int, bytes, bytes]] = []
+    # In order, and the first and the last of the file's day: then every one is (a shortcut).
+    if dts and not (
+        len(day) == 10
+        and dts[0].startswith(day)
+        and dts[-1].startswith(day)
+        and all(map(le, dts, dts[1:]))
+    ):
+        prev = b""
+        for k, dt in enumerate(dts):
+            if dt < prev or dt[:10] != day:  # not in order, no time, or not of the file's day
+                odd.append((k, dt, prev))
+            prev = dt
+    first_dt, prev = (dts[0], dts[-1]) if dts else (b"", b"")
     lengths = array("I", map(len, parts)).tobytes()
     return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
 
