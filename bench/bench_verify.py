@@ -12,7 +12,8 @@ fast path throughout). Then, each round, in this order or reversed on odd rounds
   seconds (the process and its workers) are measured too, being steadier on a shared machine.
 
 Prints min/median/max over ``--rounds`` of each rate and of each verify's ratio to the raw
-rates measured in the same round.
+rates measured in the same round; and the CPU seconds of raw hashing over those of verify (all
+its processes): on 2 cores the wall-clock ratio of a quiet machine is at most twice that.
 
     python bench/bench_verify.py [--records 1000000] [--per-day 20000] [--rounds 3]
                                  [--before /work/main/src]
@@ -103,13 +104,15 @@ def main() -> None:
         sides = {"after": SRC, "before": args.before}
         rates: dict[str, list[float]] = {k: [] for k in ("raw", "raw2", *sides)}
         cpu: dict[str, list[float]] = {k: [] for k in sides}
+        raw_cpu: list[float] = []
         ratios: dict[str, list[float]] = {f"{k}/{b}": [] for k in sides for b in ("raw", "raw2")}
         with ProcessPoolExecutor(2) as pool:
             list(pool.map(sha_files, [[], []]))  # started before the clock
             for n in range(args.rounds):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 total = sha_files(paths)
                 rates["raw"].append(total / (time.perf_counter() - t) / 1e6)
+                raw_cpu.append(time.process_time() - c)
                 t = time.perf_counter()
                 total2 = sum(pool.map(sha_files, halves))
                 rates["raw2"].append(total2 / (time.perf_counter() - t) / 1e6)
@@ -125,7 +128,10 @@ def main() -> None:
         )
         print("| measurement | MB/s | CPU s (verify + workers) |")
         print("|---|---|---|")
-        print(f"| raw SHA-256, 1 process (the baseline) | {spread(rates['raw'], ',.0f')} | |")
+        print(
+            f"| raw SHA-256, 1 process (the baseline) | {spread(rates['raw'], ',.0f')} "
+            f"| {spread(raw_cpu, '.2f')} |"
+        )
         print(f"| raw SHA-256, 2 processes | {spread(rates['raw2'], ',.0f')} | |")
         for side in sides:
             print(
@@ -137,6 +143,12 @@ def main() -> None:
             side, base = key.split("/")
             label = "raw SHA-256, 1 process" if base == "raw" else "raw SHA-256, 2 processes"
             print(f"| `verify` {side} / {label} | {spread(values, '.0%')} |")
+        for side in sides:
+            cpu_ratio = [r / v for r, v in zip(raw_cpu, cpu[side], strict=True)]
+            print(
+                f"| CPU seconds: raw SHA-256 / `verify` {side} (all its processes) "
+                f"| {spread(cpu_ratio, '.0%')} |"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
