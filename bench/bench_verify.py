@@ -8,7 +8,8 @@ fast path throughout). Then, each round, in this order or reversed on odd rounds
   (the issue's baseline), and the same split over 2 already-started processes (the machine has
   2 cores and verify hashes in worker processes, so this is the fairest parallel figure);
 - ``verify(root)`` in a fresh interpreter with this checkout's ``src`` ("after") and with
-  ``--before`` (default ``/work/main/src``, "before"), timed inside that process; its CPU
+  ``--before`` (default ``/work/main/src``, "before", skipped when that folder holds no
+  ``reasoning_trace``), timed inside that process; its CPU
   seconds (the process and its workers) are measured too, being steadier on a shared machine.
 
 Prints min/median/max over ``--rounds`` of each rate and of each verify's ratio to the raw
@@ -101,7 +102,11 @@ def main() -> None:
         derive(root)
         paths = sorted(os.path.join(root, n) for n in os.listdir(root) if n.endswith(".jsonl"))
         halves = [paths[0::2], paths[1::2]]
-        sides = {"after": SRC, "before": args.before}
+        sides = {"after": SRC}
+        if os.path.isdir(os.path.join(args.before, "reasoning_trace")):
+            sides["before"] = args.before
+        else:
+            print(f"no reasoning_trace in {args.before}: measuring this checkout only\n")
         rates: dict[str, list[float]] = {k: [] for k in ("raw", "raw2", *sides)}
         cpu: dict[str, list[float]] = {k: [] for k in sides}
         raw_cpu: list[float] = []
