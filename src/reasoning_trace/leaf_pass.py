@@ -4,8 +4,11 @@ Every line of the day files, in order, is hashed as a leaf, ``SHA-256(0x00 || li
 folded into the tree's right edge, ``SHA-256(0x01 || left || right)``; at each size the caller
 asks for, the root is kept. The day files are cut into line-aligned chunks of ``CHUNK_BYTES``;
 the leaves and the timestamp checks of a chunk are computed in one call, in worker processes
-for logs of ``PARALLEL_BYTES`` or more, while this process only folds. Memory is the tree's edge,
-O(log n) hashes, and a bounded window of chunks.
+for logs of ``PARALLEL_BYTES`` or more. This process folds each chunk's leaves as it arrives,
+while later chunks are hashed: a level at a time (``tree.extend_range``: one node per pair of the
+level below, then only the O(log n) subtrees at the chunk's edges merged into the tree's edge),
+and when the next chunk is not back yet it hashes, itself, the last chunk no worker has started.
+Memory is the tree's edge, O(log n) hashes, and a bounded window of chunks.
 
 Found on the way, as findings: a record's timestamp of another day than its file's
 (``wrong_day``) or earlier than the record before (``clock_backwards``), bytes after a file's
@@ -17,7 +20,8 @@ of the next leaf, which a pass keeps at the largest size it was asked for (``res
 ``verify_incremental`` carries a verified log on from there, reading only what is new. A
 resumed pass does not compare its first record's time with the one before the resume point.
 Tests: ``tests/test_verify.py`` (one process, workers and small chunks report alike),
-``tests/test_legacy.py``, ``tests/test_faults.py``.
+``tests/test_verify_overlap.py`` (every root of odd-sized files and chunks, a tampered line
+found at its line), ``tests/test_legacy.py``, ``tests/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -26,14 +30,18 @@ import hashlib
 import multiprocessing
 import os
 from array import array
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import le
 from pathlib import Path
 
 from .legacy import Prefix, is_legacy_line
 from .report import Finding, Report
+from .tree import CompactRange, extend_range
 
 __all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "Resume", "hash_pass"]
 
@@ -41,6 +49,7 @@ __all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "Resume", "hash_pass"]
 CHUNK_BYTES = 16 << 20
 #: Logs this big or bigger are hashed in worker processes; smaller ones in this process.
 PARALLEL_BYTES = 64 << 20
+_DT = b'"datetime_utc":"'
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,10 @@ def hash_pass(
 
     ``prefix``: the original module's lines at the log's start (its blank lines are not
     leaves, nor its lines after this log's records). ``progress(done_bytes, total_bytes)`` is
-    called after each chunk. ``workers``: processes hashing leaves (default: up to 4 for logs
-    of ``PARALLEL_BYTES`` or more, else none). Leaf hashing and the timestamp checks happen in
-    ``_hash_chunk`` (in worker processes for big logs); this loop only folds.
+    called after each chunk. ``workers``: processes hashing leaves, this one included (default:
+    up to 4 for logs of ``PARALLEL_BYTES`` or more, else 1). Leaf hashing and the timestamp
+    checks happen in ``_hash_chunk`` (also in worker processes for big logs); this loop folds
+    each chunk's leaves.
     ``resume``: carry on from there (``days`` then starts with its day file) rather than
     from the first leaf; ``progress`` then counts from its offset.
     Returns the records, the bytes read, the roots at the sizes asked for, and the places.
@@ -106,14 +116,10 @@ def hash_pass(
     total = sum(p.stat().st_size for p in days) - start_at
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_BYTES else 1
-    sha = hashlib.sha256
     stack: list[bytes] = list(resume.edge) if resume is not None else []
-    pop, push = stack.pop, stack.append
     size = resume.size if resume is not None else 0
     done = 0
     targets = sorted({s for s in sizes if s > size})
-    t_index = 0
-    next_size = targets[0] if targets else -1
     roots: dict[int, bytes] = {}
     places: dict[int, tuple[int, int]] = {size: (0, start_at)}
     resume_at = resume
@@ -135,31 +141,24 @@ def hash_pass(
         if chunk.last_dt:
             last_dt = chunk.last_dt
         leaves = chunk.leaves
+        kept: list[int] | None = None  # the chunk's lines that are leaves, when not all are
         skip = _foreign_lines(chunk, days[d_index], prefix, file_lines, report)
-        for j in range(0, len(leaves), 32):
-            if skip and j // 32 in skip:
-                continue  # the original module's line after this log's records: not a leaf
-            h = leaves[j : j + 32]
-            n = size
-            while n & 1:
-                h = sha(b"\x01" + pop() + h).digest()
-                n >>= 1
-            push(h)
-            size += 1
-            if size == next_size:
-                root = stack[-1]
-                for left in reversed(stack[:-1]):
-                    root = sha(b"\x01" + left + root).digest()
-                roots[size] = root
-                t_index += 1
-                next_size = targets[t_index] if t_index < len(targets) else -1
-                k = j // 32 + 1  # lines of the chunk up to this leaf's
-                upto = sum(array("I", chunk.lengths[: 4 * k])) + k
-                places[size] = (d_index, chunk.first_offset + upto)
-                resume_at = Resume(
-                    size, tuple(stack), days[d_index].stem, places[size][1], file_lines + k
-                )
-        file_lines += len(leaves) // 32
+        if skip:  # the original module's lines after this log's records: not leaves
+            kept = [k for k in range(len(leaves) // 32) if k not in skip]
+            leaves = b"".join([leaves[32 * k : 32 * k + 32] for k in kept])
+        end = size + len(leaves) // 32
+        marks = targets[bisect_right(targets, size) : bisect_right(targets, end)]
+        edges = extend_range(stack, size, leaves, marks)  # the tree's edge, a level at a time
+        ends: list[int] = []  # byte offset after each line of the chunk
+        for at, edge in zip(marks, edges, strict=True):
+            roots[at] = CompactRange(at, edge).root()
+            k = at - size if kept is None else kept[at - size - 1] + 1  # lines up to its leaf
+            if not ends:
+                ends = list(accumulate([n + 1 for n in array("I", chunk.lengths)], initial=0))
+            places[at] = (d_index, chunk.first_offset + ends[k])
+            resume_at = Resume(at, tuple(edge), days[d_index].stem, places[at][1], file_lines + k)
+        size = end
+        file_lines += len(chunk.leaves) // 32
         done += chunk.nbytes
         if chunk.torn:
             report.add(
@@ -197,7 +196,6 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     A line belongs to the chunk where it starts, so chunks of one file partition its lines.
     """
     day = os.path.basename(path)[:10].encode()
-    sha = hashlib.sha256
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
@@ -223,27 +221,37 @@ def _hash_chunk(path: str, start: int, end: int) -> _Chunk:
     torn = len(parts.pop())
     leaves: list[bytes] = []
     add = leaves.append
-    odd: list[tuple[int, bytes, bytes]] = []
-    prev = first_dt = b""
+    leaf = hashlib.sha256(b"\x00").copy  # a copy of a started hash: no new context per line
+    for line in parts:
+        h = leaf()
+        h.update(line)
+        add(h.digest())
     legacy: list[int] = []
-    for k, line in enumerate(parts):
-        add(sha(b"\x00" + line).digest())
-        if b'"v":' not in line and is_legacy_line(line):
-            legacy.append(k)
-        i = line.find(b'"datetime_utc":"')
-        dt = line[i + 16 : i + 43] if i >= 0 else b""
-        if dt < prev or dt[:10] != day:
-            odd.append((k, dt, prev))
-        prev = dt
-        if k == 0:
-            first_dt = dt
+    if min(map(bytes.rfind, parts, repeat(b'"v":')), default=0) < 0:  # a line without "v"
+        legacy = [k for k, line in enumerate(parts) if b'"v":' not in line and is_legacy_line(line)]
+    dts = [line[i + 16 : i + 43] if (i := line.find(_DT)) >= 0 else b"" for line in parts]
+    odd: list[tuple[int, bytes, bytes]] = []
+    # In order, and the first and the last of the file's day: then every one is (a shortcut).
+    if dts and not (
+        len(day) == 10
+        and dts[0].startswith(day)
+        and dts[-1].startswith(day)
+        and all(map(le, dts, dts[1:]))
+    ):
+        prev = b""
+        for k, dt in enumerate(dts):
+            if dt < prev or dt[:10] != day:  # not in order, no time, or not of the file's day
+                odd.append((k, dt, prev))
+            prev = dt
+    first_dt, prev = (dts[0], dts[-1]) if dts else (b"", b"")
     lengths = array("I", map(len, parts)).tobytes()
     return _Chunk(first, b"".join(leaves), lengths, first_dt, prev, odd, torn, len(data), legacy)
 
 
 def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int, _Chunk]]:
-    """(day index, chunk) in file order, hashed here or by ``workers`` processes; the first
-    file from byte ``skip`` on."""
+    """(day index, chunk) in file order, hashed by ``workers`` processes (this one and
+    ``workers - 1`` started for it; this one hashes a chunk whenever it would otherwise wait
+    for the next); the first file from byte ``skip`` on."""
     tasks = []
     for d_index, path in enumerate(days):
         size = path.stat().st_size
@@ -255,16 +263,27 @@ def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int
             yield d_index, _hash_chunk(path_s, start, end)
         return
     context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        window: deque[tuple[int, Future[_Chunk]]] = deque()
-        for d_index, path_s, start, end in tasks:
-            window.append((d_index, pool.submit(_hash_chunk, path_s, start, end)))
-            if len(window) > 2 * workers:  # bounded: memory does not grow with the log
-                d, future = window.popleft()
-                yield d, future.result()
-        while window:
-            d, future = window.popleft()
-            yield d, future.result()
+    with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+        window: deque[tuple[int, tuple[str, int, int], Future[_Chunk] | _Chunk]] = deque()
+        queue = iter(tasks)
+        while True:
+            while len(window) <= 2 * workers and (task := next(queue, None)):  # bounded: memory
+                args = task[1:]  # does not grow with the log
+                window.append((task[0], args, pool.submit(_hash_chunk, *args)))
+            if not window:
+                return
+            d_index, _, head = window[0]
+            if isinstance(head, Future) and not head.done():
+                for n in range(len(window) - 1, 0, -1):  # rather than wait, hash the last
+                    d, args, job = window[n]  # chunk that no worker has started, here
+                    if isinstance(job, Future) and job.cancel():
+                        window[n] = (d, args, _hash_chunk(*args))
+                        break
+                else:
+                    head.result()  # every chunk is taken: wait for the next one
+                continue
+            window.popleft()
+            yield d_index, head.result() if isinstance(head, Future) else head
 
 
 def _foreign_lines(

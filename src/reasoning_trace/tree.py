@@ -37,6 +37,7 @@ __all__ = [
     "HashReader",
     "MemoryHashes",
     "consistency_proof",
+    "extend_range",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -252,6 +253,56 @@ class CompactRange:
         for left in reversed(self.hashes[:-1]):
             h = node_hash(left, h)
         return h
+
+
+def extend_range(
+    hashes: list[bytes], size: int, leaves: bytes, sizes: Sequence[int] = ()
+) -> list[list[bytes]]:
+    """Append many leaves at once to a compact range, a level at a time (RFC 9162 section 2.1.1).
+
+    ``hashes``: the compact range of the first ``size`` leaves (``CompactRange.hashes``),
+    extended in place. ``leaves``: the next leaf hashes, 32 bytes each. ``sizes``: ascending
+    sizes in ``(size, end]`` (``end``: ``size`` plus the new leaves), for each of which the
+    compact range is returned. The aligned complete subtrees inside the new leaves are hashed
+    level by level (one node per pair); only the O(log n) subtrees at the edges are then merged
+    into ``hashes``, as transparency-dev/merkle's ``compact.Range`` merges ranges. Equal to
+    appending the leaves one by one with ``CompactRange.append``; raises ``UsageError`` if
+    ``leaves`` is not whole hashes or a size is out of range.
+    """
+    if len(leaves) % HASH_SIZE or len(hashes) != size.bit_count():
+        raise UsageError("extend_range: leaves must be whole hashes after a whole compact range")
+    end = size + len(leaves) // HASH_SIZE
+    levels = [(size, leaves)]  # (index of its first node inside the new leaves, the hashes)
+    first, buf, level = size, leaves, 0
+    node = _sha256(b"\x01").copy
+    while (last := end >> (level + 1)) > (up := -(-first // 2)):
+        out: list[bytes] = []
+        add = out.append
+        for i in range((2 * up - first) * HASH_SIZE, (2 * last - first) * HASH_SIZE, 64):
+            h = node()
+            h.update(buf[i : i + 64])
+            add(h.digest())
+        first, buf, level = up, b"".join(out), level + 1
+        levels.append((first, buf))
+
+    def merge(into: list[bytes], lo: int, hi: int) -> None:
+        for lv, n in _perfect_subtrees(lo, hi):
+            start, hashes_at = levels[lv]
+            h = hashes_at[(n - start) * HASH_SIZE : (n - start + 1) * HASH_SIZE]
+            while n & 1:
+                h = node_hash(into.pop(), h)
+                n >>= 1
+            into.append(h)
+
+    out_ranges: list[list[bytes]] = []
+    for at in sizes:
+        if not size < at <= end:
+            raise UsageError(f"extend_range: size {at} is not in ({size}, {end}]")
+        edge = list(hashes)
+        merge(edge, size, at)
+        out_ranges.append(edge)
+    merge(hashes, size, end)
+    return out_ranges
 
 
 class MemoryHashes:

@@ -143,7 +143,7 @@ def verify(
     ``witnesses`` and ``quorum``: a witness policy (``verify_witnessed``): records and no
     checkpoint that ``quorum`` of them cosigned fail; a witness's refusal always fails.
     ``progress(done_bytes, total_bytes)`` is called as the day files are read.
-    ``workers``: processes hashing leaves (default: up to 4 for logs over 64 MiB, else none).
+    ``workers``: processes hashing leaves, this one included (default: up to 4 over 64 MiB).
     ``keep(leaves, prefix)`` is handed the leaf pass (with where to carry on from the newest
     checkpoint) and the legacy prefix, for ``verify_incremental``.
     """
