@@ -175,15 +175,15 @@ class WriterLock:
             sync(fd)
             return True
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if not self._take_sync_lock(lock_fd, day, ino, end):
+                return False
         except OSError as exc:
             logger.debug("reasoning_trace: sync lock not taken (%s); syncing alone", exc)
             sync(fd)
             return True
         try:
             raw = os.pread(lock_fd, 2 * SLOT_BYTES, _WRITTEN_AT)
-            durable = self._read_slot(raw[SLOT_BYTES:])
-            if durable is not None and durable[:2] == (day, ino) and durable[2] >= end:
+            if self._covers(raw[SLOT_BYTES:], day, ino, end):
                 return False
             written = self._read_slot(raw[:SLOT_BYTES])
             upto = end
@@ -199,6 +199,29 @@ class WriterLock:
             return True
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _covers(self, raw: bytes, day: str, ino: int, end: int) -> bool:
+        durable = self._read_slot(raw)
+        return durable is not None and durable[:2] == (day, ino) and durable[2] >= end
+
+    def _take_sync_lock(self, lock_fd: int, day: str, ino: int, end: int) -> bool:
+        """Take the sync lock, or return ``False`` (not holding it) once a sync another
+        process was running when asked covered the bytes. Such a waiter waits on a shared
+        lock, so all of them wake when that sync ends, not behind the next one."""
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        fcntl.flock(lock_fd, fcntl.LOCK_SH)  # the durable slot is only written under LOCK_EX
+        try:
+            covered = self._covers(os.pread(lock_fd, SLOT_BYTES, _DURABLE_AT), day, ino, end)
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        if covered:
+            return False
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        return True
 
     def invalidate(self, fd: int) -> None:
         """Make the next writer recompute the head from the day files."""
