@@ -147,6 +147,13 @@ class FileStore:
         cached = self._writer_lock.read_head(lock_fd)
         own = cached is not None and cached.encode() == self._saved_head
         head, foreign = load_head(self.files, cached, take_in=take_in, own=own)
+        if cached is None or (cached.next_seq, cached.day, cached.size, cached.ino) != (
+            head.next_seq,
+            head.day,
+            head.size,
+            head.ino,
+        ):
+            self._writer_lock.forget_synced(lock_fd)
         if take_in and foreign:
             self._taken.extend(taken_in(foreign))
         return head

@@ -188,7 +188,8 @@ class WriterLock:
             written = self._read_slot(raw[:SLOT_BYTES])
             upto = end
             if written is not None and written[:2] == (day, ino) and written[2] > end:
-                upto = written[2]  # whole before this fsync starts: covered by it
+                # Whole before this fsync starts, so covered by it (never past the file's end).
+                upto = min(written[2], os.fstat(fd).st_size)
             sync(fd)
             try:
                 slot = _slot(day, ino, upto)
@@ -199,6 +200,20 @@ class WriterLock:
             return True
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def forget_synced(self, fd: int) -> None:
+        """Blank the *written* and *durable* slots (under the writer lock), when the head had
+        to be recomputed: a day file may be shorter than they say (a power loss took an
+        unsynced tail, or a file was restored), and nothing may be skipped on their word."""
+        self._known.clear()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.pwrite(fd, b" " * (2 * SLOT_BYTES), _WRITTEN_AT)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            logger.error("reasoning_trace: could not reset the durable offset: %s", exc)
 
     def _covers(self, raw: bytes, day: str, ino: int, end: int) -> bool:
         durable = self._read_slot(raw)
