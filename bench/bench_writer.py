@@ -6,6 +6,7 @@ imports and opening do not count, in the same run and on the same disk:
 * one thread: ``DecisionLog(sync="batch").record`` vs SQLite WAL ``synchronous=FULL`` (one
   ``INSERT`` + ``COMMIT`` per record, the same line) vs a raw ``write`` + ``fsync`` of it;
 * 1, 8 and 32 threads in one process, ours vs SQLite (a connection per thread);
+  (the 8-thread case is the "1 process x 8 threads" row);
 * 4 processes x 2 threads on one root vs 1 process x 8 threads, ours and SQLite.
 
     python bench/bench_writer.py [--records N] [--rounds R] [--before SRC]
@@ -163,49 +164,58 @@ def main() -> None:
         return
     base = tempfile.mkdtemp(dir=os.environ.get("BENCH_DIR"))
     n = args.records
+    # Within a round, one case is measured for every kind back to back (and the raw baseline
+    # right after), and each kind's 1 x 8 and 4 x 2 runs are adjacent: a ratio taken within
+    # one round compares runs seconds apart on a disk others share.
     cases = [  # (label, procs, threads, records a thread)
         ("1 thread", 1, 1, n),
-        ("8 threads", 1, 8, max(1, n // 2)),
         ("32 threads", 1, 32, max(1, n // 8)),
         ("1 process x 8 threads", 1, 8, max(1, n // 2)),
         ("4 processes x 2 threads", 4, 2, max(1, n // 2)),
     ]
     if args.only:
         cases = [c for c in cases if args.only in c[0] or c[0] == "1 thread"]
-    sources = [("after", os.path.abspath(SRC))]
+    kinds = [("after", "ours", os.path.abspath(SRC)), ("sqlite", "sqlite", SRC)]
     if args.before:
-        sources.insert(0, ("before", os.path.abspath(args.before)))
+        kinds.insert(0, ("before", "ours", os.path.abspath(args.before)))
     got: dict[tuple[str, str], list[float]] = {}
+    pair = [c for c in cases if "x" in c[0]]
     for _ in range(args.rounds):
-        got.setdefault(("raw", "1 thread"), []).append(measure("raw", SRC, 1, 1, n, base))
-        for label, procs, threads, count in cases:
-            for name, src in sources:
-                rate = measure("ours", src, procs, threads, count, base)
+        for label, procs, threads, count in [c for c in cases if "x" not in c[0]]:
+            for name, kind, src in kinds:
+                rate = measure(kind, src, procs, threads, count, base)
                 got.setdefault((name, label), []).append(rate)
-            rate = measure("sqlite", SRC, procs, threads, count, base)
-            got.setdefault(("sqlite", label), []).append(rate)
+            if label == "1 thread":
+                rate = measure("raw", SRC, 1, 1, n, base)
+                got.setdefault(("raw", "1 thread"), []).append(rate)
+        for name, kind, src in kinds:
+            for label, procs, threads, count in pair:
+                rate = measure(kind, src, procs, threads, count, base)
+                got.setdefault((name, label), []).append(rate)
     shutil.rmtree(base, ignore_errors=True)
-    names = [name for name, _ in sources]
-    print("records/s, min / median / max of", args.rounds, "rounds\n")
-    print("| case | " + " | ".join(f"ours ({x})" for x in names) + " | SQLite WAL FULL |")
-    print("|---|" + "---|" * (len(names) + 1))
+    names = [name for name, _, _ in kinds]
+    print(f"records/s, min / median / max of {args.rounds} rounds\n")
+    print("| case | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
     for label, *_ in cases:
-        row = [spread(got[(x, label)]) for x in [*names, "sqlite"]]
-        print(f"| {label} | " + " | ".join(row) + " |")
-    raw = got[("raw", "1 thread")]
-    print(f"\nraw write + fsync, 1 thread: {spread(raw)} records/s")
-    print("\nratios of medians (same run):")
-    med = {k: statistics.median(v) for k, v in got.items()}
-    many = ("4 processes x 2 threads", "1 process x 8 threads")
+        print(f"| {label} | " + " | ".join(spread(got[(x, label)]) for x in names) + " |")
+    print(f"| raw write + fsync, 1 thread | {spread(got[('raw', '1 thread')])} |")
+    print("\nratios within each round, min / median / max:\n")
+
+    def ratio(a: tuple[str, str], b: tuple[str, str]) -> str:
+        return spread([x / y for x, y in zip(got[a], got[b], strict=True)], "{:.2f}x")
+
+    one, many = "1 thread", ("4 processes x 2 threads", "1 process x 8 threads")
     for x in names:
-        one = med[(x, "1 thread")]
-        print(
-            f"- {x}: 1 thread vs SQLite {one / med[('sqlite', '1 thread')]:.2f}x, vs raw "
-            f"{one / med[('raw', '1 thread')]:.2f}x ({1e6 / one:.0f} µs a record)"
-        )
-    for x in [*names, "sqlite"]:
-        if (x, many[0]) in med and (x, many[1]) in med:
-            print(f"- {x}: 4x2 vs 1x8 {med[(x, many[0])] / med[(x, many[1])]:.2f}x")
+        if x != "sqlite":
+            print(f"- {x}, 1 thread vs SQLite: {ratio((x, one), ('sqlite', one))}")
+            print(f"- {x}, 1 thread vs raw write + fsync: {ratio((x, one), ('raw', one))}")
+        if (x, many[0]) in got:
+            print(f"- {x}, 4 x 2 vs 1 x 8: {ratio((x, many[0]), (x, many[1]))}")
+    if args.before:
+        print(f"- after vs before, 1 thread: {ratio(('after', one), ('before', one))}")
+        if ("after", many[0]) in got:
+            print(f"- after vs before, 4 x 2: {ratio(('after', many[0]), ('before', many[0]))}")
 
 
 if __name__ == "__main__":
