@@ -269,6 +269,7 @@ class FileStore:
                     os.ftruncate(u.fd, u.start)
                     os.fsync(u.fd)
                     lock.invalidate(fd)  # the next writer recomputes the head
+                    lock.forget_synced(fd)  # the offsets may name the bytes just cut
                     self._saved_head = None
                     if self.tree is not None:
                         self.tree.forget()
