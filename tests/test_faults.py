@@ -772,9 +772,10 @@ def damage_head(root: Path, field: int, value: bytes) -> None:
     """Overwrite one field of the head cached in .rtrace/lock, as a damaged disk or another
     program could (``<next_seq> <day> <size> <inode> <micros>``)."""
     path = root / ".rtrace" / "lock"
-    parts = path.read_bytes().split()
+    raw = path.read_bytes()
+    parts = raw[:96].split()  # the head; what follows it is kept as it is
     parts[field] = value
-    path.write_bytes(b" ".join(parts).ljust(96, b" "))
+    path.write_bytes(b" ".join(parts).ljust(96, b" ") + raw[96:])
 
 
 @pytest.mark.parametrize(

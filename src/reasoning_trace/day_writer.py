@@ -3,6 +3,10 @@
 Under the writer lock, each day's lines are written with one ``write`` and made durable as the
 log's ``sync`` mode says: ``batch`` one ``fsync`` per batch and day file, ``always`` one per
 record, ``never`` none (the OS decides). A new day file's directory entry is made durable too.
+Under ``batch`` the last day file of a batch may be left *unsynced* (``defer``): the file store
+then lets the writer lock go and syncs it with ``WriterLock.share_sync``, sharing the ``fsync``
+with other processes. An appended file needs only ``fdatasync`` (it flushes the size the new
+bytes need to be read back; SQLite relies on the same).
 Any failure cuts every touched file back to its size before the batch (``ftruncate``), so a
 refused or failed batch leaves no partial line and consumes no seq. The newest day file stays
 open between batches while it is the head's file with the head's inode.
@@ -23,12 +27,25 @@ from .head import Head
 from .layout import fsync_dir
 from .recovery import repair_tail
 
-__all__ = ["SYNC_MODES", "DayWriter", "Sync", "storage_error"]
+__all__ = ["SYNC_MODES", "DayWriter", "Sync", "Unsynced", "storage_error", "sync_data"]
 
 logger = logging.getLogger("reasoning_trace")
 
 Sync = Literal["batch", "always", "never"]
 SYNC_MODES: tuple[Sync, ...] = ("batch", "always", "never")
+
+
+#: ``fdatasync`` where the platform has it (Linux), else ``fsync``.
+sync_data = getattr(os, "fdatasync", os.fsync)
+
+
+class Unsynced:
+    """A batch's bytes written but not yet synced: ``[start, end)`` of ``day``'s file."""
+
+    __slots__ = ("day", "end", "fd", "ino", "start")
+
+    def __init__(self, day: str, fd: int, ino: int, start: int, end: int) -> None:
+        self.day, self.fd, self.ino, self.start, self.end = day, fd, ino, start, end
 
 
 def storage_error(action: str, exc: OSError) -> StorageError:
@@ -48,6 +65,14 @@ class DayWriter:
         self.open: tuple[str, int, int] | None = None  # (day, fd, inode) kept open
         #: A lost newline was restored: the head must be recomputed from the day files.
         self.head_stale = False
+        #: Under ``batch``, leave the last day file of a batch unsynced (``take_unsynced``).
+        self.defer = False
+        self.unsynced: Unsynced | None = None
+
+    def take_unsynced(self) -> Unsynced | None:
+        """The bytes the last ``write`` left unsynced (``defer``), now the caller's to sync."""
+        unsynced, self.unsynced = self.unsynced, None
+        return unsynced
 
     def take_head_stale(self) -> bool:
         """Whether a lost newline was restored since last asked (the head must then be
@@ -63,7 +88,10 @@ class DayWriter:
 
     def make_durable(self) -> None:
         """fsync the open day file where writes are not already (never sign what may vanish)."""
-        if self.sync == "never" and self.open is not None:
+        if self.unsynced is not None:
+            sync_data(self.unsynced.fd)
+            self.unsynced = None
+        elif self.sync == "never" and self.open is not None:
             os.fsync(self.open[1])
 
     def write(self, groups: dict[str, list[bytes]], head: Head) -> tuple[str, int, int]:
@@ -74,8 +102,10 @@ class DayWriter:
         touched: list[tuple[int, int, str]] = []
         end = ("", 0, 0)
         day = ""
+        self.unsynced = None
+        last = len(groups) - 1
         try:
-            for day, lines in groups.items():
+            for n, (day, lines) in enumerate(groups.items()):
                 fd, size, ino, created = self._open_day(day, head)
                 touched.append((fd, size, day))
                 data = b"\n".join(lines) + b"\n"
@@ -85,16 +115,22 @@ class DayWriter:
                         os.fsync(fd)
                 else:
                     _write_all(fd, data)
-                    if self.sync == "batch":
-                        os.fsync(fd)
-                if created and self.sync != "never":
-                    fsync_dir(self.layout.root)
                 end = (day, size + len(data), ino)
-                if os.fstat(fd).st_size != size + len(data):
+                foreign = os.fstat(fd).st_size != size + len(data)
+                if foreign:
                     # Something that takes no lock (the original module) appended while this
                     # batch was written: leave the head at the batch's start, so the next
                     # writer finds the file longer than the head and takes its lines in.
                     end = (day, size, ino)
+                if self.sync == "batch":
+                    if self.defer and n == last and not created and not foreign:
+                        self.unsynced = Unsynced(day, fd, ino, size, size + len(data))
+                    elif created:
+                        os.fsync(fd)
+                    else:
+                        sync_data(fd)
+                if created and self.sync != "never":
+                    fsync_dir(self.layout.root)
         except OSError as exc:
             self._rollback(touched)
             raise storage_error(f"write to {self.layout.day_file_s(day)}", exc) from exc

@@ -8,6 +8,9 @@ recomputed from the tails of the day files (``recovery``), repairing torn tails 
 Opening a log and appending to it therefore never scan it. The lines are written by
 ``day_writer`` (whole batches or nothing), read by ``day_files``, indexed by ``index``, and
 hashed into the tree that signs checkpoints (``signed_tree``) before the lock is let go.
+Under ``sync="batch"`` the batch's ``fsync`` comes after the lock is let go, shared with the
+other processes that appended meanwhile (``WriterLock.share_sync``); a checkpoint due in the
+batch is signed only after the records are synced, under the lock.
 
 A store that only reads never writes: no lock, its index in the per-user cache and its tree
 hashes in a private temporary directory. It becomes the log's writer when it first appends
@@ -35,7 +38,7 @@ from typing import Any
 
 from .checkpoint import Checkpoints
 from .day_files import DayFiles
-from .day_writer import SYNC_MODES, DayWriter, Sync, storage_error
+from .day_writer import SYNC_MODES, DayWriter, Sync, Unsynced, storage_error, sync_data
 from .errors import (
     ConflictError,
     CorruptLine,
@@ -104,6 +107,7 @@ class FileStore:
         self.files = DayFiles(self.layout)
         self._writer_lock = WriterLock(self.layout)
         self._out = DayWriter(self.files, sync)
+        self._out.defer = sync == "batch"  # synced after the lock is let go (share_sync)
         self._lease: Head | None = None  # head while the lock is kept between batches
         self._lease_start = 0.0
         self._saved_head: bytes | None = None  # the head this store saved last, as written
@@ -143,6 +147,13 @@ class FileStore:
         cached = self._writer_lock.read_head(lock_fd)
         own = cached is not None and cached.encode() == self._saved_head
         head, foreign = load_head(self.files, cached, take_in=take_in, own=own)
+        if cached is None or (cached.next_seq, cached.day, cached.size, cached.ino) != (
+            head.next_seq,
+            head.day,
+            head.size,
+            head.ino,
+        ):
+            self._writer_lock.forget_synced(lock_fd)
         if take_in and foreign:
             self._taken.extend(taken_in(foreign))
         return head
@@ -211,19 +222,71 @@ class FileStore:
                     head = self._append_locked(head, taken)[1]
                 results, head = self._append_locked(head, batch, trusted=lease is not None)
             except (CorruptLine, StorageError):
-                self._end_lease(fd, head)
+                self._abandon(fd, head)
                 raise
             except OSError as exc:
-                self._end_lease(fd, head)
+                self._abandon(fd, head)
                 raise storage_error(f"append to {self.root}", exc) from exc
             except BaseException:
-                self._end_lease(fd, head)  # never keep other writers waiting on a failure
+                self._abandon(fd, head)  # never keep other writers waiting on a failure
                 raise
             if keep_lock and time.monotonic() - self._lease_start < LEASE_SECONDS:
                 self._lease = head
             else:
                 self._end_lease(fd, head)
+            unsynced = self._out.take_unsynced()
+            if unsynced is not None:
+                self._sync_shared(unsynced)
             return results
+
+    def _abandon(self, fd: int, head: Head) -> None:
+        """End the lease after a failed batch (nothing of it is acknowledged, so unsynced)."""
+        self._out.take_unsynced()
+        self._end_lease(fd, head)
+
+    def _sync_shared(self, unsynced: Unsynced) -> None:
+        """Make a batch durable after the writer lock (unless leased) was let go, sharing the
+        ``fsync`` with other processes (``WriterLock.share_sync``).
+
+        When the sync fails, the batch is cut from the day file if nothing was written after
+        it (as a failed write is), and ``StorageError`` is raised either way.
+        """
+        u = unsynced
+        try:
+            self._writer_lock.share_sync(u.fd, u.day, u.ino, u.end, sync_data)
+            return
+        except OSError as exc:
+            failure = exc
+        lock, cut = self._writer_lock, False
+        if self._lease is not None and lock.fd is not None:
+            head, self._lease = self._lease, None
+            self._end_lease(lock.fd, head)
+        try:
+            fd = lock.acquire()
+            try:
+                head = self._load_head(fd)
+                if (head.day, head.ino, head.size) == (u.day, u.ino, u.end):
+                    os.ftruncate(u.fd, u.start)
+                    os.fsync(u.fd)
+                    lock.invalidate(fd)  # the next writer recomputes the head
+                    lock.forget_synced(fd)  # the offsets may name the bytes just cut
+                    self._saved_head = None
+                    if self.tree is not None:
+                        self.tree.forget()
+                    cut = True
+            finally:
+                lock.release()
+        except (OSError, StorageError) as exc:
+            logger.error("reasoning_trace: could not cut an unsynced batch: %s", exc)
+        self._out.close()
+        what = self.layout.day_file_s(u.day)
+        if cut:
+            raise storage_error(f"make the batch durable in {what}; nothing was kept", failure)
+        raise storage_error(
+            f"make the batch durable in {what}; other writers appended after it, so its "
+            "records stay in the file but may not survive a power loss",
+            failure,
+        )
 
     def release(self) -> None:
         """End a lease ``append(keep_lock=True)`` left: save the head, unlock."""

@@ -91,10 +91,11 @@ _LEAD = object()  # handed to a waiter that is to lead the next batch
 class _Waiter:
     """One queued record; ``gate`` is held until a leader hands over a result or the lead."""
 
-    __slots__ = ("gate", "pending", "result")
+    __slots__ = ("gate", "pending", "result", "thread")
 
     def __init__(self, pending: Pending) -> None:
         self.pending = pending
+        self.thread = _thread.get_ident()
         self.result: object = None
         self.gate = _thread.allocate_lock()
         self.gate.acquire()
@@ -177,6 +178,7 @@ class DecisionLog:
         self._idle = threading.Condition(self._mutex)  # signalled when no batch is in flight
         self._queue: list[_Waiter] = []
         self._leading = False
+        self._solo: int | None = None  # the thread whose record alone made the last batch
         self._closed = False
         self._direct_lock = threading.Lock()  # sync="never": one appender at a time
         self._inflight = 0
@@ -335,12 +337,15 @@ class DecisionLog:
                 for waiter in mine[1:]:
                     waiter.gate.acquire()  # a leader stores them with the first
                 return [waiter.result for waiter in mine]
-        else:
+        elif self._solo != me.thread:
             # Let threads a previous leader just released take the GIL and queue their next
-            # record before this batch is cut; otherwise batches stay at one record each.
+            # record before this batch is cut; otherwise batches stay at one record each. Not
+            # after a batch of this thread's alone: a lone writer has nobody to wait for, and
+            # on a busy host a yield gives the CPU away for a whole time slice.
             os.sched_yield()
         with self._mutex:
             batch, self._queue = self._queue, []
+        self._solo = me.thread if len(batch) == 1 and batch[0] is me else None
         results: Sequence[object]
         store = self._store
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import calendar
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -147,10 +148,39 @@ def _content_key(
     return orjson.dumps([action, approved, votes, subject, reason, node], option=_SORT)
 
 
+class _Random:
+    """Bytes from ``os.urandom``, read 4 KiB at a time (one ``getrandom`` per 409 ids, not one
+    per id). Thread-safe; a forked child drops what its parent read, so no two processes
+    hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._lock = threading.Lock()  # a lock held by another thread at fork stays held
+        self._buf, self._pos = b"", 0
+
+    def take(self, n: int) -> bytes:
+        """``n`` (at most 4096) fresh random bytes."""
+        with self._lock:
+            pos = self._pos
+            if pos + n > len(self._buf):
+                self._buf, pos = os.urandom(4096), 0
+            self._pos = pos + n
+            return self._buf[pos : pos + n]
+
+
+_random = _Random()
+
+
 def uuid7(unix_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, version 7, 74 random bits."""
+    """A UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, version 7, 74 random bits
+    (from ``os.urandom``, read in blocks)."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(_random.take(10), "big")
     value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
     value |= 0b10 << 62 | rand & 0x3FFFFFFFFFFFFFFF
     h = f"{value:032x}"
