@@ -1,0 +1,196 @@
+"""Reading day files into index rows, fast: the parse of ``Index`` catch-ups, run in worker
+processes when a catch-up reads many day files (a first build over a year), as ``verify`` does.
+
+A day file's lines become ``records`` rows ``(seq, id, day, offset, length, ts, action,
+approved, node)``, ``vetoes`` rows ``(voter, seq)`` and the day file's aggregates (``DayTally``:
+decisions per record day, action, verdict and node, and vetoes per voter of each), which
+``index_stats`` keeps for ``stats``. The lines are only taken apart, not validated as a record
+(``verify`` does that): a line this fast path cannot take apart (another shape, a legacy line, a
+torn record) makes it give the day file back to the careful path of ``Index``, which reads it
+with the record parser and reports what is wrong.
+Tests: ``tests/test_index_build.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import orjson
+
+__all__ = [
+    "PARALLEL_DAYS",
+    "DayRows",
+    "DayTally",
+    "RecordRow",
+    "parse_day",
+    "parse_days",
+]
+
+#: Day files from which a catch-up parses in worker processes (fewer: in this process).
+PARALLEL_DAYS = 8
+
+#: (seq, id, day, offset, length, ts in µs, action, approved 0/1, node or None)
+RecordRow = tuple[int, str, str, int, int, int, str, int, str | None]
+
+
+@dataclass
+class DayTally:
+    """Aggregates of the records of one day file: ``counts[(record day, action, approved,
+    node)]`` decisions, ``vetoes[(record day, action, approved, node, voter)]`` votes against,
+    ``lo``/``hi`` the least and greatest timestamp (µs; ``None`` with no record). A record
+    without a node counts under node ``""``, as ``Stats`` shows it."""
+
+    counts: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
+    vetoes: dict[tuple[str, str, int, str, str], int] = field(default_factory=dict)
+    lo: int | None = None
+    hi: int | None = None
+
+    def add(
+        self, rday: str, action: str, approved: int, node: str, ts: int, against: Iterable[str]
+    ) -> None:
+        """Count one record (its day ``YYYY-MM-DD``, time ``ts`` in µs, voters against)."""
+        key = (rday, action, approved, node)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        for voter in against:
+            vkey = (*key, voter)
+            self.vetoes[vkey] = self.vetoes.get(vkey, 0) + 1
+        if self.lo is None or ts < self.lo:
+            self.lo = ts
+        if self.hi is None or ts > self.hi:
+            self.hi = ts
+
+
+@dataclass
+class DayRows:
+    """What ``parse_day`` makes of a day file from byte ``start``: rows, the tally, and
+    ``end``, the byte after the last record read (``start`` when none was)."""
+
+    day: str
+    start: int
+    end: int
+    records: list[RecordRow]
+    vetoes: list[tuple[str, int]]
+    tally: DayTally
+    next_seq: int | None = None  # the seq after the last record read (None: none read)
+
+
+def parse_day(path: str, day: str, start: int) -> DayRows | None:
+    """Take apart the complete lines of one day file from byte ``start``; ``None`` when a line
+    is not a record of the plain shape or seqs do not follow each other (the careful path
+    then reads that file). Raises ``OSError`` when the file cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except FileNotFoundError:
+        return DayRows(day, start, start, [], [], DayTally())
+    end = data.rfind(b"\n") + 1
+    records: list[RecordRow] = []
+    vetoes: list[tuple[str, int]] = []
+    tally = DayTally()
+    loads, add, veto = orjson.loads, records.append, vetoes.append
+    offset = start
+    expect = -1
+    try:
+        for line in data[:end].split(b"\n")[:-1]:
+            if not line:
+                offset += 1
+                continue
+            r = loads(line)
+            seq, ident, action, approved = r["seq"], r["id"], r["action"], r["approved"]
+            node, votes = r.get("node"), r["votes"]
+            ts = round(r["timestamp"] * 1_000_000)
+            rday = r["datetime_utc"][:10]
+            if (
+                type(seq) is not int
+                or (expect >= 0 and seq != expect)
+                or type(ident) is not str
+                or type(action) is not str
+                or type(approved) is not bool
+                or type(rday) is not str
+                or not (node is None or type(node) is str)
+                or type(votes) is not dict
+                or type(r["subject"]) is not dict
+            ):
+                return None
+            against = [
+                voter
+                for voter, vote in votes.items()
+                if type(vote) is dict and vote.get("passed") is False
+            ]
+            length = len(line)
+            add((seq, ident, day, offset, length, ts, action, int(approved), node))
+            for voter in against:
+                veto((voter, seq))
+            tally.add(rday, action, int(approved), node or "", ts, against)
+            offset += length + 1
+            expect = seq + 1
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        return None  # not a plain record: the careful path says what it is
+    return DayRows(day, start, start + end, records, vetoes, tally, expect if records else None)
+
+
+def _parse_quietly(path: str, day: str, start: int) -> DayRows | None:
+    """``parse_day`` in a worker: millions of rows are made and none is garbage."""
+    gc.disable()
+    return parse_day(path, day, start)
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker's start: it ends when the process that forked it does (killed with SIGKILL,
+    that process could not tell it to), rather than wait for work forever."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)  # it has ended already
+
+
+def _watch(parent: int) -> None:
+    """Where the parent's death sends no signal: look for it twice a second."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def parse_days(jobs: list[tuple[str, str, int]]) -> Iterator[DayRows | None]:
+    """``parse_day`` of each ``(path, day, start)`` in order: in worker processes when there
+    are ``PARALLEL_DAYS`` or more, more than one CPU and this process runs one thread only,
+    else in this one.
+
+    The workers are forked, which is safe with one thread and imports nothing again (a spawned
+    worker imports the caller's main module: a script without a ``__main__`` guard would run
+    again in each worker)."""
+    workers = min(4, os.cpu_count() or 1)
+    if (
+        len(jobs) < PARALLEL_DAYS
+        or workers < 2
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        for path, day, start in jobs:
+            yield parse_day(path, day, start)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
+        paths, days, starts = zip(*jobs, strict=True)
+        yield from pool.map(_parse_quietly, paths, days, starts, chunksize=4)
