@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -142,10 +144,36 @@ def parse_day(path: str, day: str, start: int) -> DayRows | None:
     return DayRows(day, start, start + end, records, vetoes, tally, expect if records else None)
 
 
-def _parse_quietly(path: str, day: str, start: int) -> DayRows | None:
-    """``parse_day`` in a worker: millions of rows are made and none is garbage."""
+#: ``DayRows`` as a worker sends it: its rows as columns, without the day's (fewer objects
+#: to pickle and unpickle, and this process's share of a build is the larger one).
+_Packed = tuple[str, int, int, list[tuple[Any, ...]], list[tuple[Any, ...]], DayTally, int | None]
+
+
+def _parse_quietly(path: str, day: str, start: int) -> _Packed | None:
+    """``parse_day`` in a worker, packed: millions of rows are made and none is garbage."""
     gc.disable()
-    return parse_day(path, day, start)
+    rows = parse_day(path, day, start)
+    if rows is None:
+        return None
+    columns = list(zip(*rows.records, strict=True))
+    if columns:
+        del columns[2]  # the day, the same in each row
+    vetoes = list(zip(*rows.vetoes, strict=True))
+    return rows.day, rows.start, rows.end, columns, vetoes, rows.tally, rows.next_seq
+
+
+def _unpack(packed: _Packed | None) -> DayRows | None:
+    """The ``DayRows`` a worker sent."""
+    if packed is None:
+        return None
+    day, start, end, columns, vetoes, tally, next_seq = packed
+    records: list[RecordRow] = (
+        list(zip(columns[0], columns[1], itertools.repeat(day), *columns[2:], strict=False))
+        if columns
+        else []
+    )
+    pairs: list[tuple[str, int]] = list(zip(*vetoes, strict=True)) if vetoes else []
+    return DayRows(day, start, end, records, pairs, tally, next_seq)
 
 
 def _end_with_parent(parent: int) -> None:
@@ -193,4 +221,5 @@ def parse_days(jobs: list[tuple[str, str, int]]) -> Iterator[DayRows | None]:
         workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
     ) as pool:
         paths, days, starts = zip(*jobs, strict=True)
-        yield from pool.map(_parse_quietly, paths, days, starts, chunksize=4)
+        for packed in pool.map(_parse_quietly, paths, days, starts, chunksize=4):
+            yield _unpack(packed)
