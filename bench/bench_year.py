@@ -20,7 +20,7 @@ the stored format (``bench_integrity.build``, the library's ``prepare`` for each
 From a clean checkout::
 
     pip install -e '.[bench]'      # the library, and duckdb for the baseline
-    python bench/bench_year.py --dir /tmp/rtrace-year [--rounds 3]
+    python bench/bench_year.py --dir /tmp/rtrace-year [--rounds 3] [--before OLD/src]
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f} s"
 
 
-def fresh(code: str, root: str) -> tuple[float, float]:
+def fresh(code: str, root: str, src: str = SRC) -> tuple[float, float]:
     """(wall time end to end, time the process measured inside) of ``code`` in a new
-    interpreter."""
-    env = {**os.environ, "PYTHONPATH": SRC}
+    interpreter importing the library from ``src``."""
+    env = {**os.environ, "PYTHONPATH": src}
     t = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", code, root], capture_output=True, text=True, check=True, env=env
@@ -97,12 +97,7 @@ def drop_index(root: Path) -> None:
 
 def duck_stats(db: object) -> dict[str, object]:
     """The stats' counts from the DuckDB table ``t``."""
-    voters = [
-        row[0]
-        for row in db.execute(  # type: ignore[attr-defined]
-            "SELECT DISTINCT unnest(json_keys(to_json(votes))) FROM t"
-        ).fetchall()
-    ]
+    voters = sorted(db.execute("SELECT votes FROM t LIMIT 1").fetchone()[0])  # type: ignore[attr-defined]
     against = ", ".join(f'count_if(votes."{v}".passed = false)' for v in voters)
     return {
         "actions": db.execute(  # type: ignore[attr-defined]
@@ -121,6 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", default=None, help="where the year is kept between runs")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="another checkout's src/ (an earlier commit): its first query timed in the same run",
+    )
     args = parser.parse_args()
     rounds = max(3, args.rounds)
     import duckdb
@@ -140,8 +140,11 @@ def main() -> None:
               f"{time.perf_counter() - t:.1f} s")  # fmt: skip
     print(f"year: {root} ({DAYS} day files x {PER_DAY:,})")
 
-    ours_wall, ours_in, duck_wall, duck_in = [], [], [], []
+    ours_wall, ours_in, duck_wall, duck_in, before = [], [], [], [], []
     for _ in range(rounds):
+        if args.before:
+            drop_index(root)
+            before.append(fresh(OURS_FIRST, str(root), args.before)[0])
         drop_index(root)
         wall, inside = fresh(OURS_FIRST, str(root))
         ours_wall.append(wall)
@@ -158,6 +161,9 @@ def main() -> None:
     ):
         ratio = statistics.median(ours) / statistics.median(duck)
         print(f"| {label} | {spread(ours)} | {spread(duck)} | {ratio:.2f}x DuckDB's time |")
+    if before:
+        ratio = statistics.median(before) / statistics.median(duck_wall)
+        print(f"| before (`--before`), end to end | {spread(before)} | | {ratio:.2f}x |")
 
     # Warm: the index is built (the last round above); one more catch-up is a no-op.
     with DecisionLog(str(root), create=False) as log:

@@ -21,6 +21,7 @@ Tests: ``tests/test_index.py``, ``tests/test_index_build.py``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import os
@@ -33,7 +34,7 @@ import orjson
 
 from .errors import CorruptLine, StorageError
 from .head import day_of
-from .index_build import PARALLEL_DAYS, DayRows, DayTally, parse_days
+from .index_build import PARALLEL_DAYS, DayRows, DayTally, parse_days, subjects_of
 from .index_sql import (
     MAX_SEQ,
     SCHEMA,
@@ -495,12 +496,15 @@ class Index:
         indexed = int(meta.get("next_seq", 0))
         if done >= indexed:
             return
-        rows = db.execute(
-            "SELECT day, offset, length, seq FROM records WHERE seq >= ? ORDER BY seq", (done,)
-        ).fetchall()
-        many = len(rows) > 100_000
+        many = indexed - done > 100_000
         if many:
             db.execute("DROP INDEX IF EXISTS subjects_kv")
+        if done == 0 and not self._files.legacy_prefix().leaves:
+            done = self._subjects_from_files(db, indexed)
+        rows = db.execute(
+            "SELECT day, offset, length, seq FROM records WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (done, indexed),
+        ).fetchall()
         batch: list[tuple[str, str, int]] = []
         loads = orjson.loads
         for _path, _offset, line, seq in self._read(rows):
@@ -526,6 +530,30 @@ class Index:
         if many:
             db.execute(SECONDARY["subjects_kv"])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('subjects', ?)", (indexed,))
+
+    def _subjects_from_files(self, db: sqlite3.Connection, indexed: int) -> int:
+        """Subjects of seqs below ``indexed`` read straight from the day files (parsed by
+        workers, as a first build is), in order, up to the first day file with a line that is
+        not a plain record; the seq from which the rows must be read one by one instead."""
+        layout = self._files.layout
+        jobs = [(layout.day_file_s(day), 0) for day in self._files.days()]
+        done = 0
+        for cols in subjects_of(jobs):
+            if cols is None or done >= indexed:
+                break
+            keys, values, seqs, first, last = cols
+            if first < 0:
+                continue  # no record in that file
+            if first != done:
+                break  # not where the index has it: the rows say
+            if last >= indexed:
+                cut = bisect.bisect_left(seqs, indexed)
+                keys, values, seqs = keys[:cut], values[:cut], seqs[:cut]
+            db.executemany(
+                "INSERT INTO subjects VALUES (?,?,?)", zip(keys, values, seqs, strict=True)
+            )
+            done = min(last + 1, indexed)
+        return done
 
     def find_seq(self, seq: int) -> Decision | None:
         """The decision with this seq, or ``None``."""

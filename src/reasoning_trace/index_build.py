@@ -35,8 +35,11 @@ __all__ = [
     "DayRows",
     "DayTally",
     "RecordRow",
+    "SubjectColumns",
     "parse_day",
     "parse_days",
+    "parse_subjects",
+    "subjects_of",
 ]
 
 #: Day files from which a catch-up parses in worker processes (fewer: in this process).
@@ -176,6 +179,87 @@ def _unpack(packed: _Packed | None) -> DayRows | None:
     return DayRows(day, start, end, records, pairs, tally, next_seq)
 
 
+#: ``subjects`` rows of a day file as columns (keys, values as text, seqs), and the seqs of its
+#: first and last records (-1, -1: none).
+SubjectColumns = tuple[list[str], list[str], list[int], int, int]
+
+
+def parse_subjects(path: str, start: int) -> SubjectColumns | None:
+    """The ``subjects`` rows of the complete lines of one day file from byte ``start`` (scalar
+    values only, as text: ``subject_text``); ``None`` when a line is not a plain record."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], [], [], -1, -1
+    keys: list[str] = []
+    values: list[str] = []
+    seqs: list[int] = []
+    loads, dumps = orjson.loads, orjson.dumps
+    first = last = -1
+    try:
+        for line in data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+            if not line:
+                continue
+            r = loads(line)
+            seq, subject = r["seq"], r["subject"]
+            if type(seq) is not int or type(subject) is not dict or (last >= 0 and seq != last + 1):
+                return None
+            first = seq if first < 0 else first
+            last = seq
+            for key, value in subject.items():
+                if type(value) is str:
+                    text = value
+                elif value is None or isinstance(value, int | float | bool):
+                    text = dumps(value).decode()
+                else:
+                    continue
+                keys.append(key)
+                values.append(text)
+                seqs.append(seq)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return keys, values, seqs, first, last
+
+
+def _subjects_quietly(path: str, start: int) -> SubjectColumns | None:
+    """``parse_subjects`` in a worker."""
+    gc.disable()
+    return parse_subjects(path, start)
+
+
+def subjects_of(jobs: list[tuple[str, int]]) -> Iterator[SubjectColumns | None]:
+    """``parse_subjects`` of each ``(path, start)`` in order, in workers as ``parse_days``."""
+    pool = _pool(len(jobs))
+    if pool is None:
+        for path, start in jobs:
+            yield parse_subjects(path, start)
+        return
+    with pool:
+        paths, starts = zip(*jobs, strict=True)
+        yield from pool.map(_subjects_quietly, paths, starts, chunksize=4)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor | None:
+    """Forked workers for ``jobs`` day files, or ``None`` where this process should parse
+    them itself (see ``parse_days``)."""
+    workers = min(4, os.cpu_count() or 1)
+    if (
+        jobs < PARALLEL_DAYS
+        or workers < 2
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return None
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_end_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
 def _end_with_parent(parent: int) -> None:
     """A worker's start: it ends when the process that forked it does (killed with SIGKILL,
     that process could not tell it to), rather than wait for work forever."""
@@ -206,20 +290,12 @@ def parse_days(jobs: list[tuple[str, str, int]]) -> Iterator[DayRows | None]:
     The workers are forked, which is safe with one thread and imports nothing again (a spawned
     worker imports the caller's main module: a script without a ``__main__`` guard would run
     again in each worker)."""
-    workers = min(4, os.cpu_count() or 1)
-    if (
-        len(jobs) < PARALLEL_DAYS
-        or workers < 2
-        or threading.active_count() > 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
+    pool = _pool(len(jobs))
+    if pool is None:
         for path, day, start in jobs:
             yield parse_day(path, day, start)
         return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
-    ) as pool:
+    with pool:
         paths, days, starts = zip(*jobs, strict=True)
         for packed in pool.map(_parse_quietly, paths, days, starts, chunksize=4):
             yield _unpack(packed)
