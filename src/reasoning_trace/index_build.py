@@ -144,7 +144,8 @@ def parse_day(path: str, day: str, start: int) -> DayRows | None:
             expect = seq + 1
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None  # not a plain record: the careful path says what it is
-    return DayRows(day, start, start + end, records, vetoes, tally, expect if records else None)
+    last = records[-1][3] + records[-1][4] + 1 if records else start  # blank lines: not read
+    return DayRows(day, start, last, records, vetoes, tally, expect if records else None)
 
 
 #: ``DayRows`` as a worker sends it: its rows as columns, without the day's (fewer objects
