@@ -154,9 +154,10 @@ def test_stats_stay_right_as_the_log_grows(year: Path) -> None:
 
 
 def test_edited_aggregates_are_never_believed(year: Path) -> None:
-    """Aggregate rows edited in the index database (counts, verdicts, a voter's vetoes, the
-    size and time it holds for a file), or a day file edited behind its back to the same
-    size, leave ``stats`` the stats of the day files."""
+    """Aggregate rows edited in the index database (counts, a voter's vetoes, the times it
+    holds for a file), a day file edited behind its back to the same size, or the key of the
+    tags lost, leave ``stats`` the stats of the day files; the counts are then made afresh
+    from the day files."""
     answers(year)
     db = sqlite3.connect(cache_index(year))
     with db:
@@ -178,6 +179,20 @@ def test_edited_aggregates_are_never_believed(year: Path) -> None:
         stats = log.stats()
     assert stats == scanned(year, Filter())
     assert "hal7" in {a.action for a in stats.actions}
+    (cache_index(year).parent / "index.sqlite.key").unlink()  # every tag is now wrong
+    for _ in range(2):  # counted from the records, then from counts made afresh
+        with reader(year) as log:
+            assert log.stats() == stats
+            assert log.stats(FILTERS["days"]) == scanned(year, FILTERS["days"])
+    db = sqlite3.connect(cache_index(year))
+    try:
+        assert db.execute("SELECT SUM(n) FROM agg_counts").fetchone()[0] == 3000
+        halts = "SELECT SUM(n) FROM agg_counts WHERE action = 'halt'"
+        assert db.execute(halts).fetchone()[0] == next(
+            a.total for a in stats.actions if a.action == "halt"
+        )
+    finally:
+        db.close()
 
 
 def test_a_build_killed_midway_leaves_no_half_index(

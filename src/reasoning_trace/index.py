@@ -34,7 +34,7 @@ import orjson
 
 from .errors import CorruptLine, StorageError
 from .head import day_of
-from .index_build import PARALLEL_DAYS, DayRows, DayTally, parse_days, subjects_of
+from .index_build import PARALLEL_DAYS, DayRows, DayTally, parse_day, parse_days, subjects_of
 from .index_sql import (
     MAX_SEQ,
     SCHEMA,
@@ -464,7 +464,34 @@ class Index:
             for d in self._files.decisions(day):
                 if flt.matches(d):
                     plan.tally.add(d)
+        if plan.refused:
+            self._recount(plan.refused)
         return plan.tally.stats()
+
+    def _recount(self, days: list[str]) -> None:
+        """Count the day files whose aggregates were not believed afresh from their lines (up
+        to where the index has read), so that the next ``stats`` can use them: after a day
+        file was touched, its counts edited, or the key lost."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+                    last, offset = meta.get("day"), int(meta.get("offset", 0))
+                    for day in days:
+                        if last is None or day > last:
+                            continue  # not indexed yet
+                        path = self._files.layout.day_file_s(day)
+                        rows = parse_day(path, day, 0, offset if day == last else None)
+                        if rows is not None:  # (else counted from its records each time)
+                            self._aggregates.replace(db, day, rows.tally, rows.end, path)
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"could not update the index {self._path}: {exc}") from exc
 
     def _subjects_current(self) -> None:
         """Index the subjects of the records indexed without them (a first build leaves them

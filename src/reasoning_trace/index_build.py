@@ -91,14 +91,15 @@ class DayRows:
     next_seq: int | None = None  # the seq after the last record read (None: none read)
 
 
-def parse_day(path: str, day: str, start: int) -> DayRows | None:
-    """Take apart the complete lines of one day file from byte ``start``; ``None`` when a line
-    is not a record of the plain shape or seqs do not follow each other (the careful path
-    then reads that file). Raises ``OSError`` when the file cannot be read."""
+def parse_day(path: str, day: str, start: int, stop: int | None = None) -> DayRows | None:
+    """Take apart the complete lines of one day file from byte ``start`` (to byte ``stop``);
+    ``None`` when a line is not a record of the plain shape or seqs do not follow each other
+    (the careful path then reads that file). Raises ``OSError`` when the file cannot be
+    read."""
     try:
         with open(path, "rb") as fh:
             fh.seek(start)
-            data = fh.read()
+            data = fh.read() if stop is None else fh.read(max(stop - start, 0))
     except FileNotFoundError:
         return DayRows(day, start, start, [], [], DayTally())
     end = data.rfind(b"\n") + 1

@@ -58,6 +58,7 @@ class Plan:
     def __init__(self) -> None:
         self.tally = Tally()
         self.scan: list[str] = []
+        self.refused: list[str] = []  # of ``scan``: counts kept but not believed
 
 
 class Aggregates:
@@ -147,6 +148,15 @@ class Aggregates:
         tag = self._tag(day, head, count_rows, veto_rows)
         db.execute("INSERT OR REPLACE INTO agg_files VALUES (?,?,?,?,?,?)", (day, *head, tag))
 
+    def replace(
+        self, db: sqlite3.Connection, day: str, tally: DayTally, size: int, path: str
+    ) -> None:
+        """Count a day file afresh: its aggregates become ``tally`` (of its first ``size``
+        bytes)."""
+        for table in AGG_TABLES:
+            db.execute(f"DELETE FROM {table} WHERE day=?", (day,))
+        self.add(db, day, tally, size, path)
+
     @staticmethod
     def clear(db: sqlite3.Connection) -> None:
         """Forget every aggregate (a rebuild)."""
@@ -183,6 +193,7 @@ class Aggregates:
                 bytes(tag or b""), self._tag(day, (size, mtime, lo, hi), day_counts, day_vetoes)
             ):
                 plan.scan.append(day)  # changed since it was counted, or not as tagged
+                plan.refused.append(day)
                 continue
             if (
                 lo is None
