@@ -27,7 +27,7 @@ import orjson
 from .index_build import DayTally
 from .query import Filter, Tally
 
-__all__ = ["AGG_SCHEMA", "AGG_TABLES", "Aggregates", "Plan"]
+__all__ = ["AGG_SCHEMA", "AGG_TABLES", "Aggregates", "Plan", "answerable"]
 
 #: The aggregate tables (part of the index's schema).
 AGG_TABLES = ("agg_files", "agg_counts", "agg_vetoes")
