@@ -51,7 +51,7 @@ from .errors import (
 from .head import Head, Instants
 from .index import Index
 from .layout import Layout, fsync_dir, reader_cache
-from .query import EVERY, Filter, Page
+from .query import EVERY, Filter, Page, Stats
 from .record import MAX_MICROS, Decision, Pending, format_utc
 from .recovery import load_head, peek_head, taken_in
 from .signed_tree import SignedTree
@@ -504,6 +504,14 @@ class FileStore:
     def index_stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """The aggregates the derived index keeps for ``flt`` (see ``Index.stats``)."""
         return self.index().stats(flt)
+
+    def exact_stats(self, flt: Filter) -> Stats | None:
+        """``Index.exact_stats`` (``None`` also when the index is unusable: read instead)."""
+        try:
+            return self.index().exact_stats(flt)
+        except StorageError as exc:
+            logger.warning("reasoning_trace: index unusable (%s); reading day files", exc)
+            return None
 
     def index(self) -> Index:
         """The derived index: under ``.rtrace/`` for a writer, in the per-user cache for a

@@ -7,12 +7,23 @@ every hit is checked against the line it points to, and any disagreement — a d
 rolled-back write it had seen, an edited day file — makes it rebuild itself from the day files.
 SQLite (standard library) gives crash-safe multi-process updates for free; it is opened with
 ``synchronous=OFF`` because losing it loses nothing.
-Tests: ``tests/test_index.py``.
+
+A first build over many day files parses them in worker processes (``index_build``), loads the
+rows with the secondary indexes dropped and made again at the end, and leaves the subjects to
+the first query on a subject; all of it is one transaction, so a process killed while it builds
+leaves no half-built index behind. The per-day-file aggregates ``stats`` reads are kept as it
+catches up (``index_stats``).
+
+Longer than 400 lines because the catch-up, its checks against the day files and the queries
+that rely on them share one connection, lock and set of invariants.
+Tests: ``tests/test_index.py``, ``tests/test_index_build.py``.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -22,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import CorruptLine, StorageError
+from .head import day_of
+from .index_build import PARALLEL_DAYS, DayRows, DayTally, parse_day, parse_days, subjects_of
 from .index_sql import (
     MAX_SEQ,
     SCHEMA,
     SCHEMA_VERSION,
+    SECONDARY,
     TABLES,
     DerivedDatabase,
     is_exact,
@@ -33,6 +47,7 @@ from .index_sql import (
     subject_text,
     where_sql,
 )
+from .index_stats import AGG_SCHEMA, AGG_TABLES, Aggregates, answerable
 from .layout import is_day
 from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
@@ -41,9 +56,21 @@ if TYPE_CHECKING:
     from .day_files import DayFiles
     from .query import Filter
 
-from .query import EVERY, Page
+from .query import EVERY, Page, Stats
 
 __all__ = ["Index"]
+
+
+#: The page cache of a first build, KiB as SQLite's negative ``cache_size`` (1 GiB at most: a
+#: year of three thousand decisions a day is some 300 MB of pages).
+BUILD_CACHE_KIB = -1_048_576
+
+
+def _subject_rows(d: Decision) -> Iterator[tuple[str, str, int]]:
+    """The ``subjects`` rows of a decision: its scalar subject values, as text."""
+    for key, value in d.subject.items():
+        if isinstance(value, str | int | float | bool) or value is None:
+            yield key, subject_text(value), d.seq
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -62,7 +89,10 @@ class Index:
     def __init__(self, files: DayFiles, path: Path) -> None:
         self._files = files
         self._path = path
-        self._derived = DerivedDatabase(path, SCHEMA, SCHEMA_VERSION, TABLES)
+        self._derived = DerivedDatabase(
+            path, SCHEMA + AGG_SCHEMA, SCHEMA_VERSION, (*TABLES, *AGG_TABLES)
+        )
+        self._aggregates = Aggregates(path)
         self._lock = self._derived.lock
         self._conn = self._derived.conn
 
@@ -113,10 +143,13 @@ class Index:
             except sqlite3.Error as exc:
                 raise StorageError(f"could not update the index {self._path}: {exc}") from exc
 
-    def _catch_up_locked(self, upto: int | None) -> None:
+    def _catch_up_locked(self, upto: int | None, afresh: bool = False) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
+            if afresh:
+                for table in (*TABLES, *AGG_TABLES):
+                    db.execute(f"DELETE FROM {table}")
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             next_seq = int(meta.get("next_seq", 0))
             if not self._end_intact(db, meta):
@@ -125,68 +158,114 @@ class Index:
                 db.execute("COMMIT")
                 return
             day0, off0 = meta.get("day"), int(meta.get("offset", 0))
-            rows: list[tuple[int, str, str, int, int, int, str, int, str | None]] = []
-            vetoes: list[tuple[str, int]] = []
-            subjects: list[tuple[str, str, int]] = []
-            end_day, end_off = day0, off0
-            prefix = self._files.legacy_prefix()
+            layout = self._files.layout
+            jobs: list[tuple[str, str, int]] = []
             for day in self._files.days():
                 if day0 is not None and day < day0:
                     continue
                 start = off0 if day == day0 else 0
-                if day == day0 and self._files.layout.day_file(day).stat().st_size < start:
+                if day == day0 and layout.day_file(day).stat().st_size < start:
                     raise _Stale
-                for offset, _lineno, line in self._files.lines(day, start):
-                    try:
-                        if prefix.covers(day, offset):
-                            d = read_line(line, next_seq)
-                        else:
-                            d = decision_from_dict(orjson.loads(line), line)
-                    except ValueError as exc:
-                        if prefix.covers(day, offset):
-                            next_seq += 1  # a legacy line that does not parse: a leaf all the same
-                            end_day, end_off = day, offset + len(line) + 1
-                            continue
-                        if is_legacy_line(line):
-                            continue  # the original module's line after adoption: not a record
-                        path = str(self._files.layout.day_file(day))
-                        raise CorruptLine(path, offset, f"not a record ({exc})") from exc
-                    seq = d.seq
-                    if seq != next_seq:
-                        where = self._files.layout.day_file(day)
-                        raise _Stale(f"{where} at byte {offset}: seq {seq}, {next_seq} was due")
-                    ts = round(d.timestamp * 1_000_000)
-                    row = (seq, d.id, day, offset, len(line), ts, d.action, int(d.approved), d.node)
-                    rows.append(row)
-                    vetoes.extend((voter, seq) for voter in d.against)
-                    for key, value in d.subject.items():
-                        if isinstance(value, str | int | float | bool) or value is None:
-                            subjects.append((key, subject_text(value), seq))
-                    next_seq += 1
-                    end_day, end_off = day, offset + len(line) + 1
-            db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            db.executemany("INSERT INTO vetoes VALUES (?,?)", vetoes)
-            db.executemany("INSERT INTO subjects VALUES (?,?,?)", subjects)
-            db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?,?)",
-                [("next_seq", next_seq), ("day", end_day), ("offset", end_off)],
-            )
+                jobs.append((layout.day_file_s(day), day, start))
+            # Subjects are indexed along when they are current; a first build over many day
+            # files leaves them to the first query on a subject (``_subjects_current``).
+            subjects = int(meta.get("subjects", 0)) == next_seq
+            bulk = next_seq == 0 and len(jobs) >= PARALLEL_DAYS
+            if bulk and not self._files.legacy_prefix().leaves:
+                subjects = False
+                for name in SECONDARY:
+                    db.execute(f"DROP INDEX IF EXISTS {name}")
+                db.execute(f"PRAGMA cache_size = {BUILD_CACHE_KIB}")  # no spill to the WAL
+                try:
+                    self._load(db, jobs, parse_days(jobs), next_seq, subjects, meta)
+                    for sql in SECONDARY.values():  # (executescript would commit first)
+                        db.execute(sql)
+                finally:
+                    db.execute("PRAGMA cache_size = -2000")  # SQLite's default
+            else:
+                self._load(db, jobs, itertools.repeat(None), next_seq, subjects, meta)
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             _rollback(db)
-            raise _Stale(f"an id appears twice among seq {rows[0][0]}..{rows[-1][0]}") from exc
+            raise _Stale(f"an id appears twice ({exc})") from exc
         except BaseException:
             _rollback(db)  # SQLite may have rolled back already (a full disk): keep the cause
             raise
 
+    def _load(
+        self,
+        db: sqlite3.Connection,
+        jobs: list[tuple[str, str, int]],
+        parsed: Iterator[DayRows | None],
+        next_seq: int,
+        subjects: bool,
+        meta: dict[str, Any],
+    ) -> None:
+        """Insert the rows of each day file ``(path, day, start)`` of ``jobs`` (``parsed``:
+        its fast parse, or ``None`` for the careful path), its aggregates, and the new meta."""
+        end_day, end_off = meta.get("day"), int(meta.get("offset", 0))
+        for job, fast in zip(jobs, parsed, strict=False):
+            if fast is not None and fast.records and fast.records[0][0] != next_seq:
+                fast = None  # seqs do not follow on: the careful path says where
+            if fast is None:
+                fast = self._careful(db, *job, next_seq, subjects)
+            db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", fast.records)
+            db.executemany("INSERT INTO vetoes VALUES (?,?)", fast.vetoes)
+            if fast.tally.counts:
+                self._aggregates.add(db, fast.day, fast.tally, fast.end, job[0])
+            if fast.end > fast.start:
+                end_day, end_off = fast.day, fast.end
+            next_seq = fast.next_seq if fast.next_seq is not None else next_seq
+        new_meta = [("next_seq", next_seq), ("day", end_day), ("offset", end_off)]
+        if subjects:
+            new_meta.append(("subjects", next_seq))
+        db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", new_meta)
+
+    def _careful(
+        self, db: sqlite3.Connection, path: str, day: str, start: int, next_seq: int, subjects: bool
+    ) -> DayRows:
+        """One day file's rows through the record parser (legacy lines, damage reported);
+        its subjects inserted too when ``subjects``."""
+        out = DayRows(day, start, start, [], [], DayTally(), next_seq)
+        subject_rows: list[tuple[str, str, int]] = []
+        prefix = self._files.legacy_prefix()
+        for offset, _lineno, line in self._files.lines(day, start):
+            try:
+                if prefix.covers(day, offset):
+                    d = read_line(line, next_seq)
+                else:
+                    d = decision_from_dict(orjson.loads(line), line)
+            except ValueError as exc:
+                if prefix.covers(day, offset):
+                    next_seq += 1  # a legacy line that does not parse: a leaf all the same
+                    out.end = offset + len(line) + 1
+                    continue
+                if is_legacy_line(line):
+                    continue  # the original module's line after adoption: not a record
+                raise CorruptLine(path, offset, f"not a record ({exc})") from exc
+            seq = d.seq
+            if seq != next_seq:
+                raise _Stale(f"{path} at byte {offset}: seq {seq}, {next_seq} was due")
+            ts = round(d.timestamp * 1_000_000)
+            approved = int(d.approved)
+            out.records.append((seq, d.id, day, offset, len(line), ts, d.action, approved, d.node))
+            against = d.against
+            out.vetoes.extend((voter, seq) for voter in against)
+            out.tally.add(d.day, d.action, approved, d.node or "", ts, against)
+            if subjects:
+                subject_rows.extend(_subject_rows(d))
+            next_seq += 1
+            out.end = offset + len(line) + 1
+        out.next_seq = next_seq
+        db.executemany("INSERT INTO subjects VALUES (?,?,?)", subject_rows)
+        return out
+
     def _rebuild_locked(self) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        for table in ("records", "vetoes", "subjects", "meta"):
-            db.execute(f"DELETE FROM {table}")
-        db.execute("COMMIT")
+        """Index the day files afresh. The old rows go in the same transaction as the new
+        ones come (the whole build is one transaction): a process killed while it builds
+        leaves the index as it was before, which the next catch-up finds stale again."""
         try:
-            self._catch_up_locked(None)
+            self._catch_up_locked(None, afresh=True)
         except _Stale as exc:
             # Even from scratch the day files do not hold one record per seq in order.
             raise StorageError(
@@ -269,6 +348,8 @@ class Index:
 
     def _rows(self, flt: Filter, page: Page) -> list[tuple[str, int, int, int]]:
         self.catch_up()
+        if flt.subject:
+            self._subjects_current()
         where, args = self._where(flt, probe=page.limit is not None)
         if page.before_seq is not None:
             where += " AND r.seq < ?"
@@ -354,11 +435,152 @@ class Index:
     def stats(self, flt: Filter) -> dict[str, list[tuple[Any, ...]]]:
         """Aggregates over the decisions a filter matches, computed by the index."""
         self.catch_up()
+        if flt.subject:
+            self._subjects_current()
         where, args = self._where(flt)
         queries = stats_sql(where)
         with self._lock:
             db = self._conn()
             return {name: db.execute(sql, args).fetchall() for name, sql in queries.items()}
+
+    def exact_stats(self, flt: Filter) -> Stats | None:
+        """The stats of the records ``flt`` matches, as a full read counts them, from the
+        aggregates where they are believed (``index_stats``) and the records of the other day
+        files; ``None`` for a filter the aggregates cannot answer (voters, subjects)."""
+        if not answerable(flt):
+            return None
+        self.catch_up()
+        lo = day_of(flt.since_us) if flt.since_us is not None else None
+        hi = day_of(flt.until_us - 1) if flt.until_us is not None else None
+        layout = self._files.layout
+        days = [
+            (day, layout.day_file_s(day))
+            for day in self._files.days()
+            if (lo is None or day >= lo) and (hi is None or day <= hi)
+        ]
+        with self._lock:
+            plan = self._aggregates.plan(self._conn(), flt, days)
+        for day in plan.scan:
+            for d in self._files.decisions(day):
+                if flt.matches(d):
+                    plan.tally.add(d)
+        if plan.refused:
+            self._recount(plan.refused)
+        return plan.tally.stats()
+
+    def _recount(self, days: list[str]) -> None:
+        """Count the day files whose aggregates were not believed afresh from their lines (up
+        to where the index has read), so that the next ``stats`` can use them: after a day
+        file was touched, its counts edited, or the key lost."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+                    last, offset = meta.get("day"), int(meta.get("offset", 0))
+                    for day in days:
+                        if last is None or day > last:
+                            continue  # not indexed yet
+                        path = self._files.layout.day_file_s(day)
+                        rows = parse_day(path, day, 0, offset if day == last else None)
+                        if rows is not None:  # (else counted from its records each time)
+                            self._aggregates.replace(db, day, rows.tally, rows.end, path)
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"could not update the index {self._path}: {exc}") from exc
+
+    def _subjects_current(self) -> None:
+        """Index the subjects of the records indexed without them (a first build leaves them
+        to the first query that needs them), reading each record at its place."""
+        with self._lock:
+            db = self._conn()
+            meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+            done, indexed = int(meta.get("subjects", 0)), int(meta.get("next_seq", 0))
+            if done >= indexed:
+                return
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._add_subjects(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+            except _Stale:
+                self._rebuild_locked()
+            except sqlite3.Error as exc:
+                raise StorageError(f"could not update the index {self._path}: {exc}") from exc
+
+    def _add_subjects(self, db: sqlite3.Connection) -> None:
+        """``_subjects_current`` inside its transaction (``_Stale``: a record is not where
+        its row says)."""
+        meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+        done = int(meta.get("subjects", 0))
+        indexed = int(meta.get("next_seq", 0))
+        if done >= indexed:
+            return
+        many = indexed - done > 100_000
+        if many:
+            db.execute("DROP INDEX IF EXISTS subjects_kv")
+        if done == 0 and not self._files.legacy_prefix().leaves:
+            done = self._subjects_from_files(db, indexed)
+        rows = db.execute(
+            "SELECT day, offset, length, seq FROM records WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (done, indexed),
+        ).fetchall()
+        batch: list[tuple[str, str, int]] = []
+        loads = orjson.loads
+        for _path, _offset, line, seq in self._read(rows):
+            try:
+                r = loads(line)
+                subject = r["subject"]
+                if r["seq"] != seq or type(subject) is not dict:
+                    raise ValueError("not the record its row names")
+                batch.extend(
+                    (key, value if type(value) is str else subject_text(value), seq)
+                    for key, value in subject.items()
+                    if isinstance(value, str | int | float | bool) or value is None
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                try:  # a legacy record, or not a record: the record parser decides
+                    batch.extend(_subject_rows(read_line(line, seq)))
+                except ValueError:
+                    raise _Stale(f"seq {seq}: not a record there") from exc
+            if len(batch) >= 200_000:
+                db.executemany("INSERT INTO subjects VALUES (?,?,?)", batch)
+                batch.clear()
+        db.executemany("INSERT INTO subjects VALUES (?,?,?)", batch)
+        if many:
+            db.execute(SECONDARY["subjects_kv"])
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('subjects', ?)", (indexed,))
+
+    def _subjects_from_files(self, db: sqlite3.Connection, indexed: int) -> int:
+        """Subjects of seqs below ``indexed`` read straight from the day files (parsed by
+        workers, as a first build is), in order, up to the first day file with a line that is
+        not a plain record; the seq from which the rows must be read one by one instead."""
+        layout = self._files.layout
+        jobs = [(layout.day_file_s(day), 0) for day in self._files.days()]
+        done = 0
+        for cols in subjects_of(jobs):
+            if cols is None or done >= indexed:
+                break
+            keys, values, seqs, first, last = cols
+            if first < 0:
+                continue  # no record in that file
+            if first != done:
+                break  # not where the index has it: the rows say
+            if last >= indexed:
+                cut = bisect.bisect_left(seqs, indexed)
+                keys, values, seqs = keys[:cut], values[:cut], seqs[:cut]
+            db.executemany(
+                "INSERT INTO subjects VALUES (?,?,?)", zip(keys, values, seqs, strict=True)
+            )
+            done = min(last + 1, indexed)
+        return done
 
     def find_seq(self, seq: int) -> Decision | None:
         """The decision with this seq, or ``None``."""

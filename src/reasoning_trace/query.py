@@ -30,6 +30,7 @@ __all__ = [
     "Filter",
     "Page",
     "Stats",
+    "Tally",
     "TextCriteria",
     "TimeSpec",
     "check_limit",
@@ -295,32 +296,10 @@ class Stats:
     def of(cls, decisions: Iterable[Decision]) -> Stats:
         """Aggregate decisions in one pass, ordered as the index orders its stats (for
         sources without an index, such as a fleet's stream)."""
-        actions: dict[str, list[int]] = {}
-        voters: dict[str, int] = {}
-        days: dict[str, list[int]] = {}
-        nodes: dict[str, list[int]] = {}
+        tally = Tally()
         for d in decisions:
-            a = actions.setdefault(d.action, [0, 0])
-            day = days.setdefault(d.day, [0, 0])
-            node = nodes.setdefault(d.node or "", [0, 0])
-            a[0] += 1
-            day[0] += 1
-            node[0] += 1
-            if d.approved:
-                a[1] += 1
-                day[1] += 1
-                node[1] += 1
-            for voter in d.against:
-                voters[voter] = voters.get(voter, 0) + 1
-        return cls(
-            [
-                ActionStats(a, n, ok)
-                for a, (n, ok) in sorted(actions.items(), key=lambda kv: (-kv[1][0], kv[0]))
-            ],
-            sorted(voters.items(), key=lambda kv: (-kv[1], kv[0])),
-            [(day, n, ok) for day, (n, ok) in sorted(days.items())],
-            [(node, n, ok) for node, (n, ok) in sorted(nodes.items())],
-        )
+            tally.add(d)
+        return tally.stats()
 
     def to_json(self) -> dict[str, Any]:
         """The stats as a JSON object."""
@@ -340,3 +319,48 @@ class Stats:
             "days": [{"day": d, "total": n, "approved": a} for d, n, a in self.days],
             "nodes": [{"node": d, "total": n, "approved": a} for d, n, a in self.nodes],
         }
+
+
+class Tally:
+    """Counts being added up into ``Stats``: decisions one by one (``add``) or already
+    counted (``count``, ``veto``: the derived index's aggregates)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, list[int]] = {}
+        self.voters: dict[str, int] = {}
+        self.days: dict[str, list[int]] = {}
+        self.nodes: dict[str, list[int]] = {}
+
+    def add(self, d: Decision) -> None:
+        """Count one decision."""
+        self.count(d.day, d.action, d.approved, d.node or "", 1)
+        for voter in d.against:
+            self.voters[voter] = self.voters.get(voter, 0) + 1
+
+    def count(self, day: str, action: str, approved: bool, node: str, n: int) -> None:
+        """Count ``n`` decisions of one day, action, verdict and node (``""``: none)."""
+        ok = n if approved else 0
+        for table, key in ((self.actions, action), (self.days, day), (self.nodes, node)):
+            row = table.get(key)
+            if row is None:
+                table[key] = [n, ok]
+            else:
+                row[0] += n
+                row[1] += ok
+
+    def veto(self, voter: str, n: int) -> None:
+        """Count ``n`` votes against by ``voter``."""
+        self.voters[voter] = self.voters.get(voter, 0) + n
+
+    def stats(self) -> Stats:
+        """The ``Stats``: actions and voters most first (then by name), days and nodes in
+        order."""
+        return Stats(
+            [
+                ActionStats(a, n, ok)
+                for a, (n, ok) in sorted(self.actions.items(), key=lambda kv: (-kv[1][0], kv[0]))
+            ],
+            sorted(self.voters.items(), key=lambda kv: (-kv[1], kv[0])),
+            [(day, n, ok) for day, (n, ok) in sorted(self.days.items())],
+            [(node, n, ok) for node, (n, ok) in sorted(self.nodes.items())],
+        )
