@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from .fake_clock import HERE as CLOCK_HERE
+from .fake_clock import FakeClock, needs_fake_clock
 from .terminal import on_a_terminal as words_on_a_terminal
 from .test_cli_integrity import rtrace
 
@@ -323,19 +325,24 @@ def test_stored_text_on_a_terminal_is_text(root: Path) -> None:
         assert code == 0 and out == stored.line + b"\r\n", args  # stored bytes (pty adds \r)
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
-def test_tail_follow_across_midnight(root: Path) -> None:
-    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight.
+@needs_fake_clock
+def test_tail_follow_across_midnight(root: Path, tmp_path: Path) -> None:
+    """tail -f (piped: JSON Lines) follows a writer whose clock crosses UTC midnight: after a
+    first record at 23:59:58, the writer records two at 23:59:59, moves its own clock to
+    00:00:01 and records three more; tail yields each once, in seq order, from both day files.
 
-    Every write runs under faketime, so the test is the same whatever today's date is.
+    Every write runs on a fake clock (libfaketime), so the test is the same whatever today's
+    date is and however long a process takes to start.
     """
+    clock = FakeClock(tmp_path / "clock", "2026-11-25 23:59:58")
     first = subprocess.run(
         [
-            *("faketime", "-f", "@2026-11-25 23:59:58", shutil.which("rtrace") or "rtrace"),
-            *("--dir", str(root), "record", "--action", "first", "--approved"),
+            *(shutil.which("rtrace") or "rtrace", "--dir", str(root)),
+            *("record", "--action", "first", "--approved"),
         ],
         capture_output=True,
         text=True,
+        env=clock.env(),
         timeout=60,
     )
     assert first.returncode == 0, first.stderr
@@ -347,16 +354,22 @@ def test_tail_follow_across_midnight(root: Path) -> None:
     assert follower.stdout is not None
     assert json.loads(follower.stdout.readline())["action"] == "first"
     script = (
+        f"import sys; sys.path.append({CLOCK_HERE!r})\n"
+        "from fake_clock import move_clock\n"
         "from reasoning_trace import DecisionLog\n"
         f"with DecisionLog({str(root)!r}) as log:\n"
-        "    n = 0\n"
-        "    while n < 3:\n"
-        "        n += log.record('tick', True, {}, {}).day == '2026-11-26'\n"
+        "    for _ in range(2):\n"
+        "        assert log.record('tick', True, {}, {}).day == '2026-11-25'\n"
+        "    move_clock('2026-11-26 00:00:01')\n"
+        "    for _ in range(3):\n"
+        "        assert log.record('tick', True, {}, {}).day == '2026-11-26'\n"
     )
+    clock.set("2026-11-25 23:59:59")
     writer = subprocess.run(
-        ["faketime", "-f", "@2026-11-25 23:59:59", sys.executable, "-c", script],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
+        env=clock.env(),
         timeout=60,
     )
     assert writer.returncode == 0, writer.stderr
@@ -367,8 +380,8 @@ def test_tail_follow_across_midnight(root: Path) -> None:
     follower.send_signal(signal.SIGINT)
     assert follower.wait(timeout=10) == 0
     follower.stdout.close()
-    assert [r["seq"] for r in seen] == list(range(1, total))
-    assert {r["datetime_utc"][:10] for r in seen} == {"2026-11-25", "2026-11-26"}
+    assert [r["seq"] for r in seen] == list(range(1, total)) == [1, 2, 3, 4, 5]
+    assert [r["datetime_utc"][:10] for r in seen] == ["2026-11-25"] * 2 + ["2026-11-26"] * 3
 
 
 def test_tail_json(demo_log: Path) -> None:

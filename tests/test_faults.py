@@ -1,5 +1,6 @@
 """The writer under faults: clock steps, lost newlines, crashes during repair, a full disk,
-an unusable signing key. Real processes, real faketime, a real tmpfs; no date of today."""
+an unusable signing key. Real processes, a real libfaketime clock, a real tmpfs; no date of
+today."""
 
 from __future__ import annotations
 
@@ -41,24 +42,26 @@ from reasoning_trace.tree import stored_hash_index
 from reasoning_trace.verify import verify
 
 from .conftest import all_lines
+from .fake_clock import FakeClock, needs_fake_clock
 from .test_cli_integrity import RTRACE, rtrace
 from .test_processes import start_writer
 
-needs_faketime = pytest.mark.skipif(
-    shutil.which("faketime") is None, reason="needs Debian's faketime (.ci/run installs it)"
-)
-
 
 def rtrace_at(root: Path, when: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run rtrace in its own process under faketime, its clock starting at ``when`` (UTC)."""
+    """Run rtrace in its own process, its clock stopped at ``when`` (UTC) however long it takes
+    to start."""
     cmd = [RTRACE] if RTRACE else [sys.executable, "-m", "reasoning_trace"]
-    return subprocess.run(
-        ["faketime", "-f", f"@{when}", *cmd, "--dir", str(root), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TZ": "UTC"},
-        timeout=120,
-    )
+    clock = FakeClock(root.parent / f"clock-{uuid.uuid4().hex}", when)
+    try:
+        return subprocess.run(
+            [*cmd, "--dir", str(root), *args],
+            capture_output=True,
+            text=True,
+            env=clock.env(),
+            timeout=120,
+        )
+    finally:
+        clock.path.unlink()
 
 
 class Lines:
@@ -103,7 +106,7 @@ def check_order(root: Path) -> list[dict]:  # type: ignore[type-arg]
 # --- 1. time in the log never runs backwards -------------------------------------------------
 
 
-@needs_faketime
+@needs_fake_clock
 def test_clock_stepping_back_across_midnight_in_separate_processes(root: Path) -> None:
     """The issue's reproduction: four writer processes whose clocks step back and forth across
     midnight; a live tail -f sees each record once; verify, query and prove agree; a rebuild
@@ -157,13 +160,15 @@ def test_clock_stepping_back_across_midnight_in_separate_processes(root: Path) -
     assert [json.loads(x)["seq"] for x in query] == [0, 1, 2, 3, 4]
 
 
-@needs_faketime
-def test_two_writer_processes_with_clocks_apart_across_midnight(root: Path) -> None:
-    """Two writer processes, one's clock seconds behind the other's, both crossing midnight,
-    with a live tail -f: file order is seq order, verify is clean, query and prove agree, and
-    a rebuild of the derived files gives the same answers."""
+@needs_fake_clock
+def test_two_writer_processes_with_clocks_apart_across_midnight(root: Path, tmp_path: Path) -> None:
+    """Two writer processes of two threads, one's clock three seconds behind the other's, both
+    crossing midnight halfway (ahead 23:59:59 then 00:00:03, behind 23:59:56 then 00:00:00),
+    with a live tail -f: file order is seq order, records span both days, verify is clean,
+    query and prove agree, and a rebuild of the derived files gives the same answers."""
     follower = None
-    rtrace_at(root, "2026-05-01 23:59:57", "record", "--action", "start", "--approved")
+    start = rtrace_at(root, "2026-05-01 23:59:57", "record", "--action", "start", "--approved")
+    assert start.returncode == 0, start.stderr
     follower = subprocess.Popen(
         [RTRACE or "rtrace", "--dir", str(root), "tail", "-n", "1", "-f"],
         stdout=subprocess.PIPE,
@@ -172,12 +177,15 @@ def test_two_writer_processes_with_clocks_apart_across_midnight(root: Path) -> N
     lines = Lines(follower)
     try:
         lines.take(1)
-        ahead = start_writer(
-            root, "ahead", 150, 2, "batch", prefix=("faketime", "-f", "@2026-05-01 23:59:59")
-        )
-        behind = start_writer(
-            root, "behind", 150, 2, "batch", prefix=("faketime", "-f", "@2026-05-01 23:59:56")
-        )
+        writers = []
+        for tag, start, step in (
+            ("ahead", "2026-05-01 23:59:59", "2026-05-02 00:00:03"),
+            ("behind", "2026-05-01 23:59:56", "2026-05-02 00:00:00"),
+        ):
+            env = FakeClock(tmp_path / f"clock-{tag}", start).env(threads=True)
+            env["WRITER_CLOCK_STEP"] = step
+            writers.append(start_writer(root, tag, 150, 2, "batch", env=env))
+        ahead, behind = writers
         for proc in (ahead, behind):
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
@@ -192,7 +200,7 @@ def test_two_writer_processes_with_clocks_apart_across_midnight(root: Path) -> N
         follower.stdout.close()
     assert seen == list(range(1, total))
     records = check_order(root)
-    assert {r["datetime_utc"][:10] for r in records} >= {"2026-05-01"}
+    assert {r["datetime_utc"][:10] for r in records} == {"2026-05-01", "2026-05-02"}
     assert rtrace(root, "verify").returncode == 0
     expected = rtrace(root, "query", "--action", "w", "--format", "json").stdout
     assert len(expected.splitlines()) == 600

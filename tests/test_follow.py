@@ -1,13 +1,11 @@
 """Following a file store live (``follow.py``): records other processes write, each once and in
-seq order; across UTC midnight under ``faketime``; starting after a seq, from now or from
+seq order; across UTC midnight on a fake clock (libfaketime); starting after a seq, from now or from
 before the start; a line still being written (or torn by a crash) is not taken until whole; the
 original module's lines; ``stop()`` and closing the log end it. Every wait has a deadline."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,13 +20,11 @@ from reasoning_trace import DecisionLog
 from reasoning_trace.record import Decision, format_utc, prepare
 
 from .conftest import HERE, all_lines
+from .fake_clock import HERE as CLOCK_HERE
+from .fake_clock import FakeClock, needs_fake_clock
 from .test_processes import start_writer
 
 SEED_WRITER = str(HERE / "seed_writer.py")
-
-needs_faketime = pytest.mark.skipif(
-    shutil.which("faketime") is None, reason="needs Debian's faketime (.ci/run installs it)"
-)
 
 
 class Follower:
@@ -151,64 +147,82 @@ def test_records_from_other_processes_come_once_in_seq_order(
 
 MIDNIGHT_WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys
+    from datetime import datetime, timedelta, timezone
+    sys.path.append(sys.argv[4])
+    from fake_clock import move_clock
     from reasoning_trace import DecisionLog
-    root, tag = sys.argv[1], sys.argv[2]
+    root, tag, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    when = datetime(2026, 5, 1, 23, 59, start, tzinfo=timezone.utc)
+    i = after = 0
     with DecisionLog(root, sync="batch") as log:
-        first = log.record("m", True, {}, {"tag": tag, "i": 0}).day
-        assert first == "2026-05-01", f"started on {first}: start the clock earlier"
-        i = 1
-        while log.record("m", True, {}, {"tag": tag, "i": i}).day == first:
+        while after < 20:
+            move_clock(when.strftime("%Y-%m-%d %H:%M:%S.%f"))
+            if when.day == 2 and after == 0:  # midnight: wait until told to go on
+                print("midnight", flush=True)
+                assert sys.stdin.readline() == "go\\n"
+            day = log.record("m", True, {}, {"tag": tag, "i": i}).day
+            assert day == when.strftime("%Y-%m-%d"), (day, when)
+            after += when.day == 2
             i += 1
-            assert i < 2000, "the clock never reached midnight"
-            time.sleep(0.25)
-        for j in range(20):
-            log.record("m", True, {}, {"tag": tag, "i": i + 1 + j})
+            when += timedelta(seconds=0.25)
     """
 )
 
 
-@needs_faketime
-def test_following_across_utc_midnight(root: Path, reader: DecisionLog) -> None:
-    """Two writer processes whose clocks (faketime, ten times fast) cross UTC midnight, one a
-    second behind the other, each recording every quarter of a (fake) second: the follower,
-    started before any record, moves to the new day file and yields every record once, in
-    seq order."""
+@needs_fake_clock
+def test_following_across_utc_midnight(root: Path, reader: DecisionLog, tmp_path: Path) -> None:
+    """Two writer processes whose clocks cross UTC midnight, starting a second apart (23:59:58
+    and 23:59:57) and moving a quarter of a (fake) second per record: both stop at midnight
+    until the follower, started before any record, has yielded their 20 records of the old
+    day; then each records 20 on the new day. The follower moves to the new day file and
+    yields every record once, in seq order."""
     follower = Follower(reader, None)
+    procs: list[subprocess.Popen[str]] = []
     try:
-        procs = [
-            subprocess.Popen(
-                [
-                    "faketime",
-                    "-f",
-                    f"@2026-05-01 23:59:{second} x10",
-                    sys.executable,
-                    "-c",
-                    MIDNIGHT_WRITER,
-                    str(root),
-                    tag,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "TZ": "UTC"},
+        for start, tag in ((58, "ahead"), (57, "behind")):
+            clock = FakeClock(tmp_path / f"clock-{tag}", f"2026-05-01 23:59:{start}")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", MIDNIGHT_WRITER, str(root), tag, str(start), CLOCK_HERE],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=clock.env(),
+                )
             )
-            for second, tag in (("35", "ahead"), ("34", "behind"))
-        ]
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline() != "midnight\n":
+                finish(proc)  # it ended early: fails with its stderr
+                raise AssertionError("the writer never reached midnight")
+        follower.wait_for(8 + 12)  # ahead: 23:59:58.00-.59.75; behind: 23:59:57.00-.59.75
+        follower.looked_again()
+        assert follower.seqs() == list(range(20))
+        assert {d.day for d in follower.seen} == {"2026-05-01"}
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         for proc in procs:
             finish(proc)
         total = len(all_lines(root))
+        assert total == 20 + 2 * 20
         follower.wait_for(total)
         follower.looked_again()
         assert follower.seqs() == list(range(total))
         assert [d.line for d in follower.seen] == all_lines(root)
-        assert [d.day for d in follower.seen] == sorted(d.day for d in follower.seen)
-        assert {d.day for d in follower.seen} == {"2026-05-01", "2026-05-02"}
+        assert [d.day for d in follower.seen] == ["2026-05-01"] * 20 + ["2026-05-02"] * 40
         assert sorted(p.name for p in root.glob("*.jsonl")) == [
             "2026-05-01.jsonl",
             "2026-05-02.jsonl",
         ]
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         follower.stop()
 
 

@@ -1,10 +1,10 @@
-"""Real processes: concurrent writers, SIGKILL at random instants, a writer under faketime."""
+"""Real processes: concurrent writers, SIGKILL at random instants, a writer on a fake clock
+(libfaketime) crossing midnight."""
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +17,8 @@ import pytest
 from reasoning_trace import DecisionLog
 
 from .conftest import HERE, all_lines
+from .fake_clock import HERE as CLOCK_HERE
+from .fake_clock import FakeClock, needs_fake_clock
 
 WRITER = str(HERE / "writer_proc.py")
 
@@ -28,14 +30,15 @@ def start_writer(
     threads: int,
     sync: str,
     pad: int = 0,
-    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """Start writer_proc.py in its own process."""
+    """Start writer_proc.py in its own process (with ``env`` as its environment if given)."""
     return subprocess.Popen(
-        [*prefix, sys.executable, WRITER, str(root), tag, str(count), str(threads), sync, str(pad)],
+        [sys.executable, WRITER, str(root), tag, str(count), str(threads), sync, str(pad)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -134,21 +137,25 @@ def test_sigkill_at_random_instants(root: Path, sync: str) -> None:
     assert report.kinds() <= {"crash_fragment", "unsigned", "clock_backwards"}
 
 
-@pytest.mark.skipif(
-    shutil.which("faketime") is None, reason="needs Debian's faketime (.ci/run installs it)"
-)
-def test_writer_under_faketime_crosses_midnight(root: Path) -> None:
-    """A writer whose clock crosses UTC midnight splits records by their own day; readers follow."""
+@needs_fake_clock
+def test_writer_under_faketime_crosses_midnight(root: Path, tmp_path: Path) -> None:
+    """A writer whose clock crosses UTC midnight (five records at 23:59:59, then it moves its
+    own clock to 00:00:00.5 and records five more) splits records by their own day; readers
+    follow."""
+    clock = FakeClock(tmp_path / "clock", "2026-11-25 23:59:59")
     script = f"""
 import sys
+sys.path.append({CLOCK_HERE!r})
+from fake_clock import move_clock
 from reasoning_trace import DecisionLog, read_recent
 import reasoning_trace
 reasoning_trace._resolve_trace_dir = lambda: {str(root)!r}
-after = 0
 with DecisionLog({str(root)!r}, sync="batch") as log:
-    while after < 5:
-        d = log.record("tick", True, {{}}, {{}})
-        after += d.day == "2026-11-26"
+    for _ in range(5):
+        assert log.record("tick", True, {{}}, {{}}).day == "2026-11-25"
+    move_clock("2026-11-26 00:00:00.5")
+    for _ in range(5):
+        log.record("tick", True, {{}}, {{}})
 recent = read_recent(10_000)
 print(len(recent), recent[0]["seq"], recent[-1]["seq"], recent[-1]["datetime_utc"])
 """
@@ -164,16 +171,17 @@ print(len(recent), recent[0]["seq"], recent[-1]["seq"], recent[-1]["datetime_utc
     follower = threading.Thread(target=follow)
     follower.start()
     result = subprocess.run(
-        ["faketime", "-f", "@2026-11-25 23:59:59", sys.executable, "-c", script],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
+        env=clock.env(),
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     records = check_log(root)
     n = len(records)
     count, first, last, last_dt = result.stdout.split()
-    assert (int(count), int(first), int(last)) == (n, 0, n - 1)
+    assert (int(count), int(first), int(last)) == (n, 0, n - 1) == (10, 0, 9)
     assert last_dt.startswith("2026-11-26T00:00:")
     days = [r["datetime_utc"][:10] for r in records]
     assert days == sorted(days) and set(days) == {"2026-11-25", "2026-11-26"}
@@ -188,4 +196,4 @@ print(len(recent), recent[0]["seq"], recent[-1]["seq"], recent[-1]["datetime_utc
     follower_done.set()
     follower.join(timeout=10)
     assert seen == list(range(n))
-    assert os.environ.get("FAKETIME") is None
+    assert os.environ.get("FAKETIME_TIMESTAMP_FILE") is None
