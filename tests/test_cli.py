@@ -22,6 +22,7 @@ from .fake_clock import HERE as CLOCK_HERE
 from .fake_clock import FakeClock, needs_fake_clock
 from .terminal import on_a_terminal as words_on_a_terminal
 from .test_cli_integrity import rtrace
+from .test_faults import Lines
 
 
 @pytest.fixture
@@ -351,8 +352,27 @@ def test_tail_follow_across_midnight(root: Path, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert follower.stdout is not None
-    assert json.loads(follower.stdout.readline())["action"] == "first"
+    out = Lines(follower)
+    try:
+        seen = follow_midnight_writer(root, clock, follower, out)
+    finally:
+        follower.kill()
+        follower.wait(timeout=10)
+        out.thread.join(timeout=10)
+        assert follower.stdout is not None
+        follower.stdout.close()
+    assert [r["seq"] for r in seen] == list(range(1, len(seen) + 1)) == [1, 2, 3, 4, 5]
+    assert [r["datetime_utc"][:10] for r in seen] == ["2026-11-25"] * 2 + ["2026-11-26"] * 3
+
+
+def follow_midnight_writer(
+    root: Path, clock: FakeClock, follower: subprocess.Popen[str], out: Lines
+) -> list[dict]:  # type: ignore[type-arg]
+    """Run a writer whose clock crosses midnight; what ``follower`` printed after "first".
+
+    Every wait has a deadline: a follower that stops printing fails the test, never hangs it.
+    """
+    assert json.loads(out.take(1)[0])["action"] == "first"
     script = (
         f"import sys; sys.path.append({CLOCK_HERE!r})\n"
         "from fake_clock import move_clock\n"
@@ -374,14 +394,10 @@ def test_tail_follow_across_midnight(root: Path, tmp_path: Path) -> None:
     )
     assert writer.returncode == 0, writer.stderr
     total = len(lines(rtrace(root, "query", "--format", "json")))
-    seen = []
-    while len(seen) < total - 1:
-        seen.append(json.loads(follower.stdout.readline()))
+    seen = [json.loads(line) for line in out.take(total - 1)]
     follower.send_signal(signal.SIGINT)
     assert follower.wait(timeout=10) == 0
-    follower.stdout.close()
-    assert [r["seq"] for r in seen] == list(range(1, total)) == [1, 2, 3, 4, 5]
-    assert [r["datetime_utc"][:10] for r in seen] == ["2026-11-25"] * 2 + ["2026-11-26"] * 3
+    return seen
 
 
 def test_tail_json(demo_log: Path) -> None:
