@@ -41,7 +41,7 @@ __all__ = [
 #: The tables of ``SCHEMA``.
 TABLES = ("records", "vetoes", "subjects", "meta")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_SEQ = (1 << 63) - 1  # the largest seq SQLite can hold
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

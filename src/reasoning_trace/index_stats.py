@@ -2,8 +2,9 @@
 
 Per day file the index keeps its decisions per (record day, action, verdict, node) and votes
 against per voter of each (``index_build.DayTally``), added to as the index catches up. They are
-believed only for a day file that is as it was when they were counted — the same size and
-modification time — and only when their tag, an HMAC-SHA256 under a random key kept in a file
+believed only for a day file that is as it was when they were counted — the same size, inode,
+modification time and status-change time (``touch -d`` can put an mtime back, never a ctime) —
+and only when their tag, an HMAC-SHA256 under a random key kept in a file
 beside the index (not in it), still matches: rows edited in the database, or a day file changed
 behind the index's back, make ``stats`` count that day file from its records instead. A day file
 that a time range covers only in part is counted from its records too, so the answer is always
@@ -27,13 +28,13 @@ import orjson
 from .index_build import DayTally
 from .query import Filter, Tally
 
-__all__ = ["AGG_SCHEMA", "AGG_TABLES", "Aggregates", "Plan", "answerable"]
+__all__ = ["AGG_SCHEMA", "AGG_TABLES", "Aggregates", "Plan", "answerable", "stamp"]
 
 #: The aggregate tables (part of the index's schema).
 AGG_TABLES = ("agg_files", "agg_counts", "agg_vetoes")
 AGG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS agg_files (day TEXT PRIMARY KEY, size INTEGER NOT NULL,
-    mtime INTEGER NOT NULL, lo INTEGER, hi INTEGER, tag BLOB);
+    stamp TEXT NOT NULL, lo INTEGER, hi INTEGER, tag BLOB);
 CREATE TABLE IF NOT EXISTS agg_counts (day TEXT NOT NULL, rday TEXT NOT NULL,
     action TEXT NOT NULL, approved INTEGER NOT NULL, node TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (day, rday, action, approved, node));
@@ -43,6 +44,14 @@ CREATE TABLE IF NOT EXISTS agg_vetoes (day TEXT NOT NULL, rday TEXT NOT NULL,
 """
 
 _KEY_BYTES = 32
+
+
+def stamp(st: os.stat_result) -> str:
+    """What must not have changed since a day file was counted: ``inode:mtime_ns:ctime_ns``.
+
+    A rewrite in place changes the mtime and the ctime; ``touch -d`` or ``os.utime`` can put
+    the mtime back but sets the ctime to now; a file replaced by another has another inode."""
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def answerable(flt: Filter) -> bool:
@@ -108,7 +117,7 @@ class Aggregates:
     def _tag(
         self, day: str, head: tuple[object, ...], counts: list[Any], vetoes: list[Any]
     ) -> bytes:
-        """The tag of a day file's aggregates: its (size, mtime, lo, hi) and rows, in order."""
+        """The tag of a day file's aggregates: its (size, stamp, lo, hi) and rows, in order."""
         body = orjson.dumps([day, list(head), counts, vetoes])
         return hmac.new(self.key(), body, hashlib.sha256).digest()
 
@@ -116,7 +125,7 @@ class Aggregates:
 
     def add(self, db: sqlite3.Connection, day: str, tally: DayTally, size: int, path: str) -> None:
         """Add a day file's ``tally`` (of its lines up to byte ``size``) to its aggregates and
-        tag them with the file's modification time (none when it has grown meanwhile: then
+        tag them with the file's ``stamp`` (none when it has grown meanwhile: then
         ``stats`` counts it from its records until the next catch-up)."""
         counts = dict(tally.counts)
         vetoes = dict(tally.vetoes)
@@ -141,10 +150,10 @@ class Aggregates:
         )
         try:
             st = os.stat(path)
-            mtime = st.st_mtime_ns if st.st_size == size else -1
+            mark = stamp(st) if st.st_size == size else ""
         except FileNotFoundError:
-            mtime = -1
-        head = (size, mtime, lo, hi)
+            mark = ""
+        head = (size, mark, lo, hi)
         tag = self._tag(day, head, count_rows, veto_rows)
         db.execute("INSERT OR REPLACE INTO agg_files VALUES (?,?,?,?,?,?)", (day, *head, tag))
 
@@ -187,10 +196,10 @@ class Aggregates:
             if row is None:
                 plan.scan.append(day)
                 continue
-            size, mtime, lo, hi, tag = row
+            size, mark, lo, hi, tag = row
             day_counts, day_vetoes = counts.get(day, []), vetoes.get(day, [])
-            if (st.st_size, st.st_mtime_ns) != (size, mtime) or not hmac.compare_digest(
-                bytes(tag or b""), self._tag(day, (size, mtime, lo, hi), day_counts, day_vetoes)
+            if (st.st_size, stamp(st)) != (size, mark) or not hmac.compare_digest(
+                bytes(tag or b""), self._tag(day, (size, mark, lo, hi), day_counts, day_vetoes)
             ):
                 plan.scan.append(day)  # changed since it was counted, or not as tagged
                 plan.refused.append(day)
