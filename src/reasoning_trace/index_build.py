@@ -13,22 +13,17 @@ Tests: ``tests/test_index_build.py``.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import itertools
-import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from .workers import worker_pool
 
 __all__ = [
     "PARALLEL_DAYS",
@@ -247,41 +242,9 @@ def _pool(jobs: int) -> ProcessPoolExecutor | None:
     """Forked workers for ``jobs`` day files, or ``None`` where this process should parse
     them itself (see ``parse_days``)."""
     workers = min(4, os.cpu_count() or 1)
-    if (
-        jobs < PARALLEL_DAYS
-        or workers < 2
-        or threading.active_count() > 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
+    if jobs < PARALLEL_DAYS or workers < 2:
         return None
-    return ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_end_with_parent,
-        initargs=(os.getpid(),),
-    )
-
-
-def _end_with_parent(parent: int) -> None:
-    """A worker's start: it ends when the process that forked it does (killed with SIGKILL,
-    that process could not tell it to), rather than wait for work forever."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    else:
-        threading.Thread(target=_watch, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:
-        os._exit(1)  # it has ended already
-
-
-def _watch(parent: int) -> None:
-    """Where the parent's death sends no signal: look for it twice a second."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+    return worker_pool(workers, spawn=False)
 
 
 def parse_days(jobs: list[tuple[str, str, int]]) -> Iterator[DayRows | None]:

@@ -27,13 +27,12 @@ found at its line), ``tests/test_legacy.py``, ``tests/test_faults.py``.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import le
@@ -42,6 +41,7 @@ from pathlib import Path
 from .legacy import Prefix, is_legacy_line
 from .report import Finding, Report
 from .tree import CompactRange, extend_range
+from .workers import worker_pool
 
 __all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "LeafPass", "Resume", "hash_pass"]
 
@@ -262,8 +262,9 @@ def _chunks(days: list[Path], workers: int, skip: int = 0) -> Iterator[tuple[int
         for d_index, path_s, start, end in tasks:
             yield d_index, _hash_chunk(path_s, start, end)
         return
-    context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
-    with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+    pool = worker_pool(workers - 1, spawn=True)
+    assert pool is not None  # spawn is allowed
+    with pool:
         window: deque[tuple[int, tuple[str, int, int], Future[_Chunk] | _Chunk]] = deque()
         queue = iter(tasks)
         while True:
