@@ -8,8 +8,8 @@ fast path throughout). Then, each round, in this order or reversed on odd rounds
   (the issue's baseline), and the same split over 2 already-started processes (the machine has
   2 cores and verify hashes in worker processes, so this is the fairest parallel figure);
 - ``verify(root)`` in a fresh interpreter with this checkout's ``src`` ("after") and with
-  ``--before`` (default ``/work/main/src``, "before", skipped when that folder holds no
-  ``reasoning_trace``), timed inside that process; its CPU
+  ``--before SRC`` (another checkout's ``src``, "before", when given), timed inside that
+  process; its CPU
   seconds (the process and its workers) are measured too, being steadier on a shared machine.
 
 Prints min/median/max over ``--rounds`` of each rate and of each verify's ratio to the raw
@@ -17,7 +17,7 @@ rates measured in the same round; and the CPU seconds of raw hashing over those 
 its processes): on 2 cores the wall-clock ratio of a quiet machine is at most twice that.
 
     python bench/bench_verify.py [--records 1000000] [--per-day 20000] [--rounds 3]
-                                 [--before /work/main/src]
+                                 [--before OTHER_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--per-day", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--before", default="/work/main/src")
+    parser.add_argument("--before", help="another checkout's src, measured alongside")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="rtrace-verify-", dir=os.environ.get("BENCH_DIR"))
     os.environ["REASONING_TRACE_KEY"] = os.path.join(workdir, "signing.key")
@@ -103,10 +103,10 @@ def main() -> None:
         paths = sorted(os.path.join(root, n) for n in os.listdir(root) if n.endswith(".jsonl"))
         halves = [paths[0::2], paths[1::2]]
         sides = {"after": SRC}
-        if os.path.isdir(os.path.join(args.before, "reasoning_trace")):
+        if args.before is not None:
+            if not os.path.isdir(os.path.join(args.before, "reasoning_trace")):
+                parser.error(f"--before {args.before}: no reasoning_trace package there")
             sides["before"] = args.before
-        else:
-            print(f"no reasoning_trace in {args.before}: measuring this checkout only\n")
         rates: dict[str, list[float]] = {k: [] for k in ("raw", "raw2", *sides)}
         cpu: dict[str, list[float]] = {k: [] for k in sides}
         raw_cpu: list[float] = []

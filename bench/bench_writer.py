@@ -11,7 +11,7 @@ imports and opening do not count, in the same run and on the same disk:
 
     python bench/bench_writer.py [--records N] [--rounds R] [--before SRC]
 
-``--before SRC`` also runs our cases with ``PYTHONPATH=SRC`` (e.g. ``/work/main/src``),
+``--before SRC`` also runs our cases with ``PYTHONPATH=SRC`` (another checkout's ``src``),
 interleaved with this checkout's round by round, so a noisy shared disk hits both alike.
 Reports min/median/max over the rounds.
 """
