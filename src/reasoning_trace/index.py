@@ -109,13 +109,19 @@ class Index:
         days = self._files.days()
         if not days:
             return int(meta.get("next_seq", 0)) == 0
-        if meta.get("day") != days[-1]:
+        if meta.get("day") != days[-1] or not self._as_counted(self._conn(), days):
             return False
         try:
             size = os.stat(self._files.layout.day_file_s(days[-1])).st_size
             return size == int(meta.get("offset", -1)) and self._end_intact(self._conn(), meta)
         except FileNotFoundError:
             return False
+
+    def _as_counted(self, db: sqlite3.Connection, days: list[str]) -> bool:
+        """Whether the day files before the newest are as the index read them
+        (``Aggregates.files_as_counted``)."""
+        layout = self._files.layout
+        return self._aggregates.files_as_counted(db, [(d, layout.day_file_s(d)) for d in days])
 
     def _end_intact(self, db: sqlite3.Connection, meta: dict[str, Any]) -> bool:
         """Whether the last record indexed is still where it was (a write the index saw that
@@ -154,6 +160,8 @@ class Index:
             next_seq = int(meta.get("next_seq", 0))
             if not self._end_intact(db, meta):
                 raise _Stale("the last record indexed is no longer where the index has it")
+            if not self._as_counted(db, self._files.days()):
+                raise _Stale("a day file was deleted or changed other than by appending")
             if upto is not None and next_seq >= upto:
                 db.execute("COMMIT")
                 return

@@ -172,6 +172,30 @@ class Aggregates:
         for table in AGG_TABLES:
             db.execute(f"DELETE FROM {table}")
 
+    @staticmethod
+    def files_as_counted(db: sqlite3.Connection, days: list[tuple[str, str]]) -> bool:
+        """Whether every day file counted before the newest of ``days`` ((day, path), oldest
+        first) is still there, as it was counted or grown since (appended to, not yet caught
+        up). ``False`` when one was deleted, shrank, or changed in place (same size, another
+        ``stamp``): the index's rows for it may be stale and it must be rebuilt."""
+        if not days:
+            return True
+        paths = dict(days)
+        newest = days[-1][0]
+        for day, size, mark in db.execute("SELECT day, size, stamp FROM agg_files"):
+            if day == newest:
+                continue  # the newest grows and is repaired; the index checks its end
+            path = paths.get(day)
+            if path is None:
+                return False
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return False
+            if st.st_size < size or (st.st_size == size and mark and stamp(st) != mark):
+                return False
+        return True
+
     # --- reading -----------------------------------------------------------------------------
 
     def plan(self, db: sqlite3.Connection, flt: Filter, days: Iterable[tuple[str, str]]) -> Plan:
