@@ -47,7 +47,7 @@ from .index_sql import (
     subject_text,
     where_sql,
 )
-from .index_stats import AGG_SCHEMA, AGG_TABLES, Aggregates, answerable
+from .index_stats import AGG_SCHEMA, AGG_TABLES, Aggregates, answerable, size_and_stamp
 from .layout import is_day
 from .legacy import is_legacy_line, read_line
 from .record import Decision, decision_from_dict
@@ -93,6 +93,7 @@ class Index:
             path, SCHEMA + AGG_SCHEMA, SCHEMA_VERSION, (*TABLES, *AGG_TABLES)
         )
         self._aggregates = Aggregates(path)
+        self._before: dict[str, tuple[int, str]] = {}  # day file: (size, stamp) before reading
         self._lock = self._derived.lock
         self._conn = self._derived.conn
 
@@ -109,19 +110,13 @@ class Index:
         days = self._files.days()
         if not days:
             return int(meta.get("next_seq", 0)) == 0
-        if meta.get("day") != days[-1] or not self._as_counted(self._conn(), days):
+        if meta.get("day") != days[-1]:
             return False
         try:
             size = os.stat(self._files.layout.day_file_s(days[-1])).st_size
             return size == int(meta.get("offset", -1)) and self._end_intact(self._conn(), meta)
         except FileNotFoundError:
             return False
-
-    def _as_counted(self, db: sqlite3.Connection, days: list[str]) -> bool:
-        """Whether the day files before the newest are as the index read them
-        (``Aggregates.files_as_counted``)."""
-        layout = self._files.layout
-        return self._aggregates.files_as_counted(db, [(d, layout.day_file_s(d)) for d in days])
 
     def _end_intact(self, db: sqlite3.Connection, meta: dict[str, Any]) -> bool:
         """Whether the last record indexed is still where it was (a write the index saw that
@@ -160,21 +155,22 @@ class Index:
             next_seq = int(meta.get("next_seq", 0))
             if not self._end_intact(db, meta):
                 raise _Stale("the last record indexed is no longer where the index has it")
-            if not self._as_counted(db, self._files.days()):
-                raise _Stale("a day file was deleted or changed other than by appending")
             if upto is not None and next_seq >= upto:
                 db.execute("COMMIT")
                 return
             day0, off0 = meta.get("day"), int(meta.get("offset", 0))
             layout = self._files.layout
             jobs: list[tuple[str, str, int]] = []
+            self._before.clear()
             for day in self._files.days():
                 if day0 is not None and day < day0:
                     continue
                 start = off0 if day == day0 else 0
                 if day == day0 and layout.day_file(day).stat().st_size < start:
                     raise _Stale
-                jobs.append((layout.day_file_s(day), day, start))
+                path = layout.day_file_s(day)
+                self._before[path] = size_and_stamp(path)  # before any of its lines is read
+                jobs.append((path, day, start))
             # Subjects are indexed along when they are current; a first build over many day
             # files leaves them to the first query on a subject (``_subjects_current``).
             subjects = int(meta.get("subjects", 0)) == next_seq
@@ -220,7 +216,8 @@ class Index:
             db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", fast.records)
             db.executemany("INSERT INTO vetoes VALUES (?,?)", fast.vetoes)
             if fast.tally.counts:
-                self._aggregates.add(db, fast.day, fast.tally, fast.end, job[0])
+                before = self._before.pop(job[0], None)
+                self._aggregates.add(db, fast.day, fast.tally, fast.end, job[0], before)
             if fast.end > fast.start:
                 end_day, end_off = fast.day, fast.end
             next_seq = fast.next_seq if fast.next_seq is not None else next_seq
@@ -491,9 +488,11 @@ class Index:
                         if last is None or day > last:
                             continue  # not indexed yet
                         path = self._files.layout.day_file_s(day)
+                        before = size_and_stamp(path)
                         rows = parse_day(path, day, 0, offset if day == last else None)
                         if rows is not None:  # (else counted from its records each time)
-                            self._aggregates.replace(db, day, rows.tally, rows.end, path)
+                            tally, end = rows.tally, rows.end
+                            self._aggregates.replace(db, day, tally, end, path, before)
                     db.execute("COMMIT")
                 except BaseException:
                     _rollback(db)

@@ -28,7 +28,15 @@ import orjson
 from .index_build import DayTally
 from .query import Filter, Tally
 
-__all__ = ["AGG_SCHEMA", "AGG_TABLES", "Aggregates", "Plan", "answerable", "stamp"]
+__all__ = [
+    "AGG_SCHEMA",
+    "AGG_TABLES",
+    "Aggregates",
+    "Plan",
+    "answerable",
+    "size_and_stamp",
+    "stamp",
+]
 
 #: The aggregate tables (part of the index's schema).
 AGG_TABLES = ("agg_files", "agg_counts", "agg_vetoes")
@@ -44,6 +52,15 @@ CREATE TABLE IF NOT EXISTS agg_vetoes (day TEXT NOT NULL, rday TEXT NOT NULL,
 """
 
 _KEY_BYTES = 32
+
+
+def size_and_stamp(path: str) -> tuple[int, str]:
+    """(size, ``stamp``) of the file at ``path``, or ``(-1, "")`` when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (-1, "")
+    return (st.st_size, stamp(st))
 
 
 def stamp(st: os.stat_result) -> str:
@@ -123,10 +140,20 @@ class Aggregates:
 
     # --- writing (inside the index's write transaction) ----------------------------------------
 
-    def add(self, db: sqlite3.Connection, day: str, tally: DayTally, size: int, path: str) -> None:
+    def add(
+        self,
+        db: sqlite3.Connection,
+        day: str,
+        tally: DayTally,
+        size: int,
+        path: str,
+        before: tuple[int, str] | None = None,
+    ) -> None:
         """Add a day file's ``tally`` (of its lines up to byte ``size``) to its aggregates and
-        tag them with the file's ``stamp`` (none when it has grown meanwhile: then
-        ``stats`` counts it from its records until the next catch-up)."""
+        tag them with the file's ``stamp`` when its (size, stamp) is still ``before`` (taken
+        before its lines were read) and it was read to its end; else untagged (then ``stats``
+        counts it from its records until it is counted again): a file written while it was
+        read is never believed as read."""
         counts = dict(tally.counts)
         vetoes = dict(tally.vetoes)
         lo, hi = tally.lo, tally.hi
@@ -148,53 +175,32 @@ class Aggregates:
         db.executemany(
             "INSERT INTO agg_vetoes VALUES (?,?,?,?,?,?,?)", [(day, *r) for r in veto_rows]
         )
-        try:
-            st = os.stat(path)
-            mark = stamp(st) if st.st_size == size else ""
-        except FileNotFoundError:
-            mark = ""
+        now = size_and_stamp(path)
+        mark = now[1] if now == before == (size, now[1]) else ""
         head = (size, mark, lo, hi)
         tag = self._tag(day, head, count_rows, veto_rows)
         db.execute("INSERT OR REPLACE INTO agg_files VALUES (?,?,?,?,?,?)", (day, *head, tag))
 
     def replace(
-        self, db: sqlite3.Connection, day: str, tally: DayTally, size: int, path: str
+        self,
+        db: sqlite3.Connection,
+        day: str,
+        tally: DayTally,
+        size: int,
+        path: str,
+        before: tuple[int, str] | None = None,
     ) -> None:
         """Count a day file afresh: its aggregates become ``tally`` (of its first ``size``
-        bytes)."""
+        bytes, read after its (size, stamp) was ``before``)."""
         for table in AGG_TABLES:
             db.execute(f"DELETE FROM {table} WHERE day=?", (day,))
-        self.add(db, day, tally, size, path)
+        self.add(db, day, tally, size, path, before)
 
     @staticmethod
     def clear(db: sqlite3.Connection) -> None:
         """Forget every aggregate (a rebuild)."""
         for table in AGG_TABLES:
             db.execute(f"DELETE FROM {table}")
-
-    @staticmethod
-    def files_as_counted(db: sqlite3.Connection, days: list[tuple[str, str]]) -> bool:
-        """Whether every day file counted before the newest of ``days`` ((day, path), oldest
-        first) is still there, as it was counted or grown since (appended to, not yet caught
-        up). ``False`` when one was deleted, shrank, or changed in place (same size, another
-        ``stamp``): the index's rows for it may be stale and it must be rebuilt."""
-        if not days:
-            return True
-        paths = dict(days)
-        newest = days[-1][0]
-        for day, size, mark in db.execute("SELECT day, size, stamp FROM agg_files"):
-            if day == newest:
-                continue  # the newest grows and is repaired; the index checks its end
-            path = paths.get(day)
-            if path is None:
-                return False
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                return False
-            if st.st_size < size or (st.st_size == size and mark and stamp(st) != mark):
-                return False
-        return True
 
     # --- reading -----------------------------------------------------------------------------
 
