@@ -77,11 +77,17 @@ def stats(page: Any) -> str:
     return str(page.inner_text("#stats"))
 
 
+def shows(page: Any, selector: str, count: int) -> None:
+    """Wait until the page has ``count`` elements matching ``selector`` (the totals, the feed
+    and the charts are drawn one after the other: a test waits for each it reads)."""
+    page.wait_for_function(
+        "([s, n]) => document.querySelectorAll(s).length === n", arg=[selector, count]
+    )
+
+
 def feed_has(page: Any, count: int) -> None:
     """Wait until the feed shows ``count`` rows."""
-    page.wait_for_function(
-        "n => document.querySelectorAll('#feed tbody tr').length === n", arg=count
-    )
+    shows(page, "#feed tbody tr", count)
 
 
 def rows_all(page: Any, column: int, value: str) -> None:
@@ -127,8 +133,9 @@ def test_live_feed_filters_search_and_history(site: tuple[str, DecisionLog], bro
     page.wait_for_selector('#filter-action option[value="halt"]', state="attached")
     page.select_option("#filter-action", "halt")
     rows_all(page, 2, "halt")
-    assert len(feed_seqs(page)) == 4
+    feed_has(page, 4)
     page.wait_for_function("() => document.getElementById('stats').textContent.startsWith('4 ')")
+    shows(page, "#chart-actions .label", 1)
     labels = page.eval_on_selector_all(
         "#chart-actions .label", "els => els.map(e => e.textContent)"
     )
@@ -138,12 +145,10 @@ def test_live_feed_filters_search_and_history(site: tuple[str, DecisionLog], bro
     page.wait_for_function("() => document.getElementById('stats').textContent.startsWith('13 ')")
     feed_has(page, 13)  # the totals and the feed are drawn one after the other
     assert min(feed_seqs(page)) == 6
-    assert len(page.query_selector_all("#chart-days .col")) == 1
+    shows(page, "#chart-days .col", 1)
     page.select_option("#filter-since", "")
     page.wait_for_function("() => document.getElementById('stats').textContent.startsWith('19 ')")
-    assert (
-        len(page.query_selector_all("#chart-days .col")) == 4
-    )  # three days ago to today, the days between empty
+    shows(page, "#chart-days .col", 4)  # three days ago to today, the days between empty
 
     page.fill("#search-input", made["id"])
     page.press("#search-input", "Enter")
