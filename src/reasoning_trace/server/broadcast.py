@@ -43,9 +43,17 @@ class Broadcaster:
 
     def _run(self) -> None:
         """Follow the log (in the thread), handing each new record to the event loop."""
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         for d in self.log.follow(after_seq=self.newest, stop=self._stop.is_set):
-            self._loop.call_soon_threadsafe(self._dispatch, d.seq, d.line)
+            if loop.is_closed():
+                return  # the server is shutting down: nobody is left to wake
+            try:
+                loop.call_soon_threadsafe(self._dispatch, d.seq, d.line)
+            except RuntimeError:
+                if loop.is_closed():  # closed between the check and the call
+                    return
+                raise
 
     def _dispatch(self, seq: int, line: bytes) -> None:
         """Keep a new record's line (on the event loop) and wake every subscriber."""
