@@ -93,7 +93,6 @@ class Index:
             path, SCHEMA + AGG_SCHEMA, SCHEMA_VERSION, (*TABLES, *AGG_TABLES)
         )
         self._aggregates = Aggregates(path)
-        self._before: dict[str, tuple[int, str]] = {}  # day file: (size, stamp) before reading
         self._lock = self._derived.lock
         self._conn = self._derived.conn
 
@@ -161,7 +160,7 @@ class Index:
             day0, off0 = meta.get("day"), int(meta.get("offset", 0))
             layout = self._files.layout
             jobs: list[tuple[str, str, int]] = []
-            self._before.clear()
+            befores: dict[str, tuple[int, str]] = {}  # (size, stamp) before any line is read
             for day in self._files.days():
                 if day0 is not None and day < day0:
                     continue
@@ -169,7 +168,7 @@ class Index:
                 if day == day0 and layout.day_file(day).stat().st_size < start:
                     raise _Stale
                 path = layout.day_file_s(day)
-                self._before[path] = size_and_stamp(path)  # before any of its lines is read
+                befores[path] = size_and_stamp(path)
                 jobs.append((path, day, start))
             # Subjects are indexed along when they are current; a first build over many day
             # files leaves them to the first query on a subject (``_subjects_current``).
@@ -181,13 +180,13 @@ class Index:
                     db.execute(f"DROP INDEX IF EXISTS {name}")
                 db.execute(f"PRAGMA cache_size = {BUILD_CACHE_KIB}")  # no spill to the WAL
                 try:
-                    self._load(db, jobs, parse_days(jobs), next_seq, subjects, meta)
+                    self._load(db, jobs, parse_days(jobs), befores, next_seq, subjects, meta)
                     for sql in SECONDARY.values():  # (executescript would commit first)
                         db.execute(sql)
                 finally:
                     db.execute("PRAGMA cache_size = -2000")  # SQLite's default
             else:
-                self._load(db, jobs, itertools.repeat(None), next_seq, subjects, meta)
+                self._load(db, jobs, itertools.repeat(None), befores, next_seq, subjects, meta)
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             _rollback(db)
@@ -201,12 +200,14 @@ class Index:
         db: sqlite3.Connection,
         jobs: list[tuple[str, str, int]],
         parsed: Iterator[DayRows | None],
+        befores: dict[str, tuple[int, str]],
         next_seq: int,
         subjects: bool,
         meta: dict[str, Any],
     ) -> None:
         """Insert the rows of each day file ``(path, day, start)`` of ``jobs`` (``parsed``:
-        its fast parse, or ``None`` for the careful path), its aggregates, and the new meta."""
+        its fast parse, or ``None`` for the careful path), its aggregates (``befores``: each
+        file's size and stamp before it was read), and the new meta."""
         end_day, end_off = meta.get("day"), int(meta.get("offset", 0))
         for job, fast in zip(jobs, parsed, strict=False):
             if fast is not None and fast.records and fast.records[0][0] != next_seq:
@@ -216,7 +217,7 @@ class Index:
             db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", fast.records)
             db.executemany("INSERT INTO vetoes VALUES (?,?)", fast.vetoes)
             if fast.tally.counts:
-                before = self._before.pop(job[0], None)
+                before = befores[job[0]]
                 self._aggregates.add(db, fast.day, fast.tally, fast.end, job[0], before)
             if fast.end > fast.start:
                 end_day, end_off = fast.day, fast.end

@@ -147,7 +147,7 @@ class Aggregates:
         tally: DayTally,
         size: int,
         path: str,
-        before: tuple[int, str] | None = None,
+        before: tuple[int, str],
     ) -> None:
         """Add a day file's ``tally`` (of its lines up to byte ``size``) to its aggregates and
         tag them with the file's ``stamp`` when its (size, stamp) is still ``before`` (taken
@@ -188,7 +188,7 @@ class Aggregates:
         tally: DayTally,
         size: int,
         path: str,
-        before: tuple[int, str] | None = None,
+        before: tuple[int, str],
     ) -> None:
         """Count a day file afresh: its aggregates become ``tally`` (of its first ``size``
         bytes, read after its (size, stamp) was ``before``)."""
